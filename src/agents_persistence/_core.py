@@ -1,0 +1,329 @@
+"""The pure layer every store shares: validation, encoding, clocks, cursors. No I/O here.
+
+Stores implement a handful of primitives (`write`, `read`, `remove`, `page`, `purge`) over the
+value types below; the base classes in `agents_persistence.base` turn them into the public
+contract for both the sync and the async twin, so neither twin carries logic of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, cast
+
+from pydantic import BaseModel, ValidationError
+
+from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
+from agents_persistence.errors import (
+    ConfigurationError,
+    CorruptStateError,
+    InvalidArgumentError,
+    InvalidCursorError,
+    InvalidStateError,
+    InvalidThreadIdError,
+    StateTooLargeError,
+)
+from agents_persistence.snapshot import AgentStateSnapshot
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "MAX_LIST_LIMIT",
+    "MAX_THREAD_ID_LENGTH",
+    "Clock",
+    "Core",
+    "Record",
+    "WriteRequest",
+    "decode_cursor",
+    "encode_cursor",
+    "from_epoch_micros",
+    "to_epoch_micros",
+    "utc_now",
+    "validate_identifier",
+    "validate_namespace",
+    "validate_thread_id",
+]
+
+DEFAULT_NAMESPACE = "default"
+MAX_THREAD_ID_LENGTH = 256
+MAX_LIST_LIMIT = 1000
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware."""
+
+
+def utc_now() -> datetime:
+    """The default clock: the current UTC time."""
+    return datetime.now(UTC)
+
+
+def to_epoch_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    """The aware UTC datetime ``micros`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Return ``moment`` as an aware UTC datetime; naive values are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def validate_thread_id(thread_id: object) -> str:
+    """Return ``thread_id`` if it is a valid thread id, else raise `InvalidThreadIdError`."""
+    if not isinstance(thread_id, str):
+        raise InvalidThreadIdError(thread_id, f"must be a str, not {type(thread_id).__name__}")
+    if not thread_id:
+        raise InvalidThreadIdError(thread_id, "must not be empty")
+    if len(thread_id) > MAX_THREAD_ID_LENGTH:
+        raise InvalidThreadIdError(
+            thread_id, f"{len(thread_id)} characters, above {MAX_THREAD_ID_LENGTH}"
+        )
+    if not thread_id.isprintable():
+        for char in thread_id:
+            if unicodedata.category(char) in ("Cc", "Cs"):
+                raise InvalidThreadIdError(thread_id, f"contains control character {char!r}")
+    return thread_id
+
+
+def validate_namespace(namespace: object) -> str:
+    """Return ``namespace`` if it matches ``[A-Za-z0-9_.:-]{1,64}``, else raise."""
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"invalid namespace {namespace!r:.80}: use 1 to 64 of A-Z a-z 0-9 _ . : -"
+        )
+    return namespace
+
+
+def validate_identifier(name: object, what: str) -> str:
+    """Validate a SQL table or schema name: a letter or _, then letters, digits, _ (max 63)."""
+    if not isinstance(name, str) or not _IDENTIFIER_RE.fullmatch(name):
+        raise ConfigurationError(
+            f"invalid {what} {name!r:.80}: use a letter or _ then up to 62 letters, digits or _"
+        )
+    return name
+
+
+def _validate_ttl(ttl: float | timedelta | None) -> timedelta | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float | timedelta):
+        raise ConfigurationError(f"ttl must be seconds or a timedelta, not {type(ttl).__name__}")
+    value = ttl if isinstance(ttl, timedelta) else timedelta(seconds=ttl)
+    if value < timedelta(seconds=1):
+        raise ConfigurationError(f"ttl must be at least 1 second, got {value.total_seconds()}s")
+    return value
+
+
+def encode_cursor(updated_at: datetime, thread_id: str) -> str:
+    """An opaque cursor that resumes a listing after (``updated_at``, ``thread_id``)."""
+    raw = json.dumps([to_epoch_micros(updated_at), thread_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: object) -> tuple[datetime, str]:
+    """The (``updated_at``, ``thread_id``) key a cursor from `encode_cursor` stands for."""
+    if not isinstance(cursor, str) or not cursor:
+        raise InvalidCursorError(f"invalid cursor {cursor!r:.80}")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        micros, thread_id = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursorError(f"invalid cursor {cursor!r:.80}") from exc
+    if not isinstance(micros, int) or not isinstance(thread_id, str):
+        raise InvalidCursorError(f"invalid cursor {cursor!r:.80}")
+    return from_epoch_micros(micros), thread_id
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """Everything a store needs to perform one save, already validated and encoded.
+
+    Attributes:
+        thread_id: Validated thread id.
+        payload: The state as JSON text (what is stored).
+        size: ``len(payload.encode())``.
+        expected_version: As given to ``save_state``.
+        now: The save's timestamp; becomes ``updated_at`` (and ``created_at`` for a new thread).
+        expires_at: ``now + ttl`` or ``None``.
+    """
+
+    thread_id: str
+    payload: str
+    size: int
+    expected_version: int | None
+    now: datetime
+    expires_at: datetime | None
+
+    def is_expired(self, expires_at: datetime | None) -> bool:
+        """Whether a stored record with ``expires_at`` counts as absent at this save."""
+        return expires_at is not None and expires_at <= self.now
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored thread as a store returns it, before decoding.
+
+    ``payload`` is ``None`` in listings, JSON text (``str``/``bytes``) or an already decoded JSON
+    object (drivers that decode JSON columns themselves).
+    """
+
+    thread_id: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    size: int
+    payload: str | bytes | Mapping[str, Any] | None = None
+
+    def info(self) -> CheckpointInfo:
+        """The public metadata of this record."""
+        return CheckpointInfo(
+            self.thread_id,
+            self.version,
+            self.created_at,
+            self.updated_at,
+            self.expires_at,
+            self.size,
+        )
+
+    def thread_info(self) -> ThreadInfo:
+        """The listing entry of this record."""
+        return ThreadInfo(
+            self.thread_id,
+            self.version,
+            self.created_at,
+            self.updated_at,
+            self.expires_at,
+            self.size,
+        )
+
+
+class Core(Generic[StateT]):
+    """Settings and pure behaviour shared by a store's sync and async twins.
+
+    Args:
+        namespace: Isolates this checkpointer's threads from every other namespace.
+        ttl: Time to live in seconds (or a timedelta), at least 1 second; ``None`` keeps forever.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted.
+        clock: Returns the current aware time; for tests that move time without sleeping.
+    """
+
+    __slots__ = ("clock", "max_state_bytes", "namespace", "state_type", "ttl")
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        ttl: float | timedelta | None,
+        state_type: type[StateT] | None,
+        max_state_bytes: int,
+        clock: Clock | None,
+    ) -> None:
+        self.namespace = validate_namespace(namespace)
+        self.ttl = _validate_ttl(ttl)
+        resolved = AgentStateSnapshot if state_type is None else state_type
+        if not (isinstance(resolved, type) and issubclass(resolved, BaseModel)):
+            raise ConfigurationError(f"state_type must be a pydantic model, not {resolved!r}")
+        self.state_type = cast("type[StateT]", resolved)
+        if (
+            isinstance(max_state_bytes, bool)
+            or not isinstance(max_state_bytes, int)
+            or max_state_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_state_bytes must be a positive int, got {max_state_bytes!r}"
+            )
+        self.max_state_bytes = max_state_bytes
+        self.clock: Clock = clock or utc_now
+
+    def now(self) -> datetime:
+        """The current time from the clock, as aware UTC with microsecond precision."""
+        moment = self.clock()
+        if moment.tzinfo is None:
+            raise ConfigurationError("the clock must return timezone-aware datetimes")
+        return moment.astimezone(UTC)
+
+    def encode(self, thread_id: str, state: object) -> tuple[str, int]:
+        """Encode ``state`` to JSON text and its size, enforcing the type and size limit."""
+        if not isinstance(state, self.state_type):
+            raise InvalidStateError(
+                f"state must be a {self.state_type.__name__}, not {type(state).__name__}"
+            )
+        payload = state.model_dump_json()
+        size = len(payload.encode())
+        if size > self.max_state_bytes:
+            raise StateTooLargeError(thread_id, size, self.max_state_bytes)
+        return payload, size
+
+    def prepare_write(
+        self, thread_id: object, state: object, expected_version: object
+    ) -> WriteRequest:
+        """Validate and encode one save; raises before any I/O on bad input."""
+        tid = validate_thread_id(thread_id)
+        if expected_version is not None and (
+            isinstance(expected_version, bool)
+            or not isinstance(expected_version, int)
+            or expected_version < 0
+        ):
+            raise InvalidArgumentError(
+                f"expected_version must be None or an int >= 0, got {expected_version!r}"
+            )
+        payload, size = self.encode(tid, state)
+        now = self.now()
+        expires_at = None if self.ttl is None else now + self.ttl
+        return WriteRequest(tid, payload, size, expected_version, now, expires_at)
+
+    def decode(self, record: Record) -> StateT:
+        """Decode a stored record into the state type; never a silent default."""
+        payload = record.payload
+        try:
+            if isinstance(payload, str | bytes):
+                return self.state_type.model_validate_json(payload)
+            if isinstance(payload, Mapping):
+                return self.state_type.model_validate(payload)
+        except ValidationError as exc:
+            detail = f"{exc.error_count()} validation error(s): {exc.errors()[0]['msg']}"
+            raise CorruptStateError(record.thread_id, detail) from exc
+        raise CorruptStateError(record.thread_id, f"unexpected payload {type(payload).__name__}")
+
+    def checkpoint(self, record: Record | None) -> Checkpoint[StateT] | None:
+        """Turn a read record into a `Checkpoint` (or pass ``None`` through)."""
+        if record is None:
+            return None
+        return Checkpoint(self.decode(record), record.info())
+
+    @staticmethod
+    def page_args(limit: object, cursor: object) -> tuple[int, tuple[datetime, str] | None]:
+        """Validate ``list_threads`` arguments into a limit and a decoded keyset position."""
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise InvalidArgumentError(f"limit must be an int from 1 to {MAX_LIST_LIMIT}")
+        return limit, None if cursor is None else decode_cursor(cursor)
+
+    @staticmethod
+    def page(records: list[Record], limit: int) -> ThreadPage:
+        """Build a page from up to ``limit + 1`` records (the extra one says a next page exists)."""
+        threads = [record.thread_info() for record in records[:limit]]
+        next_cursor = None
+        if len(records) > limit:
+            last = threads[-1]
+            next_cursor = encode_cursor(last.updated_at, last.thread_id)
+        return ThreadPage(threads, next_cursor)

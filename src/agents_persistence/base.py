@@ -1,0 +1,269 @@
+"""Base classes every store subclasses: the public contract on top of five store primitives.
+
+A store implements `_write`, `_read`, `_remove`, `_page` and `_purge` (and `_close` when it owns
+connections). Validation, encoding, clocks, TTL arithmetic and cursors live in the pure
+`agents_persistence._core.Core`, which both twins share, so the sync and async classes below are
+thin call-throughs that differ only by ``await``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, Generic
+
+from typing_extensions import Self
+
+from agents_persistence._core import (
+    DEFAULT_NAMESPACE,
+    Clock,
+    Core,
+    Record,
+    WriteRequest,
+    validate_thread_id,
+)
+from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
+from agents_persistence.errors import CheckpointerError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from datetime import datetime, timedelta
+    from types import TracebackType
+
+__all__ = ["BaseAsyncCheckpointer", "BaseCheckpointer"]
+
+DEFAULT_MAX_STATE_BYTES = 8 * 1024 * 1024
+
+
+class _Common(Generic[StateT]):
+    """Settings, properties and life cycle shared by both twins."""
+
+    default_max_state_bytes: ClassVar[int] = DEFAULT_MAX_STATE_BYTES
+
+    def __init__(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._core: Core[StateT] = Core(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=self.default_max_state_bytes
+            if max_state_bytes is None
+            else max_state_bytes,
+            clock=clock,
+        )
+        self._closed = False
+
+    @property
+    def namespace(self) -> str:
+        """The namespace this checkpointer reads and writes."""
+        return self._core.namespace
+
+    @property
+    def ttl(self) -> timedelta | None:
+        """Time to live applied on each save, or ``None``."""
+        return self._core.ttl
+
+    @property
+    def state_type(self) -> type[StateT]:
+        """The pydantic model this checkpointer stores."""
+        return self._core.state_type
+
+    @property
+    def max_state_bytes(self) -> int:
+        """The largest encoded state a save accepts."""
+        return self._core.max_state_bytes
+
+    def _open_core(self) -> Core[StateT]:
+        if self._closed:
+            raise CheckpointerError(f"{type(self).__name__} is closed")
+        return self._core
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r})"
+
+
+class BaseCheckpointer(_Common[StateT], ABC):
+    """Base of every synchronous store; implements `agents_persistence.Checkpointer`."""
+
+    @abstractmethod
+    def _write(self, request: WriteRequest) -> Record:
+        """Atomically store one version; raise `ConflictError` on a version mismatch."""
+
+    @abstractmethod
+    def _read(self, thread_id: str, now: datetime) -> Record | None:
+        """The live record with its payload, or ``None`` (absent or expired at ``now``)."""
+
+    @abstractmethod
+    def _remove(self, thread_id: str, now: datetime) -> bool:
+        """Delete the thread; ``True`` only if it was live at ``now``."""
+
+    @abstractmethod
+    def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+        """Up to ``count`` live records (no payload) ordered by (updated_at, thread_id) desc.
+
+        With ``after``, only records strictly before that key in this order.
+        """
+
+    @abstractmethod
+    def _purge(self, now: datetime) -> int:
+        """Physically remove records expired at ``now``; return how many."""
+
+    def _close(self) -> None:  # noqa: B027 - stores that own nothing have nothing to close
+        """Release owned resources."""
+
+    def save_state(
+        self, thread_id: str, state: StateT, *, expected_version: int | None = None
+    ) -> CheckpointInfo:
+        """Store ``state`` as the thread's next version (see `Checkpointer.save_state`)."""
+        request = self._open_core().prepare_write(thread_id, state, expected_version)
+        return self._write(request).info()
+
+    def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
+        """The thread's state and metadata, or ``None``."""
+        core = self._open_core()
+        return core.checkpoint(self._read(_tid(thread_id), core.now()))
+
+    def load_state(self, thread_id: str) -> StateT | None:
+        """The thread's state, or ``None``."""
+        checkpoint = self.load_checkpoint(thread_id)
+        return None if checkpoint is None else checkpoint.state
+
+    def delete_thread(self, thread_id: str) -> bool:
+        """Delete the thread; ``True`` if a live thread was deleted."""
+        core = self._open_core()
+        return self._remove(_tid(thread_id), core.now())
+
+    def list_threads(self, *, limit: int = 100, cursor: str | None = None) -> ThreadPage:
+        """One page of live threads, most recently updated first."""
+        core = self._open_core()
+        count, after = core.page_args(limit, cursor)
+        return core.page(self._page(count + 1, after, core.now()), count)
+
+    def iter_threads(self, *, page_size: int = 100) -> Iterator[ThreadInfo]:
+        """Every live thread, fetched ``page_size`` at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list_threads(limit=page_size, cursor=cursor)
+            yield from page.threads
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def purge_expired(self) -> int:
+        """Physically remove expired threads; return how many were removed."""
+        return self._purge(self._open_core().now())
+
+    def close(self) -> None:
+        """Release owned connections; idempotent. Injected engines and clients stay open."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BaseAsyncCheckpointer(_Common[StateT], ABC):
+    """Base of every asyncio store; implements `agents_persistence.AsyncCheckpointer`."""
+
+    @abstractmethod
+    async def _write(self, request: WriteRequest) -> Record:
+        """See `BaseCheckpointer._write`."""
+
+    @abstractmethod
+    async def _read(self, thread_id: str, now: datetime) -> Record | None:
+        """See `BaseCheckpointer._read`."""
+
+    @abstractmethod
+    async def _remove(self, thread_id: str, now: datetime) -> bool:
+        """See `BaseCheckpointer._remove`."""
+
+    @abstractmethod
+    async def _page(
+        self, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> list[Record]:
+        """See `BaseCheckpointer._page`."""
+
+    @abstractmethod
+    async def _purge(self, now: datetime) -> int:
+        """See `BaseCheckpointer._purge`."""
+
+    async def _close(self) -> None:  # noqa: B027 - stores that own nothing have nothing to close
+        """Release owned resources."""
+
+    async def save_state(
+        self, thread_id: str, state: StateT, *, expected_version: int | None = None
+    ) -> CheckpointInfo:
+        """See `BaseCheckpointer.save_state`."""
+        request = self._open_core().prepare_write(thread_id, state, expected_version)
+        return (await self._write(request)).info()
+
+    async def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
+        """See `BaseCheckpointer.load_checkpoint`."""
+        core = self._open_core()
+        return core.checkpoint(await self._read(_tid(thread_id), core.now()))
+
+    async def load_state(self, thread_id: str) -> StateT | None:
+        """See `BaseCheckpointer.load_state`."""
+        checkpoint = await self.load_checkpoint(thread_id)
+        return None if checkpoint is None else checkpoint.state
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        """See `BaseCheckpointer.delete_thread`."""
+        core = self._open_core()
+        return await self._remove(_tid(thread_id), core.now())
+
+    async def list_threads(self, *, limit: int = 100, cursor: str | None = None) -> ThreadPage:
+        """See `BaseCheckpointer.list_threads`."""
+        core = self._open_core()
+        count, after = core.page_args(limit, cursor)
+        return core.page(await self._page(count + 1, after, core.now()), count)
+
+    async def iter_threads(self, *, page_size: int = 100) -> AsyncIterator[ThreadInfo]:
+        """See `BaseCheckpointer.iter_threads`."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_threads(limit=page_size, cursor=cursor)
+            for thread in page.threads:
+                yield thread
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def purge_expired(self) -> int:
+        """See `BaseCheckpointer.purge_expired`."""
+        return await self._purge(self._open_core().now())
+
+    async def close(self) -> None:
+        """See `BaseCheckpointer.close`."""
+        if not self._closed:
+            self._closed = True
+            await self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+_tid = validate_thread_id

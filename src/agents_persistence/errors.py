@@ -1,0 +1,99 @@
+"""The exception hierarchy: every error the library raises derives from `CheckpointerError`.
+
+Driver errors never escape raw: each store translates them at its boundary and chains the
+original with ``raise ... from exc`` so the cause stays visible in tracebacks.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "CheckpointerError",
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptStateError",
+    "InvalidArgumentError",
+    "InvalidCursorError",
+    "InvalidStateError",
+    "InvalidThreadIdError",
+    "SchemaNotReadyError",
+    "StateTooLargeError",
+]
+
+
+class CheckpointerError(Exception):
+    """Root of every error raised by agents-persistence."""
+
+
+class ConfigurationError(CheckpointerError, ValueError):
+    """A checkpointer was configured with an invalid option (namespace, TTL, table name, URL)."""
+
+
+class InvalidArgumentError(CheckpointerError, ValueError):
+    """A call received an argument outside its documented domain."""
+
+
+class InvalidThreadIdError(InvalidArgumentError):
+    """A thread id is not a string of 1 to 256 characters without control characters."""
+
+    def __init__(self, thread_id: object, reason: str) -> None:
+        self.thread_id = thread_id
+        self.reason = reason
+        super().__init__(f"invalid thread id {thread_id!r:.80}: {reason}")
+
+
+class InvalidCursorError(InvalidArgumentError):
+    """A listing cursor was not produced by this store (or was tampered with)."""
+
+
+class InvalidStateError(CheckpointerError, TypeError):
+    """The state passed to ``save_state`` is not an instance of the checkpointer's state type."""
+
+
+class StateTooLargeError(CheckpointerError, ValueError):
+    """The encoded state exceeds the store's ``max_state_bytes``; nothing was written."""
+
+    def __init__(self, thread_id: str, size: int, limit: int) -> None:
+        self.thread_id = thread_id
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"state of thread {thread_id!r} is {size} bytes, above the limit of {limit} bytes"
+            " (max_state_bytes); nothing was written"
+        )
+
+
+class ConflictError(CheckpointerError):
+    """An ``expected_version`` did not match the stored version; nothing was written.
+
+    Attributes:
+        thread_id: The thread that was being saved.
+        expected: The version the caller expected (0 means "must not exist yet").
+        actual: The version actually stored, or ``None`` when the thread does not exist.
+    """
+
+    def __init__(self, thread_id: str, expected: int, actual: int | None) -> None:
+        self.thread_id = thread_id
+        self.expected = expected
+        self.actual = actual
+        found = "no stored thread" if actual is None else f"version {actual}"
+        super().__init__(
+            f"thread {thread_id!r}: expected version {expected}, found {found}; nothing was written"
+        )
+
+
+class CorruptStateError(CheckpointerError):
+    """A stored record exists but cannot be decoded into the checkpointer's state type."""
+
+    def __init__(self, thread_id: str, detail: str) -> None:
+        self.thread_id = thread_id
+        self.detail = detail
+        super().__init__(f"stored state of thread {thread_id!r} cannot be decoded: {detail}")
+
+
+class SchemaNotReadyError(CheckpointerError):
+    """The SQL schema is missing or behind the library's migrations; the message says the fix."""
+
+
+class BackendUnavailableError(CheckpointerError, ConnectionError):
+    """The store's server could not be reached or did not answer in time."""

@@ -1,0 +1,1 @@
+"""Declarative models of the stores (no I/O); import the public names from `agents_persistence`."""

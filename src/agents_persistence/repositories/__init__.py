@@ -1,0 +1,1 @@
+"""Store implementations; import them from `agents_persistence` rather than from here."""

@@ -1,0 +1,202 @@
+"""The in-memory store: zero configuration, for tests and development.
+
+It passes the same contract suite as every other store, which makes it the fake applications use
+in their own tests. Several checkpointers (for example in different namespaces) can share one
+`MemoryStore`; each checkpointer gets a private store by default. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, insort
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from typing_extensions import Self
+
+from agents_persistence._core import Record, WriteRequest, to_epoch_micros
+from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
+from agents_persistence.contract import StateT
+from agents_persistence.errors import ConfigurationError, ConflictError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ["AsyncMemoryCheckpointer", "MemoryCheckpointer", "MemoryStore"]
+
+_Key = tuple[int, str]
+
+
+class _Namespace:
+    """Records of one namespace plus a sorted (updated_at, thread_id) index for listing."""
+
+    __slots__ = ("index", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.index: list[_Key] = []
+
+    def unlink(self, record: Record) -> None:
+        key = (to_epoch_micros(record.updated_at), record.thread_id)
+        position = bisect_left(self.index, key)
+        del self.index[position]
+        del self.records[record.thread_id]
+
+
+class MemoryStore:
+    """Process-local storage shared by the memory checkpointers that are given it. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._namespaces: dict[str, _Namespace] = {}
+
+    def _ns(self, namespace: str) -> _Namespace:
+        found = self._namespaces.get(namespace)
+        if found is None:
+            found = self._namespaces[namespace] = _Namespace()
+        return found
+
+    def write(self, namespace: str, request: WriteRequest) -> Record:
+        with self._lock:
+            ns = self._ns(namespace)
+            current = ns.records.get(request.thread_id)
+            if current is not None and request.is_expired(current.expires_at):
+                ns.unlink(current)
+                current = None
+            actual = None if current is None else current.version
+            if request.expected_version is not None and request.expected_version != (actual or 0):
+                raise ConflictError(request.thread_id, request.expected_version, actual)
+            record = Record(
+                thread_id=request.thread_id,
+                version=(actual or 0) + 1,
+                created_at=request.now if current is None else current.created_at,
+                updated_at=request.now,
+                expires_at=request.expires_at,
+                size=request.size,
+                payload=request.payload,
+            )
+            if current is not None:
+                ns.unlink(current)
+            ns.records[record.thread_id] = record
+            insort(ns.index, (to_epoch_micros(record.updated_at), record.thread_id))
+            return record
+
+    def read(self, namespace: str, thread_id: str, now: datetime) -> Record | None:
+        with self._lock:
+            record = self._ns(namespace).records.get(thread_id)
+        if record is None or (record.expires_at is not None and record.expires_at <= now):
+            return None
+        return record
+
+    def remove(self, namespace: str, thread_id: str, now: datetime) -> bool:
+        with self._lock:
+            ns = self._ns(namespace)
+            record = ns.records.get(thread_id)
+            if record is None:
+                return False
+            ns.unlink(record)
+        return record.expires_at is None or record.expires_at > now
+
+    def page(
+        self, namespace: str, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> list[Record]:
+        out: list[Record] = []
+        with self._lock:
+            ns = self._ns(namespace)
+            stop = len(ns.index) if after is None else bisect_left(ns.index, _key(after))
+            for position in range(stop - 1, -1, -1):
+                record = ns.records[ns.index[position][1]]
+                if record.expires_at is not None and record.expires_at <= now:
+                    continue
+                out.append(replace(record, payload=None))
+                if len(out) == count:
+                    break
+        return out
+
+    def purge(self, namespace: str, now: datetime) -> int:
+        with self._lock:
+            ns = self._ns(namespace)
+            expired = [
+                r for r in ns.records.values() if r.expires_at is not None and r.expires_at <= now
+            ]
+            for record in expired:
+                ns.unlink(record)
+        return len(expired)
+
+    def replace_payload(self, namespace: str, thread_id: str, payload: str) -> None:
+        """Overwrite a stored payload without validation (to simulate corruption in tests)."""
+        with self._lock:
+            ns = self._ns(namespace)
+            ns.records[thread_id] = replace(ns.records[thread_id], payload=payload)
+
+
+def _key(after: tuple[datetime, str]) -> _Key:
+    return (to_epoch_micros(after[0]), after[1])
+
+
+class MemoryCheckpointer(BaseCheckpointer[StateT]):
+    """In-memory `Checkpointer`.
+
+    Args:
+        store: Storage to share with other checkpointers; a private one by default.
+        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+    """
+
+    def __init__(self, store: MemoryStore | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.store = MemoryStore() if store is None else store
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open a private store from ``memory://`` (the URL carries no settings)."""
+        if urlsplit(url).scheme != "memory":
+            raise ConfigurationError(f"not a memory:// URL: {url!r}")
+        return cls(**options)
+
+    def _write(self, request: WriteRequest) -> Record:
+        return self.store.write(self.namespace, request)
+
+    def _read(self, thread_id: str, now: datetime) -> Record | None:
+        return self.store.read(self.namespace, thread_id, now)
+
+    def _remove(self, thread_id: str, now: datetime) -> bool:
+        return self.store.remove(self.namespace, thread_id, now)
+
+    def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+        return self.store.page(self.namespace, count, after, now)
+
+    def _purge(self, now: datetime) -> int:
+        return self.store.purge(self.namespace, now)
+
+
+class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
+    """In-memory `AsyncCheckpointer`; the same storage and options as `MemoryCheckpointer`."""
+
+    def __init__(self, store: MemoryStore | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.store = MemoryStore() if store is None else store
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open a private store from ``memory://`` (the URL carries no settings)."""
+        if urlsplit(url).scheme != "memory":
+            raise ConfigurationError(f"not a memory:// URL: {url!r}")
+        return cls(**options)
+
+    async def _write(self, request: WriteRequest) -> Record:
+        return self.store.write(self.namespace, request)
+
+    async def _read(self, thread_id: str, now: datetime) -> Record | None:
+        return self.store.read(self.namespace, thread_id, now)
+
+    async def _remove(self, thread_id: str, now: datetime) -> bool:
+        return self.store.remove(self.namespace, thread_id, now)
+
+    async def _page(
+        self, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> list[Record]:
+        return self.store.page(self.namespace, count, after, now)
+
+    async def _purge(self, now: datetime) -> int:
+        return self.store.purge(self.namespace, now)

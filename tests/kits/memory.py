@@ -1,0 +1,32 @@
+"""The in-memory store's kit: one shared `MemoryStore` so the kit can look behind the library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents_persistence import AsyncMemoryCheckpointer, MemoryCheckpointer, MemoryStore
+
+from .base import StoreKit
+
+
+class MemoryKit(StoreKit):
+    name = "memory"
+    has_server = False
+
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+
+    def make(self, *, namespace: str, **options: Any) -> MemoryCheckpointer[Any]:
+        return MemoryCheckpointer(self.store, namespace=namespace, **options)
+
+    async def make_async(self, *, namespace: str, **options: Any) -> AsyncMemoryCheckpointer[Any]:
+        return AsyncMemoryCheckpointer(self.store, namespace=namespace, **options)
+
+    def corrupt(self, namespace: str, thread_id: str) -> None:
+        self.store.replace_payload(namespace, thread_id, '{"todos": "not a list"')
+
+    def stored_count(self, namespace: str) -> int:
+        return len(self.store._ns(namespace).records)
+
+
+KITS = [MemoryKit()]
