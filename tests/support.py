@@ -64,6 +64,9 @@ class AsyncAdapter:
     def ttl(self) -> Any:
         return self.inner.ttl
 
+    def restore_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        return self._portal.call(self.inner.restore_checkpoint, *args, **kwargs)
+
     def save_state(self, *args: Any, **kwargs: Any) -> Any:
         return self._portal.call(self.inner.save_state, *args, **kwargs)
 

@@ -12,7 +12,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, cast
 
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
 from agents_persistence.errors import (
     ConfigurationError,
+    ConflictError,
     CorruptStateError,
     InvalidArgumentError,
     InvalidCursorError,
@@ -159,6 +160,10 @@ class WriteRequest:
         expected_version: As given to ``save_state``.
         now: The save's timestamp; becomes ``updated_at`` (and ``created_at`` for a new thread).
         expires_at: ``now + ttl`` or ``None``.
+        version: The exact version to store (restoring an exported thread); ``None`` stores
+            the live version + 1 (or 1 for a new thread).
+        created_at: The ``created_at`` to store (restoring); ``None`` keeps the stored one, or
+            uses ``now`` for a new thread.
     """
 
     thread_id: str
@@ -167,6 +172,19 @@ class WriteRequest:
     expected_version: int | None
     now: datetime
     expires_at: datetime | None
+    version: int | None = None
+    created_at: datetime | None = None
+
+    def next_version(self, live_version: int | None) -> int:
+        """The version this write stores, given the live version (``None`` when absent)."""
+        if self.version is not None:
+            return self.version
+        return (live_version or 0) + 1
+
+    def check(self, live_version: int | None) -> None:
+        """Raise `ConflictError` unless ``expected_version`` matches the live version."""
+        if self.expected_version is not None and self.expected_version != (live_version or 0):
+            raise ConflictError(self.thread_id, self.expected_version, live_version)
 
     def is_expired(self, expires_at: datetime | None) -> bool:
         """Whether a stored record with ``expires_at`` counts as absent at this save."""
@@ -287,6 +305,21 @@ class Core(Generic[StateT]):
         now = self.now()
         expires_at = None if self.ttl is None else now + self.ttl
         return WriteRequest(tid, payload, size, expected_version, now, expires_at)
+
+    def prepare_restore(
+        self, thread_id: object, state: object, info: CheckpointInfo, expected_version: object
+    ) -> WriteRequest:
+        """Validate and encode a restore: the state with the version and timestamps of ``info``."""
+        request = self.prepare_write(thread_id, state, expected_version)
+        if not isinstance(info, CheckpointInfo) or info.version < 1:
+            raise InvalidArgumentError("info must be a CheckpointInfo with a version >= 1")
+        return replace(
+            request,
+            now=as_utc(info.updated_at),
+            expires_at=None if info.expires_at is None else as_utc(info.expires_at),
+            version=info.version,
+            created_at=as_utc(info.created_at),
+        )
 
     def decode(self, record: Record) -> StateT:
         """Decode a stored record into the state type; never a silent default."""

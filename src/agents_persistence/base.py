@@ -124,6 +124,23 @@ class BaseCheckpointer(_Common[StateT], ABC):
         request = self._open_core().prepare_write(thread_id, state, expected_version)
         return self._write(request).info()
 
+    def restore_checkpoint(
+        self,
+        thread_id: str,
+        state: StateT,
+        info: CheckpointInfo,
+        *,
+        expected_version: int | None = None,
+    ) -> CheckpointInfo:
+        """Store ``state`` with the version and timestamps of ``info`` (import, copy, backup).
+
+        The checkpointer's TTL is not applied: the thread keeps ``info.expires_at``. With
+        ``expected_version`` the write is conditional exactly as in `save_state`.
+        """
+        core = self._open_core()
+        request = core.prepare_restore(thread_id, state, info, expected_version)
+        return self._write(request).info()
+
     def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
         """The thread's state and metadata, or ``None``."""
         core = self._open_core()
@@ -210,6 +227,19 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
     ) -> CheckpointInfo:
         """See `BaseCheckpointer.save_state`."""
         request = self._open_core().prepare_write(thread_id, state, expected_version)
+        return (await self._write(request)).info()
+
+    async def restore_checkpoint(
+        self,
+        thread_id: str,
+        state: StateT,
+        info: CheckpointInfo,
+        *,
+        expected_version: int | None = None,
+    ) -> CheckpointInfo:
+        """See `BaseCheckpointer.restore_checkpoint`."""
+        core = self._open_core()
+        request = core.prepare_restore(thread_id, state, info, expected_version)
         return (await self._write(request)).info()
 
     async def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:

@@ -112,6 +112,20 @@ class Checkpointer(Protocol[StateT]):
         """
         ...
 
+    def restore_checkpoint(
+        self,
+        thread_id: str,
+        state: StateT,
+        info: CheckpointInfo,
+        *,
+        expected_version: int | None = None,
+    ) -> CheckpointInfo:
+        """Store ``state`` with the version and timestamps of ``info`` (import, copy, backup).
+
+        The checkpointer's TTL is not applied: the thread keeps ``info.expires_at``.
+        """
+        ...
+
     def load_state(self, thread_id: str) -> StateT | None:
         """Return the thread's state, or ``None`` if it does not exist or has expired."""
         ...
@@ -167,6 +181,17 @@ class AsyncCheckpointer(Protocol[StateT]):
         self, thread_id: str, state: StateT, *, expected_version: int | None = None
     ) -> CheckpointInfo:
         """See `Checkpointer.save_state`."""
+        ...
+
+    async def restore_checkpoint(
+        self,
+        thread_id: str,
+        state: StateT,
+        info: CheckpointInfo,
+        *,
+        expected_version: int | None = None,
+    ) -> CheckpointInfo:
+        """See `Checkpointer.restore_checkpoint`."""
         ...
 
     async def load_state(self, thread_id: str) -> StateT | None:

@@ -18,7 +18,7 @@ from typing_extensions import Self
 from agents_persistence._core import Record, WriteRequest, to_epoch_micros
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
-from agents_persistence.errors import ConfigurationError, ConflictError
+from agents_persistence.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -65,12 +65,12 @@ class MemoryStore:
                 ns.unlink(current)
                 current = None
             actual = None if current is None else current.version
-            if request.expected_version is not None and request.expected_version != (actual or 0):
-                raise ConflictError(request.thread_id, request.expected_version, actual)
+            request.check(actual)
+            created_at = request.now if current is None else current.created_at
             record = Record(
                 thread_id=request.thread_id,
-                version=(actual or 0) + 1,
-                created_at=request.now if current is None else current.created_at,
+                version=request.next_version(actual),
+                created_at=request.created_at or created_at,
                 updated_at=request.now,
                 expires_at=request.expires_at,
                 size=request.size,
