@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .kits import all_kits
 from .kits.base import IN_CI, StoreKit
 from .support import Harness, Portal
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 KITS = all_kits()
 _started: set[str] = set()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
 
 T = TypeVar("T")
 
@@ -109,7 +112,7 @@ class Harness:
 
     def make(self, *, namespace: str | None = None, **options: Any) -> Any:
         """A checkpointer on this kit and mode (default: the test's namespace)."""
-        ns = namespace or self.namespace
+        ns = self.namespace if namespace is None else namespace
         if self.mode == "sync":
             cp = self.kit.make(namespace=ns, **options)
         else:
@@ -147,7 +150,5 @@ class Harness:
 
     def close(self) -> None:
         for cp in reversed(self._opened):
-            try:
+            with contextlib.suppress(Exception):
                 cp.close()
-            except Exception:
-                pass

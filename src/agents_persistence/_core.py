@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, cast
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
 from agents_persistence.errors import (
@@ -282,7 +283,12 @@ class Core(Generic[StateT]):
             raise InvalidStateError(
                 f"state must be a {self.state_type.__name__}, not {type(state).__name__}"
             )
-        payload = state.model_dump_json()
+        try:
+            payload = state.model_dump_json()
+        except PydanticSerializationError as exc:
+            raise InvalidStateError(
+                f"state of thread {thread_id!r} cannot be encoded: {exc}"
+            ) from exc
         size = len(payload.encode())
         if size > self.max_state_bytes:
             raise StateTooLargeError(thread_id, size, self.max_state_bytes)

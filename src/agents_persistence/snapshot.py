@@ -7,9 +7,10 @@ Rust side ignores). Unknown fields are kept on load and written back on save.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 __all__ = [
     "AgentInterrupt",
@@ -42,8 +43,9 @@ def _is_empty(value: list[Any]) -> bool:
 
 
 class _Model(BaseModel):
-    # Unknown fields survive a load and save, as the Rust side may grow new ones.
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # Unknown fields survive a load and save, as the Rust side may grow new ones. NaN and
+    # infinities have no JSON form: refuse them rather than store them as null.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
 
 class TodoItem(_Model):
@@ -62,6 +64,12 @@ class HumanInLoopInterrupt(_Model):
     policy_note: str | None = Field(default=None, exclude_if=_is_none)
     created_at: AwareDatetime
     call_id: str
+
+    @field_validator("created_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        # The Rust field is a DateTime<Utc>: offsets are normalised, as chrono does.
+        return value.astimezone(UTC)
 
 
 AgentInterrupt = Annotated[HumanInLoopInterrupt, Field(discriminator="type")]
@@ -89,7 +97,7 @@ MessageContent = Annotated[TextContent | JsonContent, Field(discriminator="type"
 class CacheControl(_Model):
     """Prompt-caching hint attached to a message."""
 
-    cache_type: str = Field(alias="type", serialization_alias="type")
+    type: str = "ephemeral"
 
 
 class MessageMetadata(_Model):

@@ -1,0 +1,1 @@
+"""The contract suite: every store, sync and async, passes every test here."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from .base import StoreKit
+if TYPE_CHECKING:
+    from .base import StoreKit
 
 _MODULES = ["memory", "sql", "redis", "dynamodb"]
 

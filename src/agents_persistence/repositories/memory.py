@@ -10,10 +10,8 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left, insort
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
-
-from typing_extensions import Self
 
 from agents_persistence._core import Record, WriteRequest, to_epoch_micros
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
@@ -58,6 +56,7 @@ class MemoryStore:
         return found
 
     def write(self, namespace: str, request: WriteRequest) -> Record:
+        """Store one version atomically (see `BaseCheckpointer._write`)."""
         with self._lock:
             ns = self._ns(namespace)
             current = ns.records.get(request.thread_id)
@@ -83,6 +82,7 @@ class MemoryStore:
             return record
 
     def read(self, namespace: str, thread_id: str, now: datetime) -> Record | None:
+        """The live record of a thread, or ``None``."""
         with self._lock:
             record = self._ns(namespace).records.get(thread_id)
         if record is None or (record.expires_at is not None and record.expires_at <= now):
@@ -90,6 +90,7 @@ class MemoryStore:
         return record
 
     def remove(self, namespace: str, thread_id: str, now: datetime) -> bool:
+        """Delete a thread; ``True`` if it was live."""
         with self._lock:
             ns = self._ns(namespace)
             record = ns.records.get(thread_id)
@@ -115,6 +116,7 @@ class MemoryStore:
         return out
 
     def purge(self, namespace: str, now: datetime) -> int:
+        """Remove the namespace's expired records; return how many."""
         with self._lock:
             ns = self._ns(namespace)
             expired = [
