@@ -102,6 +102,7 @@ class MemoryStore:
     def page(
         self, namespace: str, count: int, after: tuple[datetime, str] | None, now: datetime
     ) -> list[Record]:
+        """Up to ``count`` live records after the ``after`` key, newest first."""
         out: list[Record] = []
         with self._lock:
             ns = self._ns(namespace)
