@@ -15,8 +15,8 @@ from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import (
     AsyncCheckpointer,
     Checkpoint,
-    CheckpointInfo,
     Checkpointer,
+    CheckpointInfo,
     ThreadInfo,
     ThreadPage,
 )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from agents_persistence.contract import AsyncCheckpointer, Checkpointer
 from agents_persistence.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from agents_persistence.contract import AsyncCheckpointer, Checkpointer
 
 __all__ = ["open_async_checkpointer", "open_checkpointer", "store_module"]
 

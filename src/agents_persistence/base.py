@@ -9,9 +9,7 @@ thin call-throughs that differ only by ``await``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Generic
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING, ClassVar, Generic, Self
 
 from agents_persistence._core import (
     DEFAULT_NAMESPACE,
@@ -114,7 +112,7 @@ class BaseCheckpointer(_Common[StateT], ABC):
     def _purge(self, now: datetime) -> int:
         """Physically remove records expired at ``now``; return how many."""
 
-    def _close(self) -> None:  # noqa: B027 - stores that own nothing have nothing to close
+    def _close(self) -> None:
         """Release owned resources."""
 
     def save_state(
@@ -219,7 +217,7 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
     async def _purge(self, now: datetime) -> int:
         """See `BaseCheckpointer._purge`."""
 
-    async def _close(self) -> None:  # noqa: B027 - stores that own nothing have nothing to close
+    async def _close(self) -> None:
         """Release owned resources."""
 
     async def save_state(

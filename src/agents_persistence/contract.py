@@ -8,10 +8,10 @@ as every real store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, Self
 
 from pydantic import BaseModel
-from typing_extensions import Self, TypeVar
+from typing_extensions import TypeVar
 
 from agents_persistence.snapshot import AgentStateSnapshot
 
