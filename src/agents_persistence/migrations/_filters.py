@@ -1,0 +1,71 @@
+"""Alembic ``include_name`` hooks: what autogenerate looks at, ours and an app's.
+
+Our environment compares only the checkpoint table (the database may hold anything else), and
+an app's environment passes `include_name` so that its autogenerate never proposes to drop our
+table, its indexes or our version table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from agents_persistence.migrations._settings import MigrationTarget, version_table
+from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+
+__all__ = ["IncludeName", "include_name", "make_include_name", "own_include_name"]
+
+IncludeName = Callable[[str | None, "NameFilterType", "NameFilterParentNames"], bool]
+"""The signature Alembic expects of ``context.configure(include_name=...)``."""
+
+
+def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> IncludeName:
+    """Build an ``include_name`` hook that hides agents-persistence tables from autogenerate.
+
+    Use it in an app's own ``env.py`` when the checkpoint tables have custom names (the
+    default `include_name` covers ``agent_checkpoints``). Tables are matched by name in every
+    schema; their indexes, constraints and columns go with them, and so do their version tables.
+
+    Args:
+        table_names: The checkpoint table names the app uses.
+
+    Returns:
+        A function for ``context.configure(include_name=...)``.
+
+    Raises:
+        ConfigurationError: A name is not a valid table name.
+    """
+    hidden = frozenset(name for table in table_names for name in (table, version_table(table)))
+
+    def include_name(
+        name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
+    ) -> bool:
+        if type_ == "table":
+            return name not in hidden
+        return parent_names.get("table_name") not in hidden
+
+    include_name.__doc__ = f"Exclude {', '.join(sorted(hidden))} from autogenerate."
+    return include_name
+
+
+include_name: IncludeName = make_include_name()
+"""``include_name`` hook for an app's ``env.py``: ignores ``agent_checkpoints`` and its version
+table. Combine with the app's own filter by calling both."""
+
+
+def own_include_name(target: MigrationTarget) -> IncludeName:
+    """The hook of our own environment: only ``target``'s table (never its version table)."""
+
+    def include(
+        name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
+    ) -> bool:
+        if type_ == "schema":
+            return name == target.schema
+        if type_ == "table":
+            return name == target.table_name and parent_names.get("schema_name") == target.schema
+        return parent_names.get("table_name") == target.table_name
+
+    return include
