@@ -1,0 +1,370 @@
+"""Pure mapping of the DynamoDB store: keys, items, conditions, records, URLs. No I/O here.
+
+Both twins run the same `agents_persistence.repositories._dynamodb_table.DynamoDBTable`, which
+calls these functions, so every rule about what is stored and what counts as live sits here once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from agents_persistence._core import Record, WriteRequest, from_epoch_micros, to_epoch_micros
+from agents_persistence.errors import ConfigurationError, CorruptStateError, StateTooLargeError
+from agents_persistence.models.dynamodb import CheckpointItem
+
+if TYPE_CHECKING:
+    from pynamodb.expressions.condition import Condition
+
+__all__ = [
+    "ITEM_SIZE_LIMIT",
+    "MAX_INDEX_SHARDS",
+    "META_ATTRIBUTES",
+    "ItemMeta",
+    "ParsedURL",
+    "blind_write",
+    "check_item_size",
+    "condition_absent_or_expired",
+    "condition_expired",
+    "condition_live",
+    "condition_unchanged",
+    "item_key",
+    "listing_key",
+    "listing_keys",
+    "meta_of",
+    "new_item",
+    "parse_url",
+    "plan_put",
+    "record_of",
+    "sort_key",
+    "thread_of",
+    "timestamp_text",
+    "ttl_moment",
+    "validate_index_shards",
+    "validate_table_name",
+]
+
+ITEM_SIZE_LIMIT = 400 * 1024
+"""DynamoDB's item size limit in bytes (attribute names plus values)."""
+
+MAX_INDEX_SHARDS = 64
+"""Most index shards per namespace (a listing runs one Query per shard)."""
+_NUMBER_BYTES = 21
+"""Upper bound of a stored number's size, used to estimate item sizes conservatively."""
+_TABLE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_SEPARATOR = "#"
+
+
+def timestamp_text(moment: datetime) -> str:
+    """A UTC time as fixed-width text with microseconds, as PynamoDB stores datetimes.
+
+    The width is fixed (years below 1000 are zero-padded), so text order is time order.
+    """
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000").zfill(31)
+
+
+def validate_table_name(name: object) -> str:
+    """Return ``name`` if DynamoDB accepts it as a table name (3-255 of A-Z a-z 0-9 _ . -)."""
+    if not isinstance(name, str) or not _TABLE_NAME_RE.fullmatch(name):
+        raise ConfigurationError(
+            f"invalid DynamoDB table name {name!r:.80}: use 3 to 255 of A-Z a-z 0-9 _ . -"
+        )
+    return name
+
+
+def validate_index_shards(shards: object) -> int:
+    """Return ``shards`` if it is an int from 1 to `MAX_INDEX_SHARDS`."""
+    if (
+        isinstance(shards, bool)
+        or not isinstance(shards, int)
+        or not 1 <= shards <= MAX_INDEX_SHARDS
+    ):
+        raise ConfigurationError(
+            f"index_shards must be an int from 1 to {MAX_INDEX_SHARDS}, got {shards!r}"
+        )
+    return shards
+
+
+def item_key(namespace: str, thread_id: str) -> str:
+    """The table hash key of a thread."""
+    return f"{namespace}{_SEPARATOR}{thread_id}"
+
+
+def thread_of(key: str) -> str:
+    """The thread id inside a table hash key (namespaces never contain the separator)."""
+    return key.partition(_SEPARATOR)[2]
+
+
+def listing_key(namespace: str, thread_id: str, shards: int) -> str:
+    """The index hash key a thread is listed under.
+
+    Shard 0 is the bare namespace, so raising ``index_shards`` later keeps every existing item
+    visible: an item stays in a shard below the old count until its next save moves it.
+    """
+    if shards == 1:
+        return namespace
+    shard = zlib.crc32(thread_id.encode()) % shards
+    return namespace if shard == 0 else f"{namespace}{_SEPARATOR}{shard}"
+
+
+def listing_keys(namespace: str, shards: int) -> list[str]:
+    """Every index hash key of a namespace."""
+    return [namespace] + [f"{namespace}{_SEPARATOR}{shard}" for shard in range(1, shards)]
+
+
+def sort_key(updated_at: datetime, thread_id: str) -> str:
+    """The index range key: fixed-width UTC time then thread id.
+
+    Text order equals (updated_at, thread_id) order: the timestamp has a fixed width, and
+    DynamoDB compares strings by UTF-8 bytes, which orders like Python compares code points.
+    """
+    return f"{timestamp_text(updated_at)}{_SEPARATOR}{thread_id}"
+
+
+def ttl_moment(expires_at: datetime) -> datetime:
+    """``expires_at`` rounded up to a whole second, for the table's TTL attribute."""
+    whole = expires_at.replace(microsecond=0)
+    return whole if whole == expires_at else whole + timedelta(seconds=1)
+
+
+def condition_live(now: datetime) -> Condition:
+    """True for an item that never expires or expires after ``now`` (and for a missing item)."""
+    expires_at_us = CheckpointItem.expires_at_us
+    return cast(
+        "Condition", expires_at_us.does_not_exist() | (expires_at_us > to_epoch_micros(now))
+    )
+
+
+def condition_expired(now: datetime) -> Condition:
+    """True for a stored item whose expiry is ``now`` or earlier."""
+    return cast("Condition", CheckpointItem.expires_at_us <= to_epoch_micros(now))
+
+
+def condition_absent_or_expired(now: datetime) -> Condition:
+    """True when no live item exists, so a save may start the thread again at version 1."""
+    return cast("Condition", CheckpointItem.pk.does_not_exist() | condition_expired(now))
+
+
+def condition_unchanged(meta: ItemMeta) -> Condition:
+    """True while the stored item is still the one ``meta`` was read from.
+
+    Every write sets both, so matching version and ``updated_at`` means nothing was written in
+    between (a delete and re-create would have to reproduce both exactly).
+    """
+    same_version = CheckpointItem.version == meta.version
+    return cast("Condition", same_version & (CheckpointItem.updated_at == meta.updated_at))
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMeta:
+    """What a save needs to know about the stored item: read before a conditional write."""
+
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+
+    def live(self, now: datetime) -> bool:
+        """Whether the item counts as present at ``now``."""
+        return self.expires_at is None or self.expires_at > now
+
+
+META_ATTRIBUTES = ["version", "created_at", "updated_at", "expires_at_us"]
+"""Attributes `ItemMeta` is read from (a projection: the state is not transferred)."""
+
+
+def meta_of(item: CheckpointItem, thread_id: str) -> ItemMeta:
+    """The `ItemMeta` of an item read with `META_ATTRIBUTES`."""
+    version, created_at, updated_at = item.version, item.created_at, item.updated_at
+    if not isinstance(version, int) or created_at is None or updated_at is None:
+        raise CorruptStateError(thread_id, "stored item lacks version or timestamps")
+    return ItemMeta(version, created_at, updated_at, _expiry(item, thread_id))
+
+
+def plan_put(
+    model: type[CheckpointItem],
+    namespace: str,
+    shards: int,
+    request: WriteRequest,
+    meta: ItemMeta | None,
+    *,
+    read: bool,
+) -> tuple[CheckpointItem, Condition | None]:
+    """The item one save writes and the condition that makes the write safe.
+
+    Args:
+        model: The bound model class.
+        namespace: The checkpointer's namespace.
+        shards: The ``index_shards`` setting.
+        request: The validated save.
+        meta: The stored item's metadata as read (``None``: absent), when ``read``.
+        read: Whether the item was read first. Without a read, only "create" saves
+            (``expected_version=0``) and blind restores (exact version and ``created_at``,
+            no ``expected_version``) can be planned.
+
+    Returns:
+        The item and the condition (``None`` for an unconditional write).
+    """
+    now = request.now
+    if not read:
+        condition = condition_absent_or_expired(now) if request.expected_version == 0 else None
+        return new_item(model, namespace, shards, request, request.next_version(None), None), (
+            condition
+        )
+    live = meta if meta is not None and meta.live(now) else None
+    if live is None:
+        item = new_item(model, namespace, shards, request, request.next_version(None), None)
+        return item, condition_absent_or_expired(now)
+    item = new_item(
+        model, namespace, shards, request, request.next_version(live.version), live.created_at
+    )
+    return item, condition_unchanged(live)
+
+
+def blind_write(request: WriteRequest) -> bool:
+    """Whether a save can be planned without reading the stored item first."""
+    if request.expected_version == 0:
+        return True
+    return (
+        request.expected_version is None
+        and request.version is not None
+        and request.created_at is not None
+    )
+
+
+def new_item(
+    model: type[CheckpointItem],
+    namespace: str,
+    shards: int,
+    request: WriteRequest,
+    version: int,
+    stored_created_at: datetime | None,
+) -> CheckpointItem:
+    """The full item of one save."""
+    created_at = request.created_at or stored_created_at or request.now
+    expires_at = request.expires_at
+    return model(
+        item_key(namespace, request.thread_id),
+        list_pk=listing_key(namespace, request.thread_id, shards),
+        list_sk=sort_key(request.now, request.thread_id),
+        state=request.payload,
+        version=version,
+        created_at=created_at,
+        updated_at=request.now,
+        size=request.size,
+        expires_at=None if expires_at is None else ttl_moment(expires_at),
+        expires_at_us=None if expires_at is None else to_epoch_micros(expires_at),
+    )
+
+
+def check_item_size(namespace: str, shards: int, request: WriteRequest) -> int:
+    """Return the room left for the state in this item; raise if the state exceeds it.
+
+    The estimate counts attribute names and values as DynamoDB does, with every number at its
+    largest possible size, so it errs on the side of refusing before any request is sent.
+
+    Raises:
+        StateTooLargeError: The item would exceed `ITEM_SIZE_LIMIT`.
+    """
+    tid = request.thread_id
+    text = [
+        ("pk", item_key(namespace, tid)),
+        ("list_pk", listing_key(namespace, tid, shards)),
+        ("list_sk", sort_key(request.now, tid)),
+        ("created_at", timestamp_text(request.now)),
+        ("updated_at", timestamp_text(request.now)),
+    ]
+    numbers = ["version", "size", "expires_at", "expires_at_us"]
+    overhead = len("state") + sum(len(name) + len(value.encode()) for name, value in text)
+    overhead += sum(len(name) + _NUMBER_BYTES for name in numbers)
+    room = ITEM_SIZE_LIMIT - overhead
+    if request.size > room:
+        raise StateTooLargeError(tid, request.size, room)
+    return room
+
+
+def record_of(item: CheckpointItem, thread_id: str | None = None) -> Record:
+    """The `Record` of a stored item (a full item, or an index entry without the state)."""
+    tid = thread_of(item.pk) if thread_id is None else thread_id
+    version, size = item.version, item.size
+    created_at, updated_at = item.created_at, item.updated_at
+    if (
+        not isinstance(version, int)
+        or not isinstance(size, int)
+        or created_at is None
+        or updated_at is None
+    ):
+        raise CorruptStateError(tid, "stored item lacks version, size or timestamps")
+    return Record(
+        thread_id=tid,
+        version=version,
+        created_at=created_at,
+        updated_at=updated_at,
+        expires_at=_expiry(item, tid),
+        size=size,
+        payload=item.state,
+    )
+
+
+def _expiry(item: CheckpointItem, thread_id: str) -> datetime | None:
+    micros = item.expires_at_us
+    if micros is None:
+        return None
+    if not isinstance(micros, int):
+        raise CorruptStateError(thread_id, f"expires_at_us is not an integer: {micros!r:.40}")
+    return from_epoch_micros(micros)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedURL:
+    """A ``dynamodb://`` URL split into the table name and constructor keywords."""
+
+    table_name: str
+    options: dict[str, Any]
+
+
+_URL_OPTIONS: dict[str, tuple[str, type[int] | type[float] | type[str]]] = {
+    "region": ("region", str),
+    "endpoint": ("endpoint_url", str),
+    "endpoint_url": ("endpoint_url", str),
+    "connect_timeout": ("connect_timeout", float),
+    "read_timeout": ("read_timeout", float),
+    "retries": ("max_retries", int),
+    "max_retries": ("max_retries", int),
+    "index_shards": ("index_shards", int),
+    "namespace": ("namespace", str),
+    "ttl": ("ttl", float),
+}
+
+
+def parse_url(url: str) -> ParsedURL:
+    """Parse ``dynamodb://TABLE?region=...&endpoint=...`` into a table name and keywords.
+
+    Query keys: ``region``, ``endpoint`` (``http://host:port`` of moto or LocalStack),
+    ``connect_timeout`` and ``read_timeout`` (seconds), ``retries``, ``index_shards``,
+    ``namespace``, ``ttl`` (seconds). Credentials never go in URLs: they come from the standard
+    AWS chain or from explicit keyword arguments.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "dynamodb":
+        raise ConfigurationError(f"not a dynamodb:// URL: {url!r:.120}")
+    table = validate_table_name(unquote(parts.netloc + parts.path.rstrip("/")))
+    options: dict[str, Any] = {}
+    for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+        known = _URL_OPTIONS.get(key)
+        if known is None:
+            names = ", ".join(sorted(_URL_OPTIONS))
+            raise ConfigurationError(f"unknown dynamodb:// URL option {key!r}; known: {names}")
+        name, kind = known
+        try:
+            options[name] = kind(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"dynamodb:// URL option {key}={raw!r} is invalid") from exc
+        if kind is float and not math.isfinite(options[name]):
+            raise ConfigurationError(f"dynamodb:// URL option {key}={raw!r} is invalid")
+    return ParsedURL(table, options)

@@ -1,0 +1,402 @@
+"""The DynamoDB store's I/O: PynamoDB calls, retries of conditional writes, error translation.
+
+`DynamoDBTable` is synchronous because PynamoDB is; the sync checkpointer calls it directly and
+the async one from a bounded pool of worker threads. Every driver error passes through
+`driver_errors`, the one place where PynamoDB and botocore exceptions become ours.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import time
+from contextlib import contextmanager
+from itertools import islice
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import (  # type: ignore[import-untyped]
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
+from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
+
+from agents_persistence.errors import (
+    BackendUnavailableError,
+    CheckpointerError,
+    ConfigurationError,
+    CorruptStateError,
+    SchemaNotReadyError,
+    StateTooLargeError,
+)
+from agents_persistence.models.dynamodb import (
+    INDEX_NAME,
+    TTL_ATTRIBUTE,
+    CheckpointItem,
+    ConnectionSettings,
+    ItemDecodeError,
+    checkpoint_model,
+)
+from agents_persistence.repositories._dynamodb_mapping import (
+    META_ATTRIBUTES,
+    ItemMeta,
+    blind_write,
+    check_item_size,
+    condition_expired,
+    condition_live,
+    item_key,
+    listing_keys,
+    meta_of,
+    plan_put,
+    record_of,
+    sort_key,
+    thread_of,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from datetime import datetime
+
+    from pynamodb.expressions.condition import Condition
+
+    from agents_persistence._core import Record, WriteRequest
+
+__all__ = ["DynamoDBTable", "ItemTooLargeError", "driver_errors"]
+
+_log = logging.getLogger("agents_persistence.dynamodb")
+
+_MAX_WRITE_ATTEMPTS = 64
+"""Conditional write attempts per save before giving up (each lost race costs one attempt)."""
+_PURGE_PAGE_SIZE = 100
+_ACTIVE_POLL_SECONDS = 1.0
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalServerError",
+        "LimitExceededException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "ThrottlingException",
+    }
+)
+
+
+class ItemTooLargeError(StateTooLargeError):
+    """DynamoDB refused an item as larger than its item size limit; nothing was written."""
+
+    def __init__(self, thread_id: str, size: int, limit: int) -> None:
+        super().__init__(thread_id, size, limit)
+        self.args = (
+            f"DynamoDB refused the item of thread {thread_id!r} as too large (state {size}"
+            f" bytes; at most about {limit} bytes fit beside the item's other attributes);"
+            " nothing was written",
+        )
+
+
+def _code_and_message(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, PynamoDBException):
+        return exc.cause_response_code or "", exc.cause_response_message or str(exc)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return str(error.get("Code", "")), str(error.get("Message", exc))
+    return "", str(exc)
+
+
+def _translate(
+    exc: Exception, table_name: str, oversize: StateTooLargeError | None
+) -> CheckpointerError:
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    code, message = _code_and_message(exc)
+    if isinstance(cause, BotoConnectionError | HTTPClientError) or code in _UNAVAILABLE_CODES:
+        return BackendUnavailableError(
+            f"DynamoDB unavailable ({code or type(cause).__name__}): {message}"
+        )
+    if isinstance(cause, NoRegionError | NoCredentialsError | PartialCredentialsError):
+        return ConfigurationError(f"DynamoDB client configuration: {message}")
+    if isinstance(exc, TableDoesNotExist) or code.startswith("ResourceNotFound"):
+        return SchemaNotReadyError(
+            f"DynamoDB table {table_name!r} does not exist: create it with"
+            " DynamoDBCheckpointer.create_table() (or the CloudFormation/Terraform of the docs)"
+        )
+    if code == "ValidationException" and "size" in message.lower() and oversize is not None:
+        return oversize
+    if code == "ValidationException" and "index" in message.lower():
+        return SchemaNotReadyError(
+            f"DynamoDB table {table_name!r} lacks the {INDEX_NAME!r} index ({message}):"
+            " create the table with DynamoDBCheckpointer.create_table()"
+        )
+    return CheckpointerError(f"DynamoDB request failed ({code or type(exc).__name__}): {message}")
+
+
+@contextmanager
+def driver_errors(table_name: str, *, oversize: StateTooLargeError | None = None) -> Iterator[None]:
+    """Translate PynamoDB and botocore errors raised inside the block into ours.
+
+    Args:
+        table_name: Named in the messages.
+        oversize: What to raise if the service rejects an item as too large.
+
+    Raises:
+        BackendUnavailableError: Refused connections, timeouts, throttling, server errors.
+        SchemaNotReadyError: The table or its index is missing.
+        CorruptStateError: A stored item does not have the model's attribute types.
+        StateTooLargeError: The service refused the item for its size.
+        ConfigurationError: No region or no credentials.
+        CheckpointerError: Anything else the service or the driver reported.
+    """
+    try:
+        yield
+    except CheckpointerError:
+        raise
+    except ItemDecodeError as exc:
+        raise CorruptStateError(thread_of(exc.key), exc.detail) from exc
+    except (PynamoDBException, BotoCoreError, ClientError) as exc:
+        raise _translate(exc, table_name, oversize) from exc
+
+
+class DynamoDBTable:
+    """One namespace of one table: the five store primitives plus table life cycle.
+
+    Args:
+        settings: Table name and connection settings; the model class is built from them.
+        namespace: The checkpointer's (validated) namespace.
+        index_shards: How many index partitions a namespace is spread over.
+    """
+
+    def __init__(self, settings: ConnectionSettings, namespace: str, index_shards: int) -> None:
+        self.settings = settings
+        self.namespace = namespace
+        self.shards = index_shards
+        self.model = checkpoint_model(settings)
+
+    def _errors(self, oversize: StateTooLargeError | None = None) -> Any:
+        return driver_errors(self.settings.table_name, oversize=oversize)
+
+    def _key(self, thread_id: str) -> str:
+        return item_key(self.namespace, thread_id)
+
+    @staticmethod
+    def _conditional(operation: Callable[..., object], condition: Condition | None) -> bool:
+        """Run a conditional put or delete; False when its condition did not hold."""
+        try:
+            operation(condition=condition)
+        except PynamoDBException as exc:
+            if exc.cause_response_code == _CONDITION_FAILED:
+                return False
+            raise
+        return True
+
+    def _meta(self, thread_id: str) -> ItemMeta | None:
+        try:
+            item = self.model.get(
+                self._key(thread_id), consistent_read=True, attributes_to_get=META_ATTRIBUTES
+            )
+        except self.model.DoesNotExist:
+            return None
+        return meta_of(item, thread_id)
+
+    def write(self, request: WriteRequest) -> Record:
+        """Store one version atomically: read the live version, then write on condition.
+
+        The condition names the exact version read, so a concurrent save between the read and
+        the write makes this write fail and start over instead of overwriting.
+        """
+        room = check_item_size(self.namespace, self.shards, request)
+        with self._errors(ItemTooLargeError(request.thread_id, request.size, room)):
+            read = not blind_write(request)
+            for attempt in range(_MAX_WRITE_ATTEMPTS):
+                meta = self._meta(request.thread_id) if read else None
+                if read:
+                    live = meta is not None and meta.live(request.now)
+                    request.check(meta.version if meta is not None and live else None)
+                item, condition = plan_put(
+                    self.model, self.namespace, self.shards, request, meta, read=read
+                )
+                if self._conditional(item.save, condition):
+                    return record_of(item, request.thread_id)
+                read = True
+                # Racing writers that retry at once collide again: spread them out.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise CheckpointerError(
+            f"thread {request.thread_id!r}: no write succeeded after {_MAX_WRITE_ATTEMPTS}"
+            " attempts (too many concurrent saves of one thread)"
+        )
+
+    def read(self, thread_id: str, now: datetime) -> Record | None:
+        """The live item with its state (strongly consistent), or ``None``."""
+        with self._errors():
+            try:
+                item = self.model.get(self._key(thread_id), consistent_read=True)
+            except self.model.DoesNotExist:
+                return None
+            record = record_of(item, thread_id)
+        if record.expires_at is not None and record.expires_at <= now:
+            return None
+        return record
+
+    def remove(self, thread_id: str, now: datetime) -> bool:
+        """Delete the item if it is live at ``now``; False if absent or expired."""
+        item = self.model(self._key(thread_id))
+        condition = CheckpointItem.pk.exists() & condition_live(now)
+        with self._errors():
+            return self._conditional(item.delete, condition)
+
+    def _query(
+        self,
+        list_pk: str,
+        *,
+        after: str | None,
+        where: Condition,
+        page_size: int,
+        limit: int | None,
+    ) -> Iterator[CheckpointItem]:
+        return iter(
+            self.model.by_updated.query(
+                list_pk,
+                range_key_condition=None if after is None else CheckpointItem.list_sk < after,
+                filter_condition=where,
+                scan_index_forward=False,
+                limit=limit,
+                page_size=page_size,
+            )
+        )
+
+    def page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+        """Up to ``count`` live records, newest first, strictly after the ``after`` key.
+
+        One Query per index shard, newest first, expired items filtered by the service; the
+        shards' results are merged by sort key, which is the contract's order.
+        """
+        start = None if after is None else sort_key(*after)
+        with self._errors():
+            streams = [
+                self._query(
+                    key, after=start, where=condition_live(now), page_size=count, limit=count
+                )
+                for key in listing_keys(self.namespace, self.shards)
+            ]
+            merged = (
+                streams[0]
+                if len(streams) == 1
+                else heapq.merge(*streams, key=lambda item: item.list_sk, reverse=True)
+            )
+            return [record_of(item) for item in islice(merged, count)]
+
+    def purge(self, now: datetime) -> int:
+        """Delete the namespace's items expired at ``now``, a page at a time; return how many.
+
+        Each delete is conditional on the item still being expired, so a thread saved again
+        since the index was read survives.
+        """
+        removed = 0
+        expired = condition_expired(now)
+        with self._errors():
+            for key in listing_keys(self.namespace, self.shards):
+                stream = self._query(
+                    key, after=None, where=expired, page_size=_PURGE_PAGE_SIZE, limit=None
+                )
+                for listed in stream:
+                    if self._conditional(self.model(listed.pk).delete, expired):
+                        removed += 1
+        return removed
+
+    def create_table(self, *, wait: bool) -> bool:
+        """Create the table, its index and its TTL setting unless they exist; True if created.
+
+        With ``wait`` this returns once the table is active and its TTL enabled. Without it,
+        TTL is enabled only if the table is already active (DynamoDB refuses it before): call
+        again later.
+        """
+        created = False
+        with self._errors():
+            if not self.model.exists():
+                try:
+                    # PynamoDB enables TTL right after CreateTable; that fails while the table is
+                    # still being created, so its errors are ignored and `_ensure_ttl` does it.
+                    self.model.create_table(
+                        wait=False,
+                        billing_mode=PAY_PER_REQUEST_BILLING_MODE,
+                        ignore_update_ttl_errors=True,
+                    )
+                    created = True
+                except PynamoDBException as exc:
+                    if exc.cause_response_code != "ResourceInUseException":
+                        raise
+            description = self._describe(wait=wait)
+            self._check_schema(description)
+            if description.get("TableStatus") == "ACTIVE":
+                self._ensure_ttl()
+        return created
+
+    def _describe(self, *, wait: bool) -> dict[str, Any]:
+        while True:
+            description = cast("dict[str, Any]", self.model.describe_table())
+            indexes = description.get("GlobalSecondaryIndexes") or []
+            active = description.get("TableStatus") == "ACTIVE" and all(
+                index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes
+            )
+            if active or not wait:
+                return description
+            time.sleep(_ACTIVE_POLL_SECONDS)
+
+    def _check_schema(self, description: dict[str, Any]) -> None:
+        name = self.settings.table_name
+        keys = {(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])}
+        if keys != {("pk", "HASH")}:
+            raise SchemaNotReadyError(
+                f"DynamoDB table {name!r} exists with another key schema {sorted(keys)};"
+                " the store needs hash key 'pk' (S) and no range key"
+            )
+        for index in description.get("GlobalSecondaryIndexes") or []:
+            if index.get("IndexName") == INDEX_NAME:
+                found = {(k["AttributeName"], k["KeyType"]) for k in index.get("KeySchema", [])}
+                if found == {("list_pk", "HASH"), ("list_sk", "RANGE")}:
+                    return
+        raise SchemaNotReadyError(
+            f"DynamoDB table {name!r} exists without the {INDEX_NAME!r} index"
+            " (hash 'list_pk', range 'list_sk'); add it, or use another table"
+        )
+
+    def _ensure_ttl(self) -> None:
+        connection = self.model._get_connection()
+        client = cast("Any", connection.connection.client)
+        found = client.describe_time_to_live(TableName=self.settings.table_name)
+        description = found.get("TimeToLiveDescription", {})
+        status = description.get("TimeToLiveStatus")
+        if status in ("ENABLED", "ENABLING"):
+            attribute = description.get("AttributeName")
+            if attribute != TTL_ATTRIBUTE:
+                raise SchemaNotReadyError(
+                    f"DynamoDB table {self.settings.table_name!r} expires items by {attribute!r};"
+                    f" the store needs Time to Live on {TTL_ATTRIBUTE!r}"
+                )
+            return
+        connection.update_time_to_live(TTL_ATTRIBUTE)
+
+    def delete_table(self, *, wait: bool) -> bool:
+        """Delete the table and everything in it; False if it did not exist."""
+        with self._errors():
+            if not self.model.exists():
+                return False
+            try:
+                self.model.delete_table(wait=wait)
+            except PynamoDBException as exc:
+                if exc.cause_response_code == "ResourceNotFoundException":
+                    return False
+                raise
+        return True
+
+    def close(self) -> None:
+        """Close the HTTP connections of this table's client, if one was created."""
+        connection = self.model._connection
+        client = None if connection is None else connection.connection._client
+        if client is not None:
+            cast("Any", client).close()

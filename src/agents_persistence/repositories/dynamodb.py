@@ -1,0 +1,280 @@
+"""The DynamoDB store: a PynamoDB model, conditional writes, a listing index, TTL.
+
+One item per thread keyed by namespace and thread id, a global secondary index to list a
+namespace newest first, DynamoDB's Time to Live for physical expiry (reads filter expired items
+themselves, since the service deletes them late). Nothing is created implicitly: call
+`DynamoDBCheckpointer.create_table` once (or deploy the table with CloudFormation or
+Terraform, see ``docs/dynamodb.md``).
+
+PynamoDB is synchronous: `AsyncDynamoDBCheckpointer` runs the same calls in a bounded pool of
+worker threads, through one helper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+from agents_persistence._core import DEFAULT_NAMESPACE, Clock
+from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer, _Common
+from agents_persistence.contract import StateT
+from agents_persistence.errors import ConfigurationError
+from agents_persistence.models.dynamodb import ConnectionSettings
+from agents_persistence.repositories._dynamodb_mapping import (
+    parse_url,
+    validate_index_shards,
+    validate_table_name,
+)
+from agents_persistence.repositories._dynamodb_table import DynamoDBTable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime, timedelta
+
+    from agents_persistence._core import Record, WriteRequest
+
+__all__ = ["DEFAULT_MAX_STATE_BYTES", "AsyncDynamoDBCheckpointer", "DynamoDBCheckpointer"]
+
+DEFAULT_MAX_STATE_BYTES = 350_000
+"""Default ``max_state_bytes``: safely below DynamoDB's 400 KB item limit with room for the
+item's other attributes (thread ids of up to 256 characters appear three times)."""
+
+DEFAULT_MAX_THREADS = 10
+"""Default worker threads of the async twin (and HTTP connections of its client)."""
+
+_T = TypeVar("_T")
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an int of at least {minimum}, got {value!r}")
+    return value
+
+
+class _DynamoDBSetup(_Common[StateT]):
+    """Configuration shared by both twins: settings, the table engine, `from_url`."""
+
+    default_max_state_bytes: ClassVar[int] = DEFAULT_MAX_STATE_BYTES
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        max_retries: int = 3,
+        max_pool_connections: int = 10,
+        index_shards: int = 1,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
+        if endpoint_url is not None and not endpoint_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"endpoint_url must start with http:// or https://: {endpoint_url!r}"
+            )
+        if (aws_access_key_id is None) != (aws_secret_access_key is None):
+            raise ConfigurationError(
+                "give both aws_access_key_id and aws_secret_access_key, or neither"
+            )
+        settings = ConnectionSettings(
+            table_name=validate_table_name(table_name),
+            region=region,
+            endpoint_url=endpoint_url,
+            connect_timeout=_seconds(connect_timeout, "connect_timeout"),
+            read_timeout=_seconds(read_timeout, "read_timeout"),
+            max_retries=_count(max_retries, "max_retries", 0),
+            max_pool_connections=_count(max_pool_connections, "max_pool_connections", 1),
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+        )
+        self._table = DynamoDBTable(settings, self.namespace, validate_index_shards(index_shards))
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open a checkpointer from ``dynamodb://TABLE?region=...&endpoint=...``.
+
+        Query keys: ``region``, ``endpoint``, ``connect_timeout``, ``read_timeout``,
+        ``retries``, ``index_shards``, ``namespace``, ``ttl``. Keyword ``options`` override
+        them (credentials go there, or come from the standard AWS chain).
+        """
+        parsed = parse_url(url)
+        return cls(parsed.table_name, **{**parsed.options, **options})
+
+    @property
+    def table_name(self) -> str:
+        """The DynamoDB table."""
+        return self._table.settings.table_name
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        """Table name, region, endpoint and client settings (credentials hidden from repr)."""
+        return self._table.settings
+
+    @property
+    def index_shards(self) -> int:
+        """How many index partitions each namespace is spread over."""
+        return self._table.shards
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(table={self.table_name!r}, namespace={self.namespace!r})"
+
+
+class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
+    """`Checkpointer` on a DynamoDB table through PynamoDB.
+
+    Args:
+        table_name: The table (create it with `create_table` or your infrastructure code).
+        region: AWS region; ``None`` uses the standard configuration.
+        endpoint_url: Custom endpoint such as ``http://localhost:4566`` (LocalStack, moto).
+        aws_access_key_id: Explicit credentials; ``None`` uses the standard credential chain.
+        aws_secret_access_key: Secret of explicit credentials.
+        aws_session_token: Token of temporary explicit credentials.
+        connect_timeout: Seconds to wait for a connection.
+        read_timeout: Seconds to wait for a response.
+        max_retries: Retries after the first attempt (throttling, 5xx, network errors).
+        max_pool_connections: HTTP connections kept to the endpoint.
+        index_shards: Spread each namespace over this many index partitions (1 to 64) for
+            namespaces with very many writes per second; listings merge one Query per shard.
+            It may be raised later, never lowered.
+        namespace: Isolates this checkpointer's threads.
+        ttl: Seconds (or timedelta) each save lives; ``None`` keeps threads forever.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted (default 350,000).
+        clock: Returns the current aware time (for tests).
+    """
+
+    def _write(self, request: WriteRequest) -> Record:
+        return self._table.write(request)
+
+    def _read(self, thread_id: str, now: datetime) -> Record | None:
+        return self._table.read(thread_id, now)
+
+    def _remove(self, thread_id: str, now: datetime) -> bool:
+        return self._table.remove(thread_id, now)
+
+    def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+        return self._table.page(count, after, now)
+
+    def _purge(self, now: datetime) -> int:
+        return self._table.purge(now)
+
+    def _close(self) -> None:
+        self._table.close()
+
+    def create_table(self, *, wait: bool = True) -> bool:
+        """Create the table (on-demand billing), its index and its TTL setting if missing.
+
+        Idempotent: an existing table is checked (key schema, index) and its TTL enabled if it
+        is not yet.
+
+        Args:
+            wait: Return only once the table is active and its TTL enabled.
+
+        Returns:
+            True if the table was created, False if it existed.
+
+        Raises:
+            SchemaNotReadyError: The table exists with another key schema or without the index.
+            BackendUnavailableError: DynamoDB could not be reached.
+        """
+        self._open_core()
+        return self._table.create_table(wait=wait)
+
+    def delete_table(self, *, wait: bool = True) -> bool:
+        """Delete the table with every namespace in it; False if it did not exist.
+
+        Args:
+            wait: Return only once the table is gone.
+        """
+        self._open_core()
+        return self._table.delete_table(wait=wait)
+
+
+class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[StateT]):
+    """`AsyncCheckpointer` on a DynamoDB table: the sync calls in a bounded thread pool.
+
+    Takes the arguments of `DynamoDBCheckpointer`, plus:
+
+    Args:
+        table_name: The table.
+        max_threads: Worker threads running PynamoDB calls (and HTTP connections of the
+            client, unless ``max_pool_connections`` says more). Calls beyond it wait their turn.
+        **options: The keyword arguments of `DynamoDBCheckpointer`.
+
+    A cancelled call stops waiting, but the request already sent by its worker thread runs to
+    completion: a cancelled save may still have been stored.
+    """
+
+    def __init__(
+        self, table_name: str, *, max_threads: int = DEFAULT_MAX_THREADS, **options: Any
+    ) -> None:
+        _count(max_threads, "max_threads", 1)
+        options.setdefault("max_pool_connections", max(max_threads, 10))
+        super().__init__(table_name, **options)
+        self._executor = ThreadPoolExecutor(
+            max_threads, thread_name_prefix=f"agents-persistence-dynamodb-{self.table_name}"
+        )
+
+    async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run one blocking PynamoDB call in the worker pool: the only bridge to threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(function, *args, **kwargs))
+
+    async def _write(self, request: WriteRequest) -> Record:
+        return await self._call(self._table.write, request)
+
+    async def _read(self, thread_id: str, now: datetime) -> Record | None:
+        return await self._call(self._table.read, thread_id, now)
+
+    async def _remove(self, thread_id: str, now: datetime) -> bool:
+        return await self._call(self._table.remove, thread_id, now)
+
+    async def _page(
+        self, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> list[Record]:
+        return await self._call(self._table.page, count, after, now)
+
+    async def _purge(self, now: datetime) -> int:
+        return await self._call(self._table.purge, now)
+
+    async def _close(self) -> None:
+        # Calls still running finish before the client they use is closed.
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._table.close()
+
+    async def create_table(self, *, wait: bool = True) -> bool:
+        """See `DynamoDBCheckpointer.create_table`."""
+        self._open_core()
+        return await self._call(self._table.create_table, wait=wait)
+
+    async def delete_table(self, *, wait: bool = True) -> bool:
+        """See `DynamoDBCheckpointer.delete_table`."""
+        self._open_core()
+        return await self._call(self._table.delete_table, wait=wait)

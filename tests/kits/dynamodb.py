@@ -1,0 +1,135 @@
+"""The DynamoDB store's kit: moto's DynamoDB server on a free loopback port, one table.
+
+The server runs in this process (``ThreadedMotoServer``) but is reached over HTTP like the real
+service: no request mocking. Every test gets its own namespace in the session's table; tests
+that need a table of their own create it with `DynamoDBKit.new_table_name`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .base import StoreKit, closed_port
+
+if TYPE_CHECKING:
+    from agents_persistence import AsyncDynamoDBCheckpointer, DynamoDBCheckpointer
+
+REGION = "us-east-1"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class DynamoDBKit(StoreKit):
+    name = "dynamodb"
+    # DynamoDB holds at most 400 KB per item: the store's default limit is 350,000 bytes.
+    large_state_bytes = 300_000
+
+    def __init__(self) -> None:
+        self.table = "agents-persistence-" + uuid.uuid4().hex[:12]
+        self.endpoint = ""
+        self._server: Any = None
+        self._client: Any = None
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import moto.server  # noqa: F401
+        except ImportError as exc:
+            return f"moto[server] is not installed ({exc})"
+        return None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        from agents_persistence import DynamoDBCheckpointer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
+            cp.create_table()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def connection(self) -> dict[str, Any]:
+        """Keyword arguments that reach the moto server."""
+        return {"region": REGION, "endpoint_url": self.endpoint, **CREDENTIALS}
+
+    def new_table_name(self) -> str:
+        return "ap-test-" + uuid.uuid4().hex[:12]
+
+    @property
+    def client(self) -> Any:
+        """A boto3 client for looking behind the library."""
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(
+                "dynamodb", region_name=REGION, endpoint_url=self.endpoint, **CREDENTIALS
+            )
+        return self._client
+
+    def make(
+        self, *, namespace: str, table: str | None = None, **options: Any
+    ) -> DynamoDBCheckpointer[Any]:
+        from agents_persistence import DynamoDBCheckpointer
+
+        return DynamoDBCheckpointer(
+            table or self.table, namespace=namespace, **{**self.connection(), **options}
+        )
+
+    async def make_async(
+        self, *, namespace: str, table: str | None = None, **options: Any
+    ) -> AsyncDynamoDBCheckpointer[Any]:
+        from agents_persistence import AsyncDynamoDBCheckpointer
+
+        return AsyncDynamoDBCheckpointer(
+            table or self.table, namespace=namespace, **{**self.connection(), **options}
+        )
+
+    def corrupt(self, namespace: str, thread_id: str) -> None:
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"{namespace}#{thread_id}"}},
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":s": {"S": '{"todos": "not a list"'}},
+        )
+
+    def stored_count(self, namespace: str) -> int:
+        # A scan is fine here: it looks behind the library, which itself never scans.
+        pages = self.client.get_paginator("scan").paginate(
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :prefix)",
+            ExpressionAttributeValues={":prefix": {"S": f"{namespace}#"}},
+            ProjectionExpression="pk",
+        )
+        return sum(len(page["Items"]) for page in pages)
+
+    def _unreachable(self) -> dict[str, Any]:
+        return {
+            "region": REGION,
+            "endpoint_url": f"http://127.0.0.1:{closed_port()}",
+            "connect_timeout": 0.5,
+            "read_timeout": 0.5,
+            "max_retries": 0,
+            **CREDENTIALS,
+        }
+
+    def make_unreachable(self, *, namespace: str) -> DynamoDBCheckpointer[Any]:
+        from agents_persistence import DynamoDBCheckpointer
+
+        return DynamoDBCheckpointer(self.table, namespace=namespace, **self._unreachable())
+
+    async def make_unreachable_async(self, *, namespace: str) -> AsyncDynamoDBCheckpointer[Any]:
+        from agents_persistence import AsyncDynamoDBCheckpointer
+
+        return AsyncDynamoDBCheckpointer(self.table, namespace=namespace, **self._unreachable())
+
+
+KITS = [DynamoDBKit()]
