@@ -1,0 +1,341 @@
+"""What every command shares: the global options, opening stores, output, and error reporting.
+
+A command body runs inside a `Run`, which resolves the global options (the command's own value
+first, then the one given before the command name, then ``AGENTS_PERSISTENCE_URL``, then the
+default SQLite file), opens and closes stores, and turns every failure into one line on stderr
+and an exit code: 0 success, 1 failed operation or missing thread, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import click
+import typer
+from rich.console import Console
+
+from agents_persistence import open_checkpointer
+from agents_persistence.errors import (
+    BackendUnavailableError,
+    CheckpointerError,
+    ConfigurationError,
+    ConflictError,
+    CorruptStateError,
+    InvalidArgumentError,
+    SchemaNotReadyError,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from types import TracebackType
+
+    from agents_persistence.contract import Checkpointer
+
+__all__ = [
+    "DEFAULT_SQLITE_FILE",
+    "ENV_URL",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CommandFailed",
+    "DebugOption",
+    "JsonOption",
+    "NamespaceOption",
+    "Run",
+    "UrlOption",
+    "UsageProblem",
+    "describe_store",
+    "explain",
+    "iso",
+    "redact",
+    "root_options",
+    "scheme_family",
+    "stdin_is_terminal",
+]
+
+ENV_URL = "AGENTS_PERSISTENCE_URL"
+DEFAULT_SQLITE_FILE = "agents-persistence.sqlite3"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help=f"Store URL. Default: ${ENV_URL}, else the SQLite file ./{DEFAULT_SQLITE_FILE}.",
+        show_default=False,
+    ),
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--namespace", help="Namespace of the threads. Default: 'default'.", show_default=False
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+
+class UsageProblem(Exception):
+    """The command line asks for something that cannot be done as given (exit code 2)."""
+
+
+class CommandFailed(Exception):
+    """The operation failed or its thread does not exist (exit code 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Given:
+    url: str | None = None
+    namespace: str | None = None
+    as_json: bool = False
+    debug: bool = False
+
+
+def root_options(
+    ctx: typer.Context, url: str | None, namespace: str | None, as_json: bool, debug: bool
+) -> None:
+    """Remember the global options given before the command name (``agents-persistence --url``)."""
+    ctx.obj = _Given(url, namespace, as_json, debug)
+
+
+def scheme_family(url: str) -> str:
+    """The store family a URL names: sqlite, postgresql, mysql, redis, dynamodb, memory, or ''."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    base = scheme.split("+", 1)[0]
+    families = {
+        "postgres": "postgresql",
+        "mariadb": "mysql",
+        "rediss": "redis",
+    }
+    base = families.get(base, base)
+    known = ("sqlite", "postgresql", "mysql", "redis", "dynamodb", "memory")
+    return base if base in known else ""
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def iso(moment: datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 text (``None`` stays ``None``)."""
+    return None if moment is None else moment.isoformat()
+
+
+def describe_store(url: str) -> str:
+    """Where a URL keeps its threads, in words (no password)."""
+    family = scheme_family(url)
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    table = query.get("table") or query.get("table_name") or "agent_checkpoints"
+    if family == "sqlite":
+        path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+        where = str(Path(path).resolve()) if path and path != ":memory:" else "memory (:memory:)"
+        return f"SQLite file {where}, table {table}"
+    if family in ("postgresql", "mysql"):
+        name = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB"}[family]
+        database = parts.path.lstrip("/") or "(default database)"
+        port = parts.port or "default port"
+        return f"{name} database {database} at {parts.hostname}:{port}, table {table}"
+    if family == "redis":
+        database = parts.path.lstrip("/") or "0"
+        return f"Redis at {parts.hostname or 'localhost'}:{parts.port or 6379} db {database}"
+    if family == "dynamodb":
+        where = query.get("endpoint") or "AWS"
+        region = query.get("region") or os.environ.get("AWS_DEFAULT_REGION") or "default region"
+        return f"DynamoDB table {parts.netloc or parts.path.lstrip('/')} ({where}, {region})"
+    if family == "memory":
+        return "this process's memory (gone when the command exits)"
+    return redact(url)
+
+
+_HINTS: list[tuple[type[BaseException], int, str]] = [
+    (ConflictError, EXIT_FAILED, "another writer saved the thread first; load it again and retry"),
+    (SchemaNotReadyError, EXIT_FAILED, ""),
+    (BackendUnavailableError, EXIT_FAILED, "check that the server is running and reachable"),
+    (
+        CorruptStateError,
+        EXIT_FAILED,
+        "the stored record cannot be read; remove it with: agents-persistence threads delete ID",
+    ),
+    (ConfigurationError, EXIT_USAGE, "check --url and --namespace"),
+    (InvalidArgumentError, EXIT_USAGE, ""),
+    (CheckpointerError, EXIT_FAILED, ""),
+]
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _schema_hint(message: str, url: str | None) -> str:
+    if url is None or "agents-persistence db upgrade" in message:
+        return ""  # the store's message already names the command that fixes it
+    family = scheme_family(url)
+    where = shlex.quote(redact(url))
+    if family == "dynamodb":
+        return f"create it with: agents-persistence dynamodb create-table --url {where}"
+    if family in ("sqlite", "postgresql", "mysql"):
+        return f"create the tables with: agents-persistence db upgrade --url {where}"
+    return ""
+
+
+def explain(exc: BaseException, url: str | None = None) -> tuple[str, int]:
+    """One line saying what went wrong and what to do, and the exit code it deserves.
+
+    Args:
+        exc: What a command raised.
+        url: The store it was working on, for hints that name a command to run.
+    """
+    if isinstance(exc, UsageProblem):
+        return _one_line(str(exc)), EXIT_USAGE
+    if isinstance(exc, CommandFailed):
+        return _one_line(str(exc)), EXIT_FAILED
+    for kind, code, hint in _HINTS:
+        if isinstance(exc, kind):
+            message = _one_line(str(exc))
+            if isinstance(exc, SchemaNotReadyError):
+                hint = _schema_hint(message, url)
+            if hint:
+                message = f"{message} ({hint})"
+            return f"{type(exc).__name__}: {message}", code
+    return (
+        f"unexpected {type(exc).__name__}: {_one_line(str(exc))}"
+        " (rerun with --debug for the traceback)",
+        EXIT_FAILED,
+    )
+
+
+class Run:
+    """One invocation of a command: resolved options, consoles, opened stores, error reporting.
+
+    Use as a context manager around the command body; it closes every store it opened and turns
+    exceptions into one error line and an exit code (tracebacks only with ``--debug``).
+    """
+
+    def __init__(
+        self,
+        ctx: typer.Context,
+        *,
+        url: str | None,
+        namespace: str | None,
+        as_json: bool,
+        debug: bool,
+    ) -> None:
+        given = ctx.find_root().obj
+        root = given if isinstance(given, _Given) else _Given()
+        self.as_json = as_json or root.as_json
+        self.debug = debug or root.debug
+        self.namespace = namespace or root.namespace or "default"
+        self.err = Console(stderr=True, highlight=False)
+        self.out = _stdout_console()
+        given_url = url or root.url
+        explicit = given_url or os.environ.get(ENV_URL) or None
+        self.url_is_default = explicit is None
+        self.url = explicit or _default_url()
+        # How to name this store again in a follow-up command a person is told to run.
+        self.follow_up = "" if not given_url else f" --url {shlex.quote(redact(given_url))}"
+        if self.namespace != "default":
+            self.follow_up += f" --namespace {shlex.quote(self.namespace)}"
+        self._opened: list[Checkpointer[Any]] = []
+
+    def notice_default_url(self) -> None:
+        """Say which file the default SQLite URL points at (on stderr, so data stays clean)."""
+        if self.url_is_default:
+            path = urlsplit(self.url).path[1:]
+            self.err.print(
+                f"using the SQLite file {path} (no --url given and {ENV_URL} is not set)",
+                soft_wrap=True,
+            )
+
+    def open(self, url: str | None = None, namespace: str | None = None, **options: Any) -> Any:
+        """Open a checkpointer (this run's URL and namespace unless given); closed on exit."""
+        checkpointer = open_checkpointer(
+            url or self.url, namespace=namespace or self.namespace, **options
+        )
+        self._opened.append(checkpointer)
+        return checkpointer
+
+    def emit(self, data: object) -> None:
+        """Print ``data`` as JSON on stdout."""
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        close_error = self._close_all()
+        problem = exc if exc is not None else close_error
+        if problem is None or isinstance(
+            problem,
+            click.exceptions.Exit
+            | click.ClickException
+            | click.exceptions.Abort
+            | KeyboardInterrupt,
+        ):
+            return
+        if self.debug and not isinstance(problem, UsageProblem | CommandFailed):
+            if problem is exc:
+                return  # propagates with its traceback
+            raise problem
+        line, code = explain(problem, self.url)
+        self.err.print(f"error: {line}", soft_wrap=True, markup=False)
+        raise typer.Exit(code) from None
+
+    def _close_all(self) -> Exception | None:
+        # Every store gets closed even if one fails; the first failure is reported only when
+        # the body succeeded, so it never hides the error already on its way out.
+        first: Exception | None = None
+        while self._opened:
+            checkpointer = self._opened.pop()
+            try:
+                checkpointer.close()
+            except Exception as exc:
+                first = first or exc
+        return first
+
+    def fail(self, message: str) -> NoReturn:
+        """Stop with exit code 1 and ``message`` on stderr."""
+        raise CommandFailed(message)
+
+    def usage(self, message: str) -> NoReturn:
+        """Stop with exit code 2 and ``message`` on stderr."""
+        raise UsageProblem(message)
+
+
+def _default_url() -> str:
+    return f"sqlite:///{Path(DEFAULT_SQLITE_FILE).resolve()}"
+
+
+def _stdout_console() -> Console:
+    # Off a terminal rich assumes 80 columns and would fold or cut thread ids in tables; a wide
+    # fixed width keeps piped output whole and stable.
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=200)
+    return console
+
+
+def stdin_is_terminal() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
