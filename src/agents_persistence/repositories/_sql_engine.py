@@ -1,0 +1,272 @@
+"""Engines and errors of the SQL store: URL mapping, engine options, the error boundary.
+
+Pure except for `sqlite_tuning`, which registers engine event hooks (no I/O until a connection
+is made). Both twins use everything here.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import StaticPool
+
+from agents_persistence.errors import (
+    BackendUnavailableError,
+    CheckpointerError,
+    ConfigurationError,
+    CorruptStateError,
+    InvalidArgumentError,
+    SchemaNotReadyError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy import Engine
+
+__all__ = [
+    "driver_code",
+    "engine_options",
+    "schema_not_ready",
+    "sqlite_tuning",
+    "to_async_url",
+    "to_sync_url",
+    "translate_errors",
+]
+
+_SYNC_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
+    "sqlite+aiosqlite": "sqlite",
+}
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "mysql": "mysql+aiomysql",
+    "mysql+pymysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
+    "mariadb+pymysql": "mariadb+aiomysql",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+}
+
+# Messages (and SQLSTATE / MySQL codes) that mean "the table or a column is not there": the
+# schema was never migrated, or is behind the library.
+_MISSING_SCHEMA = re.compile(
+    r"no such table|no such column|has no column named|relation .* does not exist"
+    r"|column .* does not exist|doesn't exist|unknown column",
+    re.IGNORECASE,
+)
+_MISSING_SQLSTATES = frozenset({"42P01", "42703", "3F000"})
+_MISSING_MYSQL_CODES = frozenset({1146, 1054})
+# MySQL/MariaDB server codes that mean "cannot talk to the server now" (PyMySQL reports every
+# unmapped server code, constraint failures included, as OperationalError); client-side codes
+# 2000-2999 (refused, lost, gone away) are always that.
+_MYSQL_UNAVAILABLE = frozenset(
+    {1040, 1044, 1045, 1049, 1053, 1152, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 1969}
+    | {3024, 4031}
+)
+_UNDECODABLE = re.compile(r"could not decode|codec can't decode|invalid utf-?8", re.IGNORECASE)
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL: {exc}") from exc
+
+
+def to_sync_url(url: str | URL) -> URL:
+    """The URL with the synchronous driver this library ships for its database."""
+    parsed = _parse(url)
+    driver = _SYNC_DRIVERS.get(parsed.drivername)
+    return parsed if driver is None else parsed.set(drivername=driver)
+
+
+def to_async_url(url: str | URL) -> URL:
+    """The URL with the asyncio driver this library ships for its database."""
+    parsed = _parse(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    return parsed if driver is None else parsed.set(drivername=driver)
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def engine_options(
+    url: URL,
+    *,
+    pool_size: int,
+    max_overflow: int,
+    pool_timeout: float,
+    connect_timeout: float,
+    busy_timeout: float,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine`` / ``create_async_engine`` of ``url``.
+
+    Pool sizing and ``pool_pre_ping`` for every database; the connect timeout each driver
+    understands; SQLite's busy timeout. ``extra`` (the caller's ``engine_options``) wins.
+    """
+    backend = url.get_backend_name()
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        connect_args["timeout"] = busy_timeout
+        if _is_memory_sqlite(url):
+            # One in-memory database exists per connection: share a single one.
+            options["poolclass"] = StaticPool
+            connect_args["check_same_thread"] = False
+        else:
+            options.update(pool_size=pool_size, max_overflow=max_overflow)
+            options["pool_timeout"] = pool_timeout
+    else:
+        options.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
+        if backend == "postgresql":
+            # libpq counts whole seconds (and treats 1 as 2).
+            connect_args["connect_timeout"] = max(1, round(connect_timeout))
+        elif backend in ("mysql", "mariadb"):
+            connect_args["connect_timeout"] = connect_timeout
+            if "charset" not in url.query:
+                connect_args["charset"] = "utf8mb4"
+    extra = dict(extra or {})
+    connect_args.update(extra.pop("connect_args", {}))
+    options.update(extra)
+    options["connect_args"] = connect_args
+    return options
+
+
+def sqlite_tuning(engine: Engine, *, wal: bool) -> None:
+    """Hooks for an SQLite engine this library created: WAL journal for file databases.
+
+    WAL lets readers proceed while a writer commits; writers still take turns, waiting up to the
+    busy timeout instead of failing with "database is locked".
+    """
+    if not wal:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _wal(dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+
+def schema_not_ready(problem: str, url: str, table_name: str, schema: str | None) -> str:
+    """The `SchemaNotReadyError` message: what is wrong, and every command that fixes it."""
+    table_args = "" if table_name == "agent_checkpoints" else f", table_name={table_name!r}"
+    if schema is not None:
+        table_args += f", schema={schema!r}"
+    return (
+        f"the agents-persistence schema is not ready: {problem}. Run the library's migrations"
+        f" with one of: `agents-persistence db upgrade --url {url}`, `alembic upgrade head`"
+        " (with the library's alembic.ini, -x url=...), or"
+        f" `agents_persistence.migrations.upgrade(engine{table_args})`."
+        " The checkpointer never changes the schema itself unless created with auto_migrate=True."
+    )
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    state = getattr(exc.orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def driver_code(exc: DBAPIError) -> object:
+    """The numeric error code of MySQL drivers (first argument), else the first argument."""
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
+    return args[0] if args else None
+
+
+def _refused_state(exc: DBAPIError) -> str | None:
+    """Why the database refused a valid JSON state, when that is what happened."""
+    if _sqlstate(exc) == "22P05":
+        return "PostgreSQL's JSONB cannot hold the NUL character (\\u0000)"
+    if driver_code(exc) == 4025:
+        return "its JSON check failed (MariaDB accepts at most 32 levels of nesting)"
+    return None
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    code = driver_code(exc)
+    if isinstance(code, int):  # PyMySQL / aiomysql; psycopg and sqlite3 carry messages
+        return 2000 <= code < 3000 or code in _MYSQL_UNAVAILABLE
+    return True
+
+
+def _missing_schema(exc: DBAPIError) -> bool:
+    if _sqlstate(exc) in _MISSING_SQLSTATES or driver_code(exc) in _MISSING_MYSQL_CODES:
+        return True
+    return bool(_MISSING_SCHEMA.search(str(exc.orig)))
+
+
+@contextmanager
+def translate_errors(
+    not_ready: Any, thread_id: str | None = None, *, action: str = "query"
+) -> Iterator[None]:
+    """The store's one error boundary: driver errors become the library's, chained.
+
+    Args:
+        not_ready: Called with a problem description, returns the `SchemaNotReadyError` text.
+        thread_id: The thread concerned, for `CorruptStateError`.
+        action: What was being done, for messages.
+
+    Raises:
+        SchemaNotReadyError: The table or a column is missing.
+        BackendUnavailableError: Connection refused or lost, timeouts, pool exhausted.
+        CorruptStateError: A stored value the driver cannot decode.
+        InvalidArgumentError: The database refused a state it cannot store.
+        CheckpointerError: Any other database error.
+    """
+    try:
+        yield
+    except CheckpointerError:
+        raise
+    except DBAPIError as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
+        if _missing_schema(exc):
+            raise SchemaNotReadyError(not_ready(detail)) from exc
+        refused = _refused_state(exc)
+        if refused is not None and thread_id is not None and action == "save":
+            raise InvalidArgumentError(
+                f"the database refused the state of thread {thread_id!r}: {refused};"
+                " nothing was written"
+            ) from exc
+        if thread_id is not None and _UNDECODABLE.search(detail):
+            raise CorruptStateError(thread_id, detail) from exc
+        if _unavailable(exc):
+            raise BackendUnavailableError(
+                f"database unavailable during {action}: {detail}"
+            ) from exc
+        raise CheckpointerError(f"database error during {action}: {detail}") from exc
+    except PoolTimeoutError as exc:
+        raise BackendUnavailableError(f"no database connection available: {exc}") from exc
+    except SQLAlchemyError as exc:
+        raise CheckpointerError(f"database error during {action}: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        # Async drivers may surface socket errors and timeouts without a DBAPI wrapper.
+        raise BackendUnavailableError(f"database unavailable during {action}: {exc}") from exc

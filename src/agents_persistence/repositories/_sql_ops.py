@@ -1,0 +1,172 @@
+"""The SQL store's operations on one synchronous `Connection`, shared by both twins.
+
+The sync twin calls them on an `Engine` connection; the async twin runs the very same functions
+through ``AsyncConnection.run_sync``, where SQLAlchemy drives the asyncio driver underneath. Each
+function owns its transaction(s), so a connection goes back to the pool with nothing open.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from agents_persistence._core import WriteRequest, as_utc
+from agents_persistence.errors import ConflictError
+
+from ._sql_engine import driver_code
+from ._sql_statements import (
+    PURGE_BATCH,
+    Statements,
+    record_from_row,
+    write_params,
+    written_record,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy import Connection
+
+    from agents_persistence._core import Record
+
+__all__ = ["page", "purge", "read", "remove", "schema_problem", "upgrade_schema", "write"]
+
+_LOCK_ATTEMPTS = 20
+# MySQL/MariaDB: deadlock between two first inserts of one thread (their gap locks), and
+# MariaDB's "record has changed since last read" under snapshot isolation. Both mean "another
+# writer got there first": the retry sees its row.
+_RETRY_CODES = frozenset({1213, 1020})
+_DUPLICATE_KEY = 1062
+_DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
+
+
+def write(conn: Connection, stmts: Statements, namespace: str, request: WriteRequest) -> Record:
+    """Store one version atomically; `ConflictError` (nothing written) on a version mismatch."""
+    params = write_params(namespace, request)
+    if stmts.strategy == "upsert":
+        with conn.begin():
+            row = conn.execute(stmts.write(request), params).first()
+            if row is None:
+                actual = conn.execute(stmts.live_version, params).scalar()
+                raise ConflictError(request.thread_id, params["expected"], actual)
+        return written_record(request, row.version, row.created_at)
+    for attempt in range(1, _LOCK_ATTEMPTS + 1):
+        try:
+            return _write_locked(conn, stmts, params, request)
+        except DBAPIError as exc:
+            if attempt == _LOCK_ATTEMPTS or not _retryable(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write_locked(
+    conn: Connection, stmts: Statements, params: dict[str, Any], request: WriteRequest
+) -> Record:
+    with conn.begin():
+        row = conn.execute(stmts.lock_row, params).first()
+        expires_at = None if row is None or row.expires_at is None else as_utc(row.expires_at)
+        live = row is not None and not request.is_expired(expires_at)
+        actual = row.version if live and row is not None else None
+        request.check(actual)
+        created_at = request.created_at or (
+            as_utc(row.created_at) if live and row is not None else request.now
+        )
+        values = {
+            **params,
+            "new_version": request.next_version(actual),
+            "new_created_at": created_at,
+        }
+        conn.execute(stmts.insert_row if row is None else stmts.update_row, values)
+    return written_record(request, values["new_version"], created_at)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        # Only a duplicate key: a concurrent first insert of the same thread won.
+        return driver_code(exc) == _DUPLICATE_KEY or bool(_DUPLICATE.search(str(exc.orig)))
+    return driver_code(exc) in _RETRY_CODES
+
+
+def read(
+    conn: Connection, stmts: Statements, namespace: str, thread_id: str, now: datetime
+) -> Record | None:
+    """The live record with its payload, or ``None``."""
+    with conn.begin():
+        row = conn.execute(stmts.read, {"ns": namespace, "tid": thread_id, "now": now}).first()
+    return None if row is None else record_from_row(row, payload=True)
+
+
+def remove(
+    conn: Connection, stmts: Statements, namespace: str, thread_id: str, now: datetime
+) -> bool:
+    """Delete the thread; ``True`` only if it was live (an expired leftover goes too)."""
+    params = {"ns": namespace, "tid": thread_id, "now": now}
+    with conn.begin():
+        if conn.execute(stmts.remove_live, params).rowcount:
+            return True
+        conn.execute(stmts.remove_any, params)
+    return False
+
+
+def page(
+    conn: Connection,
+    stmts: Statements,
+    namespace: str,
+    count: int,
+    after: tuple[datetime, str] | None,
+    now: datetime,
+) -> list[Record]:
+    """Up to ``count`` live records without payload, newest first, strictly after ``after``."""
+    params: dict[str, Any] = {"ns": namespace, "now": now, "count": count}
+    statement = stmts.page_first
+    if after is not None:
+        statement = stmts.page_after
+        params["after_at"] = after[0]
+        params["after_tid"] = after[1]
+    with conn.begin():
+        rows = conn.execute(statement, params).all()
+    return [record_from_row(row, payload=False) for row in rows]
+
+
+def purge(conn: Connection, stmts: Statements, namespace: str, now: datetime) -> int:
+    """Delete the namespace's expired rows in batches (one short transaction each)."""
+    params = {"ns": namespace, "now": now}
+    total = 0
+    while True:
+        with conn.begin():
+            deleted = conn.execute(stmts.purge, params).rowcount
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
+
+
+def schema_problem(conn: Connection, table_name: str, schema: str | None) -> str | None:
+    """What keeps the table from being used (missing, or not at the head revision), or ``None``."""
+    # Imported on first use: Alembic is only needed once per checkpointer.
+    from agents_persistence import migrations
+
+    qualified = table_name if schema is None else f"{schema}.{table_name}"
+    try:
+        if not inspect(conn).has_table(table_name, schema=schema):
+            return f"table {qualified!r} does not exist"
+        current = migrations.current_revision(conn, table_name=table_name, schema=schema)
+    finally:
+        conn.rollback()
+    head = migrations.head_revision()
+    if current is None:
+        return f"table {qualified!r} exists but its migrations were never recorded"
+    if current != head:
+        return f"table {qualified!r} is at revision {current}; this library needs {head}"
+    return None
+
+
+def upgrade_schema(conn: Connection, table_name: str, schema: str | None) -> None:
+    """Run the library's migrations up to head on ``conn`` (the ``auto_migrate`` opt-in)."""
+    from agents_persistence import migrations
+
+    migrations.upgrade_connection(conn, table_name=table_name, schema=schema)
+    if conn.in_transaction():
+        conn.commit()

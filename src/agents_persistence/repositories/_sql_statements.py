@@ -1,0 +1,316 @@
+"""The SQL store's pure layer: Core statements per table and dialect, and row mapping. No I/O.
+
+Both twins (`SQLCheckpointer`, `AsyncSQLCheckpointer`) run exactly these statements through the
+operations in `agents_persistence.repositories._sql_ops`. Statements are built once per (table,
+schema, dialect) and cached, so SQLAlchemy's compiled cache serves every later execution.
+
+Two write strategies exist:
+
+* ``upsert`` (PostgreSQL, SQLite): one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ...
+  RETURNING`` for unconditional and create-only saves, one ``UPDATE ... WHERE version =
+  :expected RETURNING`` for conditional ones. The database serialises writers on the row, so the
+  version check and the increment are one atomic step.
+* ``lock`` (MySQL, MariaDB and any other dialect): one transaction that reads the row with
+  ``SELECT ... FOR UPDATE``, checks the version, then inserts or updates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agents_persistence._core import Record, WriteRequest, as_utc
+from agents_persistence.errors import CorruptStateError
+from agents_persistence.models.sql import checkpoint_table
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy import ColumnElement, Row, Table
+
+__all__ = [
+    "PURGE_BATCH",
+    "Statements",
+    "WriteKind",
+    "record_from_row",
+    "statements",
+    "write_kind",
+    "write_params",
+    "written_record",
+]
+
+PURGE_BATCH = 1000
+"""Rows one purge statement deletes at most; each batch is its own short transaction."""
+
+WriteKind = Literal["any", "create", "match"]
+"""``any``: expected_version None; ``create``: 0; ``match``: a version n > 0."""
+
+_UPSERT_DIALECTS = ("postgresql", "sqlite")
+_MYSQL_DIALECTS = ("mysql", "mariadb")
+_META = ("thread_id", "version", "created_at", "updated_at", "expires_at", "state_bytes")
+
+
+def write_kind(request: WriteRequest) -> WriteKind:
+    """Which conditional write ``request`` asks for."""
+    if request.expected_version is None:
+        return "any"
+    return "create" if request.expected_version == 0 else "match"
+
+
+def write_params(namespace: str, request: WriteRequest) -> dict[str, Any]:
+    """Bind values of a write: the row as it is when the thread is new (or at ``expected``).
+
+    No name equals a column name: SQLAlchemy would add such parameters to an UPDATE's SET.
+    """
+    expected = request.expected_version
+    return {
+        "ns": namespace,
+        "tid": request.thread_id,
+        "payload": request.payload,
+        "size": request.size,
+        # A "match" write only ever replaces version `expected`, so its result is known now.
+        "new_version": request.next_version(expected or None),
+        "new_created_at": request.created_at or request.now,
+        "now": request.now,
+        "new_expires_at": request.expires_at,
+        "expected": expected,
+    }
+
+
+def written_record(request: WriteRequest, version: int, created_at: datetime) -> Record:
+    """The metadata of a completed write (``updated_at`` and expiry come from the request)."""
+    return Record(
+        thread_id=request.thread_id,
+        version=version,
+        created_at=as_utc(created_at),
+        updated_at=request.now,
+        expires_at=request.expires_at,
+        size=request.size,
+    )
+
+
+def record_from_row(row: Row[Any], *, payload: bool) -> Record:
+    """A `Record` from a ``read`` or ``page`` row; unreadable column values are corruption."""
+    try:
+        return Record(
+            thread_id=row.thread_id,
+            version=row.version,
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
+            expires_at=None if row.expires_at is None else as_utc(row.expires_at),
+            size=row.state_bytes,
+            payload=row.state if payload else None,
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CorruptStateError(str(row.thread_id), f"unreadable metadata: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Statements:
+    """Every statement the store runs on one table, for one dialect.
+
+    Attributes:
+        table: The mapped table.
+        dialect_name: The SQLAlchemy dialect name the statements are built for.
+        strategy: ``upsert`` or ``lock`` (see the module docstring).
+        autocommit: Run each operation in autocommit mode (PostgreSQL). Every ``upsert``
+            operation that must be atomic is a single statement, and psycopg would otherwise
+            spend two extra round trips per call on ``BEGIN`` and ``COMMIT``.
+        read: The live row with its payload as JSON text.
+        live_version: The live version only (what a conflict reports).
+        page_first: The first page of a listing, newest first.
+        page_after: A later page, strictly after a keyset position.
+        remove_live: Delete the row if it is live.
+        remove_any: Delete the row whatever its expiry (clears an expired leftover).
+        purge: Delete up to `PURGE_BATCH` expired rows of the namespace.
+        lock_row: ``lock`` strategy: the row's version and timestamps, locked.
+        insert_row: ``lock`` strategy: insert the row.
+        update_row: ``lock`` strategy: overwrite the row.
+    """
+
+    table: Table
+    dialect_name: str
+    strategy: Literal["upsert", "lock"]
+    autocommit: bool
+    read: Select[Any]
+    live_version: Select[Any]
+    page_first: Select[Any]
+    page_after: Select[Any]
+    remove_live: Delete
+    remove_any: Delete
+    purge: Delete
+    lock_row: Select[Any]
+    insert_row: Insert
+    update_row: Update
+    _writes: dict[tuple[WriteKind, bool, bool], Insert | Update] = field(
+        default_factory=dict, repr=False
+    )
+
+    def write(self, request: WriteRequest) -> Insert | Update:
+        """``upsert`` strategy: the one statement that performs ``request``.
+
+        A restore (``request.version`` / ``request.created_at`` set) overrides the computed
+        version and creation time; there are a handful of variants, each built once.
+        """
+        key = (write_kind(request), request.version is not None, request.created_at is not None)
+        found = self._writes.get(key)
+        if found is None:
+            found = self._writes[key] = _upsert(self, *key)
+        return found
+
+
+@cache
+def statements(table_name: str, schema: str | None, dialect_name: str) -> Statements:
+    """The statements of ``schema.table_name`` for ``dialect_name`` (built once, then cached)."""
+    table = checkpoint_table(table_name, schema)
+    c = table.c
+    key = and_(c.namespace == bindparam("ns"), c.thread_id == bindparam("tid"))
+    live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+    page_first = (
+        select(*(c[name] for name in _META))
+        .where(c.namespace == bindparam("ns"), live)
+        .order_by(c.updated_at.desc(), c.thread_id.desc())
+        .limit(bindparam("count"))
+    )
+    # Keyset "(updated_at, thread_id) < (:at, :tid)", spelled so that every dialect can use
+    # the (namespace, updated_at, thread_id) index as a range on updated_at.
+    after = and_(
+        c.updated_at <= bindparam("after_at"),
+        or_(c.updated_at < bindparam("after_at"), c.thread_id < bindparam("after_tid")),
+    )
+    expired = and_(
+        c.namespace == bindparam("ns"),
+        c.expires_at.is_not(None),
+        c.expires_at <= bindparam("now"),
+    )
+    if dialect_name in _MYSQL_DIALECTS:
+        # MySQL cannot delete from a table it selects from; a single-table DELETE takes LIMIT.
+        purge = delete(table).where(expired).with_dialect_options(mysql_limit=PURGE_BATCH)
+    else:
+        batch = select(c.thread_id).where(expired).limit(PURGE_BATCH).scalar_subquery()
+        purge = delete(table).where(c.namespace == bindparam("ns"), c.thread_id.in_(batch))
+    row = {
+        "state": _state_bind(table, dialect_name),
+        "state_bytes": bindparam("size"),
+        "version": bindparam("new_version"),
+        "created_at": bindparam("new_created_at"),
+        "updated_at": bindparam("now"),
+        "expires_at": bindparam("new_expires_at"),
+    }
+    return Statements(
+        table=table,
+        dialect_name=dialect_name,
+        strategy="upsert" if dialect_name in _UPSERT_DIALECTS else "lock",
+        autocommit=dialect_name == "postgresql",
+        read=select(*(c[name] for name in _META), _payload_column(table, dialect_name)).where(
+            key, live
+        ),
+        live_version=select(c.version).where(key, live),
+        page_first=page_first,
+        page_after=page_first.where(after),
+        remove_live=delete(table).where(key, live),
+        remove_any=delete(table).where(key),
+        purge=purge,
+        lock_row=select(c.version, c.created_at, c.expires_at).where(key).with_for_update(),
+        insert_row=insert(table).values(
+            namespace=bindparam("ns"), thread_id=bindparam("tid"), **row
+        ),
+        update_row=update(table).where(key).values(**row),
+    )
+
+
+def _state_bind(table: Table, dialect_name: str) -> ColumnElement[Any]:
+    # The payload is already JSON text: bind it as text so the JSON type does not encode it a
+    # second time; PostgreSQL casts the text to the column's type (JSONB) server side.
+    text = bindparam("payload", type_=Text())
+    if dialect_name == "postgresql":
+        return cast(text, table.c.state.type)
+    return text
+
+
+def _payload_column(table: Table, dialect_name: str) -> ColumnElement[Any]:
+    # Read the JSON text and give it to pydantic's model_validate_json, which beats json.loads
+    # followed by model_validate; PostgreSQL renders JSONB as text server side.
+    if dialect_name == "postgresql":
+        return cast(table.c.state, Text()).label("state")
+    return type_coerce(table.c.state, Text()).label("state")
+
+
+def _upsert(
+    stmts: Statements, kind: WriteKind, version_given: bool, created_given: bool
+) -> Insert | Update:
+    table = stmts.table
+    c = table.c
+    if kind == "match":
+        values: dict[str, Any] = {
+            "state": _state_bind(table, stmts.dialect_name),
+            "state_bytes": bindparam("size"),
+            "version": bindparam("new_version"),
+            "updated_at": bindparam("now"),
+            "expires_at": bindparam("new_expires_at"),
+        }
+        if created_given:
+            values["created_at"] = bindparam("new_created_at")
+        live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+        return (
+            update(table)
+            .where(
+                c.namespace == bindparam("ns"),
+                c.thread_id == bindparam("tid"),
+                c.version == bindparam("expected"),
+                live,
+            )
+            .values(**values)
+            .returning(c.version, c.created_at)
+        )
+    dialect_insert = postgresql.insert if stmts.dialect_name == "postgresql" else sqlite.insert
+    new = dialect_insert(table).values(
+        namespace=bindparam("ns"),
+        thread_id=bindparam("tid"),
+        state=_state_bind(table, stmts.dialect_name),
+        state_bytes=bindparam("size"),
+        version=bindparam("new_version"),
+        created_at=bindparam("new_created_at"),
+        updated_at=bindparam("now"),
+        expires_at=bindparam("new_expires_at"),
+    )
+    incoming = new.excluded
+    # The stored row counts as absent when it expired at this save's time: start it again.
+    stale = and_(c.expires_at.is_not(None), c.expires_at <= incoming.updated_at)
+    changes = {
+        "state": incoming.state,
+        "state_bytes": incoming.state_bytes,
+        "version": incoming.version
+        if version_given
+        else case((stale, incoming.version), else_=c.version + 1),
+        "created_at": incoming.created_at
+        if created_given
+        else case((stale, incoming.created_at), else_=c.created_at),
+        "updated_at": incoming.updated_at,
+        "expires_at": incoming.expires_at,
+    }
+    return new.on_conflict_do_update(
+        index_elements=[c.namespace, c.thread_id],
+        set_=changes,
+        where=stale if kind == "create" else None,
+    ).returning(c.version, c.created_at)

@@ -1,0 +1,196 @@
+"""The SQL store's kits: SQLite (a temporary file), PostgreSQL and MariaDB.
+
+Each kit migrates the default table once (through the library's own migrations), then shares
+one sync engine and one async engine across tests; every test works in its own namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Text, bindparam, create_engine, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from agents_persistence import AsyncSQLCheckpointer, SQLCheckpointer
+from agents_persistence.migrations import upgrade
+from agents_persistence.models.sql import checkpoint_table
+
+from .base import StoreKit, closed_port, tcp_reachable
+
+TABLE = checkpoint_table()
+# Valid JSON of the wrong shape: PostgreSQL's JSONB and MariaDB's JSON refuse invalid text.
+WRONG_SHAPE = {"todos": "not a list"}
+INVALID_JSON = '{"todos": "not a list"'
+
+
+class SQLKit(StoreKit):
+    """A database reached through SQLAlchemy; subclasses say which one."""
+
+    host: str | None = None
+    port: int | None = None
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._async: tuple[AsyncEngine, asyncio.AbstractEventLoop] | None = None
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def sync_url(self) -> str:
+        raise NotImplementedError
+
+    def async_url(self) -> str:
+        raise NotImplementedError
+
+    def unreachable_url(self, port: int) -> str:
+        raise NotImplementedError
+
+    # -- the kit ---------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        if self.host is None or self.port is None:
+            return None
+        if tcp_reachable(self.host, self.port):
+            return None
+        return f"nothing listens on {self.host}:{self.port}"
+
+    def start(self) -> None:
+        upgrade(self.engine)
+
+    def stop(self) -> None:
+        if self._async is not None:
+            engine, loop = self._async
+            self._async = None
+            _dispose_on(engine, loop)
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(self.sync_url(), pool_size=10, max_overflow=20)
+        return self._engine
+
+    async def async_engine(self) -> AsyncEngine:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[1] is not loop:
+            if self._async is not None:
+                await self._async[0].dispose()
+            engine = create_async_engine(self.async_url(), pool_size=10, max_overflow=20)
+            self._async = (engine, loop)
+        return self._async[0]
+
+    def make(self, *, namespace: str, **options: Any) -> SQLCheckpointer[Any]:
+        return SQLCheckpointer(self.engine, namespace=namespace, **options)
+
+    async def make_async(self, *, namespace: str, **options: Any) -> AsyncSQLCheckpointer[Any]:
+        return AsyncSQLCheckpointer(await self.async_engine(), namespace=namespace, **options)
+
+    def corrupt(self, namespace: str, thread_id: str) -> None:
+        statement = update(TABLE).where(
+            TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(statement.values(state=WRONG_SHAPE))
+        assert result.rowcount == 1
+
+    def stored_count(self, namespace: str) -> int:
+        query = select(func.count()).select_from(TABLE).where(TABLE.c.namespace == namespace)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def make_unreachable(self, *, namespace: str) -> SQLCheckpointer[Any]:
+        return SQLCheckpointer.from_url(
+            self.unreachable_url(closed_port()), connect_timeout=2, namespace=namespace
+        )
+
+    async def make_unreachable_async(self, *, namespace: str) -> AsyncSQLCheckpointer[Any]:
+        return AsyncSQLCheckpointer.from_url(
+            self.unreachable_url(closed_port()), connect_timeout=2, namespace=namespace
+        )
+
+
+def _dispose_on(engine: AsyncEngine, loop: asyncio.AbstractEventLoop) -> None:
+    """Dispose an async engine on the loop its connections belong to (stopped or running)."""
+    if loop.is_closed():
+        engine.sync_engine.dispose(close=False)
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result(30)
+    else:
+        loop.run_until_complete(engine.dispose())
+
+
+class SQLiteKit(SQLKit):
+    name = "sqlite"
+    has_server = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="agents-persistence-"))
+        return self._dir / "checkpoints.db"
+
+    def sync_url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def async_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.path}"
+
+    def corrupt(self, namespace: str, thread_id: str) -> None:
+        # SQLite stores any text: make it invalid JSON, not just the wrong shape.
+        statement = (
+            update(TABLE)
+            .where(TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id)
+            .values(state=bindparam("raw", type_=Text()))
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(statement, {"raw": INVALID_JSON})
+        assert result.rowcount == 1
+
+    def stop(self) -> None:
+        super().stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class PostgreSQLKit(SQLKit):
+    name = "postgresql"
+    host = "127.0.0.1"
+    port = 5432
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+    def sync_url(self) -> str:
+        return self.url
+
+    def async_url(self) -> str:
+        return self.url
+
+    def unreachable_url(self, port: int) -> str:
+        return make_url(self.url).set(port=port).render_as_string(hide_password=False)
+
+
+class MariaDBKit(SQLKit):
+    name = "mariadb"
+    host = "127.0.0.1"
+    port = 3306
+    url = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+    def sync_url(self) -> str:
+        return self.url + "?charset=utf8mb4"
+
+    def async_url(self) -> str:
+        return self.url.replace("+pymysql", "+aiomysql") + "?charset=utf8mb4"
+
+    def unreachable_url(self, port: int) -> str:
+        return make_url(self.url).set(port=port).render_as_string(hide_password=False)
+
+
+KITS: list[StoreKit] = [SQLiteKit(), PostgreSQLKit(), MariaDBKit()]
