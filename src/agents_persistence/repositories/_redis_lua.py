@@ -1,0 +1,242 @@
+"""The Lua scripts of the Redis store: each operation that touches more than one key is one script.
+
+A script runs atomically, so a record, its two index entries and its TTL change together or not
+at all. Every key a script touches shares the namespace's hash tag, so the scripts run unchanged
+on Redis Cluster. Timestamps are integer microseconds since the Unix epoch, passed as decimal
+strings; they stay exact in Lua's doubles for every date between the years 1685 and 2255.
+
+Index invariants the scripts keep: a thread is in the ``updated`` index iff its hash exists,
+with score ``updated_at``; it is in the ``expires`` index iff its hash exists and has a TTL,
+with score ``expires_at``. Only Redis itself breaks the first half of both (it expires hashes
+but not sorted-set members): listings and purges drop such dangling entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["PAGE", "PURGE", "REMOVE", "SCRIPTS", "WRITE", "Script"]
+
+# Keeps each index alive at least as long as its longest-lived member, so a namespace whose
+# threads all expired disappears entirely even if nobody lists or purges it. A fresh index
+# takes the TTL as is; an existing one only ever grows (GT), and one without a TTL keeps none.
+_OUTLIVE = """
+local function outlive(key, fresh, ttl)
+  if fresh then
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('PEXPIRE', key, ttl, 'GT')
+  end
+end
+"""
+
+WRITE = (
+    _OUTLIVE
+    + """
+-- KEYS: 1 thread hash, 2 updated index, 3 expires index
+-- ARGV: 1 thread id, 2 write id, 3 expected version ('' = any), 4 version to store
+--       ('' = live + 1), 5 created_at to store ('' = keep), 6 now = updated_at,
+--       7 expires_at ('' = never), 8 TTL in ms ('' = none, <= 0 = already expired),
+--       9.. the other fields of the record, as name/value pairs
+local now = tonumber(ARGV[6])
+local live = redis.call('HMGET', KEYS[1], 'version', 'created_at', 'expires_at', 'write_id')
+local live_version, live_created = nil, nil
+if live[1] or live[2] or live[3] or live[4] then
+  local version = tonumber(live[1])
+  if version == nil or not live[2] then
+    return {'corrupt', 'version or created_at is missing or not a number'}
+  end
+  local alive = true
+  if live[3] and live[3] ~= '' then
+    local expires = tonumber(live[3])
+    if expires == nil then
+      return {'corrupt', 'expires_at is not a number'}
+    end
+    alive = expires > now
+  end
+  if alive then
+    if live[4] == ARGV[2] then
+      -- The client retried a write whose reply it lost: it is already applied.
+      return {'done', version, live[2]}
+    end
+    live_version, live_created = version, live[2]
+  end
+end
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= (live_version or 0) then
+  return {'conflict', live_version or -1}
+end
+local version = (live_version or 0) + 1
+if ARGV[4] ~= '' then
+  version = tonumber(ARGV[4])
+end
+local created = ARGV[5]
+if created == '' then
+  created = live_created or ARGV[6]
+end
+redis.call('DEL', KEYS[1])
+local ttl = ARGV[8]
+if ttl ~= '' and tonumber(ttl) <= 0 then
+  -- A restored record that has already expired: the thread ends up absent.
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return {'ok', version, created}
+end
+local fields = {'version', version, 'created_at', created}
+for i = 9, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local updated_fresh = redis.call('EXISTS', KEYS[2]) == 0
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+if ttl == '' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  local expires_fresh = redis.call('EXISTS', KEYS[3]) == 0
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+  outlive(KEYS[2], updated_fresh, ttl)
+  outlive(KEYS[3], expires_fresh, ttl)
+end
+return {'ok', version, created}
+"""
+)
+
+REMOVE = """
+-- KEYS: 1 thread hash, 2 updated index, 3 expires index; ARGV: 1 thread id, 2 now
+-- Returns 1 if a live record was deleted; an expired one is deleted too but counts as absent.
+local expires = redis.call('HGET', KEYS[1], 'expires_at')
+local existed = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if existed == 0 then
+  return 0
+end
+if expires and expires ~= '' then
+  local at = tonumber(expires)
+  if at ~= nil and at <= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+return 1
+"""
+
+PAGE = """
+-- KEYS: 1 updated index, 2 expires index
+-- ARGV: 1 thread key prefix, 2 rows wanted, 3 most dangling entries to drop,
+--       4 '1' to start after a position ('' from the top), 5 its score, 6 its thread id
+-- Walks the updated index newest first, (score, thread id) descending, strictly after the
+-- position. Returns {exhausted, last score, last thread id, rows...}, six values a row:
+-- thread id, version, created_at, updated_at, expires_at, size. Entries whose hash Redis has
+-- expired are removed on the way. Expiry against the caller's clock is left to the caller.
+local function before(a, b)
+  -- Bytewise a < b, the order Redis gives equal scores (Lua's own < follows the locale).
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+
+local index = KEYS[1]
+local rank = 0
+if ARGV[4] == '1' then
+  local score, member = ARGV[5], ARGV[6]
+  -- In descending order the entries scored above the position come first, then the ties,
+  -- by thread id descending: binary search the ties for the first id below the position's.
+  local lo = redis.call('ZCOUNT', index, '(' .. score, '+inf')
+  local hi = lo + redis.call('ZCOUNT', index, score, score)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if before(redis.call('ZRANGE', index, mid, mid, 'REV')[1], member) then
+      hi = mid
+    else
+      lo = mid + 1
+    end
+  end
+  rank = lo
+end
+
+local wanted, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local rows, found, dropped = {}, 0, 0
+local last_score, last_member = false, false
+local exhausted = 0
+while found < wanted and dropped < budget do
+  local size = wanted - found
+  local entries = redis.call('ZRANGE', index, rank, rank + size - 1, 'REV', 'WITHSCORES')
+  local removed = 0
+  for i = 1, #entries, 2 do
+    local member = entries[i]
+    last_member, last_score = member, entries[i + 1]
+    local key = ARGV[1] .. member
+    local f = redis.call(
+      'HMGET', key, 'version', 'created_at', 'updated_at', 'expires_at', 'size')
+    if f[1] or f[2] or f[3] or f[4] or f[5] or redis.call('EXISTS', key) == 1 then
+      rows[#rows + 1] = member
+      for j = 1, 5 do
+        rows[#rows + 1] = f[j]
+      end
+      found = found + 1
+    else
+      redis.call('ZREM', index, member)
+      redis.call('ZREM', KEYS[2], member)
+      removed = removed + 1
+      dropped = dropped + 1
+      if dropped >= budget then
+        break
+      end
+    end
+  end
+  if #entries < 2 * size then
+    if dropped < budget or #entries == 0 then
+      exhausted = 1
+    end
+    break
+  end
+  rank = rank + #entries / 2 - removed
+end
+local out = {exhausted, last_score, last_member}
+for i = 1, #rows do
+  out[#out + 1] = rows[i]
+end
+return out
+"""
+
+PURGE = """
+-- KEYS: 1 updated index, 2 expires index; ARGV: 1 thread key prefix, 2 now, 3 batch size
+-- Deletes up to one batch of threads expired at ARGV[2]: the hash if Redis has not already
+-- removed it, and both index entries. Returns how many threads it removed.
+local expired = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(expired) do
+  redis.call('DEL', ARGV[1] .. member)
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZREM', KEYS[2], member)
+end
+return #expired
+"""
+
+
+class Script:
+    """A script's source and the SHA1 that ``EVALSHA`` names it by.
+
+    Attributes:
+        source: The Lua text, sent with ``EVAL`` when the server answers ``NOSCRIPT``
+            (after a restart or a failover), which also caches it there again.
+        sha: Hex SHA1 of the UTF-8 source.
+    """
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+SCRIPTS = {
+    name: Script(source)
+    for name, source in {"write": WRITE, "remove": REMOVE, "page": PAGE, "purge": PURGE}.items()
+}
+"""Every script by the name the operations use."""

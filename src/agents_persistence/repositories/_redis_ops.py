@@ -1,0 +1,290 @@
+"""The pure half of the Redis store, shared by the sync and async twins: no I/O here.
+
+Each store primitive is a *plan*: a generator that yields the round trips it needs (`Call`)
+and receives their raw replies, then returns its result. The twins only drive plans (one with
+plain calls, one with ``await``), so every decision (argument encoding, reply decoding, the
+record <-> hash mapping through the redis-om model, paging and purging loops) exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import ValidationError
+from redis import exceptions as redis_errors
+
+from agents_persistence._core import Record, from_epoch_micros, to_epoch_micros
+from agents_persistence.errors import (
+    BackendUnavailableError,
+    CheckpointerError,
+    ConflictError,
+    CorruptStateError,
+    InvalidArgumentError,
+)
+from agents_persistence.models.redis import FIELDS
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from agents_persistence._core import WriteRequest
+    from agents_persistence.models.redis import KeyLayout
+
+__all__ = ["Call", "Plan", "RedisOps", "translate_errors"]
+
+T = TypeVar("T")
+
+PAGE_DANGLING_BUDGET = 200
+"""Most dangling index entries one listing round trip removes (bounds the script's run time)."""
+
+PURGE_BATCH = 200
+"""Threads one purge round trip removes; ``purge_expired`` repeats until a batch comes short."""
+
+_MAX_SCORE_MICROS = 2**53
+"""Sorted-set scores are doubles: integers of microseconds are exact below 2**53 (year 2255)."""
+
+_LISTED = ("version", "created_at", "updated_at", "expires_at", "size")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One round trip: a Lua script from `SCRIPTS` by name, or an HGETALL when ``script`` is None.
+
+    Attributes:
+        script: Name of the script, or ``None`` for ``HGETALL keys[0]``.
+        keys: The keys the call touches (all in one hash slot).
+        args: Script arguments.
+    """
+
+    script: str | None
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...] = ()
+
+
+Plan = Generator[Call, Any, T]
+"""A store primitive as a sequence of round trips; see the module docstring."""
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn redis-py errors into the library's, keeping the cause chained.
+
+    Raises:
+        BackendUnavailableError: the server refused the connection, did not answer in time,
+            is loading, or the cluster cannot serve the slot.
+        CheckpointerError: any other Redis error (authentication, a script error, ...).
+    """
+    try:
+        yield
+    except CheckpointerError:
+        raise
+    except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
+        raise CheckpointerError(f"Redis refused the credentials: {exc}") from exc
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ClusterError,
+        redis_errors.TryAgainError,
+        redis_errors.SlotNotCoveredError,
+        TimeoutError,
+        OSError,
+    ) as exc:
+        raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
+    except redis_errors.RedisClusterException as exc:
+        # redis-py raises this one both for unreachable clusters (chaining the connection
+        # error) and for misuse; only the first is an outage.
+        if isinstance(exc.__cause__, redis_errors.ConnectionError | redis_errors.TimeoutError):
+            raise BackendUnavailableError(f"Redis Cluster is unavailable: {exc}") from exc
+        raise CheckpointerError(f"Redis Cluster error: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise CheckpointerError(f"Redis error: {exc}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _score_micros(moment: datetime) -> int:
+    micros = to_epoch_micros(moment)
+    if not -_MAX_SCORE_MICROS < micros < _MAX_SCORE_MICROS:
+        raise InvalidArgumentError(
+            f"timestamp {moment.isoformat()} is outside what the Redis store orders exactly"
+            " (the years 1685 to 2255)"
+        )
+    return micros
+
+
+class RedisOps:
+    """Plans for one namespace's primitives, over the namespace's redis-om model and keys.
+
+    Args:
+        model: The `HashModel` from `agents_persistence.models.redis.record_model`.
+        layout: The namespace's keys.
+    """
+
+    __slots__ = ("layout", "model")
+
+    def __init__(self, model: type[Any], layout: KeyLayout) -> None:
+        self.model = model
+        self.layout = layout
+
+    # -- mapping: Record <-> model instance <-> hash -------------------------------------
+
+    def hash_pairs(self, request: WriteRequest, write_id: str) -> list[str]:
+        """The hash fields of a write except version and created_at, which the script decides."""
+        row = self.model.model_construct(
+            thread_id=request.thread_id,
+            version=request.version or 0,
+            created_at=to_epoch_micros(request.created_at or request.now),
+            updated_at=_score_micros(request.now),
+            expires_at=None if request.expires_at is None else _score_micros(request.expires_at),
+            size=request.size,
+            state=request.payload,
+            write_id=write_id,
+        )
+        pairs: list[str] = []
+        for name, value in row.model_dump(include=set(FIELDS[2:])).items():
+            pairs += (name, "" if value is None else str(value))
+        return pairs
+
+    def decode(self, thread_id: str, fields: Mapping[Any, Any], *, with_payload: bool) -> Record:
+        """A stored hash as a `Record`; raises `CorruptStateError` if it does not fit the model."""
+        data: dict[str, Any] = {"thread_id": thread_id}
+        for name, value in fields.items():
+            if value is not None:
+                data[_text(name)] = value
+        if data.get("expires_at") in ("", b""):
+            data["expires_at"] = None  # redis-om's spelling of None in a hash
+        try:
+            row = self.model.model_validate(data)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            detail = f"field {where}: {problem['msg']}"
+            raise CorruptStateError(thread_id, detail) from exc
+        return Record(
+            thread_id=thread_id,
+            version=row.version,
+            created_at=from_epoch_micros(row.created_at),
+            updated_at=from_epoch_micros(row.updated_at),
+            expires_at=None if row.expires_at is None else from_epoch_micros(row.expires_at),
+            size=row.size,
+            payload=row.state if with_payload else None,
+        )
+
+    # -- plans ---------------------------------------------------------------------------
+
+    def write(self, request: WriteRequest, write_id: str, now: datetime) -> Plan[Record]:
+        """Store one version atomically; see the ``WRITE`` script.
+
+        Args:
+            request: The validated write.
+            write_id: Unique per call, so a retried script that already ran is not applied twice.
+            now: The current time, for the key's TTL (``request.now`` is a restored
+                ``updated_at`` when restoring).
+        """
+        ttl_ms = ""
+        if request.expires_at is not None:
+            remaining = to_epoch_micros(request.expires_at) - to_epoch_micros(now)
+            ttl_ms = str(-(-remaining // 1000))  # rounded up: never before the logical expiry
+        layout = self.layout
+        reply = yield Call(
+            "write",
+            (layout.thread_key(request.thread_id), layout.updated_index, layout.expiry_index),
+            (
+                request.thread_id,
+                write_id,
+                "" if request.expected_version is None else str(request.expected_version),
+                "" if request.version is None else str(request.version),
+                "" if request.created_at is None else str(to_epoch_micros(request.created_at)),
+                str(_score_micros(request.now)),
+                "" if request.expires_at is None else str(_score_micros(request.expires_at)),
+                ttl_ms,
+                *self.hash_pairs(request, write_id),
+            ),
+        )
+        status = _text(reply[0])
+        if status == "conflict":
+            actual = int(reply[1])
+            raise ConflictError(
+                request.thread_id, request.expected_version or 0, None if actual < 0 else actual
+            )
+        if status == "corrupt":
+            raise CorruptStateError(request.thread_id, _text(reply[1]))
+        return Record(
+            thread_id=request.thread_id,
+            version=int(reply[1]),
+            created_at=from_epoch_micros(int(reply[2])),
+            updated_at=request.now,
+            expires_at=request.expires_at,
+            size=request.size,
+            payload=request.payload,
+        )
+
+    def read(self, thread_id: str, now: datetime) -> Plan[Record | None]:
+        """The live record with its payload, or ``None``."""
+        fields = yield Call(None, (self.layout.thread_key(thread_id),))
+        if not fields:
+            return None
+        record = self.decode(thread_id, fields, with_payload=True)
+        return None if _expired(record, now) else record
+
+    def remove(self, thread_id: str, now: datetime) -> Plan[bool]:
+        """Delete a thread with its index entries; ``True`` if it was live."""
+        layout = self.layout
+        deleted = yield Call(
+            "remove",
+            (layout.thread_key(thread_id), layout.updated_index, layout.expiry_index),
+            (thread_id, str(to_epoch_micros(now))),
+        )
+        return bool(int(deleted))
+
+    def page(
+        self, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> Plan[list[Record]]:
+        """Up to ``count`` live records, (updated_at, thread_id) descending, after ``after``."""
+        layout = self.layout
+        position = None if after is None else (str(_score_micros(after[0])), after[1])
+        records: list[Record] = []
+        while len(records) < count:
+            start = ("", "", "") if position is None else ("1", *position)
+            reply = yield Call(
+                "page",
+                (layout.updated_index, layout.expiry_index),
+                (layout.thread_prefix, count - len(records), PAGE_DANGLING_BUDGET, *start),
+            )
+            exhausted, last_score, last_member, rows = reply[0], reply[1], reply[2], reply[3:]
+            for at in range(0, len(rows), 6):
+                fields = dict(zip(_LISTED, rows[at + 1 : at + 6], strict=True))
+                record = self.decode(_text(rows[at]), fields, with_payload=False)
+                if not _expired(record, now):
+                    records.append(record)
+            if int(exhausted) or last_member is None:
+                break
+            # Scores come back as doubles; they hold integer microseconds exactly.
+            position = (str(int(float(_text(last_score)))), _text(last_member))
+        return records
+
+    def purge(self, now: datetime) -> Plan[int]:
+        """Remove every thread expired at ``now`` (hash and index entries), a batch at a time."""
+        layout = self.layout
+        total = 0
+        while True:
+            removed = int(
+                (
+                    yield Call(
+                        "purge",
+                        (layout.updated_index, layout.expiry_index),
+                        (layout.thread_prefix, str(to_epoch_micros(now)), PURGE_BATCH),
+                    )
+                )
+            )
+            total += removed
+            if removed < PURGE_BATCH:
+                return total
+
+
+def _expired(record: Record, now: datetime) -> bool:
+    return record.expires_at is not None and record.expires_at <= now

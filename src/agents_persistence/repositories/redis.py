@@ -1,0 +1,280 @@
+"""The Redis store: redis-om hash records, sorted-set indexes, Lua scripts for atomic writes.
+
+Runs on plain Redis 7 and Valkey (no RediSearch, no RedisJSON) and on Redis Cluster. A thread is
+one hash whose key carries the namespace as a cluster hash tag; two sorted sets per namespace
+list threads by ``updated_at`` and find expired ones. Every write, delete, listing and purge is
+one Lua script over keys of a single slot, so a record, its index entries and its TTL always
+change together. See ``docs/redis.md`` for the key layout, TTL semantics and sizing.
+
+Both twins are thin drivers of the plans in `agents_persistence.repositories._redis_ops`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import NoScriptError
+
+from agents_persistence._core import DEFAULT_NAMESPACE
+from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
+from agents_persistence.contract import StateT
+from agents_persistence.models.redis import (
+    DEFAULT_KEY_PREFIX,
+    KeyLayout,
+    record_model,
+    validate_key_prefix,
+)
+from agents_persistence.repositories._redis_client import open_async_client, open_client
+from agents_persistence.repositories._redis_lua import SCRIPTS
+from agents_persistence.repositories._redis_ops import Call, Plan, RedisOps, translate_errors
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from datetime import datetime, timedelta
+
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    from agents_persistence._core import Clock, Record, WriteRequest
+
+__all__ = ["AsyncRedisCheckpointer", "RedisCheckpointer"]
+
+T = TypeVar("T")
+
+_OWN_OPTIONS = frozenset(
+    {"namespace", "ttl", "state_type", "max_state_bytes", "clock", "key_prefix"}
+)
+
+
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Checkpointer options and client options, from one ``from_url`` keyword set."""
+    own = {name: value for name, value in options.items() if name in _OWN_OPTIONS}
+    client = {name: value for name, value in options.items() if name not in _OWN_OPTIONS}
+    return own, client
+
+
+def _bind(client: Any, namespace: str, key_prefix: str, *, asyncio: bool) -> RedisOps:
+    model = record_model(
+        asyncio=asyncio, key_prefix=key_prefix, namespace=namespace, database=client
+    )
+    return RedisOps(model, KeyLayout.of(model, key_prefix=key_prefix, namespace=namespace))
+
+
+class RedisCheckpointer(BaseCheckpointer[StateT]):
+    """Redis `Checkpointer` on a `redis.Redis` or `redis.cluster.RedisCluster` client.
+
+    Args:
+        client: The client to use; it is never closed by the checkpointer. Responses may be
+            decoded or not (``decode_responses``), the store reads both.
+        namespace: Isolates this checkpointer's threads; also the cluster hash tag, so one
+            namespace lives in one slot.
+        ttl: Time to live applied on each save (seconds or a timedelta, at least 1 second);
+            ``None`` keeps threads until deleted.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        clock: Returns the current aware time (tests move it by hand).
+        key_prefix: First part of every key, ``agents_persistence`` by default.
+
+    Example:
+        >>> import redis
+        >>> cp = RedisCheckpointer(redis.Redis(), namespace="support-bot", ttl=86400)
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis[Any] | redis.cluster.RedisCluster[Any],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
+        self._key_prefix = validate_key_prefix(key_prefix)
+        self._ops = _bind(client, self.namespace, self._key_prefix, asyncio=False)
+        # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
+        self._client: Any = cast("Any", client)
+        self._owned_close: Callable[[], None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open a checkpointer that owns its connection pool (closed by `close`).
+
+        Args:
+            url: ``redis://host:port/db``, ``rediss://`` (TLS), ``redis+cluster://host:port`` or
+                ``rediss+cluster://host:port``; redis-py query options are honoured.
+            **options: The constructor's keyword options, plus connection options:
+                ``max_connections`` (50), ``pool_timeout`` (5 s), ``socket_timeout`` (5 s),
+                ``socket_connect_timeout`` (2 s), ``retries`` (3) and other redis-py keywords.
+
+        Nothing connects before the first call, so an unreachable server raises
+        `BackendUnavailableError` from that call, not from here.
+
+        Raises:
+            ConfigurationError: the URL or an option is invalid.
+        """
+        own, client_options = _split_options(options)
+        with translate_errors():
+            client, close = open_client(url, client_options)
+        try:
+            checkpointer = cls(client, **own)
+        except BaseException:
+            close()
+            raise
+        checkpointer._owned_close = close
+        return checkpointer
+
+    @property
+    def key_prefix(self) -> str:
+        """First part of every key this checkpointer uses."""
+        return self._key_prefix
+
+    def _execute(self, call: Call) -> Any:
+        if call.script is None:
+            return self._client.hgetall(call.keys[0])
+        script = SCRIPTS[call.script]
+        try:
+            return self._client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        except NoScriptError:
+            return self._client.eval(script.source, len(call.keys), *call.keys, *call.args)
+
+    def _run(self, plan: Plan[T]) -> T:
+        with translate_errors():
+            try:
+                call = next(plan)
+                while True:
+                    call = plan.send(self._execute(call))
+            except StopIteration as done:
+                return cast("T", done.value)
+            finally:
+                plan.close()
+
+    def _write(self, request: WriteRequest) -> Record:
+        return self._run(self._ops.write(request, uuid.uuid4().hex, self._core.now()))
+
+    def _read(self, thread_id: str, now: datetime) -> Record | None:
+        return self._run(self._ops.read(thread_id, now))
+
+    def _remove(self, thread_id: str, now: datetime) -> bool:
+        return self._run(self._ops.remove(thread_id, now))
+
+    def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+        return self._run(self._ops.page(count, after, now))
+
+    def _purge(self, now: datetime) -> int:
+        return self._run(self._ops.purge(now))
+
+    def _close(self) -> None:
+        if self._owned_close is not None:
+            with translate_errors():
+                self._owned_close()
+
+
+class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
+    """Redis `AsyncCheckpointer` on a `redis.asyncio.Redis` or asyncio `RedisCluster` client.
+
+    The same arguments, storage and semantics as `RedisCheckpointer`; both can share data.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis[Any] | redis.asyncio.cluster.RedisCluster[Any],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
+        self._key_prefix = validate_key_prefix(key_prefix)
+        self._ops = _bind(client, self.namespace, self._key_prefix, asyncio=True)
+        # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
+        self._client: Any = cast("Any", client)
+        self._owned_close: Callable[[], Awaitable[None]] | None = None
+        self._discover: Callable[[], Awaitable[object]] | None = (
+            self._client.initialize if isinstance(client, AsyncRedisCluster) else None
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open a checkpointer that owns its connection pool; see `RedisCheckpointer.from_url`."""
+        own, client_options = _split_options(options)
+        with translate_errors():
+            client, close = open_async_client(url, client_options)
+        # Nothing is connected before the first call, so a refused option leaks nothing here.
+        checkpointer = cls(client, **own)
+        checkpointer._owned_close = close
+        return checkpointer
+
+    @property
+    def key_prefix(self) -> str:
+        """First part of every key this checkpointer uses."""
+        return self._key_prefix
+
+    async def _execute(self, call: Call) -> Any:
+        if call.script is None:
+            return await self._client.hgetall(call.keys[0])
+        script = SCRIPTS[call.script]
+        try:
+            return await self._client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        except NoScriptError:
+            return await self._client.eval(script.source, len(call.keys), *call.keys, *call.args)
+
+    async def _run(self, plan: Plan[T]) -> T:
+        with translate_errors():
+            if self._discover is not None:
+                # redis-py's asyncio cluster sends commands issued while it (re)discovers the
+                # cluster to arbitrary nodes; a burst of MOVED replies then makes it close
+                # every connection, failing concurrent calls. Discovering first avoids that;
+                # it returns at once when the slot map is already known.
+                await self._discover()
+            try:
+                call = next(plan)
+                while True:
+                    call = plan.send(await self._execute(call))
+            except StopIteration as done:
+                return cast("T", done.value)
+            finally:
+                plan.close()
+
+    async def _write(self, request: WriteRequest) -> Record:
+        return await self._run(self._ops.write(request, uuid.uuid4().hex, self._core.now()))
+
+    async def _read(self, thread_id: str, now: datetime) -> Record | None:
+        return await self._run(self._ops.read(thread_id, now))
+
+    async def _remove(self, thread_id: str, now: datetime) -> bool:
+        return await self._run(self._ops.remove(thread_id, now))
+
+    async def _page(
+        self, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> list[Record]:
+        return await self._run(self._ops.page(count, after, now))
+
+    async def _purge(self, now: datetime) -> int:
+        return await self._run(self._ops.purge(now))
+
+    async def _close(self) -> None:
+        if self._owned_close is not None:
+            with translate_errors():
+                await self._owned_close()
