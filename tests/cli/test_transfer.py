@@ -228,10 +228,12 @@ def test_export_to_stdout_and_import_from_stdin(cli: Invoke, make: Make) -> None
     seed(source, 3)
     exported = cli("export", *source.args)
     assert exported.exit_code == 0
-    assert "exported 3 threads" in exported.stderr
+    # Off a terminal: no progress bar, the summary alone on stderr, the data alone on stdout.
+    assert exported.stderr == f"exported 3 threads from namespace '{source.namespace}'\n"
     assert len(exported.stdout.splitlines()) == 4
     imported = cli("import", "-", "--json", *target.args, input=exported.stdout)
     assert imported.exit_code == 0, imported.output
+    assert imported.stderr == ""
     assert counts(imported.stdout) == (3, 0, 0)
     assert snapshot_of(target) == snapshot_of(source)
 

@@ -71,6 +71,7 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
+        metavar="URL",
         help=f"Store URL. Default: ${ENV_URL}, else the SQLite file ./{DEFAULT_SQLITE_FILE}.",
         show_default=False,
     ),
@@ -78,7 +79,10 @@ UrlOption = Annotated[
 NamespaceOption = Annotated[
     str | None,
     typer.Option(
-        "--namespace", help="Namespace of the threads. Default: 'default'.", show_default=False
+        "--namespace",
+        metavar="NAME",
+        help="Namespace of the threads. Default: 'default'.",
+        show_default=False,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]

@@ -36,13 +36,19 @@ dynamodb_app = typer.Typer(
 TableOption = Annotated[
     str | None,
     typer.Option(
-        "--table-name", help="Checkpoint table. Default: agent_checkpoints.", show_default=False
+        "--table-name",
+        metavar="TABLE",
+        help="Checkpoint table. Default: agent_checkpoints.",
+        show_default=False,
     ),
 ]
 SchemaOption = Annotated[
     str | None,
     typer.Option(
-        "--schema", help="Schema (PostgreSQL) or database (MySQL) of the table.", show_default=False
+        "--schema",
+        metavar="SCHEMA",
+        help="Schema (PostgreSQL) or database (MySQL) of the table.",
+        show_default=False,
     ),
 ]
 
@@ -73,7 +79,7 @@ def _table(table_name: str | None, schema: str | None) -> str:
 @db_app.command("upgrade")
 def db_upgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(metavar="REVISION", help="Target revision.")] = "head",
     table_name: TableOption = None,
     schema: SchemaOption = None,
     url: UrlOption = None,
@@ -96,7 +102,12 @@ def db_upgrade(
 def db_downgrade(
     ctx: typer.Context,
     revision: Annotated[
-        str, typer.Argument(help="Target revision ('base' removes the tables).", show_default=False)
+        str,
+        typer.Argument(
+            metavar="REVISION",
+            help="Target revision ('base' removes the tables).",
+            show_default=False,
+        ),
     ],
     table_name: TableOption = None,
     schema: SchemaOption = None,

@@ -22,10 +22,11 @@ from agents_persistence.cli._common import (
     Run,
     UrlOption,
     describe_store,
+    explain,
     scheme_family,
 )
 from agents_persistence.cli.threads import info_dict, threads_table
-from agents_persistence.errors import CheckpointerError, ConflictError
+from agents_persistence.errors import CheckpointerError, ConflictError, SchemaNotReadyError
 from agents_persistence.snapshot import (
     AgentMessage,
     AgentStateSnapshot,
@@ -244,7 +245,12 @@ def demo(
         say(f"agent on thread {thread!r} in namespace {run.namespace!r}")
         played: list[_Saved] = []
         for _ in range(turns):
-            played.append(_play(checkpointer, thread))
+            try:
+                played.append(_play(checkpointer, thread))
+            except SchemaNotReadyError as exc:
+                if family != "dynamodb":
+                    raise
+                run.fail(f"{explain(exc, run.url)[0]}; or run the demo with --create-table")
             if len(played) == 1 and played[0].loaded:
                 say(f"resuming after turn {played[0].turn.number - 1} (version {played[0].loaded})")
             for line in played[-1].lines():

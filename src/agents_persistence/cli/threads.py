@@ -30,7 +30,9 @@ threads_app = typer.Typer(
     help="List, show and delete the threads of a namespace.", no_args_is_help=True
 )
 
-ThreadIdArgument = Annotated[str, typer.Argument(help="The thread id.", show_default=False)]
+ThreadIdArgument = Annotated[
+    str, typer.Argument(metavar="ID", help="The thread id.", show_default=False)
+]
 
 
 def info_dict(info: CheckpointInfo) -> dict[str, Any]:
@@ -71,7 +73,9 @@ def threads_table(threads: list[CheckpointInfo], title: str | None = None) -> Ta
 @threads_app.command("list")
 def list_threads(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Threads per page.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, max=1000, help="Threads per page.")
+    ] = 20,
     everything: Annotated[
         bool, typer.Option("--all", help="Every thread, fetched page by page.")
     ] = False,

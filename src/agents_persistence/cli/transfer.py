@@ -102,7 +102,11 @@ def export_threads(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="File to write (default: standard output).", dir_okay=False
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="File to write (default: standard output).",
+            dir_okay=False,
         ),
     ] = None,
     url: UrlOption = None,
@@ -154,7 +158,9 @@ def import_threads(
     ctx: typer.Context,
     file: Annotated[
         str,
-        typer.Argument(help="Export file to read ('-' for standard input).", show_default=False),
+        typer.Argument(
+            metavar="FILE", help="Export file to read ('-' for standard input).", show_default=False
+        ),
     ],
     url: UrlOption = None,
     namespace: NamespaceOption = None,
@@ -231,11 +237,17 @@ def _open_input(run: Run, file: str) -> Iterator[tuple[IO[bytes], int | None]]:
 
 def copy_threads(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", help="URL of the target store.", show_default=False)],
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="URL", help="URL of the target store.", show_default=False),
+    ],
     to_namespace: Annotated[
         str | None,
         typer.Option(
-            "--to-namespace", help="Target namespace (default: the source's).", show_default=False
+            "--to-namespace",
+            metavar="NAME",
+            help="Target namespace (default: the source's).",
+            show_default=False,
         ),
     ] = None,
     url: UrlOption = None,

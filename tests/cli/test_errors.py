@@ -1,0 +1,180 @@
+"""Exit codes, one-line errors, ``--debug``, where the URL comes from, and the entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ..kits.base import closed_port
+from .conftest import Invoke, _has_store, seed
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from .conftest import Target
+
+    Make = Callable[[str], Target]
+
+
+def test_unreachable_server_is_one_line_and_exit_1(cli: Invoke) -> None:
+    if not _has_store("sql"):
+        pytest.skip("the SQL store is not built yet")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+    result = cli("threads", "list", "--url", url)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: BackendUnavailableError: ")
+    assert "check that the server is running and reachable" in lines[0]
+
+
+def test_debug_shows_the_traceback(cli: Invoke) -> None:
+    if not _has_store("sql"):
+        pytest.skip("the SQL store is not built yet")
+    from agents_persistence import BackendUnavailableError
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+    result = cli("threads", "list", "--url", url, "--debug", catch=True)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, BackendUnavailableError)
+    assert result.exc_info is not None
+    assert result.exc_info[2] is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["threads", "list", "--url", "nosuch://x"], "error: ConfigurationError: unknown store"),
+        (
+            ["threads", "list", "--url", "memory://", "--namespace", "bad namespace!"],
+            "invalid namespace",
+        ),
+        (["threads", "show", "a\tb", "--url", "memory://"], "error: InvalidThreadIdError: "),
+        (["threads", "list", "--url", "memory://", "--limit", "0"], "Invalid value for '--limit'"),
+        (["threads", "frobnicate"], "No such command 'frobnicate'"),
+        (["demo", "--turns", "zero", "--url", "memory://"], "Invalid value for '--turns'"),
+    ],
+)
+def test_bad_usage_exits_2(cli: Invoke, args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_corrupt_record_is_reported_and_can_be_deleted(cli: Invoke, make: Make) -> None:
+    target = make("sqlite")
+    seed(target, 2)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(target.url)
+    with engine.begin() as connection:
+        changed = connection.execute(
+            text(
+                "UPDATE agent_checkpoints SET state = :raw"
+                " WHERE namespace = :ns AND thread_id = 'thread-00'"
+            ),
+            {"raw": '{"todos": "not a list"}', "ns": target.namespace},
+        )
+        assert changed.rowcount == 1
+    engine.dispose()
+    shown = cli("threads", "show", "thread-00", *target.args)
+    assert shown.exit_code == 1
+    line = shown.stderr.strip()
+    assert line.startswith("error: CorruptStateError: stored state of thread 'thread-00'")
+    assert "agents-persistence threads delete" in line
+    exported = cli("export", *target.args)
+    assert exported.exit_code == 1
+    assert "CorruptStateError" in exported.stderr
+    assert cli("threads", "delete", "thread-00", "--yes", *target.args).exit_code == 0
+    assert cli("threads", "show", "thread-01", *target.args).exit_code == 0
+
+
+def test_global_options_before_the_command(cli: Invoke, target: Target) -> None:
+    seed(target, 2)
+    result = cli("--url", target.url, "--namespace", target.namespace, "--json", "threads", "list")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["threads"]) == 2
+    # The command's own option wins over the global one.
+    other = cli("--namespace", "elsewhere", "threads", "list", "--json", *target.args)
+    assert len(json.loads(other.stdout)["threads"]) == 2
+
+
+def test_url_from_the_environment(
+    cli: Invoke, target: Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seed(target, 3)
+    monkeypatch.setenv("AGENTS_PERSISTENCE_URL", target.url)
+    result = cli("threads", "list", "--json", "--namespace", target.namespace)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["threads"]) == 3
+    assert "using the SQLite file" not in result.stderr
+    assert not (tmp_path / "agents-persistence.sqlite3").exists()
+
+
+def test_default_url_is_a_sqlite_file_in_the_working_directory(cli: Invoke, tmp_path: Path) -> None:
+    if not _has_store("sql"):
+        pytest.skip("the SQL store is not built yet")
+    assert cli("db", "upgrade").exit_code == 0
+    result = cli("threads", "list", "--json")
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "agents-persistence.sqlite3"
+    assert path.is_file()
+    assert f"using the SQLite file {path}" in result.stderr
+    assert json.loads(result.stdout) == {"namespace": "default", "threads": [], "more": False}
+
+
+def test_passwords_are_not_printed(cli: Invoke) -> None:
+    result = cli("db", "current", "--url", "redis://user:s3cret@127.0.0.1:1/0")
+    assert result.exit_code == 2
+    assert "s3cret" not in result.output
+    assert "redis://user:***@127.0.0.1:1/0" in result.stderr
+
+
+def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def test_module_entry_point_and_exit_codes() -> None:
+    helped = _run("-m", "agents_persistence", "--help")
+    assert helped.returncode == 0
+    for command in (
+        "demo",
+        "threads",
+        "purge-expired",
+        "db",
+        "dynamodb",
+        "export",
+        "import",
+        "copy",
+    ):
+        assert command in helped.stdout
+    version = _run("-m", "agents_persistence", "--version")
+    from agents_persistence import __version__
+
+    assert version.stdout.strip() == f"agents-persistence {__version__}"
+    missing = _run("-m", "agents_persistence", "threads", "show", "nope", "--url", "memory://")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: thread 'nope' not found in namespace 'default'"
+    usage = _run("-m", "agents_persistence", "threads", "delete", "x", "--url", "memory://")
+    assert usage.returncode == 2
+
+
+def test_importing_the_library_does_not_import_the_command() -> None:
+    probe = (
+        "import sys, agents_persistence; print(sorted(m for m in"
+        " ('typer', 'rich', 'click', 'agents_persistence.cli') if m in sys.modules))"
+    )
+    done = _run("-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
