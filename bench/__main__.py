@@ -1,0 +1,210 @@
+"""``python -m bench [--quick]``: run every benchmark section and write ``bench/results/``.
+
+Stores whose module or server is missing are skipped with the reason printed and recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import latency, profiling, report, scale, throughput, turns
+from bench.common import Settings
+
+if TYPE_CHECKING:
+    from bench.stores import Target
+from bench.targets import FACTORIES
+
+SECTIONS = ("latency", "throughput", "scale", "turns", "profile")
+PACKAGES = (
+    "agents-persistence",
+    "pydantic",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "pymysql",
+    "aiomysql",
+    "aiosqlite",
+    "redis",
+    "redis-om",
+    "pynamodb",
+    "boto3",
+    "moto",
+    "langgraph",
+    "langgraph-checkpoint",
+    "langgraph-checkpoint-sqlite",
+    "langgraph-checkpoint-postgres",
+)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
+    except OSError:
+        pass
+    return "? RAM"
+
+
+def _commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        return sha or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def _env(command: str) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "cpu": _cpu(),
+        "cores": os.cpu_count(),
+        "memory": _memory(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "commit": _commit(),
+        "versions": _versions(),
+        "servers": {},
+    }
+
+
+def _targets(names: list[str], skipped: list[str]) -> dict[str, Target]:
+    ready: dict[str, Target] = {}
+    for name in names:
+        target = FACTORIES[name]()
+        reason = target.unavailable()
+        if reason is None:
+            try:
+                target.start()
+            except Exception as exc:
+                reason = f"could not start: {type(exc).__name__}: {exc}"
+        if reason is not None:
+            _say(f"SKIP {name}: {reason}")
+            skipped.append(f"{name} ({reason})")
+            continue
+        ready[name] = target
+    return ready
+
+
+def _section(results: dict[str, Any], key: str, name: str, fn: Any, *args: Any) -> None:
+    started = time.perf_counter()
+    _say(f"  {key} {name} ...")
+    try:
+        rows = fn(*args)
+    except Exception as exc:
+        traceback.print_exc()
+        results["skipped"].append(f"{key} on {name} failed ({type(exc).__name__}: {exc})")
+        return
+    results.setdefault(key, []).extend(rows)
+    _say(f"  {key} {name} done in {time.perf_counter() - started:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and threads (minutes)")
+    parser.add_argument(
+        "--stores", default=",".join(FACTORIES), help=f"comma list of {', '.join(FACTORIES)}"
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--out", default=str(Path(__file__).with_name("results")), help="results directory"
+    )
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    settings = Settings.make(args.quick)
+    stores = [s for s in args.stores.split(",") if s]
+    sections = [s for s in args.sections.split(",") if s]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "env": _env(command.strip()),
+        "settings": settings.__dict__,
+        "skipped": [],
+        "stores": [],
+    }
+    targets = _targets(stores, results["skipped"])
+    results["stores"] = list(targets)
+    for name, target in targets.items():
+        try:
+            results["env"]["servers"][name] = target.server_version()
+        except Exception as exc:
+            results["env"]["servers"][name] = f"? ({exc})"
+    try:
+        for key in sections:
+            _say(f"== {key}")
+            if key == "turns":
+                _section(results, "turns", "LangGraph", _turns, targets, settings, results)
+                continue
+            for name, target in targets.items():
+                if key == "latency":
+                    _section(results, key, name, latency.run, target, settings)
+                elif key == "throughput":
+                    _section(results, key, name, throughput.run, target, settings)
+                elif key == "scale" and name != "memory":
+                    _section(results, key, name, scale.run, target, settings)
+                elif key == "profile":
+                    _section(results, key, name, profiling.run, target, settings, out_dir)
+    finally:
+        for target in targets.values():
+            try:
+                target.stop()
+            except Exception:
+                traceback.print_exc()
+    results["env"]["duration_s"] = time.perf_counter() - started
+    report.write(results, out_dir)
+    _say(f"wrote {out_dir / 'latest.md'} and {out_dir / 'latest.png'}")
+    _say("\n".join(report.summary_lines(results)))
+    return 0
+
+
+def _turns(targets: dict[str, Target], settings: Settings, results: dict[str, Any]) -> list:
+    rows, skipped = turns.run(targets, settings)
+    results["skipped"].extend(skipped)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

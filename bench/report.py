@@ -1,0 +1,482 @@
+"""Writes ``results/latest.md``, ``results/latest.json`` and the PNG chart from one run's rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGET_RATIO = {"sqlite": 1.3, "postgresql": 1.3, "mariadb": 1.3, "redis": 1.3, "dynamodb": 1.2}
+FIRST_PAGE_MS = 10.0
+NOTES = Path(__file__).with_name("NOTES.md")
+
+
+def _ms(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _verdict(value: float, limit: float) -> str:
+    if value <= limit:
+        return "met"
+    return f"**missed** by {(value / limit - 1) * 100:.0f}%"
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """The summary table (also the one the README carries)."""
+    lat = {
+        (r["store"], r["mode"], r["op"], r["size"]): r
+        for r in results.get("latency", [])
+        if r.get("floor", "driver") == "driver"
+    }
+    lines: list[str] = []
+    rows = []
+    for store in results["stores"]:
+        save = lat.get((store, "sync", "save", "10KB"))
+        load = lat.get((store, "sync", "load", "10KB"))
+        if not save or not load:
+            continue
+        limit = TARGET_RATIO.get(store)
+        rows.append(
+            [
+                store,
+                f"{_ms(save['ours_p50'])} / {_ms(save['raw_p50'])}",
+                f"{save['ratio_p50']:.2f}",
+                f"{_ms(load['ours_p50'])} / {_ms(load['raw_p50'])}",
+                f"{load['ratio_p50']:.2f}",
+                "-"
+                if limit is None
+                else f"<= {limit}: save {_verdict(save['ratio_p50'], limit)}, "
+                f"load {_verdict(load['ratio_p50'], limit)}",
+            ]
+        )
+    if rows:
+        lines.append("Latency at 10 KB, sync, p50 in ms (ours / raw driver, same run):")
+        lines.append("")
+        lines += _table(
+            ["store", "save ours / raw", "ratio", "load ours / raw", "ratio", "target"], rows
+        )
+    rows = []
+    for row in results.get("scale", []):
+        limit = FIRST_PAGE_MS if row["store"] != "dynamodb" else None
+        flat = row["peak_kib_100pct"] / max(row["peak_kib_10pct"], 1)
+        rows.append(
+            [
+                row["store"],
+                f"{row['threads']:,}",
+                _ms(row["first_page_p50"]),
+                "-" if limit is None else _verdict(row["first_page_p50"], limit),
+                f"{row['iterate_s']:.2f}",
+                f"{row['peak_kib_10pct']:.0f} / {row['peak_kib_100pct']:.0f} ({flat:.2f}x)",
+                f"{row['purge_s']:.2f} ({row['purged']:,})",
+            ]
+        )
+    if rows:
+        lines.append("Scale (sync): first page of `list_threads` (p50 ms), full `iter_threads`,")
+        lines.append("tracemalloc peak after 10% / 100% of the iteration, `purge_expired` (10%):")
+        lines.append("")
+        lines += _table(
+            [
+                "store",
+                "threads",
+                "first page ms",
+                "< 10 ms",
+                "iterate s",
+                "peak KiB 10% / 100%",
+                "purge s (rows)",
+            ],
+            rows,
+        )
+    rows = []
+    turns = results.get("turns", [])
+    for ours in (r for r in turns if r["saver"].startswith("ours")):
+        theirs = next(
+            r for r in turns if r["family"] == ours["family"] and not r["saver"].startswith("ours")
+        )
+        rows.append(
+            [
+                ours["family"],
+                f"{_ms(ours['turn_p50'])} / {_ms(theirs['turn_p50'])}",
+                f"{_ms(ours['turn_p99'])} / {_ms(theirs['turn_p99'])}",
+                f"{_ms(ours['total_ms'])} / {_ms(theirs['total_ms'])}",
+                f"{ours['ratio_turn_p50']:.2f}",
+                f"{ours['bytes_stored']:,} / {theirs['bytes_stored']:,}",
+                theirs["saver"],
+            ]
+        )
+    if rows:
+        lines.append(
+            f"Per-turn job ({results['settings']['turns']} turns, load latest + save new), "
+            "ours / LangGraph:"
+        )
+        lines.append("")
+        lines += _table(
+            [
+                "database",
+                "turn p50 ms",
+                "turn p99 ms",
+                "total ms",
+                "p50 ratio",
+                "bytes stored",
+                "LangGraph saver",
+            ],
+            rows,
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["env"]
+    settings = results["settings"]
+    out = ["# Benchmarks", ""]
+    out.append(
+        f"Run on {env['date']} with `{env['command']}` "
+        f"({'quick' if settings['quick'] else 'full'} mode, {env['duration_s']:.0f} s)."
+    )
+    out.append("")
+    out.append(
+        f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory']}, {env['os']}; "
+        f"Python {env['python']}. Library at commit `{env['commit']}`. "
+        "The machine is shared and noisy: compare ratios measured in the same run, not "
+        "absolute figures across runs."
+    )
+    out.append("")
+    out.append(
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    )
+    out.append("")
+    out.append("Servers: " + ", ".join(f"{k}: {v}" for k, v in env["servers"].items()))
+    out.append("")
+    out.append(
+        f"Method: every figure is the median over {settings['reps']} runs "
+        "(per-turn job: "
+        f"{settings['turn_reps']} runs; throughput: {settings['throughput_reps']}); "
+        "ours and the raw driver alternate operation by operation within a run, and each ratio "
+        "is the median of the per-run ratios. Latencies are in milliseconds "
+        "(`time.perf_counter_ns` around each call)."
+    )
+    out.append("")
+    if results["skipped"]:
+        out.append("Skipped: " + "; ".join(results["skipped"]))
+        out.append("")
+    out += ["## Summary", ""]
+    out += summary_lines(results)
+    if NOTES.exists():
+        out += [NOTES.read_text().strip(), ""]
+    out += _latency_section(results)
+    out += _throughput_section(results)
+    out += _scale_section(results)
+    out += _turns_section(results)
+    out += _profile_section(results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _latency_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("latency", [])
+    if not rows:
+        return []
+    out = [
+        "## 1-2. Latency per operation, ours against the raw driver",
+        "",
+        "The raw floor does the same work by hand: pydantic encode, one atomic upsert that bumps",
+        "the version (resets it past expiry) and returns it; one select of the live record and",
+        "pydantic decode. See `bench/raw.py` for each driver's statements.",
+        "",
+    ]
+    body = [
+        [
+            r["store"],
+            r["mode"],
+            r["op"],
+            r["size"],
+            r.get("floor", "driver"),
+            _ms(r["ours_p50"]),
+            _ms(r["ours_p99"]),
+            _ms(r["raw_p50"]),
+            _ms(r["raw_p99"]),
+            f"{r['ratio_p50']:.2f}",
+            f"{r['ratio_p99']:.2f}",
+        ]
+        for r in rows
+    ]
+    out += _table(
+        [
+            "store",
+            "mode",
+            "op",
+            "size",
+            "floor",
+            "ours p50",
+            "ours p99",
+            "raw p50",
+            "raw p99",
+            "ratio p50",
+            "ratio p99",
+        ],
+        body,
+    )
+    return out
+
+
+def _throughput_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("throughput", [])
+    if not rows:
+        return []
+    out = [
+        "## 3. Throughput (10 KB, each worker alternates save and load on its own threads)",
+        "",
+    ]
+    body = [
+        [
+            r["store"],
+            r["mode"],
+            str(r["workers"]),
+            f"{r['ops_s']:.0f}",
+            _ms(r["save_p50"]),
+            _ms(r["save_p99"]),
+            _ms(r["load_p50"]),
+            _ms(r["load_p99"]),
+        ]
+        for r in rows
+    ]
+    return out + _table(
+        ["store", "mode", "workers", "ops/s", "save p50", "save p99", "load p50", "load p99"], body
+    )
+
+
+def _scale_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("scale", [])
+    if not rows:
+        return []
+    out = [
+        "## 4. Scale",
+        "",
+        "Seeded behind the library (see each store's `seed` in `bench/stores*.py`) with records",
+        "shaped exactly as the store writes them; 10% expired. Peak memory is tracemalloc's",
+        "peak (Python allocations) during a full `iter_threads(page_size=100)`, read after 10%",
+        "and after 100% of the threads.",
+        "",
+    ]
+    body = [
+        [
+            r["store"],
+            f"{r['threads']:,}",
+            f"{r['seed_s']:.1f}",
+            _ms(r["first_page_p50"]),
+            _ms(r["first_page_p99"]),
+            f"{r['iterate_s']:.2f}",
+            f"{r['iterated']:,}",
+            f"{r['peak_kib_10pct']:.0f}",
+            f"{r['peak_kib_100pct']:.0f}",
+            f"{r['purge_s']:.2f}",
+            f"{r['purged']:,}",
+        ]
+        for r in rows
+    ]
+    return out + _table(
+        [
+            "store",
+            "threads",
+            "seed s",
+            "first page p50 ms",
+            "p99 ms",
+            "iterate s",
+            "iterated",
+            "peak KiB @10%",
+            "peak KiB @100%",
+            "purge s",
+            "purged",
+        ],
+        body,
+    )
+
+
+def _turns_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("turns", [])
+    if not rows:
+        return []
+    out = [
+        "## 5. Per-turn job against LangGraph's savers",
+        "",
+        "Bytes stored after the run: the thread's stored column sizes (`pg_column_size` on",
+        "PostgreSQL, after TOAST compression; `length` on SQLite; serialized bytes in memory).",
+        "LangGraph keeps every checkpoint of the thread; our stores keep the latest state.",
+        "",
+    ]
+    body = [
+        [
+            r["family"],
+            r["saver"],
+            _ms(r["turn_p50"]),
+            _ms(r["turn_p99"]),
+            _ms(r["total_ms"]),
+            f"{r['bytes_stored']:,}",
+            f"{r['ratio_turn_p50']:.2f}" if "ratio_turn_p50" in r else "",
+            f"{r['ratio_total_ms']:.2f}" if "ratio_total_ms" in r else "",
+        ]
+        for r in rows
+    ]
+    return out + _table(
+        [
+            "database",
+            "saver",
+            "turn p50 ms",
+            "turn p99 ms",
+            "total ms",
+            "bytes stored",
+            "ours/theirs p50",
+            "ours/theirs total",
+        ],
+        body,
+    )
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("profile", [])
+    if not rows:
+        return []
+    out = [
+        "## 6. Profiles (10 KB save + load, pyinstrument)",
+        "",
+        "Share of sampled time by layer; `library` is this package's own code. Full trees in",
+        "`bench/results/profile-<store>.txt`.",
+        "",
+    ]
+    layers = ["library", "sqlalchemy", "pydantic", "redis-om", "pynamodb", "driver", "asyncio"]
+    body = [
+        [r["store"]]
+        + [f"{r['layers'].get(name, 0) * 100:.0f}%" for name in layers]
+        + [f"{sum(v for k, v in r['layers'].items() if k not in layers) * 100:.0f}%"]
+        for r in rows
+    ]
+    out += _table(["store", *layers, "other"], body)
+    for r in rows:
+        out.append(f"Library functions with the most cumulative time, {r['store']}:")
+        out.append("")
+        out += [f"- {t['share'] * 100:.1f}% `{t['function']}` ({t['where']})" for t in r["top"][:6]]
+        out.append("")
+    return out
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    lat = [r for r in results.get("latency", []) if r.get("floor", "driver") == "driver"]
+    stores = [s for s in results["stores"] if any(r["store"] == s for r in lat)]
+
+    ax = axes[0][0]
+    width = 0.2
+    for k, (op, side) in enumerate(
+        [("save", "ours"), ("save", "raw"), ("load", "ours"), ("load", "raw")]
+    ):
+        values = []
+        for store in stores:
+            row = next(
+                (
+                    r
+                    for r in lat
+                    if r["store"] == store
+                    and r["mode"] == "sync"
+                    and r["op"] == op
+                    and r["size"] == "10KB"
+                ),
+                None,
+            )
+            values.append(row[f"{side}_p50"] if row else 0)
+        ax.bar(
+            [i + (k - 1.5) * width for i in range(len(stores))], values, width, label=f"{op} {side}"
+        )
+    ax.set_xticks(range(len(stores)), stores)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 ms (log)")
+    ax.set_title("Latency at 10 KB, sync: ours vs raw driver")
+    ax.legend(fontsize=8)
+
+    ax = axes[0][1]
+    for store in stores:
+        for op, style in (("save", "-"), ("load", "--")):
+            pts = [r for r in lat if r["store"] == store and r["mode"] == "sync" and r["op"] == op]
+            if pts:
+                ax.plot(
+                    [r["size"] for r in pts],
+                    [r["ratio_p50"] for r in pts],
+                    style,
+                    marker="o",
+                    label=f"{store} {op}",
+                )
+    ax.axhline(1.3, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_ylabel("ours / raw (p50)")
+    ax.set_title("Overhead over the raw driver by snapshot size, sync")
+    ax.legend(fontsize=7, ncol=2)
+
+    ax = axes[1][0]
+    for row_store in stores:
+        for mode, style in (("sync", "-"), ("async", "--")):
+            pts = [
+                r
+                for r in results.get("throughput", [])
+                if r["store"] == row_store and r["mode"] == mode
+            ]
+            if pts:
+                ax.plot(
+                    [r["workers"] for r in pts],
+                    [r["ops_s"] for r in pts],
+                    style,
+                    marker="o",
+                    label=f"{row_store} {mode}",
+                )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("workers")
+    ax.set_ylabel("ops/s (log)")
+    ax.set_title("Throughput, 10 KB save+load")
+    ax.legend(fontsize=7, ncol=2)
+
+    ax = axes[1][1]
+    turns = results.get("turns", [])
+    labels = [r["saver"] for r in turns]
+    ax.barh(
+        range(len(turns)),
+        [r["turn_p50"] for r in turns],
+        color=["tab:blue" if r["saver"].startswith("ours") else "tab:orange" for r in turns],
+    )
+    ax.set_yticks(range(len(turns)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("per-turn p50 ms")
+    ax.set_title("Per-turn job (load latest + save new) vs LangGraph savers")
+
+    env = results["env"]
+    fig.suptitle(
+        f"agents-persistence benchmarks ({'quick' if results['settings']['quick'] else 'full'}), "
+        f"{env['date']}\n{env['cpu']}, {env['cores']} cores, Python {env['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k in _CHART_VERSIONS),
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+_CHART_VERSIONS = ("agents-persistence", "sqlalchemy", "pydantic", "langgraph")
+
+
+def write(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out_dir / "latest.md").write_text(markdown(results))
+    chart(results, out_dir / "latest.png")
