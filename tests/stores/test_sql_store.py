@@ -89,6 +89,8 @@ def test_missing_table_raises_schema_not_ready_naming_the_fix(
     assert scratch_table in message
     for command in FIX_COMMANDS:
         assert command in message
+    assert f"--table-name {scratch_table}" in message
+    assert f"-x table={scratch_table}" in message
     assert f"table_name={scratch_table!r}" in message
     # nothing was created behind the application's back
     assert not sa.inspect(sql_kit.engine).has_table(scratch_table)
@@ -102,7 +104,7 @@ def test_missing_table_raises_schema_not_ready_async(
         cp = AsyncSQLCheckpointer(engine, table_name=scratch_table, namespace=namespace)
         await cp.load_state("t")
 
-    with pytest.raises(SchemaNotReadyError, match="alembic upgrade head"):
+    with pytest.raises(SchemaNotReadyError, match="agents-persistence db upgrade"):
         portal.call(attempt)
 
 
@@ -135,7 +137,7 @@ def test_table_dropped_after_first_use_is_reported_as_not_ready(
     downgrade(sql_kit.engine, "base", table_name=scratch_table)
     with pytest.raises(SchemaNotReadyError) as caught:
         cp.load_state("t")
-    assert "alembic upgrade head" in str(caught.value)
+    assert "agents-persistence db upgrade" in str(caught.value)
     assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
 
 

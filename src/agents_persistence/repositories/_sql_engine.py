@@ -30,6 +30,7 @@ from agents_persistence.errors import (
     InvalidArgumentError,
     SchemaNotReadyError,
 )
+from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -175,14 +176,22 @@ def sqlite_tuning(engine: Engine, *, wal: bool) -> None:
 
 def schema_not_ready(problem: str, url: str, table_name: str, schema: str | None) -> str:
     """The `SchemaNotReadyError` message: what is wrong, and every command that fixes it."""
-    table_args = "" if table_name == "agent_checkpoints" else f", table_name={table_name!r}"
+    cli_args = f" --url {url}"
+    alembic_args = " -x url=..."
+    python_args = ""
+    if table_name != DEFAULT_TABLE_NAME:
+        cli_args += f" --table-name {table_name}"
+        alembic_args += f" -x table={table_name}"
+        python_args += f", table_name={table_name!r}"
     if schema is not None:
-        table_args += f", schema={schema!r}"
+        cli_args += f" --schema {schema}"
+        alembic_args += f" -x schema={schema}"
+        python_args += f", schema={schema!r}"
     return (
         f"the agents-persistence schema is not ready: {problem}. Run the library's migrations"
-        f" with one of: `agents-persistence db upgrade --url {url}`, `alembic upgrade head`"
-        " (with the library's alembic.ini, -x url=...), or"
-        f" `agents_persistence.migrations.upgrade(engine{table_args})`."
+        f" with one of: `agents-persistence db upgrade{cli_args}`,"
+        f" `alembic upgrade head` (with the library's alembic.ini and{alembic_args}), or"
+        f" `agents_persistence.migrations.upgrade(engine{python_args})`."
         " The checkpointer never changes the schema itself unless created with auto_migrate=True."
     )
 
