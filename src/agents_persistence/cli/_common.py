@@ -55,6 +55,7 @@ __all__ = [
     "describe_store",
     "explain",
     "iso",
+    "plural",
     "redact",
     "root_options",
     "scheme_family",
@@ -136,6 +137,11 @@ def redact(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 thread"``, ``"2 threads"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def iso(moment: datetime | None) -> str | None:
     """An aware datetime as ISO 8601 text (``None`` stays ``None``)."""
     return None if moment is None else moment.isoformat()
@@ -188,8 +194,8 @@ def _one_line(text: str) -> str:
 
 
 def _schema_hint(message: str, url: str | None) -> str:
-    if url is None or "agents-persistence db upgrade" in message:
-        return ""  # the store's message already names the command that fixes it
+    if url is None or "--url" in message:
+        return ""  # the store's message already names the command that fixes it, in full
     family = scheme_family(url)
     where = shlex.quote(redact(url))
     if family == "dynamodb":
@@ -212,7 +218,7 @@ def explain(exc: BaseException, url: str | None = None) -> tuple[str, int]:
         return _one_line(str(exc)), EXIT_FAILED
     for kind, code, hint in _HINTS:
         if isinstance(exc, kind):
-            message = _one_line(str(exc))
+            message = _one_line(str(exc)).rstrip(".")
             if isinstance(exc, SchemaNotReadyError):
                 hint = _schema_hint(message, url)
             if hint:

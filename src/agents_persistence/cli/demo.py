@@ -180,7 +180,7 @@ class _Saved:
         if self.turn.raised:
             out.append(f"  agent  asks a human to approve send_email ({self.turn.raised}), waits")
         else:
-            out.append(f"  agent  {self.turn.task}, writes {self.turn.path}")
+            out.append(f'  agent  plans "{self.turn.task}", writes {self.turn.path}')
         return out
 
 

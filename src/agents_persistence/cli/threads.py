@@ -16,6 +16,7 @@ from agents_persistence.cli._common import (
     Run,
     UrlOption,
     iso,
+    plural,
     stdin_is_terminal,
 )
 
@@ -107,7 +108,7 @@ def list_threads(
             run.out.print(f"no threads in namespace {run.namespace!r}")
             return
         run.out.print(threads_table(threads))
-        shown = f"{len(threads)} thread{'s' if len(threads) != 1 else ''}"
+        shown = plural(len(threads), "thread")
         more = "; more exist (use --all or a larger --limit)" if next_cursor else ""
         run.out.print(f"{shown} in namespace {run.namespace!r}{more}")
 
@@ -181,5 +182,6 @@ def purge_expired(
         if run.as_json:
             run.emit({"namespace": run.namespace, "purged": removed})
             return
-        noun = "thread" if removed == 1 else "threads"
-        run.out.print(f"purged {removed} expired {noun} from namespace {run.namespace!r}")
+        run.out.print(
+            f"purged {plural(removed, 'expired thread')} from namespace {run.namespace!r}"
+        )

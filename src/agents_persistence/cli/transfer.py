@@ -34,6 +34,7 @@ from agents_persistence.cli._common import (
     UrlOption,
     describe_store,
     explain,
+    plural,
     redact,
 )
 from agents_persistence.cli._exchange import (
@@ -93,7 +94,8 @@ def _report(run: Run, verb: str, counts: Counter[str], target: str) -> None:
         return
     total = sum(counts.values())
     run.out.print(
-        f"{verb} {total} threads into namespace {target!r}: {_tally(counts)}", markup=False
+        f"{verb} {plural(total, 'thread')} into namespace {target!r}: {_tally(counts)}",
+        markup=False,
     )
 
 
@@ -120,7 +122,7 @@ def export_threads(
         header = encode_header(run.namespace, describe_store(run.url), datetime.now(UTC))
         if output is None:
             count = _export(run, source, header, sys.stdout)
-            run.err.print(f"exported {count} threads from namespace {run.namespace!r}")
+            run.err.print(f"exported {plural(count, 'thread')} from namespace {run.namespace!r}")
             return
         # Written beside the target and renamed at the end, so a failed export never leaves a
         # file that looks complete.
@@ -135,7 +137,8 @@ def export_threads(
             Path(partial).unlink(missing_ok=True)
             raise
         run.out.print(
-            f"exported {count} threads from namespace {run.namespace!r} to {output}", markup=False
+            f"exported {plural(count, 'thread')} from namespace {run.namespace!r} to {output}",
+            markup=False,
         )
 
 
