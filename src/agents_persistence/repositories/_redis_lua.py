@@ -17,27 +17,33 @@ import hashlib
 
 __all__ = ["PAGE", "PURGE", "REMOVE", "SCRIPTS", "WRITE", "Script"]
 
-# Keeps each index alive at least as long as its longest-lived member, so a namespace whose
-# threads all expired disappears entirely even if nobody lists or purges it. A fresh index
-# takes the TTL as is; an existing one only ever grows (GT), and one without a TTL keeps none.
-_OUTLIVE = """
-local function outlive(key, fresh, ttl)
-  if fresh then
-    redis.call('PEXPIRE', key, ttl)
-  else
-    redis.call('PEXPIRE', key, ttl, 'GT')
+# Redis runs a script without interruption but does not roll it back: a command failing halfway
+# leaves the earlier writes in place. The only failure a write can meet once it has started is a
+# key holding a foreign type (WRONGTYPE), so scripts that write check every key's type first.
+_GUARD = """
+local function foreign(expected)
+  for i = 1, #expected, 2 do
+    local kind = redis.call('TYPE', expected[i])['ok']
+    if kind ~= 'none' and kind ~= expected[i + 1] then
+      return 'WRONGTYPE ' .. expected[i] .. ' holds a ' .. kind .. ', not a ' .. expected[i + 1]
+    end
   end
+  return nil
 end
 """
 
 WRITE = (
-    _OUTLIVE
+    _GUARD
     + """
 -- KEYS: 1 thread hash, 2 updated index, 3 expires index
 -- ARGV: 1 thread id, 2 write id, 3 expected version ('' = any), 4 version to store
 --       ('' = live + 1), 5 created_at to store ('' = keep), 6 now = updated_at,
 --       7 expires_at ('' = never), 8 TTL in ms ('' = none, <= 0 = already expired),
 --       9.. the other fields of the record, as name/value pairs
+local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset'})
+if problem then
+  return redis.error_reply(problem)
+end
 local now = tonumber(ARGV[6])
 local live = redis.call('HMGET', KEYS[1], 'version', 'created_at', 'expires_at', 'write_id')
 local live_version, live_created = nil, nil
@@ -86,25 +92,44 @@ for i = 9, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-local updated_fresh = redis.call('EXISTS', KEYS[2]) == 0
+-- The indexes live as long as their longest-lived member, so a namespace whose threads all
+-- expired disappears entirely even if nobody lists or purges it: a fresh index takes this
+-- TTL, an existing one only ever extends it (GT), and one holding a thread without TTL keeps
+-- none. The expires index lives exactly as long as the updated index, so a purge always
+-- finds the entries that the updated index still holds for expired threads.
+local fresh = redis.call('EXISTS', KEYS[2]) == 0
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 if ttl == '' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('PERSIST', KEYS[2])
 else
   redis.call('PEXPIRE', KEYS[1], ttl)
-  local expires_fresh = redis.call('EXISTS', KEYS[3]) == 0
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
-  outlive(KEYS[2], updated_fresh, ttl)
-  outlive(KEYS[3], expires_fresh, ttl)
+  if fresh then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  else
+    redis.call('PEXPIRE', KEYS[2], ttl, 'GT')
+  end
+end
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then
+  redis.call('PEXPIRE', KEYS[3], left)
+else
+  redis.call('PERSIST', KEYS[3])
 end
 return {'ok', version, created}
 """
 )
 
-REMOVE = """
+REMOVE = (
+    _GUARD
+    + """
 -- KEYS: 1 thread hash, 2 updated index, 3 expires index; ARGV: 1 thread id, 2 now
 -- Returns 1 if a live record was deleted; an expired one is deleted too but counts as absent.
+local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset'})
+if problem then
+  return redis.error_reply(problem)
+end
 local expires = redis.call('HGET', KEYS[1], 'expires_at')
 local existed = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -120,8 +145,11 @@ if expires and expires ~= '' then
 end
 return 1
 """
+)
 
-PAGE = """
+PAGE = (
+    _GUARD
+    + """
 -- KEYS: 1 updated index, 2 expires index
 -- ARGV: 1 thread key prefix, 2 rows wanted, 3 most dangling entries to drop,
 --       4 '1' to start after a position ('' from the top), 5 its score, 6 its thread id
@@ -129,6 +157,11 @@ PAGE = """
 -- position. Returns {exhausted, last score, last thread id, rows...}, six values a row:
 -- thread id, version, created_at, updated_at, expires_at, size. Entries whose hash Redis has
 -- expired are removed on the way. Expiry against the caller's clock is left to the caller.
+local problem = foreign({KEYS[1], 'zset', KEYS[2], 'zset'})
+if problem then
+  return redis.error_reply(problem)
+end
+
 local function before(a, b)
   -- Bytewise a < b, the order Redis gives equal scores (Lua's own < follows the locale).
   local n = math.min(#a, #b)
@@ -204,11 +237,18 @@ for i = 1, #rows do
 end
 return out
 """
+)
 
-PURGE = """
+PURGE = (
+    _GUARD
+    + """
 -- KEYS: 1 updated index, 2 expires index; ARGV: 1 thread key prefix, 2 now, 3 batch size
 -- Deletes up to one batch of threads expired at ARGV[2]: the hash if Redis has not already
 -- removed it, and both index entries. Returns how many threads it removed.
+local problem = foreign({KEYS[1], 'zset', KEYS[2], 'zset'})
+if problem then
+  return redis.error_reply(problem)
+end
 local expired = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
 for _, member in ipairs(expired) do
   redis.call('DEL', ARGV[1] .. member)
@@ -217,6 +257,7 @@ for _, member in ipairs(expired) do
 end
 return #expired
 """
+)
 
 
 class Script:
