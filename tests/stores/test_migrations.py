@@ -337,6 +337,23 @@ def test_invalid_names_are_refused_before_any_sql(
     assert _tables(sqlite_url) == set()
 
 
+def test_check_reports_a_revision_this_version_does_not_know(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    _execute(sqlite_url, f"UPDATE {version_table(TABLE)} SET version_num = 'ffffffffffff'")
+
+    with pytest.raises(SchemaNotReadyError, match="unknown to this version"):
+        check(sqlite_url)
+    with pytest.raises(ConfigurationError, match="ffffffffffff"):
+        upgrade(sqlite_url)
+
+
+def test_an_async_engine_is_refused_with_the_way_to_use_it(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    with pytest.raises(ConfigurationError, match="run_sync"):
+        upgrade(engine)  # type: ignore[arg-type]
+    asyncio.run(engine.dispose())
+
+
 def test_a_table_name_too_long_for_its_version_table_is_refused(sqlite_url: str) -> None:
     upgrade(sqlite_url, table_name="t" * 43)
     check(sqlite_url, table_name="t" * 43)
