@@ -20,6 +20,7 @@ from agents_persistence import (
     AsyncSQLCheckpointer,
     BackendUnavailableError,
     ConfigurationError,
+    CorruptStateError,
     InvalidArgumentError,
     SchemaNotReadyError,
     SQLCheckpointer,
@@ -434,3 +435,25 @@ def test_postgresql_schema_option(namespace: str) -> None:
     finally:
         with kit.engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "state = CAST(X'7B22FF227D' AS TEXT)",  # not UTF-8: the driver cannot decode it
+        "created_at = 'not a timestamp'",  # SQLAlchemy cannot convert it
+    ],
+)
+def test_undecodable_sqlite_row_is_corrupt_state(tmp_path: Path, assignment: str) -> None:
+    url = f"sqlite:///{tmp_path / 'corrupt.db'}"
+    with SQLCheckpointer.from_url(url, auto_migrate=True) as cp:
+        cp.save_state("t", AgentStateSnapshot())
+        with cp.engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE agent_checkpoints SET {assignment}")
+        with pytest.raises(CorruptStateError) as caught:
+            cp.load_state("t")
+        assert caught.value.thread_id == "t"
+        assert caught.value.__cause__ is not None
+        assert cp.delete_thread("t") is True  # the way out: delete, then save again
+        cp.save_state("t", AgentStateSnapshot(scratchpad={"repaired": True}))
+        assert cp.load_state("t") == AgentStateSnapshot(scratchpad={"repaired": True})

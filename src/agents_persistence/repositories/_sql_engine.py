@@ -276,6 +276,12 @@ def translate_errors(
         raise BackendUnavailableError(f"no database connection available: {exc}") from exc
     except SQLAlchemyError as exc:
         raise CheckpointerError(f"database error during {action}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        # The driver's or SQLAlchemy's conversion of a stored value failed (a timestamp that
+        # is not one, say): the row was changed behind the library's back.
+        if thread_id is not None and action == "load":
+            raise CorruptStateError(thread_id, f"unreadable stored value: {exc}") from exc
+        raise CheckpointerError(f"unreadable stored value during {action}: {exc}") from exc
     except (OSError, TimeoutError) as exc:
         # Async drivers may surface socket errors and timeouts without a DBAPI wrapper.
         raise BackendUnavailableError(f"database unavailable during {action}: {exc}") from exc
