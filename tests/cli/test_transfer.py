@@ -261,6 +261,8 @@ def test_export_piped_into_import_between_processes(make: Make) -> None:
     source, target = make("sqlite"), make("sqlite")
     seed(source, 3)
     env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
+    # The states hold non-ASCII text: the export must be UTF-8 whatever the locale says.
+    env["PYTHONIOENCODING"] = "ascii"
     command = [sys.executable, "-m", "agents_persistence"]
     exported = subprocess.run(
         [*command, "export", *source.args], env=env, capture_output=True, timeout=120

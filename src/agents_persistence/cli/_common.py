@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 
 from agents_persistence import open_checkpointer
+from agents_persistence._core import DEFAULT_NAMESPACE
 from agents_persistence.errors import (
     BackendUnavailableError,
     CheckpointerError,
@@ -251,7 +252,7 @@ class Run:
         root = given if isinstance(given, _Given) else _Given()
         self.as_json = as_json or root.as_json
         self.debug = debug or root.debug
-        self.namespace = namespace or root.namespace or "default"
+        self.namespace = namespace or root.namespace or DEFAULT_NAMESPACE
         self.err = Console(stderr=True, highlight=False)
         self.out = _stdout_console()
         given_url = url or root.url
@@ -260,7 +261,7 @@ class Run:
         self.url = explicit or _default_url()
         # How to name this store again in a follow-up command a person is told to run.
         self.follow_up = "" if not given_url else f" --url {shlex.quote(redact(given_url))}"
-        if self.namespace != "default":
+        if self.namespace != DEFAULT_NAMESPACE:
             self.follow_up += f" --namespace {shlex.quote(self.namespace)}"
         self._opened: list[Checkpointer[Any]] = []
 
@@ -271,6 +272,7 @@ class Run:
             self.err.print(
                 f"using the SQLite file {path} (no --url given and {ENV_URL} is not set)",
                 soft_wrap=True,
+                markup=False,
             )
 
     def open(self, url: str | None = None, namespace: str | None = None, **options: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.json import JSON
 from rich.table import Table
+from rich.text import Text
 
 from agents_persistence.cli._common import (
     DebugOption,
@@ -62,7 +63,7 @@ def threads_table(threads: list[CheckpointInfo], title: str | None = None) -> Ta
     table.add_column("size (bytes)", justify="right")
     for info in threads:
         table.add_row(
-            info.thread_id,
+            Text(info.thread_id),  # ids are data, never rich markup
             str(info.version),
             _short(info.updated_at),
             _short(info.expires_at),

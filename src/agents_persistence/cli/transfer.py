@@ -8,6 +8,7 @@ interrupted run is finished by running it again.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -121,14 +122,21 @@ def export_threads(
         source = run.open()
         header = encode_header(run.namespace, describe_store(run.url), datetime.now(UTC))
         if output is None:
-            count = _export(run, source, header, sys.stdout)
-            run.err.print(f"exported {plural(count, 'thread')} from namespace {run.namespace!r}")
+            with _utf8_stdout() as stream:
+                count = _export(run, source, header, stream)
+            run.err.print(
+                f"exported {plural(count, 'thread')} from namespace {run.namespace!r}",
+                markup=False,
+            )
             return
         # Written beside the target and renamed at the end, so a failed export never leaves a
         # file that looks complete.
-        handle, partial = tempfile.mkstemp(
-            prefix=f".{output.name}.", suffix=".partial", dir=output.resolve().parent
-        )
+        try:
+            handle, partial = tempfile.mkstemp(
+                prefix=f".{output.name}.", suffix=".partial", dir=output.resolve().parent
+            )
+        except OSError as exc:
+            run.usage(f"cannot write {output}: {exc.strerror}")
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
                 count = _export(run, source, header, stream)
@@ -140,6 +148,18 @@ def export_threads(
             f"exported {plural(count, 'thread')} from namespace {run.namespace!r} to {output}",
             markup=False,
         )
+
+
+@contextlib.contextmanager
+def _utf8_stdout() -> Iterator[IO[str]]:
+    """Standard output as UTF-8 text whatever the locale says (exports are UTF-8 by definition)."""
+    binary = sys.stdout.buffer
+    stream = io.TextIOWrapper(binary, encoding="utf-8", newline="\n", write_through=True)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        stream.detach()  # leaves standard output open
 
 
 def _export(run: Run, source: Any, header: str, stream: IO[str]) -> int:
