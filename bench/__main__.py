@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif key == "throughput":
                     _section(results, key, name, throughput.run, target, settings)
                 elif key == "scale" and name != "memory":
-                    _section(results, key, name, scale.run, target, settings)
+                    _section(results, key, name, scale.run, target, settings, out_dir)
                 elif key == "profile":
                     _section(results, key, name, profiling.run, target, settings, out_dir)
     finally:

@@ -112,7 +112,13 @@ def _new_runs() -> dict[str, Runs]:
 
 
 def _measure_sync(
-    target: Target, settings: Settings, cp: Any, raw: Any, floor: str, largest: int = 0
+    target: Target,
+    settings: Settings,
+    cp: Any,
+    raw: Any,
+    floor: str,
+    largest: int = 0,
+    label: str = "as shipped",
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for size_name, size in sizes_for(target).items():
@@ -132,7 +138,7 @@ def _measure_sync(
                 ours, theirs = _interleave(n, rep, getattr(ops, a), getattr(ops, b))
                 runs[a].add(ours)
                 runs[b].add(theirs)
-        rows += _rows(target, "sync", size_name, runs, floor)
+        rows += [{**row, "ours": label} for row in _rows(target, "sync", size_name, runs, floor)]
     return rows
 
 
@@ -144,6 +150,15 @@ def run_sync(target: Target, settings: Settings) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     try:
         rows += _measure_sync(target, settings, cp, raw, "driver")
+        for label, options in target.ours_variants().items():
+            floors[label] = new_namespace()
+            tuned = target.sync(floors[label], **options)
+            try:
+                rows += _measure_sync(
+                    target, settings, tuned, raw, "driver", SIZES["100KB"], label=label
+                )
+            finally:
+                tuned.close()
         for label in target.raw_variants(ns_ours) if not settings.quick else ():
             floors[label] = new_namespace()
             variant = target.raw_variants(floors[label])[label]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bench.stores import Target
 
 LAYERS = (
+    ("I/O wait", ("/psycopg/waiting.py",)),
     ("library", ("/agents_persistence/",)),
     ("sqlalchemy", ("/sqlalchemy/",)),
     ("pydantic", ("/pydantic/", "/pydantic_core/")),
@@ -58,24 +59,53 @@ def _layer(path: str | None) -> str:
     return "other"
 
 
+_WAITS = ("recv", "send", "select", "poll", "sleep", "wait", "acquire")
+_DRIVER_CALLS = ("execute", "fetch", "commit", "rollback", "cursor", "close", "step")
+
+
+def _builtin_layer(function: str, caller: str) -> str:
+    """Built-in (C) frames: socket waits are "I/O wait", database C calls the driver's."""
+    if any(word in function for word in _WAITS):
+        return "I/O wait"
+    if caller in ("sqlalchemy", "driver") and any(word in function for word in _DRIVER_CALLS):
+        return "driver"
+    return caller
+
+
+def _builtin(frame: Any) -> bool:
+    """C functions (and pyinstrument's synthetic [self]/[await] frames) have no Python file."""
+    return (frame.file_path or "<built-in>") == "<built-in>"
+
+
 def _walk(frame: Any, layers: dict[str, float], funcs: dict[tuple[str, str], float], stack: set):
-    child_time = sum(child.time for child in frame.children)
-    own = max(frame.time - child_time, 0.0)
     path = frame.file_path or ""
-    # Time in frames without a Python file (C calls, [self], [await]) belongs to the caller's layer.
-    layers[_layer(path) if path else "other"] += own
+    layer = _layer(path)
+    child_time = 0.0
+    for child in frame.children:
+        child_path = child.file_path or ""
+        if child_path.startswith("<") or not child_path:
+            layers[_builtin_layer(child.function or "", layer)] += child.time
+            child_time += child.time
+    own = (
+        frame.time
+        - child_time
+        - sum(
+            c.time
+            for c in frame.children
+            if (c.file_path or "") and not c.file_path.startswith("<")
+        )
+    )
+    layers[layer] += max(own, 0.0)
     key = (frame.function, f"{frame.file_path_short}:{frame.line_no}")
     if "/agents_persistence/" in path and key not in stack:
         funcs[key] += frame.time
         stack = stack | {key}
     for child in frame.children:
-        if not child.file_path:
-            layers[_layer(path)] += child.time
-            continue
-        _walk(child, layers, funcs, stack)
+        if not _builtin(child):
+            _walk(child, layers, funcs, stack)
 
 
-def _analyse(profiler: Any, store: str, out_dir: Path) -> dict[str, Any]:
+def analyse(profiler: Any, store: str, out_dir: Path) -> dict[str, Any]:
     session = profiler.last_session
     root = session.root_frame()
     layers: dict[str, float] = defaultdict(float)
@@ -99,26 +129,28 @@ def run(target: Target, settings: Settings, out_dir: Path) -> list[dict[str, Any
     state = make_state(SIZES["10KB"])
     rows = []
     namespace = new_namespace("profile")
+    # In-memory operations take microseconds: run more of them so the profile has samples.
+    ops = settings.profile_ops * (20 if target.name == "memory" else 1)
     cp = target.sync(namespace)
     try:
         for i in range(20):
             cp.save_state(f"p{i % 8}", state)
             cp.load_state(f"p{i % 8}")
-        profiler = Profiler(interval=0.0002)
+        profiler = Profiler(interval=0.001)
         profiler.start()
-        for i in range(settings.profile_ops):
+        for i in range(ops):
             cp.save_state(f"p{i % 8}", state)
             cp.load_state(f"p{i % 8}")
         profiler.stop()
-        rows.append({"mode": "sync", **_analyse(profiler, target.name, out_dir)})
+        rows.append({"mode": "sync", **analyse(profiler, target.name, out_dir)})
     finally:
         cp.close()
         target.cleanup(namespace)
-    rows.append({"mode": "async", **asyncio.run(_run_async(target, settings, out_dir, state))})
+    rows.append({"mode": "async", **asyncio.run(_run_async(target, ops, out_dir, state))})
     return rows
 
 
-async def _run_async(target: Target, settings: Settings, out_dir: Path, state: Any) -> dict:
+async def _run_async(target: Target, ops: int, out_dir: Path, state: Any) -> dict:
     from pyinstrument import Profiler
 
     namespace = new_namespace("profile")
@@ -127,13 +159,13 @@ async def _run_async(target: Target, settings: Settings, out_dir: Path, state: A
         for i in range(20):
             await cp.save_state(f"p{i % 8}", state)
             await cp.load_state(f"p{i % 8}")
-        profiler = Profiler(interval=0.0002, async_mode="disabled")
+        profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
-        for i in range(settings.profile_ops):
+        for i in range(ops):
             await cp.save_state(f"p{i % 8}", state)
             await cp.load_state(f"p{i % 8}")
         profiler.stop()
-        return _analyse(profiler, f"{target.name}-async", out_dir)
+        return analyse(profiler, f"{target.name}-async", out_dir)
     finally:
         await cp.close()
         target.cleanup(namespace)

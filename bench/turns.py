@@ -238,79 +238,86 @@ def _summarise(
     return out
 
 
-def _pair_rows(
-    family: str,
-    ours_name: str,
-    theirs_name: str,
-    ours_runs: list[dict[str, float]],
-    theirs_runs: list[dict[str, float]],
-    stored: tuple[int, int],
-    payload: int,
-) -> list[dict[str, Any]]:
-    ours = _summarise(family, ours_name, ours_runs, stored[0], payload)
-    theirs = _summarise(family, theirs_name, theirs_runs, stored[1], 0)
-    for key in ("turn_p50", "total_ms"):
-        ours[f"ratio_{key}"] = median(
-            [a[key] / b[key] for a, b in zip(ours_runs, theirs_runs, strict=True)]
-        )
-    return [ours, theirs]
+class _Runs:
+    """Runs of several jobs on one database, in rotating order; run 0 only warms up.
 
+    Side ``theirs`` is LangGraph's saver; every other side is a configuration of our store,
+    and gets the median of its per-run ratios to ``theirs``.
+    """
 
-class _Pair:
-    """Runs of ours and theirs, alternating which goes first; run 0 only warms up."""
-
-    def __init__(self, settings: Settings, prefix: str) -> None:
+    def __init__(self, settings: Settings, prefix: str, sides: list[str]) -> None:
         self.settings = settings
         self.prefix = prefix
-        self.runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
-        self.threads: dict[str, list[str]] = {"ours": [], "theirs": []}
+        self.sides = sides
+        self.runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+        self.threads: dict[str, list[str]] = {side: [] for side in sides}
         self.payload = 0
 
     def plan(self) -> list[tuple[int, str, str]]:
         out = []
         for rep in range(self.settings.turn_reps + 1):
-            sides = ["ours", "theirs"] if rep % 2 == 0 else ["theirs", "ours"]
-            out += [(rep, side, f"{self.prefix}-{rep}-{side}-{os.getpid()}") for side in sides]
+            shift = rep % len(self.sides)
+            sides = self.sides[shift:] + self.sides[:shift]
+            out += [
+                (rep, side, f"{self.prefix}-{rep}-{i}-{os.getpid()}")
+                for i, side in enumerate(sides)
+            ]
         return out
 
     def record(self, rep: int, side: str, thread_id: str, figures: dict, size: int) -> None:
         self.threads[side].append(thread_id)
         if rep > 0:
             self.runs[side].append(figures)
-        if side == "ours":
+        if side != "theirs":
             self.payload = size
 
     def last(self, side: str) -> str:
         return self.threads[side][-1]
 
-    def rows(self, family: str, names: tuple[str, str], stored: tuple[int, int]) -> list[dict]:
-        return _pair_rows(
-            family, *names, self.runs["ours"], self.runs["theirs"], stored, self.payload
-        )
+    def rows(self, family: str, names: dict[str, str], stored: dict[str, int]) -> list[dict]:
+        theirs = self.runs["theirs"]
+        out = []
+        for side in self.sides:
+            payload = 0 if side == "theirs" else self.payload
+            row = _summarise(family, names[side], self.runs[side], stored[side], payload)
+            if side != "theirs":
+                for key in ("turn_p50", "total_ms"):
+                    pairs = zip(self.runs[side], theirs, strict=True)
+                    row[f"ratio_{key}"] = median([a[key] / b[key] for a, b in pairs])
+            out.append(row)
+        return out
 
 
 def run_sync_family(
     family: str, target: Target, saver_name: str, saver: Any, bytes_of: Any, settings: Settings
 ) -> list[dict[str, Any]]:
-    namespace = new_namespace("turns")
-    cp = target.sync(namespace)
-    jobs = {"ours": OursJob(cp), "theirs": LangGraphJob(saver)}
-    pair = _Pair(settings, "turns")
+    namespaces = {"ours": new_namespace("turns")}
+    checkpointers = {"ours": target.sync(namespaces["ours"])}
+    names = {"ours": f"ours ({target.label})", "theirs": saver_name}
+    for label, options in target.ours_variants().items():
+        namespaces[label] = new_namespace("turns")
+        checkpointers[label] = target.sync(namespaces[label], **options)
+        names[label] = f"ours ({target.label}, {label})"
+    jobs: dict[str, Any] = {side: OursJob(cp) for side, cp in checkpointers.items()}
+    jobs["theirs"] = LangGraphJob(saver)
+    runs = _Runs(settings, "turns", list(jobs))
     try:
-        for rep, side, thread_id in pair.plan():
+        for rep, side, thread_id in runs.plan():
             settle()
             figures, size = _run_sync_job(jobs[side], thread_id, settings.turns)
-            pair.record(rep, side, thread_id, figures, size)
-        stored = (
-            _ours_bytes(target, namespace, pair.last("ours"), pair.payload),
-            bytes_of(saver, pair.last("theirs")),
-        )
-        for thread_id in pair.threads["theirs"]:
+            runs.record(rep, side, thread_id, figures, size)
+        stored = {
+            side: _ours_bytes(target, namespaces[side], runs.last(side), runs.payload)
+            for side in checkpointers
+        }
+        stored["theirs"] = bytes_of(saver, runs.last("theirs"))
+        for thread_id in runs.threads["theirs"]:
             saver.delete_thread(thread_id)
     finally:
-        cp.close()
-        target.cleanup(namespace)
-    return pair.rows(family, (f"ours ({target.label})", saver_name), stored)
+        for side, cp in checkpointers.items():
+            cp.close()
+            target.cleanup(namespaces[side])
+    return runs.rows(family, names, stored)
 
 
 async def run_async_pg(target: Target, settings: Settings) -> list[dict[str, Any]]:
@@ -319,25 +326,26 @@ async def run_async_pg(target: Target, settings: Settings) -> list[dict[str, Any
     dsn = target.dsn()
     namespace = new_namespace("turns")
     cp = await target.async_(namespace)
-    pair = _Pair(settings, "aturns")
+    runs = _Runs(settings, "aturns", ["ours", "theirs"])
     try:
         async with AsyncPostgresSaver.from_conn_string(dsn) as saver:
             await saver.setup()
             jobs = {"ours": AsyncOursJob(cp), "theirs": AsyncLangGraphJob(saver)}
-            for rep, side, thread_id in pair.plan():
+            for rep, side, thread_id in runs.plan():
                 settle()
                 figures, size = await _run_async_job(jobs[side], thread_id, settings.turns)
-                pair.record(rep, side, thread_id, figures, size)
-            stored = (
-                _ours_bytes(target, namespace, pair.last("ours"), pair.payload),
-                _lg_pg_bytes(dsn, pair.last("theirs")),
-            )
-            for thread_id in pair.threads["theirs"]:
+                runs.record(rep, side, thread_id, figures, size)
+            stored = {
+                "ours": _ours_bytes(target, namespace, runs.last("ours"), runs.payload),
+                "theirs": _lg_pg_bytes(dsn, runs.last("theirs")),
+            }
+            for thread_id in runs.threads["theirs"]:
                 await saver.adelete_thread(thread_id)
     finally:
         await cp.close()
         target.cleanup(namespace)
-    return pair.rows("postgresql async", ("ours (PostgreSQL, async)", "AsyncPostgresSaver"), stored)
+    names = {"ours": "ours (PostgreSQL, async)", "theirs": "AsyncPostgresSaver"}
+    return runs.rows("postgresql async", names, stored)
 
 
 def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
