@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Text, bindparam, create_engine, func, select, update
+from sqlalchemy import Engine, Text, bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -68,10 +68,14 @@ class SQLKit(StoreKit):
             self._engine.dispose()
             self._engine = None
 
+    def tune(self, engine: Engine) -> None:
+        """Engine hooks an application would add for this database (none by default)."""
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = create_engine(self.sync_url(), pool_size=10, max_overflow=20)
+            self.tune(self._engine)
         return self._engine
 
     async def async_engine(self) -> AsyncEngine:
@@ -80,6 +84,7 @@ class SQLKit(StoreKit):
             if self._async is not None:
                 await self._async[0].dispose()
             engine = create_async_engine(self.async_url(), pool_size=10, max_overflow=20)
+            self.tune(engine.sync_engine)
             self._async = (engine, loop)
         return self._async[0]
 
@@ -138,10 +143,21 @@ class SQLiteKit(SQLKit):
         return self._dir / "checkpoints.db"
 
     def sync_url(self) -> str:
-        return f"sqlite:///{self.path}"
+        return f"sqlite:///{self.path}?timeout=30"
+
+    def tune(self, engine: Engine) -> None:
+        # The injected-engine set-up docs/sql.md recommends (with the busy timeout in the URL):
+        # WAL lets readers run beside the writer; NORMAL syncs the log at checkpoints only,
+        # as a temporary file needs no durability across power loss.
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection: Any, connection_record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
 
     def async_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.path}"
+        return f"sqlite+aiosqlite:///{self.path}?timeout=30"
 
     def corrupt(self, namespace: str, thread_id: str) -> None:
         # SQLite stores any text: make it invalid JSON, not just the wrong shape.
