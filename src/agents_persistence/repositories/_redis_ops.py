@@ -46,6 +46,7 @@ _MAX_SCORE_MICROS = 2**53
 """Sorted-set scores are doubles: integers of microseconds are exact below 2**53 (year 2255)."""
 
 _LISTED = ("version", "created_at", "updated_at", "expires_at", "size")
+_WRITTEN_AS_GIVEN = frozenset(FIELDS) - {"version", "created_at"}  # the script decides those
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,7 @@ class RedisOps:
             write_id=write_id,
         )
         pairs: list[str] = []
-        for name, value in row.model_dump(include=set(FIELDS[2:])).items():
+        for name, value in row.model_dump(include=_WRITTEN_AS_GIVEN).items():
             pairs += (name, "" if value is None else str(value))
         return pairs
 
