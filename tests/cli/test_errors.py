@@ -178,3 +178,17 @@ def test_importing_the_library_does_not_import_the_command() -> None:
     done = _run("-c", probe)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_without_the_cli_extra_the_command_says_what_to_install() -> None:
+    # A None entry in sys.modules makes "import typer" fail as if typer were not installed.
+    probe = (
+        "import sys; sys.modules['typer'] = None\n"
+        "from agents_persistence.cli import main\n"
+        "main(['--help'])"
+    )
+    done = _run("-c", probe)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "agents-persistence: the command needs typer: pip install 'agents-persistence[cli]'"
+    )
