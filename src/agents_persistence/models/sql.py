@@ -9,7 +9,7 @@ MySQL/MariaDB); a binary, no-pad collation for thread ids on MySQL/MariaDB so th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime  # noqa: TC003 - SQLAlchemy resolves Mapped[] at run time
 from functools import cache
 from typing import Any
 
