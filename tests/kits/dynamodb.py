@@ -1,23 +1,67 @@
 """The DynamoDB store's kit: moto's DynamoDB server on a free loopback port, one table.
 
-The server runs in this process (``ThreadedMotoServer``) but is reached over HTTP like the real
-service: no request mocking. Every test gets its own namespace in the session's table; tests
-that need a table of their own create it with `DynamoDBKit.new_table_name`.
+The server runs in this process but is reached over HTTP like the real service: no request
+mocking. Every test gets its own namespace in the session's table; tests that need a table of
+their own take a name from `DynamoDBKit.new_table_name`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from .base import StoreKit, closed_port
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from agents_persistence import AsyncDynamoDBCheckpointer, DynamoDBCheckpointer
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class MotoServer:
+    """moto's server (what ``ThreadedMotoServer`` runs) handling one request at a time.
+
+    DynamoDB applies each conditional write atomically. moto's threaded server evaluates a
+    condition and stores the item without a lock, so two racing writes can both pass their
+    condition; serializing requests restores the service's guarantee, and the racing tests
+    then test the store rather than moto.
+    """
+
+    def __init__(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def serialized(
+            environ: dict[str, Any], start_response: Callable[..., Any]
+        ) -> Iterable[bytes]:
+            with lock:
+                return list(app(environ, start_response))
+
+        self._server = make_server(
+            "127.0.0.1", 0, serialized, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="moto-dynamodb"
+        )
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.endpoint = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
 
 
 class DynamoDBKit(StoreKit):
@@ -28,7 +72,7 @@ class DynamoDBKit(StoreKit):
     def __init__(self) -> None:
         self.table = "agents-persistence-" + uuid.uuid4().hex[:12]
         self.endpoint = ""
-        self._server: Any = None
+        self._server: MotoServer | None = None
         self._client: Any = None
 
     def unavailable_reason(self) -> str | None:
@@ -39,15 +83,11 @@ class DynamoDBKit(StoreKit):
         return None
 
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         from agents_persistence import DynamoDBCheckpointer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        self._server = MotoServer()
+        self.endpoint = self._server.endpoint
         with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
             cp.create_table()
 
@@ -133,3 +173,16 @@ class DynamoDBKit(StoreKit):
 
 
 KITS = [DynamoDBKit()]
+
+
+def record_requests(checkpointer: Any) -> list[tuple[str, dict[str, Any], str]]:
+    """Record (operation, parameters, thread name) of every request a checkpointer sends."""
+    inner = getattr(checkpointer, "inner", checkpointer)  # the async harness wraps it
+    client = inner._table.model._get_connection().connection.client
+    calls: list[tuple[str, dict[str, Any], str]] = []
+
+    def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, params, threading.current_thread().name))
+
+    client.meta.events.register("provide-client-params.dynamodb.*", hook)
+    return calls

@@ -6,6 +6,7 @@ calls these functions, so every rule about what is stored and what counts as liv
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import zlib
@@ -27,7 +28,6 @@ __all__ = [
     "META_ATTRIBUTES",
     "ItemMeta",
     "ParsedURL",
-    "blind_write",
     "check_item_size",
     "condition_absent_or_expired",
     "condition_expired",
@@ -43,6 +43,7 @@ __all__ = [
     "record_of",
     "sort_key",
     "thread_of",
+    "unconditional",
     "timestamp_text",
     "ttl_moment",
     "validate_index_shards",
@@ -58,6 +59,8 @@ _NUMBER_BYTES = 21
 """Upper bound of a stored number's size, used to estimate item sizes conservatively."""
 _TABLE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _SEPARATOR = "#"
+_KEY_BYTES = 1024
+"""DynamoDB's limit on a range key attribute, index keys included."""
 
 
 def timestamp_text(moment: datetime) -> str:
@@ -122,8 +125,18 @@ def sort_key(updated_at: datetime, thread_id: str) -> str:
 
     Text order equals (updated_at, thread_id) order: the timestamp has a fixed width, and
     DynamoDB compares strings by UTF-8 bytes, which orders like Python compares code points.
+    A key attribute holds at most 1024 bytes: a thread id too long for that (over 992 bytes of
+    UTF-8, only possible with many non-ASCII characters) is cut and followed by a digest of the
+    whole id, which keeps keys unique; only such ids, at equal timestamps, may then list in
+    another order than by thread id.
     """
-    return f"{timestamp_text(updated_at)}{_SEPARATOR}{thread_id}"
+    key = f"{timestamp_text(updated_at)}{_SEPARATOR}{thread_id}"
+    if len(key.encode()) <= _KEY_BYTES:
+        return key
+    digest = hashlib.blake2b(thread_id.encode(), digest_size=8).hexdigest()
+    room = _KEY_BYTES - len(timestamp_text(updated_at)) - 2 - len(digest)
+    head = thread_id.encode()[:room].decode(errors="ignore")
+    return f"{timestamp_text(updated_at)}{_SEPARATOR}{head}{_SEPARATOR}{digest}"
 
 
 def ttl_moment(expires_at: datetime) -> datetime:
@@ -151,13 +164,24 @@ def condition_absent_or_expired(now: datetime) -> Condition:
 
 
 def condition_unchanged(meta: ItemMeta) -> Condition:
-    """True while the stored item is still the one ``meta`` was read from.
+    """True while the stored item still has exactly the metadata in ``meta``.
 
-    Every write sets both, so matching version and ``updated_at`` means nothing was written in
-    between (a delete and re-create would have to reproduce both exactly).
+    A save writes the version after ``meta.version`` and keeps ``meta.created_at``: when all of
+    the metadata still matches, that is exactly what it would write after a fresh read.
     """
-    same_version = CheckpointItem.version == meta.version
-    return cast("Condition", same_version & (CheckpointItem.updated_at == meta.updated_at))
+    item = CheckpointItem
+    expiry = (
+        item.expires_at_us.does_not_exist()
+        if meta.expires_at is None
+        else item.expires_at_us == to_epoch_micros(meta.expires_at)
+    )
+    return cast(
+        "Condition",
+        (item.version == meta.version)
+        & (item.created_at == meta.created_at)
+        & (item.updated_at == meta.updated_at)
+        & expiry,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +193,21 @@ class ItemMeta:
     updated_at: datetime
     expires_at: datetime | None
 
+    @classmethod
+    def of(cls, record: Record) -> ItemMeta:
+        """The metadata of a stored record."""
+        return cls(record.version, record.created_at, record.updated_at, record.expires_at)
+
     def live(self, now: datetime) -> bool:
         """Whether the item counts as present at ``now``."""
         return self.expires_at is None or self.expires_at > now
 
+    def live_version(self, now: datetime) -> int | None:
+        """The version a save compares ``expected_version`` with: ``None`` when expired."""
+        return self.version if self.live(now) else None
 
-META_ATTRIBUTES = ["version", "created_at", "updated_at", "expires_at_us"]
+
+META_ATTRIBUTES = ["pk", "version", "created_at", "updated_at", "expires_at_us"]
 """Attributes `ItemMeta` is read from (a projection: the state is not transferred)."""
 
 
@@ -192,8 +225,6 @@ def plan_put(
     shards: int,
     request: WriteRequest,
     meta: ItemMeta | None,
-    *,
-    read: bool,
 ) -> tuple[CheckpointItem, Condition | None]:
     """The item one save writes and the condition that makes the write safe.
 
@@ -201,21 +232,18 @@ def plan_put(
         model: The bound model class.
         namespace: The checkpointer's namespace.
         shards: The ``index_shards`` setting.
-        request: The validated save.
-        meta: The stored item's metadata as read (``None``: absent), when ``read``.
-        read: Whether the item was read first. Without a read, only "create" saves
-            (``expected_version=0``) and blind restores (exact version and ``created_at``,
-            no ``expected_version``) can be planned.
+        request: The validated save (its ``expected_version`` already checked against
+            ``meta``).
+        meta: The stored item's metadata as last seen (``None``: absent). It may be stale:
+            the condition then fails and nothing is written.
 
     Returns:
         The item and the condition (``None`` for an unconditional write).
     """
     now = request.now
-    if not read:
-        condition = condition_absent_or_expired(now) if request.expected_version == 0 else None
-        return new_item(model, namespace, shards, request, request.next_version(None), None), (
-            condition
-        )
+    if unconditional(request):
+        item = new_item(model, namespace, shards, request, request.next_version(None), None)
+        return item, None
     live = meta if meta is not None and meta.live(now) else None
     if live is None:
         item = new_item(model, namespace, shards, request, request.next_version(None), None)
@@ -226,10 +254,8 @@ def plan_put(
     return item, condition_unchanged(live)
 
 
-def blind_write(request: WriteRequest) -> bool:
-    """Whether a save can be planned without reading the stored item first."""
-    if request.expected_version == 0:
-        return True
+def unconditional(request: WriteRequest) -> bool:
+    """Whether a save overwrites whatever is stored: a restore without ``expected_version``."""
     return (
         request.expected_version is None
         and request.version is not None

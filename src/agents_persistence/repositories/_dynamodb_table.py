@@ -8,9 +8,10 @@ the async one from a bounded pool of worker threads. Every driver error passes t
 from __future__ import annotations
 
 import heapq
-import logging
 import random
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +32,7 @@ from agents_persistence.errors import (
     BackendUnavailableError,
     CheckpointerError,
     ConfigurationError,
+    ConflictError,
     CorruptStateError,
     SchemaNotReadyError,
     StateTooLargeError,
@@ -46,7 +48,6 @@ from agents_persistence.models.dynamodb import (
 from agents_persistence.repositories._dynamodb_mapping import (
     META_ATTRIBUTES,
     ItemMeta,
-    blind_write,
     check_item_size,
     condition_expired,
     condition_live,
@@ -69,10 +70,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DynamoDBTable", "ItemTooLargeError", "driver_errors"]
 
-_log = logging.getLogger("agents_persistence.dynamodb")
 
 _MAX_WRITE_ATTEMPTS = 64
 """Conditional write attempts per save before giving up (each lost race costs one attempt)."""
+_HINTS = 1024
+"""Threads per checkpointer whose last seen metadata is remembered (see `_Hints`)."""
 _PURGE_PAGE_SIZE = 100
 _ACTIVE_POLL_SECONDS = 1.0
 _CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -115,33 +117,42 @@ def _translate(
 ) -> CheckpointerError:
     cause = exc.cause if isinstance(exc, PynamoDBException) else exc
     code, message = _code_and_message(exc)
-    if isinstance(cause, BotoConnectionError | HTTPClientError) or code in _UNAVAILABLE_CODES:
+    server_error = code in _UNAVAILABLE_CODES or (code.isdigit() and code.startswith("5"))
+    if isinstance(cause, BotoConnectionError | HTTPClientError) or server_error:
         return BackendUnavailableError(
             f"DynamoDB unavailable ({code or type(cause).__name__}): {message}"
         )
     if isinstance(cause, NoRegionError | NoCredentialsError | PartialCredentialsError):
         return ConfigurationError(f"DynamoDB client configuration: {message}")
-    if isinstance(exc, TableDoesNotExist) or code.startswith("ResourceNotFound"):
+    missing = isinstance(exc, TableDoesNotExist) or code.startswith("ResourceNotFound")
+    if (missing or code == "ValidationException") and "index" in message.lower():
+        return SchemaNotReadyError(
+            f"DynamoDB table {table_name!r} lacks the {INDEX_NAME!r} index ({message}):"
+            " create the table with DynamoDBCheckpointer.create_table()"
+        )
+    if missing:
         return SchemaNotReadyError(
             f"DynamoDB table {table_name!r} does not exist: create it with"
             " DynamoDBCheckpointer.create_table() (or the CloudFormation/Terraform of the docs)"
         )
     if code == "ValidationException" and "size" in message.lower() and oversize is not None:
         return oversize
-    if code == "ValidationException" and "index" in message.lower():
-        return SchemaNotReadyError(
-            f"DynamoDB table {table_name!r} lacks the {INDEX_NAME!r} index ({message}):"
-            " create the table with DynamoDBCheckpointer.create_table()"
-        )
     return CheckpointerError(f"DynamoDB request failed ({code or type(exc).__name__}): {message}")
 
 
 @contextmanager
-def driver_errors(table_name: str, *, oversize: StateTooLargeError | None = None) -> Iterator[None]:
+def driver_errors(
+    table_name: str,
+    *,
+    thread_id: str = "",
+    oversize: StateTooLargeError | None = None,
+) -> Iterator[None]:
     """Translate PynamoDB and botocore errors raised inside the block into ours.
 
     Args:
         table_name: Named in the messages.
+        thread_id: The thread concerned, named by `CorruptStateError` when the item read does
+            not carry its key.
         oversize: What to raise if the service rejects an item as too large.
 
     Raises:
@@ -157,9 +168,38 @@ def driver_errors(table_name: str, *, oversize: StateTooLargeError | None = None
     except CheckpointerError:
         raise
     except ItemDecodeError as exc:
-        raise CorruptStateError(thread_of(exc.key), exc.detail) from exc
+        raise CorruptStateError(thread_of(exc.key) or thread_id, exc.detail) from exc
     except (PynamoDBException, BotoCoreError, ClientError) as exc:
         raise _translate(exc, table_name, oversize) from exc
+
+
+class _Hints:
+    """The metadata this process last saw of recently used threads, least recent dropped.
+
+    Only a guess for the next save's condition: a stale entry makes the conditional put fail,
+    and the save then reads the item. It saves a round trip per save for threads that one
+    process keeps saving, and for new threads (no entry: tried as a create). Thread-safe.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[str, ItemMeta] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, thread_id: str) -> ItemMeta | None:
+        with self._lock:
+            return self._entries.get(thread_id)
+
+    def put(self, thread_id: str, meta: ItemMeta) -> None:
+        with self._lock:
+            self._entries[thread_id] = meta
+            self._entries.move_to_end(thread_id)
+            if len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+    def drop(self, thread_id: str) -> None:
+        with self._lock:
+            self._entries.pop(thread_id, None)
 
 
 class DynamoDBTable:
@@ -176,9 +216,10 @@ class DynamoDBTable:
         self.namespace = namespace
         self.shards = index_shards
         self.model = checkpoint_model(settings)
+        self._hints = _Hints(_HINTS)
 
-    def _errors(self, oversize: StateTooLargeError | None = None) -> Any:
-        return driver_errors(self.settings.table_name, oversize=oversize)
+    def _errors(self, thread_id: str = "", oversize: StateTooLargeError | None = None) -> Any:
+        return driver_errors(self.settings.table_name, thread_id=thread_id, oversize=oversize)
 
     def _key(self, thread_id: str) -> str:
         return item_key(self.namespace, thread_id)
@@ -195,49 +236,63 @@ class DynamoDBTable:
         return True
 
     def _meta(self, thread_id: str) -> ItemMeta | None:
+        """The stored item's metadata by a strongly consistent read, without the state."""
         try:
             item = self.model.get(
                 self._key(thread_id), consistent_read=True, attributes_to_get=META_ATTRIBUTES
             )
         except self.model.DoesNotExist:
+            self._hints.drop(thread_id)
             return None
-        return meta_of(item, thread_id)
+        meta = meta_of(item, thread_id)
+        self._hints.put(thread_id, meta)
+        return meta
 
     def write(self, request: WriteRequest) -> Record:
-        """Store one version atomically: read the live version, then write on condition.
+        """Store one version atomically with a conditional put.
 
-        The condition names the exact version read, so a concurrent save between the read and
-        the write makes this write fail and start over instead of overwriting.
+        The condition names the exact metadata the new version is based on (or that no live
+        item exists), so a concurrent save makes this one fail and start over instead of
+        overwriting it. It is first based on what this process last saw of the thread, which
+        saves a read when nothing else wrote it since; a `ConflictError` is raised only after
+        a strongly consistent read.
         """
+        tid = request.thread_id
         room = check_item_size(self.namespace, self.shards, request)
-        with self._errors(ItemTooLargeError(request.thread_id, request.size, room)):
-            read = not blind_write(request)
+        with self._errors(tid, ItemTooLargeError(tid, request.size, room)):
+            meta, fresh = self._hints.get(tid), False
             for attempt in range(_MAX_WRITE_ATTEMPTS):
-                meta = self._meta(request.thread_id) if read else None
-                if read:
-                    live = meta is not None and meta.live(request.now)
-                    request.check(meta.version if meta is not None and live else None)
-                item, condition = plan_put(
-                    self.model, self.namespace, self.shards, request, meta, read=read
-                )
+                live_version = None if meta is None else meta.live_version(request.now)
+                try:
+                    request.check(live_version)
+                except ConflictError:
+                    if fresh:
+                        raise
+                    meta, fresh = self._meta(tid), True
+                    continue
+                item, condition = plan_put(self.model, self.namespace, self.shards, request, meta)
                 if self._conditional(item.save, condition):
-                    return record_of(item, request.thread_id)
-                read = True
-                # Racing writers that retry at once collide again: spread them out.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                    record = record_of(item, tid)
+                    self._hints.put(tid, ItemMeta.of(record))
+                    return record
+                if fresh:
+                    # Lost a race to a concurrent save: retrying at once would collide again.
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                meta, fresh = self._meta(tid), True
         raise CheckpointerError(
-            f"thread {request.thread_id!r}: no write succeeded after {_MAX_WRITE_ATTEMPTS}"
+            f"thread {tid!r}: no write succeeded after {_MAX_WRITE_ATTEMPTS}"
             " attempts (too many concurrent saves of one thread)"
         )
 
     def read(self, thread_id: str, now: datetime) -> Record | None:
         """The live item with its state (strongly consistent), or ``None``."""
-        with self._errors():
+        with self._errors(thread_id):
             try:
                 item = self.model.get(self._key(thread_id), consistent_read=True)
             except self.model.DoesNotExist:
                 return None
             record = record_of(item, thread_id)
+        self._hints.put(thread_id, ItemMeta.of(record))
         if record.expires_at is not None and record.expires_at <= now:
             return None
         return record
@@ -246,7 +301,8 @@ class DynamoDBTable:
         """Delete the item if it is live at ``now``; False if absent or expired."""
         item = self.model(self._key(thread_id))
         condition = CheckpointItem.pk.exists() & condition_live(now)
-        with self._errors():
+        self._hints.drop(thread_id)
+        with self._errors(thread_id):
             return self._conditional(item.delete, condition)
 
     def _query(

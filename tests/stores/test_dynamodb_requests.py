@@ -1,0 +1,143 @@
+"""What the DynamoDB store sends: strongly consistent reads, index queries and never a scan,
+conditional puts, sharded listings, and a bounded number of worker threads in the async twin."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agents_persistence import AgentStateSnapshot
+
+from ..conftest import _ready, new_namespace
+from ..kits.dynamodb import KITS, DynamoDBKit, record_requests
+from ..support import FakeClock, Harness, Portal
+
+
+@pytest.fixture
+def kit() -> DynamoDBKit:
+    """The session's DynamoDB kit (moto server and table), also behind the harness."""
+    ready = _ready(KITS[0])
+    assert isinstance(ready, DynamoDBKit)
+    return ready
+
+
+def test_loads_are_strongly_consistent(harness: Harness) -> None:
+    cp = harness.make()
+    cp.save_state("t", AgentStateSnapshot())
+    calls = record_requests(cp)
+    cp.load_state("t")
+    cp.load_checkpoint("missing")
+    assert [(op, params.get("ConsistentRead")) for op, params, _ in calls] == [
+        ("GetItem", True),
+        ("GetItem", True),
+    ]
+
+
+def test_listing_and_purge_query_the_index_and_never_scan(harness: Harness) -> None:
+    clock = FakeClock()
+    cp = harness.make(ttl=60, clock=clock)
+    for n in range(5):
+        cp.save_state(f"t{n}", AgentStateSnapshot())
+    calls = record_requests(cp)
+    page = cp.list_threads(limit=2)
+    cp.list_threads(limit=2, cursor=page.next_cursor)
+    assert len(list(cp.iter_threads(page_size=2))) == 5
+    clock.advance(60)
+    assert cp.purge_expired() == 5
+    operations = {op for op, _, _ in calls}
+    assert "Scan" not in operations
+    queries = [params for op, params, _ in calls if op == "Query"]
+    assert len(queries) >= 6
+    assert all(params["IndexName"] == "by_updated" for params in queries)
+    assert all(params["ScanIndexForward"] is False for params in queries)
+
+
+def test_saves_are_conditional_puts(harness: Harness) -> None:
+    first = harness.make()
+    calls = record_requests(first)
+    first.save_state("t", AgentStateSnapshot())  # new thread: tried as a create
+    first.save_state("t", AgentStateSnapshot())  # this checkpointer wrote version 1
+    assert [op for op, _, _ in calls] == ["PutItem", "PutItem"]
+    assert all("ConditionExpression" in params for _, params, _ in calls)
+
+    second = harness.make()
+    calls = record_requests(second)
+    assert second.save_state("t", AgentStateSnapshot()).version == 3
+    # Knowing nothing of "t", it tries a create, reads the item, then writes on condition.
+    assert [op for op, _, _ in calls] == ["PutItem", "GetItem", "PutItem"]
+    assert calls[1][1]["ConsistentRead"] is True
+
+
+def test_long_non_ascii_thread_ids_fit_the_index_key(kit: DynamoDBKit, harness: Harness) -> None:
+    cp = harness.make()
+    long_ids = ["😀" * 256, "😀" * 255 + "x", "é" * 256]
+    for thread_id in long_ids:
+        cp.save_state(thread_id, AgentStateSnapshot(scratchpad={"id": thread_id[-1]}))
+    for thread_id in long_ids:
+        assert cp.load_state(thread_id) == AgentStateSnapshot(scratchpad={"id": thread_id[-1]})
+        item = kit.client.get_item(
+            TableName=kit.table, Key={"pk": {"S": f"{harness.namespace}#{thread_id}"}}
+        )["Item"]
+        assert len(item["list_sk"]["S"].encode()) <= 1024
+    listed = [t.thread_id for t in cp.iter_threads(page_size=1)]
+    assert sorted(listed) == sorted(long_ids)
+
+
+def _sharded_listing(harness: Harness, shards: int) -> tuple[Any, list[str]]:
+    clock = FakeClock()
+    cp = harness.make(index_shards=shards, clock=clock)
+    expected = []
+    for n in range(40):
+        if n % 4 == 0:
+            clock.advance(1)  # runs of equal timestamps: ties across shards
+        cp.save_state(f"t{n:02d}", AgentStateSnapshot())
+        expected.append((clock(), f"t{n:02d}"))
+    return cp, [tid for _, tid in sorted(expected, reverse=True)]
+
+
+def test_index_shards_spread_a_namespace_and_list_in_order(
+    kit: DynamoDBKit, harness: Harness
+) -> None:
+    cp, expected = _sharded_listing(harness, 4)
+    partitions = {
+        item["list_pk"]["S"]
+        for page in kit.client.get_paginator("scan").paginate(
+            TableName=kit.table,
+            FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": f"{harness.namespace}#"}},
+        )
+        for item in page["Items"]
+    }
+    assert len(partitions) == 4
+    for page_size in (1, 3, 40):
+        assert [t.thread_id for t in cp.iter_threads(page_size=page_size)] == expected
+
+
+def test_raising_index_shards_keeps_existing_threads_listed(harness: Harness) -> None:
+    _, expected = _sharded_listing(harness, 1)
+    for shards in (3, 8):
+        wider = harness.make(index_shards=shards)
+        assert [t.thread_id for t in wider.iter_threads(page_size=7)] == expected
+
+
+def test_async_calls_run_in_a_bounded_pool(kit: DynamoDBKit, portal: Portal) -> None:
+    async def burst() -> tuple[list[int], list[tuple[str, dict[str, Any], str]]]:
+        cp = await kit.make_async(namespace=new_namespace(), max_threads=2)
+        calls = record_requests(cp)
+        try:
+            infos = await asyncio.gather(
+                *(cp.save_state(f"t{n}", AgentStateSnapshot()) for n in range(12))
+            )
+            listed = await cp.list_threads()
+            assert len(listed.threads) == 12
+        finally:
+            await cp.close()
+        return [info.version for info in infos], calls
+
+    versions, calls = portal.call(burst)
+    assert versions == [1] * 12
+    threads = {thread for _, _, thread in calls}
+    assert 1 <= len(threads) <= 2
+    assert all(name.startswith("agents-persistence-dynamodb") for name in threads)
