@@ -70,6 +70,23 @@ def test_saves_are_conditional_puts(harness: Harness) -> None:
     assert calls[1][1]["ConsistentRead"] is True
 
 
+def test_large_states_of_unknown_threads_are_read_first(harness: Harness) -> None:
+    # A failed conditional put is charged like a write of the item: above 4 KB, guessing
+    # "new thread" wrongly costs more than reading first.
+    large = AgentStateSnapshot(files={"f": "x" * 5000})
+    first = harness.make()
+    calls = record_requests(first)
+    assert first.save_state("t", large).version == 1
+    assert first.save_state("t", large).version == 2
+    assert [op for op, _, _ in calls] == ["GetItem", "PutItem", "PutItem"]
+
+    second = harness.make()
+    calls = record_requests(second)
+    assert second.save_state("t", large).version == 3
+    assert second.save_state("new", large, expected_version=0).version == 1
+    assert [op for op, _, _ in calls] == ["GetItem", "PutItem", "PutItem"]
+
+
 def test_long_non_ascii_thread_ids_fit_the_index_key(kit: DynamoDBKit, harness: Harness) -> None:
     cp = harness.make()
     long_ids = ["😀" * 256, "😀" * 255 + "x", "é" * 256]

@@ -2,7 +2,7 @@
 
 `DynamoDBTable` is synchronous because PynamoDB is; the sync checkpointer calls it directly and
 the async one from a bounded pool of worker threads. Every driver error passes through
-`driver_errors`, the one place where PynamoDB and botocore exceptions become ours.
+`agents_persistence.repositories._dynamodb_errors.driver_errors`.
 """
 
 from __future__ import annotations
@@ -12,39 +12,21 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import (  # type: ignore[import-untyped]
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
-from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
+from pynamodb.exceptions import PynamoDBException
 
-from agents_persistence.errors import (
-    BackendUnavailableError,
-    CheckpointerError,
-    ConfigurationError,
-    ConflictError,
-    CorruptStateError,
-    SchemaNotReadyError,
-    StateTooLargeError,
-)
+from agents_persistence.errors import CheckpointerError, ConflictError, SchemaNotReadyError
 from agents_persistence.models.dynamodb import (
     INDEX_NAME,
     TTL_ATTRIBUTE,
     CheckpointItem,
     ConnectionSettings,
-    ItemDecodeError,
     checkpoint_model,
 )
+from agents_persistence.repositories._dynamodb_errors import ItemTooLargeError, driver_errors
 from agents_persistence.repositories._dynamodb_mapping import (
     META_ATTRIBUTES,
     ItemMeta,
@@ -57,7 +39,7 @@ from agents_persistence.repositories._dynamodb_mapping import (
     plan_put,
     record_of,
     sort_key,
-    thread_of,
+    unconditional,
 )
 
 if TYPE_CHECKING:
@@ -68,109 +50,27 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import Record, WriteRequest
 
-__all__ = ["DynamoDBTable", "ItemTooLargeError", "driver_errors"]
+__all__ = ["DynamoDBTable"]
 
 
 _MAX_WRITE_ATTEMPTS = 64
 """Conditional write attempts per save before giving up (each lost race costs one attempt)."""
+_GUESS_MAX_BYTES = 4096
+"""Largest state saved as a create without a read when this process knows nothing of the thread.
+
+A failed conditional put is charged like a write of the item, a read of a missing or small item
+costs one read unit: for larger states, reading first is cheaper than guessing wrong.
+"""
 _HINTS = 1024
 """Threads per checkpointer whose last seen metadata is remembered (see `_Hints`)."""
 _PURGE_PAGE_SIZE = 100
 _ACTIVE_POLL_SECONDS = 1.0
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-_UNAVAILABLE_CODES = frozenset(
-    {
-        "InternalFailure",
-        "InternalServerError",
-        "LimitExceededException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "ThrottlingException",
-    }
-)
 
 
-class ItemTooLargeError(StateTooLargeError):
-    """DynamoDB refused an item as larger than its item size limit; nothing was written."""
-
-    def __init__(self, thread_id: str, size: int, limit: int) -> None:
-        super().__init__(thread_id, size, limit)
-        self.args = (
-            f"DynamoDB refused the item of thread {thread_id!r} as too large (state {size}"
-            f" bytes; at most about {limit} bytes fit beside the item's other attributes);"
-            " nothing was written",
-        )
-
-
-def _code_and_message(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, PynamoDBException):
-        return exc.cause_response_code or "", exc.cause_response_message or str(exc)
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return str(error.get("Code", "")), str(error.get("Message", exc))
-    return "", str(exc)
-
-
-def _translate(
-    exc: Exception, table_name: str, oversize: StateTooLargeError | None
-) -> CheckpointerError:
-    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
-    code, message = _code_and_message(exc)
-    server_error = code in _UNAVAILABLE_CODES or (code.isdigit() and code.startswith("5"))
-    if isinstance(cause, BotoConnectionError | HTTPClientError) or server_error:
-        return BackendUnavailableError(
-            f"DynamoDB unavailable ({code or type(cause).__name__}): {message}"
-        )
-    if isinstance(cause, NoRegionError | NoCredentialsError | PartialCredentialsError):
-        return ConfigurationError(f"DynamoDB client configuration: {message}")
-    missing = isinstance(exc, TableDoesNotExist) or code.startswith("ResourceNotFound")
-    if (missing or code == "ValidationException") and "index" in message.lower():
-        return SchemaNotReadyError(
-            f"DynamoDB table {table_name!r} lacks the {INDEX_NAME!r} index ({message}):"
-            " create the table with DynamoDBCheckpointer.create_table()"
-        )
-    if missing:
-        return SchemaNotReadyError(
-            f"DynamoDB table {table_name!r} does not exist: create it with"
-            " DynamoDBCheckpointer.create_table() (or the CloudFormation/Terraform of the docs)"
-        )
-    if code == "ValidationException" and "size" in message.lower() and oversize is not None:
-        return oversize
-    return CheckpointerError(f"DynamoDB request failed ({code or type(exc).__name__}): {message}")
-
-
-@contextmanager
-def driver_errors(
-    table_name: str,
-    *,
-    thread_id: str = "",
-    oversize: StateTooLargeError | None = None,
-) -> Iterator[None]:
-    """Translate PynamoDB and botocore errors raised inside the block into ours.
-
-    Args:
-        table_name: Named in the messages.
-        thread_id: The thread concerned, named by `CorruptStateError` when the item read does
-            not carry its key.
-        oversize: What to raise if the service rejects an item as too large.
-
-    Raises:
-        BackendUnavailableError: Refused connections, timeouts, throttling, server errors.
-        SchemaNotReadyError: The table or its index is missing.
-        CorruptStateError: A stored item does not have the model's attribute types.
-        StateTooLargeError: The service refused the item for its size.
-        ConfigurationError: No region or no credentials.
-        CheckpointerError: Anything else the service or the driver reported.
-    """
-    try:
-        yield
-    except CheckpointerError:
-        raise
-    except ItemDecodeError as exc:
-        raise CorruptStateError(thread_of(exc.key) or thread_id, exc.detail) from exc
-    except (PynamoDBException, BotoCoreError, ClientError) as exc:
-        raise _translate(exc, table_name, oversize) from exc
+def _may_exist(request: WriteRequest) -> bool:
+    """Whether the save depends on the stored item (not a create, not a blind restore)."""
+    return request.expected_version != 0 and not unconditional(request)
 
 
 class _Hints:
@@ -218,7 +118,7 @@ class DynamoDBTable:
         self.model = checkpoint_model(settings)
         self._hints = _Hints(_HINTS)
 
-    def _errors(self, thread_id: str = "", oversize: StateTooLargeError | None = None) -> Any:
+    def _errors(self, thread_id: str = "", oversize: ItemTooLargeError | None = None) -> Any:
         return driver_errors(self.settings.table_name, thread_id=thread_id, oversize=oversize)
 
     def _key(self, thread_id: str) -> str:
@@ -261,6 +161,8 @@ class DynamoDBTable:
         room = check_item_size(self.namespace, self.shards, request)
         with self._errors(tid, ItemTooLargeError(tid, request.size, room)):
             meta, fresh = self._hints.get(tid), False
+            if meta is None and request.size > _GUESS_MAX_BYTES and _may_exist(request):
+                meta, fresh = self._meta(tid), True
             for attempt in range(_MAX_WRITE_ATTEMPTS):
                 live_version = None if meta is None else meta.live_version(request.now)
                 try:

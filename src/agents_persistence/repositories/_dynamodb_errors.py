@@ -1,0 +1,129 @@
+"""Error translation of the DynamoDB store: the one place driver errors become ours."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import (  # type: ignore[import-untyped]
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
+
+from agents_persistence.errors import (
+    BackendUnavailableError,
+    CheckpointerError,
+    ConfigurationError,
+    CorruptStateError,
+    SchemaNotReadyError,
+    StateTooLargeError,
+)
+from agents_persistence.models.dynamodb import INDEX_NAME, ItemDecodeError
+from agents_persistence.repositories._dynamodb_mapping import thread_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["ItemTooLargeError", "driver_errors"]
+
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalServerError",
+        "LimitExceededException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "ThrottlingException",
+    }
+)
+"""Error codes of a service that is there but cannot serve now (after the client's retries)."""
+
+
+class ItemTooLargeError(StateTooLargeError):
+    """DynamoDB refused an item as larger than its item size limit; nothing was written."""
+
+    def __init__(self, thread_id: str, size: int, limit: int) -> None:
+        super().__init__(thread_id, size, limit)
+        self.args = (
+            f"DynamoDB refused the item of thread {thread_id!r} as too large (state {size}"
+            f" bytes; at most about {limit} bytes fit beside the item's other attributes);"
+            " nothing was written",
+        )
+
+
+def _code_and_message(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, PynamoDBException):
+        return exc.cause_response_code or "", exc.cause_response_message or str(exc)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return str(error.get("Code", "")), str(error.get("Message", exc))
+    return "", str(exc)
+
+
+def _translate(
+    exc: Exception, table_name: str, oversize: StateTooLargeError | None
+) -> CheckpointerError:
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    code, message = _code_and_message(exc)
+    server_error = code in _UNAVAILABLE_CODES or (code.isdigit() and code.startswith("5"))
+    if isinstance(cause, BotoConnectionError | HTTPClientError) or server_error:
+        return BackendUnavailableError(
+            f"DynamoDB unavailable ({code or type(cause).__name__}): {message}"
+        )
+    if isinstance(cause, NoRegionError | NoCredentialsError | PartialCredentialsError):
+        return ConfigurationError(f"DynamoDB client configuration: {message}")
+    missing = isinstance(exc, TableDoesNotExist) or code.startswith("ResourceNotFound")
+    if (missing or code == "ValidationException") and "index" in message.lower():
+        return SchemaNotReadyError(
+            f"DynamoDB table {table_name!r} lacks the {INDEX_NAME!r} index ({message}):"
+            " create the table with DynamoDBCheckpointer.create_table()"
+        )
+    if missing:
+        return SchemaNotReadyError(
+            f"DynamoDB table {table_name!r} does not exist: create it with"
+            " DynamoDBCheckpointer.create_table(), `agents-persistence dynamodb create-table`"
+            " or the CloudFormation/Terraform of docs/dynamodb.md"
+        )
+    if code == "ValidationException" and "size" in message.lower() and oversize is not None:
+        return oversize
+    return CheckpointerError(f"DynamoDB request failed ({code or type(exc).__name__}): {message}")
+
+
+@contextmanager
+def driver_errors(
+    table_name: str,
+    *,
+    thread_id: str = "",
+    oversize: StateTooLargeError | None = None,
+) -> Iterator[None]:
+    """Translate PynamoDB and botocore errors raised inside the block into ours.
+
+    Args:
+        table_name: Named in the messages.
+        thread_id: The thread concerned, named by `CorruptStateError` when the item read does
+            not carry its key.
+        oversize: What to raise if the service rejects an item as too large.
+
+    Raises:
+        BackendUnavailableError: Refused connections, timeouts, throttling, server errors.
+        SchemaNotReadyError: The table or its index is missing.
+        CorruptStateError: A stored item does not have the model's attribute types.
+        StateTooLargeError: The service refused the item for its size.
+        ConfigurationError: No region or no credentials.
+        CheckpointerError: Anything else the service or the driver reported.
+    """
+    try:
+        yield
+    except CheckpointerError:
+        raise
+    except ItemDecodeError as exc:
+        raise CorruptStateError(thread_of(exc.key) or thread_id, exc.detail) from exc
+    except (PynamoDBException, BotoCoreError, ClientError) as exc:
+        raise _translate(exc, table_name, oversize) from exc
