@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["page", "purge", "read", "remove", "schema_problem", "upgrade_schema", "write"]
 
 _LOCK_ATTEMPTS = 20
-# MySQL/MariaDB: deadlock between two first inserts of one thread (their gap locks), and
-# MariaDB's "record has changed since last read" under snapshot isolation. Both mean "another
-# writer got there first": the retry sees its row.
+# MySQL/MariaDB: a deadlock (rare at READ COMMITTED: several first inserts of one thread whose
+# leader rolled back), and MariaDB's "record has changed since last read" under snapshot
+# isolation. Both mean "another writer got in the way": the retry starts afresh.
 _RETRY_CODES = frozenset({1213, 1020})
 _DUPLICATE_KEY = 1062
 _DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
@@ -66,6 +66,8 @@ def _write_locked(
     conn: Connection, stmts: Statements, params: dict[str, Any], request: WriteRequest
 ) -> Record:
     with conn.begin():
+        if stmts.lock_isolation is not None:
+            conn.exec_driver_sql(stmts.lock_isolation)
         row = conn.execute(stmts.lock_row, params).first()
         expires_at = None if row is None or row.expires_at is None else as_utc(row.expires_at)
         live = row is not None and not request.is_expired(expires_at)

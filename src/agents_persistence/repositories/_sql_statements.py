@@ -11,7 +11,10 @@ Two write strategies exist:
   :expected RETURNING`` for conditional ones. The database serialises writers on the row, so the
   version check and the increment are one atomic step.
 * ``lock`` (MySQL, MariaDB and any other dialect): one transaction that reads the row with
-  ``SELECT ... FOR UPDATE``, checks the version, then inserts or updates it.
+  ``SELECT ... FOR UPDATE``, checks the version, then inserts or updates it. On MySQL/MariaDB
+  that transaction runs at READ COMMITTED: no gap locks, so concurrent first saves of
+  different threads never block each other, and two first saves of one thread end in a
+  duplicate key for the later one, which is retried and then sees the row.
 """
 
 from __future__ import annotations
@@ -143,6 +146,9 @@ class Statements:
         remove_live: Delete the row if it is live.
         remove_any: Delete the row whatever its expiry (clears an expired leftover).
         purge: Delete up to `PURGE_BATCH` expired rows of the namespace.
+        lock_isolation: ``lock`` strategy: SQL that sets the isolation of the next transaction
+            (MySQL/MariaDB: READ COMMITTED, so that locking a missing row takes no gap lock;
+            under REPEATABLE READ, first saves of neighbouring new threads deadlock each other).
         lock_row: ``lock`` strategy: the row's version and timestamps, locked.
         insert_row: ``lock`` strategy: insert the row.
         update_row: ``lock`` strategy: overwrite the row.
@@ -159,6 +165,7 @@ class Statements:
     remove_live: Delete
     remove_any: Delete
     purge: Delete
+    lock_isolation: str | None
     lock_row: Select[Any]
     insert_row: Insert
     update_row: Update
@@ -231,6 +238,9 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         remove_live=delete(table).where(key, live),
         remove_any=delete(table).where(key),
         purge=purge,
+        lock_isolation="SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        if dialect_name in _MYSQL_DIALECTS
+        else None,
         lock_row=select(c.version, c.created_at, c.expires_at).where(key).with_for_update(),
         insert_row=insert(table).values(
             namespace=bindparam("ns"), thread_id=bindparam("tid"), **row
