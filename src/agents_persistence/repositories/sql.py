@@ -25,7 +25,9 @@ from agents_persistence.models.sql import DEFAULT_TABLE_NAME, checkpoint_table
 
 from . import _sql_ops as ops
 from ._sql_engine import (
-    engine_options,
+    engine_options as build_engine_options,
+)
+from ._sql_engine import (
     schema_not_ready,
     sqlite_tuning,
     to_async_url,
@@ -96,7 +98,7 @@ def _engine_args(
     extra: dict[str, Any] | None,
 ) -> tuple[URL, dict[str, Any]]:
     target = to_async_url(url) if asynchronous else to_sync_url(url)
-    options = engine_options(
+    options = build_engine_options(
         target,
         pool_size=pool_size,
         max_overflow=max_overflow,
