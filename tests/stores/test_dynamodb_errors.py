@@ -3,6 +3,7 @@ invalid settings, URLs and the standard credential chain."""
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -70,6 +71,25 @@ def test_closed_endpoint_fails_table_management(kit: DynamoDBKit) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_server_that_never_answers_times_out(kit: DynamoDBKit) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections are accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        cp = DynamoDBCheckpointer(
+            kit.table,
+            **{
+                **kit._unreachable(),
+                "endpoint_url": f"http://127.0.0.1:{port}",
+                "read_timeout": 0.3,
+            },
+        )
+        with pytest.raises(BackendUnavailableError, match=r"(?i)timeout") as raised:
+            cp.load_state("t")
+        assert raised.value.__cause__ is not None
+
+
+@pytest.mark.timeout(60)
 def test_retries_are_bounded_by_max_retries(kit: DynamoDBKit) -> None:
     cp = kit.make_unreachable(namespace="n")
     sent: list[str] = []
@@ -91,7 +111,7 @@ def test_retries_are_bounded_by_max_retries(kit: DynamoDBKit) -> None:
 def test_default_limit_leaves_room_for_the_rest_of_the_item(harness: Harness) -> None:
     cp = harness.make()
     assert DynamoDBCheckpointer.default_max_state_bytes == 350_000
-    longest = "é" * 256
+    longest = "😀" * 256  # 1 KB of UTF-8, part of both the table key and the index key
     state = _state_of_size(350_000)
     cp.save_state(longest, state)
     cp.save_state(longest, state)  # replacing a full item works too

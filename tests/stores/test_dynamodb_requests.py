@@ -87,6 +87,40 @@ def test_large_states_of_unknown_threads_are_read_first(harness: Harness) -> Non
     assert [op for op, _, _ in calls] == ["GetItem", "PutItem", "PutItem"]
 
 
+def _lose_first_put_reply(cp: Any) -> list[int]:
+    """Apply the next PutItem at the server, then fail it as a read timeout: the client retries."""
+    import urllib3
+    from botocore.exceptions import ReadTimeoutError
+
+    lost: list[int] = []
+
+    def send(request: Any, **_: Any) -> None:
+        if not lost:
+            reply = urllib3.request("POST", request.url, body=request.body, headers=request.headers)
+            lost.append(reply.status)
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+    inner = getattr(cp, "inner", cp)
+    client = inner._table.model._get_connection().connection.client
+    client.meta.events.register("before-send.dynamodb.PutItem", send)
+    return lost
+
+
+def test_a_retried_put_that_was_applied_counts_once(kit: DynamoDBKit, harness: Harness) -> None:
+    cp = harness.make(max_retries=1)
+    cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 1}))
+    lost = _lose_first_put_reply(cp)
+    assert cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 2})).version == 2
+    assert lost == [200]
+    lost = _lose_first_put_reply(cp)
+    info = cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 3}), expected_version=2)
+    assert info.version == 3
+    assert lost == [200]
+    checkpoint = cp.load_checkpoint("t")
+    assert checkpoint.info.version == 3
+    assert checkpoint.state == AgentStateSnapshot(scratchpad={"n": 3})
+
+
 def test_long_non_ascii_thread_ids_fit_the_index_key(kit: DynamoDBKit, harness: Harness) -> None:
     cp = harness.make()
     long_ids = ["😀" * 256, "😀" * 255 + "x", "é" * 256]

@@ -12,6 +12,8 @@ Table design (attribute names as stored):
 - ``state`` (S): the state's JSON text as the library encoded it.
 - ``version``, ``size`` (N); ``created_at``, ``updated_at`` (S, UTC with microseconds, which sort
   as text).
+- ``write_id`` (S): a random token per save, so that a save whose request was retried by the
+  client after the service had already applied it recognizes its own write.
 - ``expires_at`` (N, the table's TTL attribute): epoch seconds rounded *up*, so the service never
   deletes an item before the library considers it expired. ``expires_at_us`` (N) is the exact
   expiry in microseconds that reads compare against, because DynamoDB deletes expired items
@@ -99,6 +101,7 @@ class CheckpointItem(Model):
     size = NumberAttribute()
     expires_at = TTLAttribute(null=True)
     expires_at_us = NumberAttribute(null=True)
+    write_id = UnicodeAttribute(null=True)
 
     by_updated = ListingIndex()
 

@@ -30,7 +30,7 @@ from agents_persistence.repositories._dynamodb_mapping import thread_of
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["ItemTooLargeError", "driver_errors"]
+__all__ = ["ItemTooLargeError", "driver_errors", "error_code"]
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -58,13 +58,21 @@ class ItemTooLargeError(StateTooLargeError):
         )
 
 
+def error_code(exc: BaseException) -> str:
+    """The service's error code (``ConditionalCheckFailedException``...), or ``""``.
+
+    PynamoDB's own ``cause_response_code`` fails on causes without a response (timeouts).
+    """
+    return _code_and_message(exc)[0]
+
+
 def _code_and_message(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, PynamoDBException):
-        return exc.cause_response_code or "", exc.cause_response_message or str(exc)
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return str(error.get("Code", "")), str(error.get("Message", exc))
-    return "", str(exc)
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    response = getattr(cause, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    if not isinstance(error, dict):
+        return "", str(exc)
+    return str(error.get("Code") or ""), str(error.get("Message") or exc)
 
 
 def _translate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,6 @@ __all__ = [
     "listing_key",
     "listing_keys",
     "meta_of",
-    "new_item",
     "parse_url",
     "plan_put",
     "record_of",
@@ -48,6 +48,7 @@ __all__ = [
     "ttl_moment",
     "validate_index_shards",
     "validate_table_name",
+    "write_token",
 ]
 
 ITEM_SIZE_LIMIT = 400 * 1024
@@ -59,6 +60,8 @@ _NUMBER_BYTES = 21
 """Upper bound of a stored number's size, used to estimate item sizes conservatively."""
 _TABLE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _SEPARATOR = "#"
+_WRITE_ID_LENGTH = 32
+"""Characters of a save's token (a UUID in hex)."""
 _KEY_BYTES = 1024
 """DynamoDB's limit on a range key attribute, index keys included."""
 
@@ -192,11 +195,14 @@ class ItemMeta:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    write_id: str | None = None
 
     @classmethod
-    def of(cls, record: Record) -> ItemMeta:
-        """The metadata of a stored record."""
-        return cls(record.version, record.created_at, record.updated_at, record.expires_at)
+    def of(cls, record: Record, write_id: str | None = None) -> ItemMeta:
+        """The metadata of a stored record (written with ``write_id``)."""
+        return cls(
+            record.version, record.created_at, record.updated_at, record.expires_at, write_id
+        )
 
     def live(self, now: datetime) -> bool:
         """Whether the item counts as present at ``now``."""
@@ -207,7 +213,7 @@ class ItemMeta:
         return self.version if self.live(now) else None
 
 
-META_ATTRIBUTES = ["pk", "version", "created_at", "updated_at", "expires_at_us"]
+META_ATTRIBUTES = ["pk", "version", "created_at", "updated_at", "expires_at_us", "write_id"]
 """Attributes `ItemMeta` is read from (a projection: the state is not transferred)."""
 
 
@@ -216,7 +222,8 @@ def meta_of(item: CheckpointItem, thread_id: str) -> ItemMeta:
     version, created_at, updated_at = item.version, item.created_at, item.updated_at
     if not isinstance(version, int) or created_at is None or updated_at is None:
         raise CorruptStateError(thread_id, "stored item lacks version or timestamps")
-    return ItemMeta(version, created_at, updated_at, _expiry(item, thread_id))
+    write_id = item.write_id if isinstance(item.write_id, str) else None
+    return ItemMeta(version, created_at, updated_at, _expiry(item, thread_id), write_id)
 
 
 def plan_put(
@@ -225,6 +232,7 @@ def plan_put(
     shards: int,
     request: WriteRequest,
     meta: ItemMeta | None,
+    write_id: str,
 ) -> tuple[CheckpointItem, Condition | None]:
     """The item one save writes and the condition that makes the write safe.
 
@@ -236,22 +244,36 @@ def plan_put(
             ``meta``).
         meta: The stored item's metadata as last seen (``None``: absent). It may be stale:
             the condition then fails and nothing is written.
+        write_id: The save's token, stored with the item.
 
     Returns:
         The item and the condition (``None`` for an unconditional write).
     """
     now = request.now
-    if unconditional(request):
-        item = new_item(model, namespace, shards, request, request.next_version(None), None)
-        return item, None
     live = meta if meta is not None and meta.live(now) else None
-    if live is None:
-        item = new_item(model, namespace, shards, request, request.next_version(None), None)
-        return item, condition_absent_or_expired(now)
-    item = new_item(
-        model, namespace, shards, request, request.next_version(live.version), live.created_at
+    if unconditional(request):
+        condition = None
+    elif live is None:
+        condition = condition_absent_or_expired(now)
+    else:
+        condition = condition_unchanged(live)
+    version = request.next_version(None if live is None else live.version)
+    created_at = request.created_at or (now if live is None else live.created_at)
+    expires_at = request.expires_at
+    item = model(
+        item_key(namespace, request.thread_id),
+        list_pk=listing_key(namespace, request.thread_id, shards),
+        list_sk=sort_key(now, request.thread_id),
+        state=request.payload,
+        version=version,
+        created_at=created_at,
+        updated_at=now,
+        size=request.size,
+        expires_at=None if expires_at is None else ttl_moment(expires_at),
+        expires_at_us=None if expires_at is None else to_epoch_micros(expires_at),
+        write_id=write_id,
     )
-    return item, condition_unchanged(live)
+    return item, condition
 
 
 def unconditional(request: WriteRequest) -> bool:
@@ -263,29 +285,9 @@ def unconditional(request: WriteRequest) -> bool:
     )
 
 
-def new_item(
-    model: type[CheckpointItem],
-    namespace: str,
-    shards: int,
-    request: WriteRequest,
-    version: int,
-    stored_created_at: datetime | None,
-) -> CheckpointItem:
-    """The full item of one save."""
-    created_at = request.created_at or stored_created_at or request.now
-    expires_at = request.expires_at
-    return model(
-        item_key(namespace, request.thread_id),
-        list_pk=listing_key(namespace, request.thread_id, shards),
-        list_sk=sort_key(request.now, request.thread_id),
-        state=request.payload,
-        version=version,
-        created_at=created_at,
-        updated_at=request.now,
-        size=request.size,
-        expires_at=None if expires_at is None else ttl_moment(expires_at),
-        expires_at_us=None if expires_at is None else to_epoch_micros(expires_at),
-    )
+def write_token() -> str:
+    """A new random token identifying one save."""
+    return uuid.uuid4().hex
 
 
 def check_item_size(namespace: str, shards: int, request: WriteRequest) -> int:
@@ -300,6 +302,7 @@ def check_item_size(namespace: str, shards: int, request: WriteRequest) -> int:
     tid = request.thread_id
     text = [
         ("pk", item_key(namespace, tid)),
+        ("write_id", "0" * _WRITE_ID_LENGTH),
         ("list_pk", listing_key(namespace, tid, shards)),
         ("list_sk", sort_key(request.now, tid)),
         ("created_at", timestamp_text(request.now)),

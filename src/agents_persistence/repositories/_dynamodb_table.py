@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.exceptions import PynamoDBException
 
+from agents_persistence._core import Record
 from agents_persistence.errors import CheckpointerError, ConflictError, SchemaNotReadyError
 from agents_persistence.models.dynamodb import (
     INDEX_NAME,
@@ -26,7 +27,11 @@ from agents_persistence.models.dynamodb import (
     ConnectionSettings,
     checkpoint_model,
 )
-from agents_persistence.repositories._dynamodb_errors import ItemTooLargeError, driver_errors
+from agents_persistence.repositories._dynamodb_errors import (
+    ItemTooLargeError,
+    driver_errors,
+    error_code,
+)
 from agents_persistence.repositories._dynamodb_mapping import (
     META_ATTRIBUTES,
     ItemMeta,
@@ -40,6 +45,7 @@ from agents_persistence.repositories._dynamodb_mapping import (
     record_of,
     sort_key,
     unconditional,
+    write_token,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +54,7 @@ if TYPE_CHECKING:
 
     from pynamodb.expressions.condition import Condition
 
-    from agents_persistence._core import Record, WriteRequest
+    from agents_persistence._core import WriteRequest
 
 __all__ = ["DynamoDBTable"]
 
@@ -66,6 +72,18 @@ _HINTS = 1024
 _PURGE_PAGE_SIZE = 100
 _ACTIVE_POLL_SECONDS = 1.0
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def _applied(meta: ItemMeta, request: WriteRequest) -> Record:
+    return Record(
+        thread_id=request.thread_id,
+        version=meta.version,
+        created_at=meta.created_at,
+        updated_at=meta.updated_at,
+        expires_at=meta.expires_at,
+        size=request.size,
+        payload=request.payload,
+    )
 
 
 def _may_exist(request: WriteRequest) -> bool:
@@ -130,7 +148,7 @@ class DynamoDBTable:
         try:
             operation(condition=condition)
         except PynamoDBException as exc:
-            if exc.cause_response_code == _CONDITION_FAILED:
+            if error_code(exc) == _CONDITION_FAILED:
                 return False
             raise
         return True
@@ -159,6 +177,7 @@ class DynamoDBTable:
         """
         tid = request.thread_id
         room = check_item_size(self.namespace, self.shards, request)
+        token = write_token()
         with self._errors(tid, ItemTooLargeError(tid, request.size, room)):
             meta, fresh = self._hints.get(tid), False
             if meta is None and request.size > _GUESS_MAX_BYTES and _may_exist(request):
@@ -172,15 +191,21 @@ class DynamoDBTable:
                         raise
                     meta, fresh = self._meta(tid), True
                     continue
-                item, condition = plan_put(self.model, self.namespace, self.shards, request, meta)
+                item, condition = plan_put(
+                    self.model, self.namespace, self.shards, request, meta, token
+                )
                 if self._conditional(item.save, condition):
                     record = record_of(item, tid)
-                    self._hints.put(tid, ItemMeta.of(record))
+                    self._hints.put(tid, ItemMeta.of(record, token))
                     return record
                 if fresh:
                     # Lost a race to a concurrent save: retrying at once would collide again.
                     time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
                 meta, fresh = self._meta(tid), True
+                if meta is not None and meta.write_id == token:
+                    # The client retried a put the service had applied (its reply was lost):
+                    # the condition then failed against this very save.
+                    return _applied(meta, request)
         raise CheckpointerError(
             f"thread {tid!r}: no write succeeded after {_MAX_WRITE_ATTEMPTS}"
             " attempts (too many concurrent saves of one thread)"
@@ -286,7 +311,7 @@ class DynamoDBTable:
                     )
                     created = True
                 except PynamoDBException as exc:
-                    if exc.cause_response_code != "ResourceInUseException":
+                    if error_code(exc) != "ResourceInUseException":
                         raise
             description = self._describe(wait=wait)
             self._check_schema(description)
@@ -347,7 +372,7 @@ class DynamoDBTable:
             try:
                 self.model.delete_table(wait=wait)
             except PynamoDBException as exc:
-                if exc.cause_response_code == "ResourceNotFoundException":
+                if error_code(exc) == "ResourceNotFoundException":
                     return False
                 raise
         return True

@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_MAX_STATE_BYTES", "AsyncDynamoDBCheckpointer", "DynamoDBChec
 
 DEFAULT_MAX_STATE_BYTES = 350_000
 """Default ``max_state_bytes``: safely below DynamoDB's 400 KB item limit with room for the
-item's other attributes (thread ids of up to 256 characters appear three times)."""
+item's other attributes (a thread id of up to 1 KB of UTF-8 is part of two keys)."""
 
 DEFAULT_MAX_THREADS = 10
 """Default worker threads of the async twin (and HTTP connections of its client)."""
