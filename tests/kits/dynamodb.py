@@ -151,7 +151,7 @@ class DynamoDBKit(StoreKit):
         )
         return sum(len(page["Items"]) for page in pages)
 
-    def _unreachable(self) -> dict[str, Any]:
+    def unreachable_options(self) -> dict[str, Any]:
         return {
             "region": REGION,
             "endpoint_url": f"http://127.0.0.1:{closed_port()}",
@@ -164,12 +164,14 @@ class DynamoDBKit(StoreKit):
     def make_unreachable(self, *, namespace: str) -> DynamoDBCheckpointer[Any]:
         from agents_persistence import DynamoDBCheckpointer
 
-        return DynamoDBCheckpointer(self.table, namespace=namespace, **self._unreachable())
+        return DynamoDBCheckpointer(self.table, namespace=namespace, **self.unreachable_options())
 
     async def make_unreachable_async(self, *, namespace: str) -> AsyncDynamoDBCheckpointer[Any]:
         from agents_persistence import AsyncDynamoDBCheckpointer
 
-        return AsyncDynamoDBCheckpointer(self.table, namespace=namespace, **self._unreachable())
+        return AsyncDynamoDBCheckpointer(
+            self.table, namespace=namespace, **self.unreachable_options()
+        )
 
 
 KITS = [DynamoDBKit()]

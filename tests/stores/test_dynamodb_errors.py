@@ -79,7 +79,7 @@ def test_a_server_that_never_answers_times_out(kit: DynamoDBKit) -> None:
         cp = DynamoDBCheckpointer(
             kit.table,
             **{
-                **kit._unreachable(),
+                **kit.unreachable_options(),
                 "endpoint_url": f"http://127.0.0.1:{port}",
                 "read_timeout": 0.3,
             },
@@ -99,7 +99,7 @@ def test_retries_are_bounded_by_max_retries(kit: DynamoDBKit) -> None:
         cp.load_state("t")
     assert len(sent) == 1  # the kit's unreachable checkpointer has max_retries=0
 
-    retrying = DynamoDBCheckpointer(kit.table, **{**kit._unreachable(), "max_retries": 1})
+    retrying = DynamoDBCheckpointer(kit.table, **{**kit.unreachable_options(), "max_retries": 1})
     sent.clear()
     client = retrying._table.model._get_connection().connection.client
     client.meta.events.register("before-send.dynamodb.*", lambda **_: sent.append("x"))
@@ -124,7 +124,7 @@ def test_default_limit_leaves_room_for_the_rest_of_the_item(harness: Harness) ->
 
 def test_item_over_the_limit_is_refused_before_any_request(kit: DynamoDBKit) -> None:
     # Aimed at a closed port: any request would raise BackendUnavailableError instead.
-    cp = DynamoDBCheckpointer(kit.table, **kit._unreachable(), max_state_bytes=2_000_000)
+    cp = DynamoDBCheckpointer(kit.table, **kit.unreachable_options(), max_state_bytes=2_000_000)
     with pytest.raises(StateTooLargeError) as raised:
         cp.save_state("t", _state_of_size(420_000))
     assert raised.value.size == 420_000

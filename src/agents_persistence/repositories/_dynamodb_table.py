@@ -217,6 +217,7 @@ class DynamoDBTable:
             try:
                 item = self.model.get(self._key(thread_id), consistent_read=True)
             except self.model.DoesNotExist:
+                self._hints.drop(thread_id)
                 return None
             record = record_of(item, thread_id)
         self._hints.put(thread_id, ItemMeta.of(record))
