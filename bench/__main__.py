@@ -74,14 +74,20 @@ def _memory() -> str:
 
 
 def _commit() -> str:
+    """The library's commit, and whether the measured source differed from it."""
+    root = Path(__file__).resolve().parent.parent
     try:
-        root = Path(__file__).resolve().parent.parent
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
-        return sha or "unknown"
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "unknown"
+    if not sha:
+        return "unknown"
+    return f"{sha} (with uncommitted changes in src/)" if changed else sha
 
 
 def _versions() -> dict[str, str]:
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     results["stores"] = list(targets)
     for name, target in targets.items():
         try:
-            results["env"]["servers"][name] = target.server_version()
+            results["env"]["servers"][name] = target.server_version() or "in process"
         except Exception as exc:
             results["env"]["servers"][name] = f"? ({exc})"
     try:

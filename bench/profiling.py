@@ -77,7 +77,9 @@ def _builtin(frame: Any) -> bool:
     return (frame.file_path or "<built-in>") == "<built-in>"
 
 
-def _walk(frame: Any, layers: dict[str, float], funcs: dict[tuple[str, str], float], stack: set):
+def _walk(
+    frame: Any, layers: dict[str, float], funcs: dict[tuple[str, str], float], stack: bool
+) -> None:
     path = frame.file_path or ""
     layer = _layer(path)
     child_time = 0.0
@@ -96,13 +98,17 @@ def _walk(frame: Any, layers: dict[str, float], funcs: dict[tuple[str, str], flo
         )
     )
     layers[layer] += max(own, 0.0)
-    key = (frame.function, f"{frame.file_path_short}:{frame.line_no}")
-    if "/agents_persistence/" in path and key not in stack:
-        funcs[key] += frame.time
-        stack = stack | {key}
+    in_library = "/agents_persistence/" in path
     for child in frame.children:
+        child_in_library = "/agents_persistence/" in (child.file_path or "")
+        name = child.function or "?"
+        if in_library and not child_in_library and not stack and not name.startswith("["):
+            # A call out of the library: where its time goes (SQLAlchemy, pydantic, driver).
+            if child.class_name:
+                name = f"{child.class_name}.{name}"
+            funcs[(name, child.file_path_short or "<built-in>")] += child.time
         if not _builtin(child):
-            _walk(child, layers, funcs, stack)
+            _walk(child, layers, funcs, stack or (in_library and not child_in_library))
 
 
 def analyse(profiler: Any, store: str, out_dir: Path) -> dict[str, Any]:
@@ -110,7 +116,7 @@ def analyse(profiler: Any, store: str, out_dir: Path) -> dict[str, Any]:
     root = session.root_frame()
     layers: dict[str, float] = defaultdict(float)
     funcs: dict[tuple[str, str], float] = defaultdict(float)
-    _walk(root, layers, funcs, set())
+    _walk(root, layers, funcs, False)
     total = sum(layers.values()) or 1.0
     text = profiler.output_text(unicode=False, color=False, show_all=False, short_mode=False)
     (out_dir / f"profile-{store}.txt").write_text(text)

@@ -153,7 +153,7 @@ def markdown(results: dict[str, Any]) -> str:
     out.append("")
     out.append(
         f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory']}, {env['os']}; "
-        f"Python {env['python']}. Library at commit `{env['commit']}`. "
+        f"Python {env['python']}. Library at commit {env['commit']}. "
         "The machine is shared and noisy: compare ratios measured in the same run, not "
         "absolute figures across runs."
     )
@@ -385,11 +385,17 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
         for r in rows
     ]
     out += _table(["store", *layers, "other"], body)
+    out.append(
+        "Calls out of the library that take the most time (share of the profile, including"
+        " everything below them):"
+    )
+    out.append("")
     for r in rows:
-        out.append(f"Library functions with the most cumulative time, {r['store']}:")
-        out.append("")
-        out += [f"- {t['share'] * 100:.1f}% `{t['function']}` ({t['where']})" for t in r["top"][:6]]
-        out.append("")
+        calls = ", ".join(
+            f"`{t['function']}` {t['share'] * 100:.0f}%" for t in r["top"][:6] if t["share"] >= 0.01
+        )
+        out.append(f"- {r['store']}: {calls}")
+    out.append("")
     return out
 
 

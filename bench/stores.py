@@ -249,14 +249,9 @@ class SQLTarget(Target):
             conn.execute(sa.text(f"{statement} {TABLE}"))
 
     def ours_variants(self) -> dict[str, dict[str, Any]]:
-        # What section 6 proposes, with options the store already accepts: no pre-ping round
-        # trip per checkout and, where every write is one statement (PostgreSQL, SQLite),
-        # autocommit instead of BEGIN/COMMIT around it.
-        options: dict[str, Any] = {"pool_pre_ping": False}
-        if self.name in ("postgresql", "sqlite"):
-            options["isolation_level"] = "AUTOCOMMIT"
-        label = "no pre-ping" + (", autocommit" if "isolation_level" in options else "")
-        return {label: {"engine_options": options}}
+        # What section 6 proposes, with an option the store already accepts: no pre-ping round
+        # trip each time a connection is checked out of the pool.
+        return {"no pre-ping": {"engine_options": {"pool_pre_ping": False}}}
 
 
 class SQLiteTarget(SQLTarget):
