@@ -457,3 +457,20 @@ def test_undecodable_sqlite_row_is_corrupt_state(tmp_path: Path, assignment: str
         assert cp.delete_thread("t") is True  # the way out: delete, then save again
         cp.save_state("t", AgentStateSnapshot(scratchpad={"repaired": True}))
         assert cp.load_state("t") == AgentStateSnapshot(scratchpad={"repaired": True})
+
+
+def test_table_names_too_long_for_migrations_are_refused_up_front() -> None:
+    from sqlalchemy import create_engine
+
+    from agents_persistence import ConfigurationError, SQLCheckpointer
+    from agents_persistence.migrations import version_table
+
+    engine = create_engine("sqlite://")
+    try:
+        longest = "t" * 43
+        assert version_table(longest) == longest + "_alembic_version"
+        SQLCheckpointer(engine, table_name=longest)
+        with pytest.raises(ConfigurationError, match="at most 43"):
+            SQLCheckpointer(engine, table_name="t" * 44)
+    finally:
+        engine.dispose()

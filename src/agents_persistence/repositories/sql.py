@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
+from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME, checkpoint_table
 
 from . import _sql_ops as ops
@@ -67,6 +68,7 @@ class _Table:
         auto_migrate: bool,
     ) -> None:
         checkpoint_table(table_name, schema)  # validates both names
+        version_table(table_name)  # and the length its migrations can name
         self.table_name = table_name
         self.schema = schema
         self.auto_migrate = bool(auto_migrate)
