@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -156,7 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=str(Path(__file__).with_name("results")), help="results directory"
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite latest.md and the chart from the results directory's latest.json",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        results = json.loads((Path(args.out) / "latest.json").read_text())
+        report.write(results, Path(args.out))
+        _say(f"rewrote {Path(args.out) / 'latest.md'} and {Path(args.out) / 'latest.png'}")
+        return 0
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     settings = Settings.make(args.quick)
     stores = [s for s in args.stores.split(",") if s]

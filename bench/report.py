@@ -442,22 +442,25 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[0][1]
+    colors = {store: f"C{i}" for i, store in enumerate(results["stores"])}
     for store in stores:
         for op, style in (("save", "-"), ("load", "--")):
             pts = [r for r in lat if r["store"] == store and r["mode"] == "sync" and r["op"] == op]
             if pts:
                 ax.plot(
-                    [r["size"] for r in pts],
+                    [_size_bytes(r["size"]) for r in pts],
                     [r["ratio_p50"] for r in pts],
                     style,
                     marker="o",
+                    color=colors[store],
                     label=f"{store} {op}",
                 )
     ax.axhline(1.3, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_xticks([1e3, 1e4, 1e5, 1e6], ["1 KB", "10 KB", "100 KB", "1 MB"])
     ax.set_ylabel("ours / raw (p50)")
     ax.set_title("Overhead over the raw driver by snapshot size, sync")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
 
     ax = axes[1][0]
     for row_store in stores:
@@ -473,9 +476,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
                     [r["ops_s"] for r in pts],
                     style,
                     marker="o",
+                    color=colors[row_store],
                     label=f"{row_store} {mode}",
                 )
     ax.set_xscale("log", base=2)
+    ax.set_xticks([1, 4, 16], ["1", "4", "16"])
     ax.set_yscale("log")
     ax.set_xlabel("workers")
     ax.set_ylabel("ops/s (log)")
@@ -506,6 +511,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _size_bytes(label: str) -> float:
+    number = float(label[:-2])
+    return number * (1e6 if label.endswith("MB") else 1e3)
 
 
 _CHART_VERSIONS = ("agents-persistence", "sqlalchemy", "pydantic", "langgraph")
