@@ -298,6 +298,86 @@ def test_corrupt_metadata_raises_and_can_be_deleted(client: Any, ns: str) -> Non
     assert cp.save_state("t", state(), expected_version=0).version == 1
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created_at", "yesterday"),
+        ("updated_at", "1.5"),
+        ("expires_at", "soon"),
+        ("size", "\u0663"),  # a non-ASCII digit
+        ("size", ""),
+        ("version", b"\xff"),
+    ],
+)
+def test_a_mistyped_metadata_field_raises_on_load_and_list(
+    client: Any, ns: str, field: str, value: str | bytes
+) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state())
+    client.hset(thread_key(ns, "t"), field, value)
+    with pytest.raises(CorruptStateError, match=field) as caught:
+        cp.load_checkpoint("t")
+    assert caught.value.thread_id == "t"
+    with pytest.raises(CorruptStateError, match=field):
+        cp.list_threads()
+    assert cp.delete_thread("t") is True
+
+
+@pytest.mark.parametrize("field", ["version", "created_at", "updated_at", "size"])
+def test_a_missing_metadata_field_raises(client: Any, ns: str, field: str) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state())
+    client.hdel(thread_key(ns, "t"), field)
+    with pytest.raises(CorruptStateError, match=field):
+        cp.load_checkpoint("t")
+    with pytest.raises(CorruptStateError, match=field):
+        cp.list_threads()
+
+
+def test_state_that_is_not_utf8_raises(client: Any, ns: str) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state())
+    client.hset(thread_key(ns, "t"), "state", b"\xff{}")
+    with pytest.raises(CorruptStateError, match="state"):
+        cp.load_checkpoint("t")
+    assert [t.thread_id for t in cp.list_threads().threads] == ["t"]  # listings skip the state
+
+
+@pytest.mark.parametrize("field", ["created_at", "updated_at", "expires_at"])
+def test_a_timestamp_out_of_range_raises(client: Any, ns: str, field: str) -> None:
+    cp = RedisCheckpointer(client, namespace=ns, ttl=60)
+    cp.save_state("t", state())
+    client.hset(thread_key(ns, "t"), field, "9" * 30)
+    with pytest.raises(CorruptStateError, match="out of range"):
+        cp.load_checkpoint("t")
+    with pytest.raises(CorruptStateError, match="out of range"):
+        cp.list_threads()
+
+
+@pytest.mark.parametrize("value", ["yesterday", "9" * 30])
+def test_a_save_over_a_bad_created_at_raises_and_keeps_the_record(
+    client: Any, ns: str, value: str
+) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state())
+    client.hset(thread_key(ns, "t"), "created_at", value)
+    with pytest.raises(CorruptStateError, match="created_at"):
+        cp.save_state("t", state(1))
+    assert client.hget(thread_key(ns, "t"), "version") == b"1"
+    assert cp.delete_thread("t") is True
+
+
+@pytest.mark.parametrize("value", ["+7", " 7 ", "7.0", "0007"])
+def test_integers_in_other_spellings_read_as_the_model_reads_them(
+    client: Any, ns: str, value: str
+) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state())
+    client.hset(thread_key(ns, "t"), "version", value)
+    assert cp.load_checkpoint("t").info.version == 7
+    assert [t.version for t in cp.list_threads().threads] == [7]
+
+
 def test_a_foreign_value_at_an_index_key_is_a_checkpointer_error(client: Any, ns: str) -> None:
     client.set(index_keys(ns)[0], "not a sorted set")
     cp = RedisCheckpointer(client, namespace=ns)

@@ -49,8 +49,12 @@ local live = redis.call('HMGET', KEYS[1], 'version', 'created_at', 'expires_at',
 local live_version, live_created = nil, nil
 if live[1] or live[2] or live[3] or live[4] then
   local version = tonumber(live[1])
-  if version == nil or not live[2] then
-    return {'corrupt', 'version or created_at is missing or not a number'}
+  -- created_at is kept as stored and read back by the client: it must be an integer of
+  -- microseconds within the years 1 to 9999 (what a Python datetime holds).
+  local created = live[2] and string.match(live[2], '^%s*[%+%-]?%d+%s*$') and tonumber(live[2])
+  if version == nil or not created
+    or created < -62135596800000000 or created >= 253402300800000000 then
+    return {'corrupt', 'version or created_at is missing, not an integer or out of range'}
   end
   local alive = true
   if live[3] and live[3] ~= '' then

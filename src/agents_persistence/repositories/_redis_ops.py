@@ -3,13 +3,13 @@
 Each store primitive is a *plan*: a generator that yields the round trips it needs (`Call`)
 and receives their raw replies, then returns its result. The twins only drive plans (one with
 plain calls, one with ``await``), so every decision (argument encoding, reply decoding, the
-record <-> hash mapping through the redis-om model, paging and purging loops) exists once.
+record <-> hash mapping of the fields the redis-om model declares, paging and purging loops)
+exists once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +27,7 @@ from agents_persistence.errors import (
 from agents_persistence.models.redis import FIELDS
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from datetime import datetime
 
     from agents_persistence._core import WriteRequest
@@ -45,8 +46,38 @@ PURGE_BATCH = 200
 _MAX_SCORE_MICROS = 2**53
 """Sorted-set scores are doubles: integers of microseconds are exact below 2**53 (year 2255)."""
 
-_LISTED = ("version", "created_at", "updated_at", "expires_at", "size")
-_WRITTEN_AS_GIVEN = frozenset(FIELDS) - {"version", "created_at"}  # the script decides those
+if FIELDS != ("version", "created_at", "updated_at", "expires_at", "size", "state", "write_id"):
+    raise RuntimeError(f"the Redis mapping does not match the record model's fields {FIELDS}")
+
+
+class _Irregular(Exception):
+    """A field value not in the form the store writes: left to the model to judge."""
+
+
+def _int(value: object) -> int:
+    """A decimal integer as the store writes it (``-?[0-9]+`` in ASCII), else `_Irregular`."""
+    if isinstance(value, bytes):
+        if (value[1:] if value[:1] == b"-" else value).isdigit():  # bytes: ASCII digits only
+            return int(value)
+    elif (
+        isinstance(value, str)
+        and value.isascii()
+        and (value[1:] if value[:1] == "-" else value).isdigit()
+    ):
+        return int(value)
+    raise _Irregular
+
+
+def _str(value: object) -> str:
+    """Text as the store writes it (``str``, or UTF-8 ``bytes``), else `_Irregular`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise _Irregular from None
+    raise _Irregular
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +99,44 @@ Plan = Generator[Call, Any, T]
 """A store primitive as a sequence of round trips; see the module docstring."""
 
 
-@contextmanager
-def translate_errors() -> Iterator[None]:
+class _TranslateErrors:
+    """The context manager `translate_errors` returns (a class: cheaper than a generator)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if exc is None or isinstance(exc, CheckpointerError):
+            return
+        if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
+            raise CheckpointerError(f"Redis refused the credentials: {exc}") from exc
+        if isinstance(exc, _UNAVAILABLE):
+            raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
+        if isinstance(exc, redis_errors.RedisClusterException):
+            # redis-py raises this one both for unreachable clusters (chaining the connection
+            # error) and for misuse; only the first is an outage.
+            if isinstance(exc.__cause__, redis_errors.ConnectionError | redis_errors.TimeoutError):
+                raise BackendUnavailableError(f"Redis Cluster is unavailable: {exc}") from exc
+            raise CheckpointerError(f"Redis Cluster error: {exc}") from exc
+        if isinstance(exc, redis_errors.RedisError):
+            raise CheckpointerError(f"Redis error: {exc}") from exc
+
+
+_UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
+    TimeoutError,
+    OSError,
+)
+_TRANSLATE_ERRORS = _TranslateErrors()
+
+
+def translate_errors() -> AbstractContextManager[None]:
     """Turn redis-py errors into the library's, keeping the cause chained.
 
     Raises:
@@ -77,30 +144,7 @@ def translate_errors() -> Iterator[None]:
             is loading, or the cluster cannot serve the slot.
         CheckpointerError: any other Redis error (authentication, a script error, ...).
     """
-    try:
-        yield
-    except CheckpointerError:
-        raise
-    except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
-        raise CheckpointerError(f"Redis refused the credentials: {exc}") from exc
-    except (
-        redis_errors.ConnectionError,
-        redis_errors.TimeoutError,
-        redis_errors.ClusterError,
-        redis_errors.TryAgainError,
-        redis_errors.SlotNotCoveredError,
-        TimeoutError,
-        OSError,
-    ) as exc:
-        raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
-    except redis_errors.RedisClusterException as exc:
-        # redis-py raises this one both for unreachable clusters (chaining the connection
-        # error) and for misuse; only the first is an outage.
-        if isinstance(exc.__cause__, redis_errors.ConnectionError | redis_errors.TimeoutError):
-            raise BackendUnavailableError(f"Redis Cluster is unavailable: {exc}") from exc
-        raise CheckpointerError(f"Redis Cluster error: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        raise CheckpointerError(f"Redis error: {exc}") from exc
+    return _TRANSLATE_ERRORS
 
 
 def _text(value: bytes | str) -> str:
@@ -131,31 +175,102 @@ class RedisOps:
         self.model = model
         self.layout = layout
 
-    # -- mapping: Record <-> model instance <-> hash -------------------------------------
+    # -- mapping: Record <-> hash --------------------------------------------------------
 
     def hash_pairs(self, request: WriteRequest, write_id: str) -> list[str]:
-        """The hash fields of a write except version and created_at, which the script decides."""
-        row = self.model.model_construct(
-            thread_id=request.thread_id,
-            version=request.version or 0,
-            created_at=to_epoch_micros(request.created_at or request.now),
-            updated_at=_score_micros(request.now),
-            expires_at=None if request.expires_at is None else _score_micros(request.expires_at),
-            size=request.size,
-            state=request.payload,
-            write_id=write_id,
-        )
-        pairs: list[str] = []
-        for name, value in row.model_dump(include=_WRITTEN_AS_GIVEN).items():
-            pairs += (name, "" if value is None else str(value))
-        return pairs
+        """The hash fields of a write except version and created_at, which the script decides.
+
+        The names are the model's (`FIELDS`); values are written as redis-om writes a hash:
+        integers in decimal, ``None`` as the empty string.
+        """
+        return [
+            "updated_at",
+            str(_score_micros(request.now)),
+            "expires_at",
+            "" if request.expires_at is None else str(_score_micros(request.expires_at)),
+            "size",
+            str(request.size),
+            "state",
+            request.payload,
+            "write_id",
+            write_id,
+        ]
 
     def decode(self, thread_id: str, fields: Mapping[Any, Any], *, with_payload: bool) -> Record:
-        """A stored hash as a `Record`; raises `CorruptStateError` if it does not fit the model."""
-        data: dict[str, Any] = {"thread_id": thread_id}
+        """A stored hash as a `Record`; raises `CorruptStateError` if it does not fit the model.
+
+        ``fields`` maps field names (``str`` or ``bytes``) to values; ``None`` values count as
+        absent (HMGET's reply for a missing field).
+        """
+        values: dict[str, Any] = {}
         for name, value in fields.items():
             if value is not None:
-                data[_text(name)] = value
+                values[name.decode() if isinstance(name, bytes) else name] = value
+        return self.decode_values(
+            thread_id,
+            values.get("version"),
+            values.get("created_at"),
+            values.get("updated_at"),
+            values.get("expires_at"),
+            values.get("size"),
+            values.get("state"),
+            values.get("write_id"),
+            with_payload=with_payload,
+        )
+
+    def decode_values(
+        self,
+        thread_id: str,
+        version: Any,
+        created_at: Any,
+        updated_at: Any,
+        expires_at: Any,
+        size: Any,
+        state: Any = None,
+        write_id: Any = None,
+        *,
+        with_payload: bool,
+    ) -> Record:
+        """A stored record's field values (``None`` = absent) as a `Record`.
+
+        Values in the form the store writes (decimal integers, UTF-8 text) are parsed
+        directly; anything else is left to the redis-om model, which either accepts it as
+        redis-om would read it or names the field that does not fit (`CorruptStateError`).
+        """
+        try:
+            parsed = (
+                _int(version),
+                _int(created_at),
+                _int(updated_at),
+                None if expires_at is None or expires_at in ("", b"") else _int(expires_at),
+                _int(size),
+                "" if state is None else _str(state),
+            )
+            if write_id is not None:
+                _str(write_id)
+        except _Irregular:
+            parsed = self._validate(
+                thread_id, version, created_at, updated_at, expires_at, size, state, write_id
+            )
+        try:
+            return Record(
+                thread_id=thread_id,
+                version=parsed[0],
+                created_at=from_epoch_micros(parsed[1]),
+                updated_at=from_epoch_micros(parsed[2]),
+                expires_at=None if parsed[3] is None else from_epoch_micros(parsed[3]),
+                size=parsed[4],
+                payload=parsed[5] if with_payload else None,
+            )
+        except OverflowError as exc:
+            raise CorruptStateError(thread_id, "a timestamp is out of range") from exc
+
+    def _validate(self, thread_id: str, *values: Any) -> tuple[int, int, int, int | None, int, str]:
+        """Validate field values with the redis-om model (the slow path of `decode_values`)."""
+        data: dict[str, Any] = {"thread_id": thread_id}
+        for name, value in zip(FIELDS, values, strict=True):
+            if value is not None:
+                data[name] = value
         if data.get("expires_at") in ("", b""):
             data["expires_at"] = None  # redis-om's spelling of None in a hash
         try:
@@ -165,15 +280,7 @@ class RedisOps:
             where = ".".join(str(part) for part in problem["loc"])
             detail = f"field {where}: {problem['msg']}"
             raise CorruptStateError(thread_id, detail) from exc
-        return Record(
-            thread_id=thread_id,
-            version=row.version,
-            created_at=from_epoch_micros(row.created_at),
-            updated_at=from_epoch_micros(row.updated_at),
-            expires_at=None if row.expires_at is None else from_epoch_micros(row.expires_at),
-            size=row.size,
-            payload=row.state if with_payload else None,
-        )
+        return row.version, row.created_at, row.updated_at, row.expires_at, row.size, row.state
 
     # -- plans ---------------------------------------------------------------------------
 
@@ -214,10 +321,14 @@ class RedisOps:
             )
         if status == "corrupt":
             raise CorruptStateError(request.thread_id, _text(reply[1]))
+        try:
+            created_at = from_epoch_micros(int(_text(reply[2])))
+        except (ValueError, OverflowError) as exc:
+            raise CorruptStateError(request.thread_id, "field created_at: not a timestamp") from exc
         return Record(
             thread_id=request.thread_id,
             version=int(reply[1]),
-            created_at=from_epoch_micros(int(reply[2])),
+            created_at=created_at,
             updated_at=request.now,
             expires_at=request.expires_at,
             size=request.size,
@@ -257,9 +368,9 @@ class RedisOps:
                 (layout.thread_prefix, count - len(records), PAGE_DANGLING_BUDGET, *start),
             )
             exhausted, last_score, last_member, rows = reply[0], reply[1], reply[2], reply[3:]
+            decode = self.decode_values
             for at in range(0, len(rows), 6):
-                fields = dict(zip(_LISTED, rows[at + 1 : at + 6], strict=True))
-                record = self.decode(_text(rows[at]), fields, with_payload=False)
+                record = decode(_text(rows[at]), *rows[at + 1 : at + 6], with_payload=False)
                 if not _expired(record, now):
                     records.append(record)
             if int(exhausted) or last_member is None:

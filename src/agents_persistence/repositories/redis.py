@@ -11,7 +11,7 @@ Both twins are thin drivers of the plans in `agents_persistence.repositories._re
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -162,7 +162,7 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
                 plan.close()
 
     def _write(self, request: WriteRequest) -> Record:
-        return self._run(self._ops.write(request, uuid.uuid4().hex, self._core.now()))
+        return self._run(self._ops.write(request, os.urandom(16).hex(), self._core.now()))
 
     def _read(self, thread_id: str, now: datetime) -> Record | None:
         return self._run(self._ops.read(thread_id, now))
@@ -258,7 +258,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
                 plan.close()
 
     async def _write(self, request: WriteRequest) -> Record:
-        return await self._run(self._ops.write(request, uuid.uuid4().hex, self._core.now()))
+        return await self._run(self._ops.write(request, os.urandom(16).hex(), self._core.now()))
 
     async def _read(self, thread_id: str, now: datetime) -> Record | None:
         return await self._run(self._ops.read(thread_id, now))
