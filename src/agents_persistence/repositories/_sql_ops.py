@@ -8,7 +8,7 @@ function owns its transaction(s), so a connection goes back to the pool with not
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -19,8 +19,10 @@ from agents_persistence.errors import ConflictError
 from ._sql_engine import driver_code
 from ._sql_statements import (
     PURGE_BATCH,
+    Compiled,
     Statements,
     record_from_row,
+    record_from_values,
     write_params,
     written_record,
 )
@@ -28,7 +30,7 @@ from ._sql_statements import (
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Insert, Update
 
     from agents_persistence._core import Record
 
@@ -40,6 +42,18 @@ _LOCK_ATTEMPTS = 20
 # isolation. Both mean "another writer got in the way": the retry starts afresh.
 _RETRY_CODES = frozenset({1213, 1020})
 _DUPLICATE_KEY = 1062
+# Drivers whose cursors the direct path has been verified with (SQLAlchemy's adapted cursors
+# for the asyncio ones, which `AsyncConnection.run_sync` drives like sync cursors).
+_DIRECT_DRIVERS = frozenset({"pysqlite", "aiosqlite", "psycopg", "pymysql", "aiomysql"})
+_EXECUTION_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+    "begin",
+    "commit",
+    "rollback",
+)
 _DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
 
 
@@ -47,8 +61,11 @@ def write(conn: Connection, stmts: Statements, namespace: str, request: WriteReq
     """Store one version atomically; `ConflictError` (nothing written) on a version mismatch."""
     params = write_params(namespace, request)
     if stmts.strategy == "upsert":
+        statement = stmts.write(request)
+        if _direct(conn):
+            return _write_direct(conn, stmts, statement, params, request)
         with conn.begin():
-            row = conn.execute(stmts.write(request), params).first()
+            row = conn.execute(statement, params).first()
             if row is None:
                 actual = conn.execute(stmts.live_version, params).scalar()
                 raise ConflictError(request.thread_id, params["expected"], actual)
@@ -60,6 +77,79 @@ def write(conn: Connection, stmts: Statements, namespace: str, request: WriteReq
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _direct(conn: Connection) -> bool:
+    """Whether hot statements may run straight on the DBAPI cursor of ``conn``.
+
+    Only for verified drivers, and when no execution event has a listener on the engine or
+    the connection (``before_cursor_execute`` for tracing, say): those events fire in
+    SQLAlchemy's execution layer, which the direct path skips.
+    """
+    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.dialect._has_events:
+        return False  # dialect events: ``handle_error``, ``do_execute`` and the like
+    dispatch = conn.dispatch
+    return not any(getattr(dispatch, name) for name in _EXECUTION_EVENTS)
+
+
+def _fetch(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run ``compiled`` on the DBAPI cursor of ``conn``; the rows, result processors applied.
+
+    DBAPI errors become SQLAlchemy's `DBAPIError` (invalidating the connection on a
+    disconnect), exactly what the execution layer raises, for the store's error boundary.
+    """
+    dbapi_connection = conn.connection
+    values = compiled.parameters(params)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(compiled.sql, values)
+        rows = cursor.fetchall() if cursor.description is not None else []
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise_dbapi(conn, exc, compiled.sql, values, cursor)
+    finally:
+        cursor.close()
+    return compiled.process(rows)
+
+
+def _raise_dbapi(conn: Connection, exc: Exception, sql: str, values: Any, cursor: Any) -> NoReturn:
+    dialect = conn.dialect
+    disconnect = bool(dialect.is_disconnect(exc, conn.connection, cursor))  # type: ignore[arg-type]
+    if disconnect:
+        conn.invalidate(exc)
+    raise DBAPIError.instance(
+        sql,
+        values,
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=disconnect,
+        dialect=dialect,
+    ) from exc
+
+
+def _write_direct(
+    conn: Connection,
+    stmts: Statements,
+    statement: Insert | Update,
+    params: dict[str, Any],
+    request: WriteRequest,
+) -> Record:
+    """The ``upsert`` write as one statement on the DBAPI cursor, committed unless autocommit."""
+    # Nothing to roll back on a conflict or an error: no transaction of the `Connection` is
+    # open, so the pool rolls the DBAPI connection back when it is returned.
+    rows = _fetch(conn, stmts.compiled(statement, statement, conn.dialect), params)
+    if not rows:
+        live = _fetch(
+            conn, stmts.compiled("live_version", stmts.live_version, conn.dialect), params
+        )
+        raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
+    if not stmts.autocommit:
+        dbapi_connection = conn.connection
+        try:
+            dbapi_connection.commit()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            _raise_dbapi(conn, exc, "COMMIT", (), None)
+    version, created_at = rows[0]
+    return written_record(request, version, created_at)
 
 
 def _write_locked(
@@ -96,8 +186,13 @@ def read(
     conn: Connection, stmts: Statements, namespace: str, thread_id: str, now: datetime
 ) -> Record | None:
     """The live record with its payload, or ``None``."""
+    params = {"ns": namespace, "tid": thread_id, "now": now}
+    if _direct(conn):
+        # One statement, no explicit transaction: nothing to BEGIN or COMMIT around it.
+        rows = _fetch(conn, stmts.compiled("read", stmts.read, conn.dialect), params)
+        return None if not rows else record_from_values(thread_id, rows[0], payload=True)
     with conn.begin():
-        row = conn.execute(stmts.read, {"ns": namespace, "tid": thread_id, "now": now}).first()
+        row = conn.execute(stmts.read, params).first()
     return None if row is None else record_from_row(row, payload=True)
 
 
