@@ -39,13 +39,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "driver_code",
+    "LOCK_ISOLATION",
     "engine_options",
+    "lock_isolation_preset",
     "schema_not_ready",
     "sqlite_tuning",
     "to_async_url",
     "to_sync_url",
     "translate_errors",
 ]
+
+LOCK_ISOLATION = "READ COMMITTED"
+"""The isolation level of MySQL/MariaDB locking writes (no gap locks on missing rows)."""
 
 _SYNC_DRIVERS = {
     "postgresql": "postgresql+psycopg",
@@ -126,7 +131,8 @@ def engine_options(
     """Keyword arguments for ``create_engine`` / ``create_async_engine`` of ``url``.
 
     Pool sizing and ``pool_pre_ping`` for every database; the connect timeout each driver
-    understands; SQLite's busy timeout. ``extra`` (the caller's ``engine_options``) wins.
+    understands; SQLite's busy timeout; READ COMMITTED on MySQL/MariaDB. ``extra`` (the
+    caller's ``engine_options``) wins.
     """
     backend = url.get_backend_name()
     options: dict[str, Any] = {"pool_pre_ping": True}
@@ -147,6 +153,9 @@ def engine_options(
             connect_args["connect_timeout"] = max(1, round(connect_timeout))
         elif backend in ("mysql", "mariadb"):
             connect_args["connect_timeout"] = connect_timeout
+            # Set once per connection, instead of before each locking write (see
+            # `lock_isolation_preset`).
+            options["isolation_level"] = LOCK_ISOLATION
             if "charset" not in url.query:
                 connect_args["charset"] = "utf8mb4"
     extra = dict(extra or {})
@@ -154,6 +163,17 @@ def engine_options(
     options.update(extra)
     options["connect_args"] = connect_args
     return options
+
+
+def lock_isolation_preset(url: URL, options: dict[str, Any]) -> bool:
+    """Whether engines made with ``options`` already run every transaction at READ COMMITTED.
+
+    True for MySQL/MariaDB engines this library creates (unless ``engine_options`` chose
+    another level): their locking writes then skip the per-transaction ``SET TRANSACTION``.
+    """
+    return url.get_backend_name() in ("mysql", "mariadb") and (
+        options.get("isolation_level") == LOCK_ISOLATION
+    )
 
 
 def sqlite_tuning(engine: Engine, *, wal: bool) -> None:

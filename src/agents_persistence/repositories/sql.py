@@ -9,6 +9,7 @@ Alembic migrations; a checkpointer never runs DDL unless created with ``auto_mig
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from ._sql_engine import (
     engine_options as build_engine_options,
 )
 from ._sql_engine import (
+    lock_isolation_preset,
     schema_not_ready,
     sqlite_tuning,
     to_async_url,
@@ -75,6 +77,11 @@ class _Table:
         self.statements = statements(table_name, schema, dialect_name)
         self.url = url.render_as_string(hide_password=True)
         self.ready = False
+
+    def isolation_preset(self) -> None:
+        """The engine sets READ COMMITTED per connection: no ``SET TRANSACTION`` per write."""
+        if self.statements.lock_isolation is not None:
+            self.statements = dataclasses.replace(self.statements, lock_isolation=None)
 
     def not_ready(self, problem: str) -> str:
         return schema_not_ready(problem, self.url, self.table_name, self.schema)
@@ -215,6 +222,8 @@ class SQLCheckpointer(BaseCheckpointer[StateT]):
             engine.dispose()
             raise
         checkpointer._owns_engine = True
+        if lock_isolation_preset(target, args):
+            checkpointer._table.isolation_preset()
         return checkpointer
 
     @property
@@ -350,6 +359,8 @@ class AsyncSQLCheckpointer(BaseAsyncCheckpointer[StateT]):
             engine.sync_engine.dispose(close=False)
             raise
         checkpointer._owns_engine = True
+        if lock_isolation_preset(target, args):
+            checkpointer._table.isolation_preset()
         return checkpointer
 
     @property
