@@ -7,6 +7,7 @@ function owns its transaction(s), so a connection goes back to the pool with not
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -45,15 +46,6 @@ _DUPLICATE_KEY = 1062
 # Drivers whose cursors the direct path has been verified with (SQLAlchemy's adapted cursors
 # for the asyncio ones, which `AsyncConnection.run_sync` drives like sync cursors).
 _DIRECT_DRIVERS = frozenset({"pysqlite", "aiosqlite", "psycopg", "pymysql", "aiomysql"})
-_EXECUTION_EVENTS = (
-    "before_execute",
-    "after_execute",
-    "before_cursor_execute",
-    "after_cursor_execute",
-    "begin",
-    "commit",
-    "rollback",
-)
 _DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
 
 
@@ -70,9 +62,14 @@ def write(conn: Connection, stmts: Statements, namespace: str, request: WriteReq
                 actual = conn.execute(stmts.live_version, params).scalar()
                 raise ConflictError(request.thread_id, params["expected"], actual)
         return written_record(request, row.version, row.created_at)
+    # The direct path needs the engine's own transactions at READ COMMITTED (engines the store
+    # creates): with an injected engine's level unknown, SQLAlchemy runs the transaction.
+    locked = (
+        _write_locked_direct if stmts.lock_isolation is None and _direct(conn) else _write_locked
+    )
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
-            return _write_locked(conn, stmts, params, request)
+            return locked(conn, stmts, params, request)
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc):
                 raise
@@ -82,14 +79,16 @@ def write(conn: Connection, stmts: Statements, namespace: str, request: WriteReq
 def _direct(conn: Connection) -> bool:
     """Whether hot statements may run straight on the DBAPI cursor of ``conn``.
 
-    Only for verified drivers, and when no execution event has a listener on the engine or
-    the connection (``before_cursor_execute`` for tracing, say): those events fire in
-    SQLAlchemy's execution layer, which the direct path skips.
+    Only for verified drivers, and when neither the connection, the application's engine nor
+    the dialect has an event listener (``before_cursor_execute`` for tracing, ``handle_error``,
+    say): those fire in SQLAlchemy's execution layer, which the direct path skips. The store's
+    own option engine (PostgreSQL's autocommit runner) listens to ``engine_connect`` only.
     """
-    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.dialect._has_events:
-        return False  # dialect events: ``handle_error``, ``do_execute`` and the like
-    dispatch = conn.dispatch
-    return not any(getattr(dispatch, name) for name in _EXECUTION_EVENTS)
+    engine = conn.engine
+    base = getattr(engine, "_proxied", engine)
+    return conn.dialect.driver in _DIRECT_DRIVERS and not (
+        conn._has_events or base._has_events or conn.dialect._has_events
+    )
 
 
 def _fetch(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -172,6 +171,45 @@ def _write_locked(
             "new_created_at": created_at,
         }
         conn.execute(stmts.insert_row if row is None else stmts.update_row, values)
+    return written_record(request, values["new_version"], created_at)
+
+
+def _write_locked_direct(
+    conn: Connection, stmts: Statements, params: dict[str, Any], request: WriteRequest
+) -> Record:
+    """`_write_locked` on the DBAPI cursor: the driver's implicit transaction, then COMMIT."""
+    dialect = conn.dialect
+    dbapi_connection = conn.connection
+    try:
+        rows = _fetch(conn, stmts.compiled("lock_row", stmts.lock_row, dialect), params)
+        row = rows[0] if rows else None
+        expires_at = None if row is None or row[2] is None else as_utc(row[2])
+        live = row is not None and not request.is_expired(expires_at)
+        actual = row[0] if live and row is not None else None
+        request.check(actual)
+        created_at = request.created_at or (
+            as_utc(row[1]) if live and row is not None else request.now
+        )
+        values = {
+            **params,
+            "new_version": request.next_version(actual),
+            "new_created_at": created_at,
+        }
+        if row is None:
+            _fetch(conn, stmts.compiled("insert_row", stmts.insert_row, dialect), values)
+        else:
+            _fetch(conn, stmts.compiled("update_row", stmts.update_row, dialect), values)
+        try:
+            dbapi_connection.commit()
+        except dialect.loaded_dbapi.Error as exc:
+            _raise_dbapi(conn, exc, "COMMIT", (), None)
+    except BaseException:
+        # Release the row lock before a retry or a conflict is reported, as `conn.begin()`
+        # does; a failing rollback leaves the reset to the pool.
+        if not conn.invalidated:
+            with contextlib.suppress(dialect.loaded_dbapi.Error):
+                dbapi_connection.rollback()
+        raise
     return written_record(request, values["new_version"], created_at)
 
 
