@@ -474,3 +474,76 @@ def test_table_names_too_long_for_migrations_are_refused_up_front() -> None:
             SQLCheckpointer(engine, table_name="t" * 44)
     finally:
         engine.dispose()
+
+
+# --- engines the store creates -----------------------------------------------------------------
+# The contract suite runs on injected engines; engines made by from_url take other paths
+# (READ COMMITTED per connection and the cursor-level locking save on MySQL/MariaDB).
+
+
+def _race(cp: Any, workers: int = 8, rounds: int = 3) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agents_persistence import ConflictError
+
+    cp.save_state("race", AgentStateSnapshot(scratchpad={"seen": []}), expected_version=0)
+    barrier = threading.Barrier(workers)
+
+    def writer(worker: int) -> int:
+        barrier.wait()
+        for round_ in range(rounds):
+            while True:
+                checkpoint = cp.load_checkpoint("race")
+                state = checkpoint.state.model_copy(deep=True)
+                state.scratchpad["seen"].append(f"{worker}-{round_}")
+                try:
+                    cp.save_state("race", state, expected_version=checkpoint.info.version)
+                except ConflictError:
+                    continue
+                break
+        return rounds
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = sum(pool.map(writer, range(workers)))
+    final = cp.load_checkpoint("race")
+    assert final.info.version == 1 + done == 1 + workers * rounds
+    assert len(final.state.scratchpad["seen"]) == done
+    creators = [(lambda w=w: _create_once(cp, w)) for w in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        wins = list(pool.map(lambda f: f(), creators))
+    assert wins.count(True) == 1
+
+
+def _create_once(cp: Any, worker: int) -> bool:
+    from agents_persistence import ConflictError
+
+    try:
+        cp.save_state("once", AgentStateSnapshot(scratchpad={"w": worker}), expected_version=0)
+    except ConflictError:
+        return False
+    return True
+
+
+def test_from_url_engines_keep_versions_under_racing_writers(
+    sql_kit: SQLKit, namespace: str
+) -> None:
+    with SQLCheckpointer.from_url(sql_kit.sync_url(), namespace=namespace) as cp:
+        _race(cp)
+
+
+def test_async_from_url_engines_keep_versions_under_racing_tasks(
+    sql_kit: SQLKit, namespace: str, portal: Portal
+) -> None:
+    from ..support import AsyncAdapter
+
+    inner = portal.call(lambda: _aopen(AsyncSQLCheckpointer, sql_kit.async_url(), namespace))
+    cp = AsyncAdapter(portal, inner)
+    try:
+        _race(cp)
+    finally:
+        cp.close()
+
+
+async def _aopen(cls: Any, url: str, namespace: str) -> Any:
+    return cls.from_url(url, namespace=namespace)
