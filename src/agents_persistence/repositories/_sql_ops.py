@@ -158,20 +158,25 @@ def _write_locked(
         if stmts.lock_isolation is not None:
             conn.exec_driver_sql(stmts.lock_isolation)
         row = conn.execute(stmts.lock_row, params).first()
-        expires_at = None if row is None or row.expires_at is None else as_utc(row.expires_at)
-        live = row is not None and not request.is_expired(expires_at)
-        actual = row.version if live and row is not None else None
-        request.check(actual)
-        created_at = request.created_at or (
-            as_utc(row.created_at) if live and row is not None else request.now
-        )
-        values = {
-            **params,
-            "new_version": request.next_version(actual),
-            "new_created_at": created_at,
-        }
+        values = _locked_values(request, params, None if row is None else tuple(row))
         conn.execute(stmts.insert_row if row is None else stmts.update_row, values)
-    return written_record(request, values["new_version"], created_at)
+    return written_record(request, values["new_version"], values["new_created_at"])
+
+
+def _locked_values(
+    request: WriteRequest, params: dict[str, Any], row: tuple[Any, ...] | None
+) -> dict[str, Any]:
+    """The insert or update values of a locking save, given the locked row (or ``None``).
+
+    ``row`` is ``(version, created_at, expires_at)`` as `Statements.lock_row` selects them.
+    Raises `ConflictError` when ``expected_version`` does not match the live version.
+    """
+    version, created, expires = (None, None, None) if row is None else row[:3]
+    live = row is not None and not request.is_expired(None if expires is None else as_utc(expires))
+    actual = version if live else None
+    request.check(actual)
+    created_at = request.created_at or (as_utc(created) if live else request.now)
+    return {**params, "new_version": request.next_version(actual), "new_created_at": created_at}
 
 
 def _write_locked_direct(
@@ -183,18 +188,7 @@ def _write_locked_direct(
     try:
         rows = _fetch(conn, stmts.compiled("lock_row", stmts.lock_row, dialect), params)
         row = rows[0] if rows else None
-        expires_at = None if row is None or row[2] is None else as_utc(row[2])
-        live = row is not None and not request.is_expired(expires_at)
-        actual = row[0] if live and row is not None else None
-        request.check(actual)
-        created_at = request.created_at or (
-            as_utc(row[1]) if live and row is not None else request.now
-        )
-        values = {
-            **params,
-            "new_version": request.next_version(actual),
-            "new_created_at": created_at,
-        }
+        values = _locked_values(request, params, row)
         if row is None:
             _fetch(conn, stmts.compiled("insert_row", stmts.insert_row, dialect), values)
         else:
@@ -210,7 +204,7 @@ def _write_locked_direct(
             with contextlib.suppress(dialect.loaded_dbapi.Error):
                 dbapi_connection.rollback()
         raise
-    return written_record(request, values["new_version"], created_at)
+    return written_record(request, values["new_version"], values["new_created_at"])
 
 
 def _retryable(exc: DBAPIError) -> bool:
