@@ -64,3 +64,44 @@ def harness(kit: StoreKit, request: pytest.FixtureRequest, portal: Portal) -> It
 def cp(harness: Harness) -> Any:
     """A checkpointer of the parametrized store and mode, in a fresh namespace."""
     return harness.make()
+
+
+# --- a per-store summary of the contract suite at the end of the run ---------------------------
+
+_CONTRACT: dict[str, tuple[str, str]] = {}
+_OUTCOMES: dict[tuple[str, str], dict[str, int]] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "/contract/" not in item.nodeid.replace("\\", "/") or callspec is None:
+            continue
+        kit = callspec.params.get("kit")
+        mode = callspec.params.get("harness")
+        if isinstance(kit, StoreKit) and isinstance(mode, str):
+            _CONTRACT[item.nodeid] = (kit.name, mode)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    key = _CONTRACT.get(report.nodeid)
+    if key is None or (report.when != "call" and not (report.skipped or report.failed)):
+        return
+    counts = _OUTCOMES.setdefault(key, {"passed": 0, "failed": 0, "skipped": 0})
+    counts[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _OUTCOMES:
+        return
+    terminalreporter.section("contract suite by store")
+    for kit in dict.fromkeys(name for name, _ in _OUTCOMES):
+        cells = []
+        for mode in ("sync", "async"):
+            counts = _OUTCOMES.get((kit, mode))
+            if counts:
+                cells.append(
+                    f"{mode}: {counts['passed']} passed, {counts['failed']} failed"
+                    + (f", {counts['skipped']} skipped" if counts["skipped"] else "")
+                )
+        terminalreporter.write_line(f"{kit:<14} " + " | ".join(cells))
