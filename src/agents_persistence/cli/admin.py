@@ -89,13 +89,7 @@ def db_upgrade(
 ) -> None:
     """Create the tables or bring them up to REVISION (default: the newest)."""
     with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
-        run.notice_default_url()
-        migrations = _migrations(run)
-        target = _target(table_name, schema)
-        before = migrations.current(run.url, **target)
-        migrations.upgrade(run.url, revision, **target)
-        after = migrations.current(run.url, **target)
-        _moved(run, "upgraded", _table(table_name, schema), before, after)
+        _migrate(run, "upgraded", revision, table_name, schema)
 
 
 @db_app.command("downgrade")
@@ -118,13 +112,21 @@ def db_downgrade(
 ) -> None:
     """Revert the tables to REVISION; 'base' drops them with every thread in them."""
     with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
-        run.notice_default_url()
-        migrations = _migrations(run)
-        target = _target(table_name, schema)
-        before = migrations.current(run.url, **target)
-        migrations.downgrade(run.url, revision, **target)
-        after = migrations.current(run.url, **target)
-        _moved(run, "downgraded", _table(table_name, schema), before, after)
+        _migrate(run, "downgraded", revision, table_name, schema)
+
+
+def _migrate(
+    run: Run, verb: str, revision: str, table_name: str | None, schema: str | None
+) -> None:
+    """Run the library's migrations up or down to ``revision`` and say what moved."""
+    run.notice_default_url()
+    migrations = _migrations(run)
+    target = _target(table_name, schema)
+    step = migrations.upgrade if verb == "upgraded" else migrations.downgrade
+    before = migrations.current(run.url, **target)
+    step(run.url, revision, **target)
+    after = migrations.current(run.url, **target)
+    _moved(run, verb, _table(table_name, schema), before, after)
 
 
 def _moved(run: Run, verb: str, table: str, before: str | None, after: str | None) -> None:
