@@ -13,7 +13,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import ArgumentError
@@ -133,45 +133,38 @@ def _tune(engine: Engine, target: URL) -> None:
         sqlite_tuning(engine, wal=True)
 
 
-class SQLCheckpointer(BaseCheckpointer[StateT]):
-    """A `Checkpointer` on a SQLAlchemy `Engine` (PostgreSQL, SQLite, MySQL/MariaDB).
+_E = TypeVar("_E", Engine, AsyncEngine)
 
-    Args:
-        engine: The application's engine; the checkpointer never disposes it.
-        table_name: The checkpoint table (created by the library's migrations).
-        schema: The table's schema (PostgreSQL) or database (MySQL), ``None`` for the default.
-        auto_migrate: Run the library's migrations on first use instead of raising
-            `SchemaNotReadyError` (meant for the embedded SQLite default).
-        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
 
-    Raises:
-        ConfigurationError: ``engine`` is not an `Engine`, or a name is not a valid identifier.
-    """
+def _runner(engine: _E, table: _Table) -> _E:
+    """What operations connect through: autocommit where every operation is one statement."""
+    if table.statements.autocommit:
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
-    def __init__(
+
+class _SQLSetup:
+    """Construction and engine ownership shared by both twins."""
+
+    _asynchronous: ClassVar[bool]
+    _table: _Table
+    _owns_engine: bool
+
+    def _attach(
         self,
-        engine: Engine,
-        *,
-        table_name: str = DEFAULT_TABLE_NAME,
-        schema: str | None = None,
-        auto_migrate: bool = False,
-        **options: Any,
+        engine: Engine | AsyncEngine,
+        table_name: str,
+        schema: str | None,
+        auto_migrate: bool,
     ) -> None:
-        super().__init__(**options)
-        if not isinstance(engine, Engine):
+        expected, other = (AsyncEngine, Engine) if self._asynchronous else (Engine, AsyncEngine)
+        if not isinstance(engine, expected):
             raise ConfigurationError(
-                f"SQLCheckpointer needs a sqlalchemy Engine, not {type(engine).__name__}"
-                " (AsyncSQLCheckpointer takes an AsyncEngine)"
+                f"{type(self).__name__} needs a sqlalchemy {expected.__name__}, not"
+                f" {type(engine).__name__} (the other twin takes an {other.__name__})"
             )
-        self._engine = engine
         self._table = _Table(engine.dialect.name, engine.url, table_name, schema, auto_migrate)
-        self._runner = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self._table.statements.autocommit
-            else engine
-        )
         self._owns_engine = False
-        self._prepare_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -190,7 +183,8 @@ class SQLCheckpointer(BaseCheckpointer[StateT]):
         """Create and own an engine for ``url``; `close` disposes it.
 
         Plain URLs get the drivers this library ships: ``postgresql://`` uses psycopg 3,
-        ``mysql://`` and ``mariadb://`` PyMySQL, ``sqlite:///path`` the standard library.
+        ``mysql://`` and ``mariadb://`` PyMySQL (aiomysql for the async twin),
+        ``sqlite:///path`` the standard library (aiosqlite for the async twin).
 
         Args:
             url: The database URL.
@@ -205,7 +199,7 @@ class SQLCheckpointer(BaseCheckpointer[StateT]):
         """
         target, args = _engine_args(
             url,
-            asynchronous=False,
+            asynchronous=cls._asynchronous,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
@@ -213,13 +207,19 @@ class SQLCheckpointer(BaseCheckpointer[StateT]):
             busy_timeout=busy_timeout,
             extra=engine_options,
         )
+        engine: Engine | AsyncEngine
         with _engine_creation(target):
-            engine = create_engine(target, **args)
-        _tune(engine, target)
+            if cls._asynchronous:
+                engine = create_async_engine(target, **args)
+            else:
+                engine = create_engine(target, **args)
+        sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        _tune(sync_engine, target)
         try:
-            checkpointer = cls(engine, auto_migrate=auto_migrate, **options)
+            checkpointer = cls(engine, auto_migrate=auto_migrate, **options)  # type: ignore[call-arg]
         except BaseException:
-            engine.dispose()
+            # Nothing was connected yet: dropping the pool needs no event loop.
+            sync_engine.dispose(close=False)
             raise
         checkpointer._owns_engine = True
         if lock_isolation_preset(target, args):
@@ -227,14 +227,47 @@ class SQLCheckpointer(BaseCheckpointer[StateT]):
         return checkpointer
 
     @property
-    def engine(self) -> Engine:
-        """The engine this checkpointer runs on."""
-        return self._engine
-
-    @property
     def table_name(self) -> str:
         """The checkpoint table's name."""
         return self._table.table_name
+
+
+class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
+    """A `Checkpointer` on a SQLAlchemy `Engine` (PostgreSQL, SQLite, MySQL/MariaDB).
+
+    Args:
+        engine: The application's engine; the checkpointer never disposes it.
+        table_name: The checkpoint table (created by the library's migrations).
+        schema: The table's schema (PostgreSQL) or database (MySQL), ``None`` for the default.
+        auto_migrate: Run the library's migrations on first use instead of raising
+            `SchemaNotReadyError` (meant for the embedded SQLite default).
+        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+
+    Raises:
+        ConfigurationError: ``engine`` is not an `Engine`, or a name is not a valid identifier.
+    """
+
+    _asynchronous = False
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        auto_migrate: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._attach(engine, table_name, schema, auto_migrate)
+        self._engine = engine
+        self._runner = _runner(engine, self._table)
+        self._prepare_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this checkpointer runs on."""
+        return self._engine
 
     def _run(
         self,
@@ -277,7 +310,7 @@ class SQLCheckpointer(BaseCheckpointer[StateT]):
             self._engine.dispose()
 
 
-class AsyncSQLCheckpointer(BaseAsyncCheckpointer[StateT]):
+class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
     """An `AsyncCheckpointer` on a SQLAlchemy `AsyncEngine`; see `SQLCheckpointer`.
 
     Drivers: psycopg 3 (PostgreSQL), aiosqlite (SQLite), aiomysql (MySQL/MariaDB).
@@ -294,6 +327,8 @@ class AsyncSQLCheckpointer(BaseAsyncCheckpointer[StateT]):
         ConfigurationError: ``engine`` is not an `AsyncEngine`, or a name is not valid.
     """
 
+    _asynchronous = True
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -304,74 +339,15 @@ class AsyncSQLCheckpointer(BaseAsyncCheckpointer[StateT]):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if not isinstance(engine, AsyncEngine):
-            raise ConfigurationError(
-                f"AsyncSQLCheckpointer needs a sqlalchemy AsyncEngine, not"
-                f" {type(engine).__name__} (SQLCheckpointer takes an Engine)"
-            )
+        self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
-        self._table = _Table(engine.dialect.name, engine.url, table_name, schema, auto_migrate)
-        self._runner = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self._table.statements.autocommit
-            else engine
-        )
-        self._owns_engine = False
+        self._runner = _runner(engine, self._table)
         self._prepare_lock = asyncio.Lock()
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str | URL,
-        *,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        busy_timeout: float = 30.0,
-        auto_migrate: bool = False,
-        engine_options: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Self:
-        """Create and own an async engine for ``url``; `close` disposes it.
-
-        Plain URLs get the asyncio drivers this library ships: ``postgresql://`` uses
-        psycopg 3, ``mysql://`` and ``mariadb://`` aiomysql, ``sqlite:///path`` aiosqlite.
-        The arguments are those of `SQLCheckpointer.from_url`.
-        """
-        target, args = _engine_args(
-            url,
-            asynchronous=True,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            busy_timeout=busy_timeout,
-            extra=engine_options,
-        )
-        with _engine_creation(target):
-            engine = create_async_engine(target, **args)
-        _tune(engine.sync_engine, target)
-        try:
-            checkpointer = cls(engine, auto_migrate=auto_migrate, **options)
-        except BaseException:
-            # Nothing was connected yet: dropping the pool needs no event loop.
-            engine.sync_engine.dispose(close=False)
-            raise
-        checkpointer._owns_engine = True
-        if lock_isolation_preset(target, args):
-            checkpointer._table.isolation_preset()
-        return checkpointer
 
     @property
     def engine(self) -> AsyncEngine:
         """The async engine this checkpointer runs on."""
         return self._engine
-
-    @property
-    def table_name(self) -> str:
-        """The checkpoint table's name."""
-        return self._table.table_name
 
     async def _run(
         self,
