@@ -7,6 +7,7 @@ one sync engine and one async engine across tests; every test works in its own n
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -181,7 +182,9 @@ class PostgreSQLKit(SQLKit):
     name = "postgresql"
     host = "127.0.0.1"
     port = 5432
-    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    url = os.environ.get(
+        "AGENTS_PERSISTENCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
 
     def sync_url(self) -> str:
         return self.url
@@ -197,7 +200,9 @@ class MariaDBKit(SQLKit):
     name = "mariadb"
     host = "127.0.0.1"
     port = 3306
-    url = "mysql+pymysql://root@127.0.0.1:3306/test"
+    url = os.environ.get(
+        "AGENTS_PERSISTENCE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+    )
 
     def sync_url(self) -> str:
         return self.url + "?charset=utf8mb4"
