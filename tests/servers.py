@@ -457,9 +457,13 @@ class MariaDBServer(ServerProcess):
         assert installer is not None
         self.run_setup(
             [
-                installer, "--no-defaults", f"--datadir={self.data_dir}", *self._user_flag(),
-                "--auth-root-authentication-method=normal", "--skip-test-db",
-            ]  # fmt: skip
+                installer,
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                *self._user_flag(),
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ]
         )
         if self.password is not None:
             init = self.root / "init.sql"

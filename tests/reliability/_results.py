@@ -61,8 +61,7 @@ class Results:
             "",
             f"Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
             "",
-            f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{_versions()}.",
+            f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {_versions()}.",
             "",
             f"Tests: {self.outcome or 'not recorded'}.",
             "",

@@ -52,7 +52,7 @@ class WriterProcess:
         self.acked = 0
         self.done: tuple[int, int] | None = None
         self.killed = False
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.reliability._worker", json.dumps(spec)],
             cwd=REPO,
