@@ -38,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -391,12 +392,15 @@ class PostgresServer(ServerProcess):
 
     def dsn(self, database: str = "postgres") -> str:
         """A libpq connection string for ``database``."""
-        secret = f" password={self.password}" if self.password else ""
-        return f"host={HOST} port={self.port} user={self.user} dbname={database}{secret}"
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=HOST, port=self.port, user=self.user, dbname=database, password=self.password
+        )
 
     def url(self, database: str = "postgres", driver: str = "psycopg") -> str:
         """A SQLAlchemy URL for ``database``."""
-        secret = f":{self.password}" if self.password else ""
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
         return f"postgresql+{driver}://{self.user}{secret}@{HOST}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
@@ -501,7 +505,7 @@ class MariaDBServer(ServerProcess):
 
     def url(self, database: str = "mysql", driver: str = "pymysql") -> str:
         """A SQLAlchemy URL for ``database`` (utf8mb4)."""
-        secret = f":{self.password}" if self.password else ""
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
         return f"mysql+{driver}://{self.user}{secret}@{HOST}:{self.port}/{database}?charset=utf8mb4"
 
     def create_database(self, name: str) -> str:
@@ -582,7 +586,7 @@ class RedisServer(ServerProcess):
 
     def url(self, db: int = 0) -> str:
         """A ``redis://`` URL for database ``db``."""
-        secret = f":{self.password}@" if self.password else ""
+        secret = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{secret}{HOST}:{self.port}/{db}"
 
 

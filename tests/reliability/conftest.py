@@ -2,8 +2,9 @@
 
 Every server here is private (`tests.servers`): started for the session on a free port in a
 temporary directory, restarted and killed by the tests, and closed by the fixture whatever
-happens. Tests marked ``reliability_long`` are left out unless ``-m`` selects them
-(``make reliability`` does); only that long run writes ``RESULTS.md``.
+happens. Tests marked ``reliability_long`` are left out unless a ``-m`` expression names
+that marker (``make reliability`` runs ``-m reliability_long``); only the long run writes
+``RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -175,8 +176,8 @@ def results() -> Results:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("markexpr"):
-        return  # the caller chose with -m
+    if LONG in (config.getoption("markexpr") or ""):
+        return  # the caller asked for the long run by name (``-m reliability_long``)
     long = [item for item in items if item.get_closest_marker(LONG) is not None]
     if long:
         config.hook.pytest_deselected(items=long)
