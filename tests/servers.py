@@ -19,6 +19,18 @@ kills the process group and removes the directory. As a last resort the server a
 with the thread that started it (``setpriv --pdeathsig KILL``): start servers from the main
 thread, or from a thread that outlives them.
 
+A time-budget test, for example, freezes a server and resumes it whatever happens, so a call
+that is not bounded blocks only until the test gives up waiting for it::
+
+    with PostgresServer(settings={"statement_timeout": "2s"}) as pg:
+        url = pg.create_database("budget")
+        ...  # migrate, save once
+        pg.pause()
+        try:
+            ...  # run the call on a worker thread; join it with a timeout; assert the error
+        finally:
+            pg.resume()
+
 Binaries: ``/usr/lib/postgresql/<major>/bin`` (or ``PG_BIN``), ``mariadb-install-db`` and
 ``mariadbd`` (``/usr/sbin``), ``redis-server`` on PATH. As root, PostgreSQL runs as the
 ``postgres`` user and MariaDB as ``mysql`` (both refuse to run as root).

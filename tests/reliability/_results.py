@@ -46,34 +46,83 @@ How to read this:
 
 @dataclass
 class Results:
-    """Rows per section, in the order tests added them."""
+    """Rows per section, in the order tests added them.
+
+    `write` merges into the existing file: a row replaces the earlier row with the same first
+    two cells (the store or case, and the mode or writers), others are kept, and the ``run``
+    column says when each row was measured. So a partial long run (``-k``) refreshes its rows
+    without dropping the rest.
+    """
 
     sections: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     long_run: bool = False
     outcome: str = ""
+    started: str = field(default_factory=lambda: f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
     def add(self, section: str, **row: object) -> None:
-        self.sections.setdefault(section, []).append(row)
+        self.sections.setdefault(section, []).append({**row, "run": self.started})
 
-    def render(self, command: str) -> str:
+    def render(self, command: str, earlier: str = "") -> str:
+        old_sections, old_runs = _parse(earlier)
+        sections = dict(old_sections)
+        for section, rows in self.sections.items():
+            merged = {_key(row): row for row in sections.get(section, [])}
+            merged.update({_key(row): row for row in rows})
+            sections[section] = list(merged.values())
+        runs = [*old_runs, f"{self.started}: {self.outcome or 'outcome not recorded'}"]
         lines = [
             "# Reliability results",
             "",
-            f"Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+            f"Written by `{command}`; the `run` column says when each row was measured.",
             "",
             f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {_versions()}.",
             "",
-            f"Tests: {self.outcome or 'not recorded'}.",
+            "## Runs",
+            "",
+            *(f"- {run}" for run in runs),
             "",
         ]
-        for section, rows in self.sections.items():
+        for section, rows in sections.items():
             lines += [f"## {section}", "", *_table(rows), ""]
         lines += ["## Notes", "", NOTES]
         return "\n".join(lines)
 
     def write(self, command: str, path: Path = RESULTS_PATH) -> Path:
-        path.write_text(self.render(command))
+        earlier = path.read_text() if path.exists() else ""
+        path.write_text(self.render(command, earlier))
         return path
+
+
+def _key(row: dict[str, object]) -> tuple[str, ...]:
+    return tuple(str(value) for value in list(row.values())[:2])
+
+
+def _parse(text: str) -> tuple[dict[str, list[dict[str, object]]], list[str]]:
+    """Sections and runs of an earlier RESULTS.md (as `render` writes it)."""
+    sections: dict[str, list[dict[str, object]]] = {}
+    runs: list[str] = []
+    section = ""
+    header: list[str] = []
+    written = ""
+    for line in text.splitlines():
+        if line.startswith("Written by") and " on " in line:  # a file without a run column
+            written = line.rsplit(" on ", 1)[1].rstrip(".")
+        elif line.startswith("Tests: ") and written:
+            runs.append(f"{written}: {line.removeprefix('Tests: ').rstrip('.')}")
+        elif line.startswith("## "):
+            section, header = line[3:], []
+        elif section == "Runs" and line.startswith("- "):
+            runs.append(line[2:])
+        elif section not in ("", "Runs", "Notes") and line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not header:
+                header = cells
+            elif not line.startswith("|---"):
+                row: dict[str, object] = dict(zip(header, cells, strict=False))
+                if written and "run" not in row:
+                    row["run"] = written
+                sections.setdefault(section, []).append(row)
+    return sections, runs
 
 
 def seconds(values: list[float]) -> str:

@@ -91,14 +91,14 @@ class LoadLoop:
 
 
 def params() -> list[Any]:
-    """Quick: each QUICK case, sync. Long: every case, sync and async."""
-    out = []
-    for name in CASES:
-        for mode in ("sync", "async"):
-            quick = name in QUICK and mode == "sync"
-            marks = [] if quick else [pytest.mark.reliability_long]
-            out.append(pytest.param(name, mode, id=f"{name}-{mode}", marks=marks))
-    return out
+    """Quick: each QUICK case, sync, one restart. Long: every case, sync and async, five."""
+    quick = [pytest.param(name, "sync", id=f"{name}-sync-quick") for name in QUICK]
+    long = [
+        pytest.param(name, mode, id=f"{name}-{mode}-long", marks=[pytest.mark.reliability_long])
+        for name in CASES
+        for mode in ("sync", "async")
+    ]
+    return quick + long
 
 
 @pytest.fixture
