@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from agents_persistence._extras import missing_extra
 from agents_persistence.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -75,14 +76,15 @@ def _scheme(url: object) -> str:
 
 def store_module(url: str) -> tuple[Any, str, str]:
     """Import the module of the store a URL names; return it and its sync and async class names."""
-    module_name, sync_name, async_name, extra = _STORES[_scheme(url)]
+    scheme = _scheme(url)
+    module_name, sync_name, async_name, extra = _STORES[scheme]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f"pip install 'agents-persistence[{extra}]'" if extra else "a reinstall"
-        raise ConfigurationError(
-            f"the store for {urlsplit(url).scheme}:// needs its driver ({exc.name}): {hint}"
-        ) from exc
+        if not extra:
+            raise
+        # The store module names the extra it needs; the scheme may need a larger one.
+        raise missing_extra(f"the store for {scheme}://", extra, exc.name) from exc
     return module, sync_name, async_name
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidCursorError",
     "InvalidStateError",
     "InvalidThreadIdError",
+    "MissingExtraError",
     "SchemaNotReadyError",
     "StateTooLargeError",
 ]
@@ -27,6 +28,24 @@ class CheckpointerError(Exception):
 
 class ConfigurationError(CheckpointerError, ValueError):
     """A checkpointer was configured with an invalid option (namespace, TTL, table name, URL)."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A store's driver is not installed; the message names the extra that installs it.
+
+    Also an `ImportError`, so ``try: from agents_persistence import SQLCheckpointer`` /
+    ``except ImportError:`` keeps working for applications that treat a store as optional.
+
+    Attributes:
+        extra: The extra to install, as in ``pip install 'agents-persistence[EXTRA]'``.
+        name: The module that could not be imported (as on any `ImportError`).
+    """
+
+    def __init__(self, message: str, *, extra: str, name: str | None) -> None:
+        super().__init__(message)
+        self.msg = message
+        self.extra = extra
+        self.name = name
 
 
 class InvalidArgumentError(CheckpointerError, ValueError):

@@ -12,6 +12,11 @@ worker threads, through one helper.
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _dynamodb_extra  # noqa: F401
+
+# isort: split
+
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial

@@ -11,6 +11,11 @@ Both twins are thin drivers of the plans in `agents_persistence.repositories._re
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _redis_extra  # noqa: F401
+
+# isort: split
+
 import os
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 

@@ -8,6 +8,11 @@ Alembic migrations; a checkpointer never runs DDL unless created with ``auto_mig
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _sql_extra  # noqa: F401
+
+# isort: split
+
 import asyncio
 import dataclasses
 import threading
@@ -19,6 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
@@ -121,10 +127,15 @@ def _engine_args(
 
 @contextmanager
 def _engine_creation(target: URL) -> Iterator[None]:
+    shown = target.render_as_string(hide_password=True)
     try:
         yield
-    except (ArgumentError, ImportError, TypeError) as exc:
-        shown = target.render_as_string(hide_password=True)
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is not None:  # a driver this library's extras install
+            raise missing_extra(f"the SQL store for {shown}", extra, exc.name) from exc
+        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
+    except (ArgumentError, TypeError) as exc:
         raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
 
 
