@@ -30,6 +30,7 @@ from agents_persistence.errors import (
     InvalidCursorError,
     InvalidStateError,
     InvalidThreadIdError,
+    MissingExtraError,
     SchemaNotReadyError,
     StateTooLargeError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "MemoryCheckpointer",
     "MemoryStore",
     "MessageMetadata",
+    "MissingExtraError",
     "RedisCheckpointer",
     "SQLCheckpointer",
     "SchemaNotReadyError",
