@@ -48,8 +48,11 @@ _UNAVAILABLE = (
     TimeoutError,
     OSError,
 )
-# SELECT of a database number the server does not have; Redis gives no code beyond "ERR".
+# Redis gives no code beyond "ERR" for these two: SELECT of a database number the server does
+# not have, and a long command on a connection that has not authenticated (Redis answers
+# "Protocol error: unauthenticated multibulk length" instead of NOAUTH, and hangs up).
 _NO_DATABASE = "DB index is out of range"
+_UNAUTHENTICATED = "Protocol error: unauthenticated"
 
 
 def translated(exc: BaseException) -> CheckpointerError | None:
@@ -71,12 +74,14 @@ def translated(exc: BaseException) -> CheckpointerError | None:
         return CheckpointerError(f"Redis Cluster error: {exc}")
     if isinstance(exc, _REFUSED_CREDENTIALS):
         return AuthenticationError(f"Redis refused the credentials: {exc}")
+    if isinstance(exc, redis_errors.ResponseError) and _UNAUTHENTICATED in str(exc):
+        return AuthenticationError(f"Redis requires a password: {exc}")
     if isinstance(exc, _DENIED):
         return AccessDeniedError(f"Redis denied access: {exc}")
     if isinstance(exc, redis_errors.ResponseError) and _NO_DATABASE in str(exc):
         return DatabaseNotFoundError(
-            f"unknown Redis database: {exc} (the server has as many as its `databases` setting,"
-            " 16 by default: 0 to 15)"
+            f"unknown Redis database: {exc} (the server has as many as its `databases` setting"
+            " says, 16 by default: 0 to 15)"
         )
     if isinstance(exc, _UNAVAILABLE):
         return BackendUnavailableError(f"Redis is unavailable: {exc}")

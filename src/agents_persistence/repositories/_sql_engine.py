@@ -324,8 +324,8 @@ def refusal(exc: DBAPIError, context: str) -> CheckpointerError | None:
         return AccessDeniedError(f"the database denied access {context}: {detail}")
     if getattr(exc.orig, "sqlite_errorcode", None) is not None:
         return DatabaseNotFoundError(
-            f"SQLite cannot open the database file {context} ({detail}): its directory must"
-            " exist and this process must be allowed to create files in it"
+            f"SQLite cannot open the database file {context}: {detail} (its directory is"
+            " missing, or this process may not create files there)"
         )
     return DatabaseNotFoundError(f"unknown database {context}: {detail}")
 
