@@ -167,3 +167,14 @@ def test_database_number_beyond_the_server_is_database_not_found(mode: str, port
     assert_needs_a_fix(error, DatabaseNotFoundError)
     assert isinstance(error, ConfigurationError)
     assert "DB index is out of range" in str(error)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cluster_client_with_refused_credentials_is_an_authentication_error(
+    secured: RedisServer, mode: str, portal: Portal
+) -> None:
+    # A cluster client discovers the cluster through its first node; redis-py wraps the refusal
+    # in its RedisClusterException, which the translation looks through.
+    url = f"redis+cluster://:wrong@127.0.0.1:{secured.port}"
+    error = refused(url, mode, portal)
+    assert_needs_a_fix(error, AuthenticationError)
