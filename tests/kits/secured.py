@@ -11,7 +11,8 @@ a password start their own, on free loopback ports, and stop only what they star
 - `mariadb_user`: a uniquely named user with a password on the shared MariaDB, dropped after.
 
 `failure` runs a load and a save through a checkpointer, sync or async, and returns what they
-raised; `assert_needs_a_fix` checks that an error is one no retry can cure.
+raised; `saves` is the control that the same set-up works with the right credentials;
+`assert_needs_a_fix` checks that an error is one no retry can cure.
 """
 
 from __future__ import annotations
@@ -84,6 +85,23 @@ def failure(opener: Callable[[], Any], mode: str, portal: Portal) -> Checkpointe
     loaded, saved = sync() if mode == "sync" else portal.call(asynchronous)
     assert type(loaded) is type(saved), (loaded, saved)
     return loaded
+
+
+def saves(opener: Callable[[], Any], mode: str, portal: Portal) -> None:
+    """Check that a checkpointer ``opener`` makes saves a state and loads it back (a control)."""
+    state = AgentStateSnapshot(scratchpad={"check": uuid.uuid4().hex})
+
+    def sync() -> Any:
+        with opener() as cp:
+            cp.save_state("control", state)
+            return cp.load_state("control")
+
+    async def asynchronous() -> Any:
+        async with opener() as cp:
+            await cp.save_state("control", state)
+            return await cp.load_state("control")
+
+    assert (sync() if mode == "sync" else portal.call(asynchronous)) == state
 
 
 def assert_needs_a_fix(error: BaseException, kind: type[CheckpointerError]) -> None:

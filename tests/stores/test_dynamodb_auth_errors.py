@@ -16,7 +16,6 @@ from botocore.exceptions import ClientError
 
 from agents_persistence import (
     AccessDeniedError,
-    AgentStateSnapshot,
     AsyncDynamoDBCheckpointer,
     AuthenticationError,
     BackendUnavailableError,
@@ -25,10 +24,10 @@ from agents_persistence import (
 )
 from agents_persistence.repositories._dynamodb_errors import driver_errors
 
-from ..kits.secured import AwsKeys, MotoIAMServer, assert_needs_a_fix, failure
+from ..kits.secured import AwsKeys, MotoIAMServer, assert_needs_a_fix, failure, saves
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ..support import Portal
 
@@ -51,57 +50,47 @@ def table() -> str:
     return "ap-auth-errors"
 
 
-def refused(server: MotoIAMServer, keys: AwsKeys, mode: str, portal: Portal) -> CheckpointerError:
+def opener(server: MotoIAMServer, keys: AwsKeys, mode: str) -> Callable[[], Any]:
+    """Opens the server's table with ``keys`` (a fresh namespace each time)."""
     kind = DynamoDBCheckpointer if mode == "sync" else AsyncDynamoDBCheckpointer
     namespace = "auth" + uuid.uuid4().hex[:8]
-    return failure(lambda: kind(table(), namespace=namespace, **server.options(keys)), mode, portal)
+    return lambda: kind(table(), namespace=namespace, **server.options(keys))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_allowed_keys_work(iam_server: MotoIAMServer, mode: str, portal: Portal) -> None:
     # The control: the server checks keys, and the writer's pass.
-    options = iam_server.options(iam_server.writer)
-    if mode == "sync":
-        with DynamoDBCheckpointer(table(), **options) as cp:
-            assert cp.save_state("t", AgentStateSnapshot()).version >= 1
-        return
-
-    async def roundtrip() -> None:
-        async with AsyncDynamoDBCheckpointer(table(), **options) as cp:
-            assert (await cp.save_state("t", AgentStateSnapshot())).version >= 1
-
-    portal.call(roundtrip)
+    saves(opener(iam_server, iam_server.writer, mode), mode, portal)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_unknown_keys_are_an_authentication_error(
-    iam_server: MotoIAMServer, mode: str, portal: Portal
+@pytest.mark.parametrize(
+    ("who", "kind", "says"),
+    [
+        ("unknown", AuthenticationError, "InvalidClientTokenId"),  # keys moto never issued
+        ("wrong secret", AuthenticationError, "SignatureDoesNotMatch"),
+        ("nobody", AccessDeniedError, "not authorized"),  # known keys, no IAM policy
+    ],
+)
+def test_refused_keys_need_a_fix(
+    iam_server: MotoIAMServer,
+    who: str,
+    kind: type[CheckpointerError],
+    says: str,
+    mode: str,
+    portal: Portal,
 ) -> None:
-    error = refused(iam_server, iam_server.unknown, mode, portal)
-    assert_needs_a_fix(error, AuthenticationError)
-    assert "InvalidClientTokenId" in str(error)
+    keys = {
+        "unknown": iam_server.unknown,
+        "wrong secret": AwsKeys(iam_server.writer.access_key_id, "not-the-secret"),
+        "nobody": iam_server.nobody,
+    }[who]
+    error = failure(opener(iam_server, keys, mode), mode, portal)
+    assert_needs_a_fix(error, kind)
+    assert type(error) is kind  # AccessDeniedError is not an AuthenticationError
+    assert says in str(error)
     assert "<?xml" not in str(error)  # the service's message, not the raw body
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_wrong_secret_key_is_an_authentication_error(
-    iam_server: MotoIAMServer, mode: str, portal: Portal
-) -> None:
-    keys = AwsKeys(iam_server.writer.access_key_id, "not-the-secret")
-    error = refused(iam_server, keys, mode, portal)
-    assert_needs_a_fix(error, AuthenticationError)
-    assert "SignatureDoesNotMatch" in str(error)
-    assert "not-the-secret" not in str(error)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_keys_without_permission_are_access_denied(
-    iam_server: MotoIAMServer, mode: str, portal: Portal
-) -> None:
-    error = refused(iam_server, iam_server.nobody, mode, portal)
-    assert_needs_a_fix(error, AccessDeniedError)
-    assert not isinstance(error, AuthenticationError)
-    assert "not authorized" in str(error)
+    assert keys.secret_access_key not in str(error)
 
 
 def test_table_management_with_unknown_keys_is_an_authentication_error(

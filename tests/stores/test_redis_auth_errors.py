@@ -25,10 +25,10 @@ from agents_persistence import (
 )
 
 from ..kits.redis import REDIS_URL, RedisServer
-from ..kits.secured import PASSWORD, assert_needs_a_fix, failure, unusable
+from ..kits.secured import PASSWORD, assert_needs_a_fix, failure, saves, unusable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from agents_persistence import CheckpointerError
 
@@ -38,10 +38,15 @@ MODES = ["sync", "async"]
 READER = "reader"
 
 
-def refused(url: str, mode: str, portal: Portal, **options: Any) -> CheckpointerError:
-    """What a load and a save through ``RedisCheckpointer.from_url`` (or its twin) raise."""
+def opener(url: str, mode: str, **options: Any) -> Callable[[], Any]:
+    """Opens ``url`` with ``RedisCheckpointer.from_url`` (or its async twin)."""
     kind = RedisCheckpointer if mode == "sync" else AsyncRedisCheckpointer
-    return failure(lambda: kind.from_url(url, namespace="auth", **options), mode, portal)
+    return lambda: kind.from_url(url, namespace="auth", **options)
+
+
+def refused(url: str, mode: str, portal: Portal, **options: Any) -> CheckpointerError:
+    """What a load and a save through ``url`` raise."""
+    return failure(opener(url, mode, **options), mode, portal)
 
 
 def _url(port: int, credentials: str = "", database: int = 0, query: str = "") -> str:
@@ -73,17 +78,7 @@ def _connections_received(server: RedisServer) -> int:
 @pytest.mark.parametrize("mode", MODES)
 def test_right_password_works(secured: RedisServer, mode: str, portal: Portal) -> None:
     # The control for the tests below.
-    url = _url(secured.port, f":{PASSWORD}@")
-    if mode == "sync":
-        with RedisCheckpointer.from_url(url, namespace="auth") as cp:
-            assert cp.save_state("t", AgentStateSnapshot()).version >= 1
-        return
-
-    async def roundtrip() -> None:
-        async with AsyncRedisCheckpointer.from_url(url, namespace="auth") as cp:
-            assert (await cp.save_state("t", AgentStateSnapshot())).version >= 1
-
-    portal.call(roundtrip)
+    saves(opener(_url(secured.port, f":{PASSWORD}@"), mode), mode, portal)
 
 
 @pytest.mark.parametrize("mode", MODES)

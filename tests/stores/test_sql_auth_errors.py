@@ -8,7 +8,6 @@ one: a private PostgreSQL cluster with scram-sha-256, and a MariaDB user made fo
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -36,31 +35,33 @@ from ..kits.secured import (
     assert_needs_a_fix,
     failure,
     mariadb_user,
+    saves,
     unusable,
 )
+from ..kits.sql import MariaDBKit, PostgreSQLKit
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from agents_persistence import CheckpointerError
 
     from ..support import Portal
 
-POSTGRES_URL = os.environ.get(
-    "AGENTS_PERSISTENCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-MARIADB_URL = os.environ.get(
-    "AGENTS_PERSISTENCE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
-)
+POSTGRES_URL = PostgreSQLKit.url
+MARIADB_URL = MariaDBKit.url
 MODES = ["sync", "async"]
 
 
+def opener(url: str, mode: str) -> Callable[[], Any]:
+    """Opens ``url`` with ``open_checkpointer`` (or its async twin, in mode ``"async"``)."""
+    open_url = open_checkpointer if mode == "sync" else open_async_checkpointer
+    return lambda: open_url(url, connect_timeout=5)
+
+
 def refused(url: str, mode: str, portal: Portal) -> CheckpointerError:
-    """What a load and a save through ``url`` raise (``open_checkpointer`` or its async twin)."""
-    if mode == "sync":
-        return failure(lambda: open_checkpointer(url, connect_timeout=5), mode, portal)
-    return failure(lambda: open_async_checkpointer(url, connect_timeout=5), mode, portal)
+    """What a load and a save through ``url`` raise."""
+    return failure(opener(url, mode), mode, portal)
 
 
 def _with(url: str, **parts: Any) -> str:
@@ -128,17 +129,7 @@ def test_postgres_right_password_works(
     pg_server: PostgresServer, mode: str, portal: Portal
 ) -> None:
     # The control for the tests below: the private server and its schema work with the password.
-    url = pg_server.url()
-    if mode == "sync":
-        with open_checkpointer(url) as cp:
-            assert cp.save_state("t", AgentStateSnapshot()).version >= 1
-        return
-
-    async def roundtrip() -> None:
-        async with open_async_checkpointer(url) as cp:
-            assert (await cp.save_state("t", AgentStateSnapshot())).version >= 1
-
-    portal.call(roundtrip)
+    saves(opener(pg_server.url(), mode), mode, portal)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -207,8 +198,8 @@ def test_mariadb_wrong_password_is_an_authentication_error(
     shared_mariadb: str, mariadb_account: tuple[str, str], mode: str, portal: Portal
 ) -> None:
     user, password = mariadb_account
-    with open_checkpointer(_with(shared_mariadb, username=user, password=password)) as cp:
-        cp.load_state("t")  # the control: the account works with its password
+    # The control: the account works with its password.
+    saves(opener(_with(shared_mariadb, username=user, password=password), mode), mode, portal)
     error = refused(_with(shared_mariadb, username=user, password="wrong"), mode, portal)
     assert_needs_a_fix(error, AuthenticationError)
     assert "1045" in str(error)
