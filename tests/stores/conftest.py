@@ -4,6 +4,7 @@ test servers (``AGENTS_PERSISTENCE_TEST_POSTGRES_URL`` / ``_MARIADB_URL``) and d
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,18 @@ MARIADB_SERVER = sa.make_url(
         "AGENTS_PERSISTENCE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
     )
 )
+
+
+def run_command(
+    args: list[str], cwd: Path, *, url_env: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with ``AGENTS_PERSISTENCE_URL`` set to ``url_env`` only (unset if ``None``)."""
+    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
+    if url_env is not None:
+        env["AGENTS_PERSISTENCE_URL"] = url_env
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
 
 
 def _require(name: str, server: sa.URL) -> None:

@@ -8,10 +8,8 @@ SQLite, PostgreSQL or MariaDB database.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -34,8 +32,10 @@ from agents_persistence.migrations import (
 )
 from agents_persistence.migrations._app import is_migration_step
 from agents_persistence.migrations._settings import packaged_scripts
+from tests.stores.conftest import run_command
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,16 +112,7 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _run(cwd: Path, program: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
-    result = subprocess.run(
-        [str(BIN / program), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_command([str(BIN / program), *args], cwd)
     assert result.returncode == 0, f"{program} {' '.join(args)} failed:\n{result.stderr}"
     return result
 

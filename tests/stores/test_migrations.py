@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import subprocess
 import sys
 import textwrap
@@ -49,7 +48,7 @@ from agents_persistence.migrations._lock import advisory_key, lock_name
 from agents_persistence.migrations._settings import MigrationTarget
 from agents_persistence.models.sql import checkpoint_table
 from tests.kits.base import closed_port
-from tests.stores.conftest import POSTGRES_SERVER
+from tests.stores.conftest import POSTGRES_SERVER, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "agent_checkpoints"
@@ -94,18 +93,7 @@ def _dialect(url: str) -> str:
 
 
 def _alembic(*args: str, url_env: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
-    if url_env is not None:
-        env["AGENTS_PERSISTENCE_URL"] = url_env
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_command([sys.executable, "-m", "alembic", *args], ROOT, url_env=url_env)
 
 
 # --- upgrade, current, check, downgrade ------------------------------------------------------
