@@ -251,7 +251,7 @@ def test_the_apps_own_alembic_brings_and_keeps_the_library_table(
     assert current(db_url) is None
 
 
-def test_history_shows_the_library_revisions_under_its_branch_label(
+def test_history_labels_and_new_app_revisions_extend_the_apps_branch(
     templates: dict[str, Path], tmp_path: Path, sqlite_url: str
 ) -> None:
     app = make_app(templates, tmp_path, sqlite_url)
@@ -265,6 +265,15 @@ def test_history_shows_the_library_revisions_under_its_branch_label(
     assert f"<base> -> {base} ({BRANCH_LABEL})" in history
     assert "<base> -> app0001 (app)" in history
     assert _tables(sqlite_url) == set(), "history reads no database"
+
+    # As docs/migrations.md says: with two heads, a new revision names the line it extends.
+    _run(app, "alembic", "upgrade", "heads")
+    _run(app, "alembic", "revision", "--autogenerate", "-m", "next", "--head", "app@head")
+
+    (written,) = (app / "alembic" / "versions").glob("*_next.py")
+    source = written.read_text()
+    assert "down_revision: Union[str, Sequence[str], None] = 'app0001'" in source
+    assert "op." not in source, "autogenerate proposes nothing for the library's tables"
 
 
 def test_an_async_app_upgrades_with_its_own_alembic(
