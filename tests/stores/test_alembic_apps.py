@@ -24,6 +24,7 @@ from agents_persistence.migrations import (
     APP_TABLE_OPTION,
     BRANCH_LABEL,
     VERSIONS_RESOURCE,
+    check,
     current,
     head_revision,
     upgrade,
@@ -237,6 +238,7 @@ def test_the_apps_own_alembic_brings_and_keeps_the_library_table(
     assert "already at revision" in done.stdout, done.stdout
     upgrade(db_url)
     assert _versions(db_url, version_table(TABLE)) == {head_revision()}
+    check(db_url)  # at head, and the table is the one the model declares
 
     _run(app, "alembic", "downgrade", "app@base")
 
