@@ -21,15 +21,19 @@ from agents_persistence.contract import (
     ThreadPage,
 )
 from agents_persistence.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     BackendUnavailableError,
     CheckpointerError,
     ConfigurationError,
     ConflictError,
     CorruptStateError,
+    DatabaseNotFoundError,
     InvalidArgumentError,
     InvalidCursorError,
     InvalidStateError,
     InvalidThreadIdError,
+    MissingExtraError,
     SchemaNotReadyError,
     StateTooLargeError,
 )
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "AgentInterrupt",
     "AgentMessage",
     "AgentStateSnapshot",
@@ -68,6 +73,7 @@ __all__ = [
     "AsyncMemoryCheckpointer",
     "AsyncRedisCheckpointer",
     "AsyncSQLCheckpointer",
+    "AuthenticationError",
     "BackendUnavailableError",
     "BaseAsyncCheckpointer",
     "BaseCheckpointer",
@@ -78,6 +84,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CorruptStateError",
+    "DatabaseNotFoundError",
     "DynamoDBCheckpointer",
     "HumanInLoopInterrupt",
     "InvalidArgumentError",
@@ -88,6 +95,7 @@ __all__ = [
     "MemoryCheckpointer",
     "MemoryStore",
     "MessageMetadata",
+    "MissingExtraError",
     "RedisCheckpointer",
     "SQLCheckpointer",
     "SchemaNotReadyError",

@@ -29,8 +29,9 @@ How to read this:
   *untyped* are any others, and must be 0.
 - *recovery* is the time from the restarted server first answering a request of its own
   (PostgreSQL and MariaDB: a login; Redis: PING) to the end of the first successful
-  increment (a load, then a save) by the checkpointer that lived through the outage. The load loop pauses 20 ms after an error, so
-  figures below that resolution mean "the next call worked".
+  increment (a load, then a save) by the checkpointer that lived through the outage. The load
+  loop pauses 20 ms after an error, so figures below that resolution mean "the next call
+  worked".
 - Durability settings: PostgreSQL 15 with its defaults (`fsync=on`, `synchronous_commit=on`);
   MariaDB with InnoDB's default `innodb_flush_log_at_trx_commit=1`; Redis with
   `appendonly yes` and `appendfsync always` for kill -9 (every write is flushed to the AOF

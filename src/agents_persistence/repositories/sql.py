@@ -8,6 +8,11 @@ Alembic migrations; a checkpointer never runs DDL unless created with ``auto_mig
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _sql_extra  # noqa: F401
+
+# isort: split
+
 import asyncio
 import dataclasses
 import threading
@@ -19,6 +24,8 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agents_persistence._core import DEFAULT_NAMESPACE
+from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
@@ -40,11 +47,11 @@ from ._sql_engine import (
 from ._sql_statements import Statements, statements
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from sqlalchemy.engine import URL
 
-    from agents_persistence._core import Record, WriteRequest
+    from agents_persistence._core import Clock, Record, WriteRequest
 
 __all__ = ["AsyncSQLCheckpointer", "SQLCheckpointer"]
 
@@ -121,10 +128,15 @@ def _engine_args(
 
 @contextmanager
 def _engine_creation(target: URL) -> Iterator[None]:
+    shown = target.render_as_string(hide_password=True)
     try:
         yield
-    except (ArgumentError, ImportError, TypeError) as exc:
-        shown = target.render_as_string(hide_password=True)
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is not None:  # a driver this library's extras install
+            raise missing_extra(f"the SQL store for {shown}", extra, exc.name) from exc
+        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
+    except (ArgumentError, TypeError) as exc:
         raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
 
 
@@ -167,36 +179,19 @@ class _SQLSetup:
         self._owns_engine = False
 
     @classmethod
-    def from_url(
+    def _from_url(
         cls,
         url: str | URL,
         *,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        busy_timeout: float = 30.0,
-        auto_migrate: bool = False,
-        engine_options: dict[str, Any] | None = None,
+        pool_size: int,
+        max_overflow: int,
+        pool_timeout: float,
+        connect_timeout: float,
+        busy_timeout: float,
+        engine_options: dict[str, Any] | None,
         **options: Any,
     ) -> Self:
-        """Create and own an engine for ``url``; `close` disposes it.
-
-        Plain URLs get the drivers this library ships: ``postgresql://`` uses psycopg 3,
-        ``mysql://`` and ``mariadb://`` PyMySQL (aiomysql for the async twin),
-        ``sqlite:///path`` the standard library (aiosqlite for the async twin).
-
-        Args:
-            url: The database URL.
-            pool_size: Connections kept open in the pool.
-            max_overflow: Extra connections opened under load.
-            pool_timeout: Seconds to wait for a free connection.
-            connect_timeout: Seconds to wait for the server when connecting.
-            busy_timeout: SQLite only: seconds a writer waits for another to finish.
-            auto_migrate: Run the library's migrations on first use.
-            engine_options: More ``create_engine`` keyword arguments (they win).
-            **options: ``table_name``, ``schema`` and the common checkpointer options.
-        """
+        """`from_url` of both twins; ``options`` are the constructor's, named by its caller."""
         target, args = _engine_args(
             url,
             asynchronous=cls._asynchronous,
@@ -216,7 +211,7 @@ class _SQLSetup:
         sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
         _tune(sync_engine, target)
         try:
-            checkpointer = cls(engine, auto_migrate=auto_migrate, **options)  # type: ignore[call-arg]
+            checkpointer = cls(engine, **options)  # type: ignore[call-arg]
         except BaseException:
             # Nothing was connected yet: dropping the pool needs no event loop.
             sync_engine.dispose(close=False)
@@ -241,7 +236,11 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
         schema: The table's schema (PostgreSQL) or database (MySQL), ``None`` for the default.
         auto_migrate: Run the library's migrations on first use instead of raising
             `SchemaNotReadyError` (meant for the embedded SQLite default).
-        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+        namespace: Isolates this checkpointer's threads.
+        ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        clock: Returns the current aware time (tests move it by hand).
 
     Raises:
         ConfigurationError: ``engine`` is not an `Engine`, or a name is not a valid identifier.
@@ -256,13 +255,87 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         auto_migrate: bool = False,
-        **options: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
         self._runner = _runner(engine, self._table)
         self._prepare_lock = threading.Lock()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        busy_timeout: float = 30.0,
+        engine_options: dict[str, Any] | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        auto_migrate: bool = False,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Create and own an engine for ``url``; `close` disposes it.
+
+        Plain URLs get the drivers this library ships: ``postgresql://`` uses psycopg 3,
+        ``mysql://`` and ``mariadb://`` PyMySQL, ``sqlite:///path`` the standard library.
+
+        Args:
+            url: The database URL.
+            pool_size: Connections kept open in the pool.
+            max_overflow: Extra connections opened under load.
+            pool_timeout: Seconds to wait for a free connection.
+            connect_timeout: Seconds to wait for the server when connecting.
+            busy_timeout: SQLite only: seconds a writer waits for another to finish.
+            engine_options: More ``create_engine`` keyword arguments (they win).
+            table_name: The checkpoint table, as in the constructor.
+            schema: The table's schema or database, as in the constructor.
+            auto_migrate: Run the library's migrations on first use.
+            namespace: Isolates this checkpointer's threads.
+            ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
+            state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+            max_state_bytes: Largest encoded state accepted (8 MiB by default).
+            clock: Returns the current aware time (tests move it by hand).
+
+        Raises:
+            ConfigurationError: the URL or an option is invalid.
+            MissingExtraError: the URL's driver is not installed (names the extra).
+        """
+        return cls._from_url(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            busy_timeout=busy_timeout,
+            engine_options=engine_options,
+            table_name=table_name,
+            schema=schema,
+            auto_migrate=auto_migrate,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
 
     @property
     def engine(self) -> Engine:
@@ -321,7 +394,11 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
         schema: The table's schema (PostgreSQL) or database (MySQL), ``None`` for the default.
         auto_migrate: Run the library's migrations on first use instead of raising
             `SchemaNotReadyError`.
-        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+        namespace: The constructor's other keywords are those of `SQLCheckpointer`.
+        ttl: Time to live of each save.
+        state_type: The pydantic model stored.
+        max_state_bytes: Largest encoded state accepted.
+        clock: Returns the current aware time.
 
     Raises:
         ConfigurationError: ``engine`` is not an `AsyncEngine`, or a name is not valid.
@@ -336,13 +413,66 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         auto_migrate: bool = False,
-        **options: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
         self._runner = _runner(engine, self._table)
         self._prepare_lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        busy_timeout: float = 30.0,
+        engine_options: dict[str, Any] | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        auto_migrate: bool = False,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Create and own an async engine for ``url``; see `SQLCheckpointer.from_url`.
+
+        Plain URLs get the async drivers this library ships: psycopg 3 for ``postgresql://``,
+        aiomysql for ``mysql://`` and ``mariadb://``, aiosqlite for ``sqlite:///path``.
+        """
+        return cls._from_url(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            busy_timeout=busy_timeout,
+            engine_options=engine_options,
+            table_name=table_name,
+            schema=schema,
+            auto_migrate=auto_migrate,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
 
     @property
     def engine(self) -> AsyncEngine:
