@@ -150,11 +150,13 @@ def record_from_values(thread_id: str, values: tuple[Any, ...], *, payload: bool
 
 
 class Compiled:
-    """A statement compiled once for one dialect, run on a DBAPI cursor without SQLAlchemy.
+    """A statement compiled once for one dialect, run with ``Connection.exec_driver_sql``.
 
     Holds the SQL string, the binds in the dialect's parameter order (a tuple for a positional
-    paramstyle, a dict for a named one) and the bind and result processors SQLAlchemy would
-    apply, so values cross the driver exactly as through `Connection.execute`.
+    paramstyle, a dict for a named one) and the bind and result processors of the column types
+    (``TypeEngine.bind_processor`` / ``result_processor`` of each type's dialect
+    implementation), so values cross the driver exactly as through `Connection.execute`, while
+    SQLAlchemy's execution layer (events, error handling, invalidation) still runs.
     """
 
     __slots__ = ("_names", "_positional", "_results", "sql")
@@ -172,7 +174,7 @@ class Compiled:
         names: list[tuple[str | None, str, Any, Any]] = []
         for name in order:
             bind = compiled.binds[name]
-            processor = bind.type._cached_bind_processor(dialect)
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required:
                 names.append((bind.key, escaped.get(name, name), processor, None))
             else:
@@ -181,7 +183,7 @@ class Compiled:
                 names.append((None, escaped.get(name, name), None, value))
         self._names = tuple(names)
         self._results = tuple(
-            column.type._cached_result_processor(dialect, None)
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.exported_columns
         )
 
