@@ -39,7 +39,8 @@ from agents_persistence.repositories._sql_engine import to_async_url, to_sync_ur
 from agents_persistence.repositories._sql_statements import PURGE_BATCH
 
 from ..conftest import _ready
-from ..kits.sql import KITS, SQLKit
+from ..kits.sql import PLAIN_KITS as KITS
+from ..kits.sql import SQLKit
 from ..support import FakeClock
 
 if TYPE_CHECKING:
