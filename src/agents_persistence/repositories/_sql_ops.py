@@ -183,7 +183,7 @@ def remove(
     with _transaction(conn, owned):
         if conn.execute(stmts.remove_live, params).rowcount:
             return True
-        conn.execute(stmts.remove_any, params)
+        conn.execute(stmts.remove_expired, params)
     return False
 
 

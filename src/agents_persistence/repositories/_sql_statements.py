@@ -227,7 +227,8 @@ class Statements:
         page_first: The first page of a listing, newest first.
         page_after: A later page, strictly after a keyset position.
         remove_live: Delete the row if it is live.
-        remove_any: Delete the row whatever its expiry (clears an expired leftover).
+        remove_expired: Delete the row if it has expired (clears a leftover; a row saved
+            again meanwhile is live and stays, also in PostgreSQL's autocommit).
         purge: Delete up to `PURGE_BATCH` expired rows of the namespace.
         lock_isolation: ``lock`` strategy: SQL that sets the isolation of the next transaction
             (MySQL/MariaDB: READ COMMITTED, so that locking a missing row takes no gap lock;
@@ -246,7 +247,7 @@ class Statements:
     page_first: Select[Any]
     page_after: Select[Any]
     remove_live: Delete
-    remove_any: Delete
+    remove_expired: Delete
     purge: Delete
     lock_isolation: str | None
     lock_row: Select[Any]
@@ -330,7 +331,9 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         page_first=page_first,
         page_after=page_first.where(after),
         remove_live=delete(table).where(key, live),
-        remove_any=delete(table).where(key),
+        remove_expired=delete(table).where(
+            key, c.expires_at.is_not(None), c.expires_at <= bindparam("now")
+        ),
         purge=purge,
         lock_isolation="SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
         if dialect_name in _MYSQL_DIALECTS
