@@ -39,13 +39,6 @@ def doc_blocks() -> list[tuple[str, str]]:
     return blocks
 
 
-@pytest.fixture(params=PLAIN_KITS, ids=[k.name for k in PLAIN_KITS])
-def sql_kit(request: pytest.FixtureRequest) -> SQLKit:
-    kit = _ready(request.param)
-    assert isinstance(kit, SQLKit)
-    return kit
-
-
 def _clean(kit: SQLKit) -> None:
     with kit.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS conversations"))

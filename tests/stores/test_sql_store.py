@@ -56,13 +56,6 @@ FIX_COMMANDS = (
 )
 
 
-@pytest.fixture(params=KITS, ids=[k.name for k in KITS])
-def sql_kit(request: pytest.FixtureRequest) -> SQLKit:
-    kit = _ready(request.param)
-    assert isinstance(kit, SQLKit)
-    return kit
-
-
 @pytest.fixture
 def namespace() -> str:
     return "s" + uuid.uuid4().hex[:16]

@@ -28,12 +28,10 @@ from agents_persistence import (
 )
 from agents_persistence.errors import TransactionAbortedError
 
-from ..conftest import _ready
-from ..kits.sql import PLAIN_KITS, SQLKit
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from ..kits.sql import SQLKit
     from ..support import Portal
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,13 +99,6 @@ class App:
         portal.call(self.async_engine.dispose)
         self.engine.dispose()
         self.table.drop(self.kit.engine)
-
-
-@pytest.fixture(params=PLAIN_KITS, ids=[k.name for k in PLAIN_KITS])
-def sql_kit(request: pytest.FixtureRequest) -> SQLKit:
-    kit = _ready(request.param)
-    assert isinstance(kit, SQLKit)
-    return kit
 
 
 @pytest.fixture

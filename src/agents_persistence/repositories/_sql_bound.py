@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -99,29 +99,49 @@ class AsyncSQLOps:
 
 
 @contextmanager
-def _joined_errors() -> Iterator[None]:
-    """A deadlock or serialization failure ended the caller's transaction: say so, typed."""
-    try:
-        yield
-    except DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None)
-        if state in _ABORTING_SQLSTATES or driver_code(exc) in _ABORTING_MYSQL_CODES:
-            raise TransactionAbortedError(
-                "the database ended the caller's transaction (deadlock or serialization"
-                f" failure): {str(exc.orig).strip().splitlines()[0]}; roll it back and run the"
-                " unit of work again"
-            ) from exc
-        raise
+def _boundary(table: _Table, thread_id: str | None, action: str) -> Iterator[None]:
+    """The store's error boundary, plus `TransactionAbortedError` for the caller.
+
+    A deadlock or serialization failure ended the caller's transaction: the caller must know
+    (typed, never retried here).
+    """
+    with translate_errors(table.not_ready, thread_id, action=action):
+        try:
+            yield
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None)
+            if state in _ABORTING_SQLSTATES or driver_code(exc) in _ABORTING_MYSQL_CODES:
+                raise TransactionAbortedError(
+                    "the database ended the caller's transaction (deadlock or serialization"
+                    f" failure): {str(exc.orig).strip().splitlines()[0]}; roll it back and run"
+                    " the unit of work again"
+                ) from exc
+            raise
 
 
 def _joined(
     conn: Connection, table: _Table, namespace: str, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    table.check_joined(conn)
-    return op(conn, table.statements, namespace, False, *args, **kwargs)
+    return op(conn, table.check_joined(conn), namespace, False, *args, **kwargs)
 
 
-class BoundSQLCheckpointer(SQLOps, BaseCheckpointer[StateT]):
+class _Joined:
+    """What both bound views keep: the parent's settings and table, and the caller's target."""
+
+    _core: Any
+    _table: _Table
+
+    def _join(self, parent: Any, target: object, kinds: tuple[type, ...], wanted: str) -> None:
+        if not isinstance(target, kinds):
+            raise ConfigurationError(
+                f"{type(parent).__name__}.using() takes a sqlalchemy {wanted}, not"
+                f" {type(target).__name__}"
+            )
+        self._core = parent._core
+        self._table = parent._table
+
+
+class BoundSQLCheckpointer(_Joined, SQLOps, BaseCheckpointer[StateT]):
     """A `SQLCheckpointer` working inside the caller's transaction; see `SQLCheckpointer.using`.
 
     The same contract methods, on the connection of ``target``: writes join its transaction,
@@ -129,45 +149,35 @@ class BoundSQLCheckpointer(SQLOps, BaseCheckpointer[StateT]):
     """
 
     def __init__(self, parent: SQLCheckpointer[StateT], target: Session | Connection) -> None:
-        if not isinstance(target, Session | Connection):
-            raise ConfigurationError(
-                "SQLCheckpointer.using() takes a sqlalchemy Session or Connection, not"
-                f" {type(target).__name__} (AsyncSQLCheckpointer.using() takes the async ones)"
-            )
         super().__init__()
-        self._core = parent._core
-        self._table = parent._table
+        self._join(parent, target, (Session, Connection), "Session or Connection")
         self._target = target
 
     def _run(
         self, action: str, thread_id: str | None, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        with translate_errors(self._table.not_ready, thread_id, action=action), _joined_errors():
+        with _boundary(self._table, thread_id, action):
             target = self._target
             conn = target.connection() if isinstance(target, Session) else target
             return _joined(conn, self._table, self.namespace, op, *args, **kwargs)
 
 
-class AsyncBoundSQLCheckpointer(AsyncSQLOps, BaseAsyncCheckpointer[StateT]):
+class AsyncBoundSQLCheckpointer(_Joined, AsyncSQLOps, BaseAsyncCheckpointer[StateT]):
     """An `AsyncSQLCheckpointer` inside the caller's transaction (`AsyncSQLCheckpointer.using`)."""
 
     def __init__(
         self, parent: AsyncSQLCheckpointer[StateT], target: AsyncSession | AsyncConnection
     ) -> None:
-        if not isinstance(target, AsyncSession | AsyncConnection):
-            raise ConfigurationError(
-                "AsyncSQLCheckpointer.using() takes a sqlalchemy AsyncSession or"
-                f" AsyncConnection, not {type(target).__name__}"
-            )
         super().__init__()
-        self._core = parent._core
-        self._table = parent._table
+        self._join(
+            parent, target, (AsyncSession, AsyncConnection), "AsyncSession or AsyncConnection"
+        )
         self._target = target
 
     async def _run(
         self, action: str, thread_id: str | None, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        with translate_errors(self._table.not_ready, thread_id, action=action), _joined_errors():
+        with _boundary(self._table, thread_id, action):
             target = self._target
             conn = await target.connection() if isinstance(target, AsyncSession) else target
             table, namespace = self._table, self.namespace

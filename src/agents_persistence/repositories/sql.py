@@ -101,19 +101,18 @@ class _Table:
         if problem is not None:
             raise SchemaNotReadyError(self.not_ready(problem))
 
-    def check_joined(self, conn: Connection) -> None:
-        """`prepare` in the caller's transaction: reads only, never migrates, ends nothing."""
-        if conn.dialect.name != self.statements.dialect_name:
-            raise ConfigurationError(
-                f"this checkpointer's statements are for {self.statements.dialect_name},"
-                f" the connection given to using() is {conn.dialect.name}"
-            )
-        if self.ready:
-            return
-        problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
-        if problem is not None:
-            raise SchemaNotReadyError(self.not_ready(problem))
-        self.ready = True
+    def check_joined(self, conn: Connection) -> Statements:
+        """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
+
+        Returns the statements for the dialect of ``conn`` (the caller's connection may come
+        from another engine than this checkpointer's, on the same database).
+        """
+        if not self.ready:
+            problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
+            if problem is not None:
+                raise SchemaNotReadyError(self.not_ready(problem))
+            self.ready = True
+        return statements(self.table_name, self.schema, conn.dialect.name)
 
 
 def _engine_args(
