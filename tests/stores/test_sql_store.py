@@ -204,7 +204,6 @@ def test_from_url_owns_and_disposes_its_engine(sql_kit: SQLKit, namespace: str) 
     cp.save_state("t", AgentStateSnapshot())
     pool = cp.engine.pool
     assert pool.checkedin() >= 1  # pooled connections are open
-    assert cp.engine.pool._pre_ping  # type: ignore[attr-defined]
     cp.close()
     assert pool.checkedin() == 0  # ... and closed by close()
 
