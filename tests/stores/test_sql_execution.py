@@ -4,6 +4,7 @@ how engines made by ``from_url`` notice connections that went stale while idle.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -11,7 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agents_persistence import AgentStateSnapshot, BackendUnavailableError, SQLCheckpointer
+from agents_persistence import (
+    AgentStateSnapshot,
+    AsyncSQLCheckpointer,
+    BackendUnavailableError,
+    SQLCheckpointer,
+)
 
 from ..conftest import _ready
 from ..kits.sql import KITS, PostgreSQLKit, SQLKit, Traced
@@ -90,3 +96,26 @@ def test_a_connection_dropped_while_idle_is_replaced_before_use(
             assert cp.load_state("t1") is not None  # the pool replaced it after the failure
         else:
             assert cp.load_state("t1") is not None
+
+
+def test_the_idle_ping_works_on_async_engines(portal: Any) -> None:
+    kit = _ready(next(k for k in KITS if type(k) is PostgreSQLKit))
+    assert isinstance(kit, SQLKit)
+    name = "ap-idle-" + uuid.uuid4().hex[:8]
+
+    async def scenario() -> None:
+        cp = AsyncSQLCheckpointer.from_url(
+            kit.async_url(),
+            namespace="x" + uuid.uuid4().hex[:16],
+            pool_size=1,
+            max_overflow=0,
+            ping_idle_after=0.2,
+            engine_options={"connect_args": {"application_name": name}},
+        )
+        async with cp:
+            await cp.save_state("t1", AgentStateSnapshot())
+            assert _kill(kit, name) == 1
+            await asyncio.sleep(0.5)
+            assert await cp.load_state("t1") is not None
+
+    portal.call(scenario)
