@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agents_persistence._core import WriteRequest, as_utc
 from agents_persistence.errors import ConflictError
+from agents_persistence.telemetry import note_retry
 
 from ._sql_engine import driver_code
 from ._sql_statements import (
@@ -73,6 +74,9 @@ def write(conn: Connection, stmts: Statements, namespace: str, request: WriteReq
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc):
                 raise
+            note_retry(
+                "sql", f"write contention (code {driver_code(exc)})", attempt, request.thread_id
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 

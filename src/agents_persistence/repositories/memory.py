@@ -146,6 +146,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
     """
 
+    _otel_store = "memory"
+
     def __init__(self, store: MemoryStore | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.store = MemoryStore() if store is None else store
@@ -175,6 +177,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
 
 class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
     """In-memory `AsyncCheckpointer`; the same storage and options as `MemoryCheckpointer`."""
+
+    _otel_store = "memory"
 
     def __init__(self, store: MemoryStore | None = None, **options: Any) -> None:
         super().__init__(**options)
