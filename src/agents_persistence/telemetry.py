@@ -97,7 +97,14 @@ def _log_refused(cp: Any, operation: str, args: tuple[Any, ...], exc: BaseExcept
 
 
 def store_attributes(cp: Any) -> dict[str, Any]:
-    """Database attributes of a checkpointer, per the OpenTelemetry database conventions."""
+    """Database attributes of a checkpointer, per the OpenTelemetry database conventions.
+
+    Computed once per checkpointer, except that a MySQL-dialect engine tells MariaDB from
+    MySQL only once it has connected: until then they are computed again on each call.
+    """
+    cached: dict[str, Any] | None = cp.__dict__.get("_otel_attributes")
+    if cached is not None:
+        return cached
     store = getattr(cp, "_otel_store", "custom")
     attrs: dict[str, Any] = {PREFIX + "store": store, PREFIX + "namespace": cp.namespace}
     engine = getattr(cp, "engine", None) if store == "sql" else None
@@ -119,6 +126,8 @@ def store_attributes(cp: Any) -> dict[str, Any]:
         attrs["db.collection.name"] = table
         if store == "dynamodb":
             attrs["aws.dynamodb.table_names"] = (table,)
+    if engine is None or engine.dialect.server_version_info is not None:
+        cp.__dict__["_otel_attributes"] = attrs
     return attrs
 
 
@@ -205,13 +214,13 @@ def is_enabled() -> bool:
 class _Call:
     """One public call being recorded: its span, attributes and metric points."""
 
-    __slots__ = ("attrs", "counter", "instruments", "operation", "span", "started", "token")
+    __slots__ = ("attrs", "counter", "cp", "instruments", "operation", "span", "started", "token")
 
     def __init__(self, instruments: _Instruments, cp: Any, operation: str, args: tuple[Any, ...]):
         self.instruments = instruments
+        self.cp = cp
         self.operation = operation
-        attrs = store_attributes(cp)
-        attrs["db.operation.name"] = operation
+        attrs = {**store_attributes(cp), "db.operation.name": operation}
         self.attrs = attrs
         span_attrs = dict(attrs)
         if operation in _THREAD_OPS and args and isinstance(args[0], str):
@@ -279,6 +288,10 @@ class _Call:
         elapsed = time.perf_counter() - self.started
         _retries.reset(self.token)
         instruments, span = self.instruments, self.span
+        if self.attrs["db.system.name"] == "mysql":  # MariaDB is told apart once connected
+            system = store_attributes(self.cp)["db.system.name"]
+            self.attrs["db.system.name"] = system
+            span.set_attribute("db.system.name", system)
         retries = self.counter[0]
         if retries or self.operation in _WRITE_OPS:
             span.set_attribute(PREFIX + "retries", retries)
