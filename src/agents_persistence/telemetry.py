@@ -2,7 +2,8 @@
 
 Instrumentation is on by default when ``opentelemetry-api`` is importable (the ``otel`` extra):
 the API is a no-op until the application installs an SDK, which is how OpenTelemetry expects
-libraries to instrument themselves. Without the package nothing imports it and a call pays one
+libraries to instrument themselves, and until an SDK is installed a call skips the work (it looks
+for one at most once a second). Without the package nothing imports it and a call pays one
 ``is None`` check. `disable` turns it off at run time, and so does the environment, read once at
 import: ``AGENTS_PERSISTENCE_TELEMETRY=off`` or ``agents_persistence`` listed in
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (then opentelemetry is not even imported).
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["disable", "enable", "is_enabled", "logger", "note_recovery", "note_retry"]
 
@@ -62,7 +63,12 @@ _retries: ContextVar[list[int] | None] = ContextVar("agents_persistence_retries"
 
 
 def note_retry(
-    store: str, reason: str, attempt: int, thread_id: str | None = None, *, level: int = 10
+    store: str,
+    reason: str,
+    attempt: int,
+    thread_id: str | None = None,
+    *,
+    level: int = logging.DEBUG,
 ) -> None:
     """Log one retry of the call in progress and count it on its span.
 
@@ -96,22 +102,19 @@ def _log_refused(cp: Any, operation: str, args: tuple[Any, ...], exc: BaseExcept
         )
 
 
-def store_attributes(cp: Any) -> dict[str, Any]:
-    """Database attributes of a checkpointer, per the OpenTelemetry database conventions.
+def _sql_system(engine: Any) -> str:
+    dialect = engine.dialect
+    return "mariadb" if getattr(dialect, "is_mariadb", False) else str(dialect.name)
 
-    Computed once per checkpointer, except that a MySQL-dialect engine tells MariaDB from
-    MySQL only once it has connected: until then they are computed again on each call.
-    """
-    cached: dict[str, Any] | None = cp.__dict__.get("_otel_attributes")
-    if cached is not None:
-        return cached
+
+def store_attributes(cp: Any) -> dict[str, Any]:
+    """Database attributes of a checkpointer, per the OpenTelemetry database conventions."""
     store = getattr(cp, "_otel_store", "custom")
     attrs: dict[str, Any] = {PREFIX + "store": store, PREFIX + "namespace": cp.namespace}
     engine = getattr(cp, "engine", None) if store == "sql" else None
     if engine is not None:
-        dialect, url = engine.dialect, engine.url
-        system = "mariadb" if getattr(dialect, "is_mariadb", False) else dialect.name
-        attrs["db.system.name"] = system
+        url = engine.url
+        system = attrs["db.system.name"] = _sql_system(engine)
         if system != "sqlite":
             if url.database:
                 attrs["db.namespace"] = url.database
@@ -126,16 +129,54 @@ def store_attributes(cp: Any) -> dict[str, Any]:
         attrs["db.collection.name"] = table
         if store == "dynamodb":
             attrs["aws.dynamodb.table_names"] = (table,)
-    if engine is None or engine.dialect.server_version_info is not None:
-        cp.__dict__["_otel_attributes"] = attrs
     return attrs
+
+
+class _Store:
+    """What every span and metric point of one checkpointer shares, computed once per operation.
+
+    A MySQL-dialect engine tells MariaDB from MySQL only once it has connected: until then
+    nothing is kept and each call computes the attributes again.
+    """
+
+    __slots__ = ("final", "internal", "metric", "span", "system")
+
+    def __init__(self, cp: Any) -> None:
+        attrs = store_attributes(cp)
+        engine = getattr(cp, "engine", None) if attrs[PREFIX + "store"] == "sql" else None
+        self.final = engine is None or engine.dialect.server_version_info is not None
+        self.system: str = attrs["db.system.name"]
+        self.internal = self.system == "memory"
+        table = attrs.get("db.collection.name")
+        self.span: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.metric: dict[str, dict[str, Any]] = {}
+        common = {k: v for k, v in attrs.items() if k in _METRIC_KEYS}
+        for op in _OPERATIONS:
+            name = op if table is None else f"{op} {table}"
+            self.span[op] = (name, {**attrs, "db.operation.name": op})
+            self.metric[op] = {**common, "db.operation.name": op}
+
+    @staticmethod
+    def of(cp: Any) -> _Store:
+        found: _Store | None = cp.__dict__.get("_otel_store_info")
+        if found is None:
+            found = _Store(cp)
+            if found.final:
+                cp.__dict__["_otel_store_info"] = found
+        return found
+
+
+_OPERATIONS = (*_THREAD_OPS, "list_threads", "iter_threads", "purge_expired")
+_METRIC_KEYS = frozenset(
+    {"db.system.name", "db.operation.name", "db.collection.name", PREFIX + "store"}
+)
 
 
 class _Instruments:
     """The tracer and metric instruments, built once by `enable`."""
 
     def __init__(self, tracer_provider: Any, meter_provider: Any) -> None:
-        from opentelemetry import metrics, trace
+        from opentelemetry import context, metrics, trace
 
         version = _version()
         self.tracer = trace.get_tracer("agents_persistence", version, tracer_provider)
@@ -161,9 +202,32 @@ class _Instruments:
         self.retries = meter.create_counter(
             PREFIX + "retries", unit="{retry}", description="Retries inside calls"
         )
-        self.use_span = trace.use_span
+        self.attach, self.detach = context.attach, context.detach
+        self.in_context = trace.set_span_in_context
         self.status_error = trace.StatusCode.ERROR
         self.client, self.internal = trace.SpanKind.CLIENT, trace.SpanKind.INTERNAL
+        self._noop_tracers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self._providers = (trace.get_tracer_provider, metrics.get_meter_provider)
+        self.live = tracer_provider is not None or meter_provider is not None
+        self._next_check = 0.0
+
+    def check_live(self) -> bool:
+        """Whether an SDK receives what is recorded; until one is installed, nothing is.
+
+        Without an SDK the API hands out no-op providers (proxies until one is set), and a
+        provider, once set, stays: the answer is kept as soon as it is yes. Asking costs
+        microseconds, so a no is trusted for a second.
+        """
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + 1.0
+        get_tracer_provider, get_meter_provider = self._providers
+        if not isinstance(get_tracer_provider(), self._noop_tracers) or not type(
+            get_meter_provider()
+        ).__module__.startswith("opentelemetry.metrics"):
+            self.live = True
+        return self.live
 
 
 def _version() -> str | None:
@@ -182,6 +246,9 @@ def enable(
     *, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None
 ) -> None:
     """Turn spans and metrics on, with the global providers or the ones given.
+
+    With the global providers, nothing is recorded (and calls skip the work) until the
+    application installs the OpenTelemetry SDK's providers.
 
     Args:
         tracer_provider: Where spans go; the global one (set by the application) by default.
@@ -212,123 +279,111 @@ def is_enabled() -> bool:
 
 
 class _Call:
-    """One public call being recorded: its span, attributes and metric points."""
+    """One public call being recorded: its span, context, retry counter and metric points."""
 
-    __slots__ = ("attrs", "counter", "cp", "instruments", "operation", "span", "started", "token")
+    __slots__ = (
+        "context",
+        "counter",
+        "cp",
+        "instruments",
+        "metric",
+        "operation",
+        "retries_token",
+        "span",
+        "started",
+        "store",
+    )
 
     def __init__(self, instruments: _Instruments, cp: Any, operation: str, args: tuple[Any, ...]):
-        self.instruments = instruments
-        self.cp = cp
-        self.operation = operation
-        attrs = {**store_attributes(cp), "db.operation.name": operation}
-        self.attrs = attrs
-        span_attrs = dict(attrs)
+        self.instruments, self.cp, self.operation = instruments, cp, operation
+        store = self.store = _Store.of(cp)
+        name, attrs = store.span[operation]
         if operation in _THREAD_OPS and args and isinstance(args[0], str):
-            span_attrs[PREFIX + "thread_id"] = args[0]
-        if operation in _WRITE_OPS and isinstance(args[-1], int):
-            span_attrs[PREFIX + "expected_version"] = args[-1]
-        table = attrs.get("db.collection.name")
-        self.span: Span = instruments.tracer.start_span(
-            operation if table is None else f"{operation} {table}",
-            kind=instruments.internal
-            if attrs["db.system.name"] == "memory"
-            else instruments.client,
-            attributes=span_attrs,
-        )
+            attrs = {**attrs, PREFIX + "thread_id": args[0]}
+            if operation in _WRITE_OPS and isinstance(args[-1], int):
+                attrs[PREFIX + "expected_version"] = args[-1]
+        self.metric = store.metric[operation]
+        kind = instruments.internal if store.internal else instruments.client
+        span = self.span = instruments.tracer.start_span(name, kind=kind, attributes=attrs)
+        self.context = instruments.attach(instruments.in_context(span))
         self.counter = [0]
-        self.token = _retries.set(self.counter)
+        self.retries_token = _retries.set(self.counter)
         self.started = time.perf_counter()
 
     def succeeded(self, result: object) -> None:
-        span, prefix = self.span, PREFIX
-        if self.operation in _WRITE_OPS:
-            span.set_attribute(prefix + "conflict", False)
+        prefix, operation = PREFIX, self.operation
+        attrs: dict[str, Any] = {}
+        if operation in _WRITE_OPS:
+            attrs[prefix + "conflict"] = False
         info = result.info if isinstance(result, Checkpoint) else result
         if isinstance(info, CheckpointInfo):
-            span.set_attribute(prefix + "version", info.version)
-            span.set_attribute(prefix + "payload.size", info.size)
-            self.instruments.payload.record(info.size, self._metric_attrs())
-        if self.operation in ("load_state", "load_checkpoint", "delete_thread"):
-            span.set_attribute(prefix + "found", result is not None and result is not False)
+            attrs[prefix + "version"] = info.version
+            attrs[prefix + "payload.size"] = info.size
+            self.instruments.payload.record(info.size, self.metric)
+        if operation in ("load_state", "load_checkpoint", "delete_thread"):
+            attrs[prefix + "found"] = result is not None and result is not False
         elif isinstance(result, ThreadPage):
-            span.set_attribute(prefix + "threads", len(result.threads))
-        elif self.operation == "purge_expired" and isinstance(result, int):
-            span.set_attribute(prefix + "purged", result)
-        self._finish(None)
+            attrs[prefix + "threads"] = len(result.threads)
+        elif operation == "purge_expired" and isinstance(result, int):
+            attrs[prefix + "purged"] = result
+        self._finish(attrs, None)
 
     def failed(self, exc: BaseException) -> None:
         span, prefix, kind = self.span, PREFIX, type(exc).__qualname__
+        attrs: dict[str, Any] = {"error.type": kind}
         if isinstance(exc, ConflictError):
-            span.set_attribute(prefix + "conflict", True)
+            attrs[prefix + "conflict"] = True
             if exc.actual is not None:
-                span.set_attribute(prefix + "actual_version", exc.actual)
-            span.add_event(
-                prefix + "conflict",
-                {
-                    prefix + "expected_version": exc.expected,
-                    prefix + "actual_version": exc.actual or 0,
-                },
-            )
-            self.instruments.conflicts.add(1, self._metric_attrs())
+                attrs[prefix + "actual_version"] = exc.actual
+            event = {prefix + "expected_version": exc.expected}
+            event[prefix + "actual_version"] = exc.actual or 0
+            span.add_event(prefix + "conflict", event)
+            self.instruments.conflicts.add(1, self.metric)
         elif isinstance(exc, StateTooLargeError):
-            span.set_attribute(prefix + "payload.size", exc.size)
+            attrs[prefix + "payload.size"] = exc.size
         # The message stays out: a decoding error quotes the stored input.
         span.add_event("exception", {"exception.type": f"{type(exc).__module__}.{kind}"})
         span.set_status(self.instruments.status_error, kind)
-        span.set_attribute("error.type", kind)
-        self._finish(kind)
+        self._finish(attrs, kind)
 
-    def _metric_attrs(self, error: str | None = None) -> dict[str, Any]:
-        attrs = {k: v for k, v in self.attrs.items() if k in _METRIC_KEYS}
-        if error is not None:
-            attrs["error.type"] = error
-        return attrs
-
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, attrs: dict[str, Any], error: str | None) -> None:
         elapsed = time.perf_counter() - self.started
-        _retries.reset(self.token)
-        instruments, span = self.instruments, self.span
-        if self.attrs["db.system.name"] == "mysql":  # MariaDB is told apart once connected
-            system = store_attributes(self.cp)["db.system.name"]
-            self.attrs["db.system.name"] = system
-            span.set_attribute("db.system.name", system)
+        _retries.reset(self.retries_token)
+        instruments, span, metric = self.instruments, self.span, self.metric
+        instruments.detach(self.context)
+        if not self.store.final:  # MariaDB is told apart from MySQL once connected
+            metric = _Store.of(self.cp).metric[self.operation]
+            attrs["db.system.name"] = metric["db.system.name"]
         retries = self.counter[0]
         if retries or self.operation in _WRITE_OPS:
-            span.set_attribute(PREFIX + "retries", retries)
-        metric_attrs = self._metric_attrs(error)
-        instruments.duration.record(elapsed, metric_attrs)
-        if retries:
-            instruments.retries.add(retries, metric_attrs)
+            attrs[PREFIX + "retries"] = retries
+        span.set_attributes(attrs)
         if error is not None:
-            instruments.errors.add(1, metric_attrs)
+            metric = {**metric, "error.type": error}
+            instruments.errors.add(1, metric)
+        instruments.duration.record(elapsed, metric)
+        if retries:
+            instruments.retries.add(retries, metric)
         span.end()
-
-
-_METRIC_KEYS = frozenset(
-    {"db.system.name", "db.operation.name", "db.collection.name", PREFIX + "store"}
-)
 
 
 def run(cp: Any, operation: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Call ``fn`` as the public ``operation`` of ``cp``: in a span when enabled."""
     instruments = _active
-    if instruments is None:
+    if instruments is None or not (instruments.live or instruments.check_live()):
         try:
             return fn(*args, **kwargs)
         except _REFUSED as exc:
             _log_refused(cp, operation, args, exc)
             raise
     call = _Call(instruments, cp, operation, args)
-    with instruments.use_span(
-        call.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    ):
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, _REFUSED):
-                _log_refused(cp, operation, args, exc)
-            call.failed(exc)
-            raise
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        if isinstance(exc, _REFUSED):
+            _log_refused(cp, operation, args, exc)
+        call.failed(exc)
+        raise
     call.succeeded(result)
     return result
 
@@ -338,23 +393,20 @@ async def arun(
 ) -> T:
     """The asyncio twin of `run`."""
     instruments = _active
-    if instruments is None:
+    if instruments is None or not (instruments.live or instruments.check_live()):
         try:
             return await fn(*args, **kwargs)
         except _REFUSED as exc:
             _log_refused(cp, operation, args, exc)
             raise
     call = _Call(instruments, cp, operation, args)
-    with instruments.use_span(
-        call.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    ):
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, _REFUSED):
-                _log_refused(cp, operation, args, exc)
-            call.failed(exc)
-            raise
+    try:
+        result = await fn(*args, **kwargs)
+    except BaseException as exc:
+        if isinstance(exc, _REFUSED):
+            _log_refused(cp, operation, args, exc)
+        call.failed(exc)
+        raise
     call.succeeded(result)
     return result
 
