@@ -20,21 +20,14 @@ from agents_persistence import (
     telemetry,
 )
 
-from .telemetry_support import P, Recorder, recording
+from .telemetry_support import P, Recorder
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from agents_persistence._core import Record, WriteRequest
 
 SECRET = "s3cr3t-value-never-logged"
-
-
-@pytest.fixture
-def otel() -> Iterator[Recorder]:
-    with recording() as recorder:
-        yield recorder
 
 
 class _Contended(MemoryCheckpointer[AgentStateSnapshot]):

@@ -328,8 +328,10 @@ class _Call:
             attrs[prefix + "purged"] = result
         self._finish(attrs, None)
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, args: tuple[Any, ...]) -> None:
         span, prefix, kind = self.span, PREFIX, type(exc).__qualname__
+        if isinstance(exc, _REFUSED):
+            _log_refused(self.cp, self.operation, args, exc)
         attrs: dict[str, Any] = {"error.type": kind}
         if isinstance(exc, ConflictError):
             attrs[prefix + "conflict"] = True
@@ -380,9 +382,7 @@ def run(cp: Any, operation: str, fn: Callable[P, T], *args: P.args, **kwargs: P.
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
-        if isinstance(exc, _REFUSED):
-            _log_refused(cp, operation, args, exc)
-        call.failed(exc)
+        call.failed(exc, args)
         raise
     call.succeeded(result)
     return result
@@ -403,9 +403,7 @@ async def arun(
     try:
         result = await fn(*args, **kwargs)
     except BaseException as exc:
-        if isinstance(exc, _REFUSED):
-            _log_refused(cp, operation, args, exc)
-        call.failed(exc)
+        call.failed(exc, args)
         raise
     call.succeeded(result)
     return result

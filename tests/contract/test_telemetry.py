@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
@@ -15,18 +15,9 @@ from agents_persistence import (
     InvalidThreadIdError,
 )
 
-from ..telemetry_support import P, Recorder, recording
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from ..telemetry_support import P, Recorder
 
 SECRET = "s3cr3t-value-never-in-telemetry"
-
-
-@pytest.fixture
-def otel() -> Iterator[Recorder]:
-    with recording() as recorder:
-        yield recorder
 
 
 def _state(n: int = 0) -> AgentStateSnapshot:
