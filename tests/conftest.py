@@ -66,6 +66,15 @@ def cp(harness: Harness) -> Any:
     return harness.make()
 
 
+@pytest.fixture
+def otel() -> Iterator[Any]:
+    """The library's spans and metrics, recorded by the OpenTelemetry SDK for one test."""
+    from .telemetry_support import recording
+
+    with recording() as recorder:
+        yield recorder
+
+
 # --- a per-store summary of the contract suite at the end of the run ---------------------------
 
 _CONTRACT: dict[str, tuple[str, str]] = {}

@@ -66,6 +66,7 @@ class MotoServer:
 
 class DynamoDBKit(StoreKit):
     name = "dynamodb"
+    db_system = "aws.dynamodb"
     # DynamoDB holds at most 400 KB per item: the store's default limit is 350,000 bytes.
     large_state_bytes = 300_000
 

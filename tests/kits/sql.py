@@ -131,6 +131,7 @@ def _dispose_on(engine: AsyncEngine, loop: asyncio.AbstractEventLoop) -> None:
 
 class SQLiteKit(SQLKit):
     name = "sqlite"
+    db_system = "sqlite"
     has_server = False
 
     def __init__(self) -> None:
@@ -180,6 +181,7 @@ class SQLiteKit(SQLKit):
 
 class PostgreSQLKit(SQLKit):
     name = "postgresql"
+    db_system = "postgresql"
     host = "127.0.0.1"
     port = 5432
     url = os.environ.get(
@@ -198,6 +200,7 @@ class PostgreSQLKit(SQLKit):
 
 class MariaDBKit(SQLKit):
     name = "mariadb"
+    db_system = "mariadb"
     host = "127.0.0.1"
     port = 3306
     url = os.environ.get(

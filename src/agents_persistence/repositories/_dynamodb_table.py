@@ -47,6 +47,7 @@ from agents_persistence.repositories._dynamodb_mapping import (
     unconditional,
     write_token,
 )
+from agents_persistence.telemetry import note_recovery, note_retry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -198,6 +199,7 @@ class DynamoDBTable:
                     record = record_of(item, tid)
                     self._hints.put(tid, ItemMeta.of(record, token))
                     return record
+                note_retry("dynamodb", "conditional put lost a race", attempt + 1, tid)
                 if fresh:
                     # Lost a race to a concurrent save: retrying at once would collide again.
                     time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
@@ -205,6 +207,7 @@ class DynamoDBTable:
                 if meta is not None and meta.write_id == token:
                     # The client retried a put the service had applied (its reply was lost):
                     # the condition then failed against this very save.
+                    note_recovery("dynamodb", "a retried put had been applied", tid)
                     return _applied(meta, request)
         raise CheckpointerError(
             f"thread {tid!r}: no write succeeded after {_MAX_WRITE_ATTEMPTS}"

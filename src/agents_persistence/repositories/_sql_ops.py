@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agents_persistence._core import WriteRequest, as_utc
 from agents_persistence.errors import ConflictError
+from agents_persistence.telemetry import note_retry
 
 from ._sql_engine import driver_code
 from ._sql_statements import (
@@ -76,6 +77,9 @@ def write(
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned):
                 raise
+            note_retry(
+                "sql", f"write contention (code {driver_code(exc)})", attempt, request.thread_id
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -90,6 +90,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         >>> cp = RedisCheckpointer(redis.Redis(), namespace="support-bot", ttl=86400)
     """
 
+    _otel_store = "redis"
+
     def __init__(
         self,
         client: redis.Redis[Any] | redis.cluster.RedisCluster[Any],
@@ -237,6 +239,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
 
     The same arguments, storage and semantics as `RedisCheckpointer`; both can share data.
     """
+
+    _otel_store = "redis"
 
     def __init__(
         self,

@@ -185,6 +185,8 @@ def _runner(engine: _E, table: _Table) -> _E:
 class _SQLSetup:
     """Construction and engine ownership shared by both twins."""
 
+    _otel_store = "sql"
+
     _asynchronous: ClassVar[bool]
     _table: _Table
     _owns_engine: bool
