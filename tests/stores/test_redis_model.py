@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 import redis_om
@@ -27,12 +27,14 @@ from agents_persistence.models.redis import (
     record_fields,
     record_model,
 )
-from agents_persistence.repositories._redis_lua import Scripts
 from agents_persistence.repositories._redis_mapping import RecordMapping
 from agents_persistence.repositories._redis_ops import RedisOps
 
 from ..conftest import _ready
 from ..kits.redis import KITS, RedisKit, thread_key
+
+if TYPE_CHECKING:
+    from agents_persistence.repositories._redis_lua import Scripts
 
 KIT = next(kit for kit in KITS if kit.name == "redis")
 
@@ -135,7 +137,7 @@ def test_the_scripts_follow_a_changed_model() -> None:
 
 def test_a_field_type_the_store_cannot_write_is_refused() -> None:
     class Odd(RedisCheckpointRecord):
-        tags: list[str] = []
+        tags: float = 0.0
 
     with pytest.raises(ConfigurationError, match="tags"):
         RecordMapping.of(Odd)
