@@ -22,10 +22,10 @@ from agents_persistence import (
 )
 from agents_persistence.models.redis import (
     FIELDS,
+    CheckpointHash,
     KeyLayout,
-    RedisCheckpointRecord,
-    record_fields,
-    record_model,
+    checkpoint_model,
+    hash_fields,
 )
 from agents_persistence.repositories._redis_mapping import RecordMapping
 from agents_persistence.repositories._redis_ops import RedisOps
@@ -73,17 +73,17 @@ def page_fields(scripts: Scripts) -> list[str]:
 
 
 def test_fields_are_the_models_own() -> None:
-    model_fields = list(RedisCheckpointRecord.model_fields)
+    model_fields = list(CheckpointHash.model_fields)
     assert model_fields[0] == "thread_id"  # the primary key: in the key, never stored
-    assert FIELDS == tuple(model_fields[1:]) == record_fields(RedisCheckpointRecord)
-    mapping = RecordMapping.of(RedisCheckpointRecord)
+    assert FIELDS == tuple(model_fields[1:]) == hash_fields(CheckpointHash)
+    mapping = RecordMapping.of(CheckpointHash)
     assert mapping.fields == FIELDS
-    unlisted = set(RedisCheckpointRecord.unlisted_fields)
+    unlisted = set(CheckpointHash.unlisted_fields)
     assert [codec.name for codec in mapping.listed] == [f for f in FIELDS if f not in unlisted]
 
 
 def test_every_field_the_scripts_touch_is_a_model_field() -> None:
-    mapping = RecordMapping.of(RedisCheckpointRecord)
+    mapping = RecordMapping.of(CheckpointHash)
     named = hash_fields_named(mapping.scripts)
     assert named <= set(FIELDS)
     assert page_fields(mapping.scripts) == [codec.name for codec in mapping.listed]
@@ -99,7 +99,7 @@ def test_a_save_stores_exactly_the_model_fields(client: Any, ns: str) -> None:
     client.delete(*client.keys(f"agents_persistence:{{{ns}}}:*"))
 
 
-class _Extended(RedisCheckpointRecord):
+class _Extended(CheckpointHash):
     """A test-built record with one more listed field and one more unlisted field."""
 
     priority: int = 7
@@ -122,11 +122,11 @@ class _Renamed(redis_om.HashModel, index=False):  # type: ignore[misc,call-arg]
     unlisted_fields: ClassVar[tuple[str, ...]] = ("state", "write_id")
 
     class Meta:
-        database = RedisCheckpointRecord.Meta.database
+        database = CheckpointHash.Meta.database
 
 
 def test_the_scripts_follow_a_changed_model() -> None:
-    base = RecordMapping.of(RedisCheckpointRecord)
+    base = RecordMapping.of(CheckpointHash)
     extended = RecordMapping.of(_Extended)
     assert extended.fields == (*FIELDS, "priority", "note")
     assert page_fields(extended.scripts) == [*page_fields(base.scripts), "priority"]
@@ -136,7 +136,7 @@ def test_the_scripts_follow_a_changed_model() -> None:
 
 
 def test_a_field_type_the_store_cannot_write_is_refused() -> None:
-    class Odd(RedisCheckpointRecord):
+    class Odd(CheckpointHash):
         tags: float = 0.0
 
     with pytest.raises(ConfigurationError, match="tags"):
@@ -161,13 +161,13 @@ def test_a_test_built_model_drives_what_is_stored_and_listed(client: Any, ns: st
 
 
 def test_namespace_models_are_cached_and_distinct() -> None:
-    first = record_model("app", "tenant-1")
-    assert record_model("app", "tenant-1") is first
-    other = record_model("app", "tenant-2")
+    first = checkpoint_model("app", "tenant-1")
+    assert checkpoint_model("app", "tenant-1") is first
+    other = checkpoint_model("app", "tenant-2")
     assert other is not first
     assert first.__qualname__ != other.__qualname__
-    assert issubclass(first, RedisCheckpointRecord)
-    assert record_fields(first) == FIELDS  # a namespace model changes keys, never fields
+    assert issubclass(first, CheckpointHash)
+    assert hash_fields(first) == FIELDS  # a namespace model changes keys, never fields
     layout = KeyLayout.of(first, key_prefix="app", namespace="tenant-1")
     assert layout.thread_key("t") == "app:{tenant-1}:thread:t"
 
@@ -175,9 +175,9 @@ def test_namespace_models_are_cached_and_distinct() -> None:
 def test_checkpointers_share_one_mapping(client: Any) -> None:
     one = RedisCheckpointer(client, namespace="a")
     two = RedisCheckpointer(client, namespace="b", key_prefix="other")
-    assert one._ops.mapping is two._ops.mapping is RecordMapping.of(RedisCheckpointRecord)
+    assert one._ops.mapping is two._ops.mapping is RecordMapping.of(CheckpointHash)
 
 
 def test_the_model_is_not_bound_to_a_client() -> None:
     with pytest.raises(ConfigurationError, match="RedisCheckpointer"):
-        record_model("app", "x").db().ping()
+        checkpoint_model("app", "x").db().ping()

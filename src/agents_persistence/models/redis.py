@@ -4,10 +4,10 @@ One thread is one hash. Its fields are the record's metadata beside the state's 
 timestamps are integer microseconds since the Unix epoch (UTC), so they keep their precision
 (redis-om's own datetime fields are float seconds, which cannot hold every microsecond).
 
-`RedisCheckpointRecord` is the single declaration of those fields: the store derives from it
+`CheckpointHash` is the single declaration of those fields: the store derives from it
 the hash's field names and order, how each value is written and read (its annotation), and the
 field lists of its Lua scripts. Each (key prefix, namespace) gets a subclass that only changes
-the key layout (`record_model`, cached), so the fields exist once.
+the key layout (`checkpoint_model`, cached), so the fields exist once.
 
 Key layout, for ``key_prefix="agents_persistence"`` and ``namespace="default"``::
 
@@ -34,9 +34,9 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "FIELDS",
     "KeyLayout",
-    "RedisCheckpointRecord",
-    "record_fields",
-    "record_model",
+    "CheckpointHash",
+    "hash_fields",
+    "checkpoint_model",
     "validate_key_prefix",
 ]
 
@@ -61,7 +61,7 @@ class _Unbound:
         )
 
 
-class RedisCheckpointRecord(redis_om.HashModel, index=False):  # type: ignore[misc,call-arg]
+class CheckpointHash(redis_om.HashModel, index=False):  # type: ignore[misc,call-arg]
     """One thread's record: the hash fields, their types, and the key of the default namespace.
 
     The primary key ``thread_id`` is part of the key, not a stored field. The model is
@@ -83,14 +83,14 @@ class RedisCheckpointRecord(redis_om.HashModel, index=False):  # type: ignore[mi
     """The fields a listing does not read: the state itself and the id of the save."""
 
     class Meta:
-        """Key layout of the default key prefix and namespace; see `record_model`."""
+        """Key layout of the default key prefix and namespace; see `checkpoint_model`."""
 
         global_key_prefix = DEFAULT_KEY_PREFIX
         model_key_prefix = "{default}:thread"
         database = _Unbound()
 
 
-def record_fields(model: type[Any]) -> tuple[str, ...]:
+def hash_fields(model: type[Any]) -> tuple[str, ...]:
     """The stored hash fields of a record model, in declaration order (its primary key left out).
 
     Read through pydantic's public ``model_fields``; redis-om marks the primary key's field info.
@@ -102,7 +102,7 @@ def record_fields(model: type[Any]) -> tuple[str, ...]:
     )
 
 
-FIELDS = record_fields(RedisCheckpointRecord)
+FIELDS = hash_fields(CheckpointHash)
 """The hash fields of a record, in the order the model declares them."""
 
 
@@ -125,8 +125,8 @@ def validate_key_prefix(prefix: object) -> str:
 
 
 @lru_cache(maxsize=_MODELS_CACHED)
-def record_model(key_prefix: str, namespace: str) -> type[RedisCheckpointRecord]:
-    """The record model of one namespace: `RedisCheckpointRecord` with that namespace's keys.
+def checkpoint_model(key_prefix: str, namespace: str) -> type[CheckpointHash]:
+    """The record model of one namespace: `CheckpointHash` with that namespace's keys.
 
     Args:
         key_prefix: Validated key prefix (see `validate_key_prefix`).
@@ -143,13 +143,13 @@ def record_model(key_prefix: str, namespace: str) -> type[RedisCheckpointRecord]
         {
             "global_key_prefix": key_prefix,
             "model_key_prefix": f"{{{namespace}}}:thread",
-            "database": RedisCheckpointRecord.Meta.database,
+            "database": CheckpointHash.Meta.database,
         },
     )
-    name = RedisCheckpointRecord.__name__
+    name = CheckpointHash.__name__
     return type(
         name,
-        (RedisCheckpointRecord,),
+        (CheckpointHash,),
         {
             "Meta": meta,
             "__module__": __name__,
@@ -176,7 +176,7 @@ class KeyLayout:
 
     @classmethod
     def of(cls, model: type[Any], *, key_prefix: str, namespace: str) -> KeyLayout:
-        """The layout of a model made by `record_model`."""
+        """The layout of a model made by `checkpoint_model`."""
         tag = f"{key_prefix}:{{{namespace}}}"
         thread_prefix = str(model.make_primary_key(""))
         if not thread_prefix.startswith(tag + ":"):

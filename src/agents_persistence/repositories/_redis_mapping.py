@@ -1,24 +1,29 @@
 """Pure mapping of the Redis store: a record hash <-> `Record`, derived from the model. No I/O.
 
-Everything here is read from a redis-om record model (`RedisCheckpointRecord` or a namespace
+Everything here is read from a redis-om record model (`CheckpointHash` or a namespace
 subclass of it) through pydantic's public ``model_fields``: the stored field names and their
 order, how each value is written and read back (from its annotation: ``int``, ``str``, or
 either of them ``| None``), which fields a listing reads, and the Lua scripts rendered for those
-fields. `RecordMapping.of` builds one per distinct set of fields and caches it.
+fields. `RecordMapping.of` builds one per model class and caches it.
+
+The hot paths never build a model instance (pydantic's ``model_construct`` alone costs more
+than parsing a record): values travel in a `Row`, a named tuple of the model's fields made
+from the model, and only values not in the store's own form are validated by the model.
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from collections import namedtuple
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from agents_persistence._core import Record, from_epoch_micros
 from agents_persistence.errors import ConfigurationError, CorruptStateError
-from agents_persistence.models.redis import RedisCheckpointRecord, record_fields
+from agents_persistence.models.redis import CheckpointHash, hash_fields
 from agents_persistence.repositories._redis_lua import Scripts, render_scripts
 
 if TYPE_CHECKING:
@@ -84,7 +89,8 @@ class FieldCodec:
     optional: bool
     required: bool
     default: Any
-    _encode: Callable[[Any], str]
+    write: Callable[[Any], str]
+    """The hash value of a value that is not ``None``."""
     _decode: Callable[[object], Any]
 
     @classmethod
@@ -110,7 +116,7 @@ class FieldCodec:
 
     def encode(self, value: object) -> str:
         """The hash value of ``value``."""
-        return "" if value is None else self._encode(value)
+        return "" if value is None else self.write(value)
 
     def decode(self, value: object) -> Any:
         """The value of a hash field in the form the store writes, else `_Irregular`."""
@@ -130,17 +136,21 @@ class RecordMapping:
         scripts: The Lua scripts rendered for these fields.
     """
 
-    model: type[RedisCheckpointRecord]
+    model: type[CheckpointHash]
     codecs: tuple[FieldCodec, ...]
     listed: tuple[FieldCodec, ...]
     scripts: Scripts
+    row: type[Any]
+    """A named tuple of the model's fields (defaults as the model's; ``None`` if required)."""
+    pairs: tuple[str, ...]
+    """Every field name followed by an empty value: the shape of `encode`'s result."""
 
     @classmethod
-    def of(cls, model: type[RedisCheckpointRecord]) -> RecordMapping:
+    def of(cls, model: type[CheckpointHash]) -> RecordMapping:
         """The mapping of ``model``, built once per model class.
 
-        The namespace models of `record_model` add no field: the store maps their records
-        with the mapping of `RedisCheckpointRecord` itself.
+        The namespace models of `checkpoint_model` add no field: the store maps their records
+        with the mapping of `CheckpointHash` itself.
         """
         return _mapping(model)
 
@@ -149,12 +159,17 @@ class RecordMapping:
         """The stored field names, in the model's order."""
         return tuple(codec.name for codec in self.codecs)
 
-    def encode(self, row: RedisCheckpointRecord) -> list[str]:
-        """Every field of ``row`` as hash name/value pairs, in the model's order."""
-        pairs: list[str] = []
-        for codec in self.codecs:
-            pairs.append(codec.name)
-            pairs.append(codec.encode(getattr(row, codec.name)))
+    def encode(self, values: Mapping[str, Any]) -> list[str]:
+        """Field values by name as hash name/value pairs of every field, in the model's order.
+
+        A field missing from ``values`` takes the model's default.
+        """
+        pairs = [*self.pairs]
+        pairs[1::2] = [
+            "" if value is None else codec.write(value)
+            for codec in self.codecs
+            for value in (values.get(codec.name, codec.default),)
+        ]
         return pairs
 
     def decode(self, thread_id: str, fields: Mapping[Any, Any], *, with_payload: bool) -> Record:
@@ -195,11 +210,12 @@ class RecordMapping:
         parsed: dict[str, Any] = {}
         try:
             for codec in codecs:
-                if codec.name in values:
-                    parsed[codec.name] = codec.decode(values[codec.name])
+                value = values.get(codec.name)
+                if value is not None:
+                    parsed[codec.name] = codec.decode(value)
                 elif codec.required:
                     raise _Irregular
-            row = self.model.model_construct(**parsed)
+            row = self.row(**parsed)
         except _Irregular:
             row = self._validate(thread_id, values, codecs)
         try:
@@ -217,7 +233,7 @@ class RecordMapping:
 
     def _validate(
         self, thread_id: str, values: dict[str, Any], codecs: tuple[FieldCodec, ...]
-    ) -> RedisCheckpointRecord:
+    ) -> Any:
         """Validate field values with the redis-om model (the slow path of `_record`)."""
         data: dict[str, Any] = {}
         for codec in codecs:
@@ -230,7 +246,7 @@ class RecordMapping:
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"])
             raise CorruptStateError(thread_id, f"field {where}: {problem['msg']}") from exc
-        return cast("RedisCheckpointRecord", row)
+        return self.row(*(getattr(row, codec.name) for codec in self.codecs))
 
 
 def _primary_key(model: type[Any]) -> str:
@@ -241,18 +257,18 @@ def _primary_key(model: type[Any]) -> str:
     )
 
 
-_MAPPINGS: dict[type[RedisCheckpointRecord], RecordMapping] = {}
+_MAPPINGS: dict[type[CheckpointHash], RecordMapping] = {}
 
 
-def _mapping(model: type[RedisCheckpointRecord]) -> RecordMapping:
+def _mapping(model: type[CheckpointHash]) -> RecordMapping:
     found = _MAPPINGS.get(model)
     if found is None:
         found = _MAPPINGS[model] = _read(model)
     return found
 
 
-def _read(model: type[RedisCheckpointRecord]) -> RecordMapping:
-    fields = record_fields(model)
+def _read(model: type[CheckpointHash]) -> RecordMapping:
+    fields = hash_fields(model)
     infos = model.model_fields
     codecs = tuple(FieldCodec.of(name, infos[name]) for name in fields)
     unlisted = set(model.unlisted_fields)
@@ -262,4 +278,7 @@ def _read(model: type[RedisCheckpointRecord]) -> RecordMapping:
         )
     listed = tuple(codec for codec in codecs if codec.name not in unlisted)
     scripts = render_scripts(fields, [codec.name for codec in listed])
-    return RecordMapping(model, codecs, listed, scripts)
+    make_row: Any = namedtuple  # its fields are known at run time only
+    row = make_row(f"{model.__name__}Row", fields, defaults=[codec.default for codec in codecs])
+    pairs = tuple(part for name in fields for part in (name, ""))
+    return RecordMapping(model, codecs, listed, scripts, row, pairs)

@@ -148,16 +148,16 @@ class RedisOps:
         The values of ``version`` and ``created_at`` are placeholders here: the ``write``
         script decides them from what is stored.
         """
-        row = self.mapping.model.model_construct(
-            version=0 if request.version is None else request.version,
-            created_at=0,
-            updated_at=_score_micros(request.now),
-            expires_at=None if request.expires_at is None else _score_micros(request.expires_at),
-            size=request.size,
-            state=request.payload,
-            write_id=write_id,
-        )
-        return self.mapping.encode(row)
+        values = {
+            "version": 0 if request.version is None else request.version,
+            "created_at": 0,
+            "updated_at": _score_micros(request.now),
+            "expires_at": None if request.expires_at is None else _score_micros(request.expires_at),
+            "size": request.size,
+            "state": request.payload,
+            "write_id": write_id,
+        }
+        return self.mapping.encode(values)
 
     # -- plans ---------------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.models.redis import (
     DEFAULT_KEY_PREFIX,
+    CheckpointHash,
     KeyLayout,
-    RedisCheckpointRecord,
-    record_model,
+    checkpoint_model,
     validate_key_prefix,
 )
 from agents_persistence.repositories._redis_client import open_async_client, open_client
@@ -61,9 +61,9 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def _bind(namespace: str, key_prefix: str) -> RedisOps:
     """The plans of one namespace: the record mapping is shared, the keys are the namespace's."""
     layout = KeyLayout.of(
-        record_model(key_prefix, namespace), key_prefix=key_prefix, namespace=namespace
+        checkpoint_model(key_prefix, namespace), key_prefix=key_prefix, namespace=namespace
     )
-    return RedisOps(RecordMapping.of(RedisCheckpointRecord), layout)
+    return RedisOps(RecordMapping.of(CheckpointHash), layout)
 
 
 class RedisCheckpointer(BaseCheckpointer[StateT]):
