@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, cast
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, from_json
 
 from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
 from agents_persistence.errors import (
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "MAX_LIST_LIMIT",
     "MAX_THREAD_ID_LENGTH",
+    "MAX_VERSION",
     "Clock",
     "Core",
     "Record",
@@ -53,6 +54,8 @@ __all__ = [
 DEFAULT_NAMESPACE = "default"
 MAX_THREAD_ID_LENGTH = 256
 MAX_LIST_LIMIT = 1000
+MAX_VERSION = 2**31 - 1
+"""The largest version every store can hold (the SQL ``version`` column is a 32-bit integer)."""
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,6 +151,24 @@ def decode_cursor(cursor: object) -> tuple[datetime, str]:
     if not isinstance(micros, int) or not isinstance(thread_id, str):
         raise InvalidCursorError(f"invalid cursor {cursor!r:.80}")
     return from_epoch_micros(micros), thread_id
+
+
+def _has_surrogate(value: object) -> bool:
+    """Whether a dumped state holds a lone surrogate in a dict key (the slow path of `encode`).
+
+    Only walked when the JSON text holds U+FFFD, the character pydantic substitutes.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and any("\ud800" <= c <= "\udfff" for c in key):
+                    return True
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +299,14 @@ class Core(Generic[StateT]):
         return moment.astimezone(UTC)
 
     def encode(self, thread_id: str, state: object) -> tuple[str, int]:
-        """Encode ``state`` to JSON text and its size, enforcing the type and size limit."""
+        """Encode ``state`` to JSON text and its size, enforcing the type and size limit.
+
+        Fails closed: the text is parsed back with the parser every load uses, so a state that
+        could not be loaded (nesting deeper than the parser accepts, NaN or infinities written
+        as constants) raises `InvalidStateError` here, before anything is written. Lone
+        surrogates, which pydantic replaces with U+FFFD in dict keys, are refused like the
+        same surrogates in values.
+        """
         if not isinstance(state, self.state_type):
             raise InvalidStateError(
                 f"state must be a {self.state_type.__name__}, not {type(state).__name__}"
@@ -289,6 +317,19 @@ class Core(Generic[StateT]):
             raise InvalidStateError(
                 f"state of thread {thread_id!r} cannot be encoded: {exc}"
             ) from exc
+        try:
+            from_json(payload, allow_inf_nan=False, cache_strings=False)
+        except ValueError as exc:
+            raise InvalidStateError(
+                f"state of thread {thread_id!r} could not be loaded back ({exc}): NaN and"
+                " infinities have no JSON form, and nesting is limited to what the JSON"
+                " parser accepts (about 200 levels); nothing was written"
+            ) from exc
+        if "\ufffd" in payload and _has_surrogate(state.model_dump()):
+            raise InvalidStateError(
+                f"state of thread {thread_id!r} cannot be encoded: a dict key holds a lone"
+                " surrogate, which JSON text cannot carry; nothing was written"
+            )
         size = len(payload.encode())
         if size > self.max_state_bytes:
             raise StateTooLargeError(thread_id, size, self.max_state_bytes)
@@ -302,10 +343,12 @@ class Core(Generic[StateT]):
         if expected_version is not None and (
             isinstance(expected_version, bool)
             or not isinstance(expected_version, int)
-            or expected_version < 0
+            or not 0 <= expected_version < MAX_VERSION
         ):
+            # Below MAX_VERSION: a save at ``expected_version`` stores the version after it.
             raise InvalidArgumentError(
-                f"expected_version must be None or an int >= 0, got {expected_version!r}"
+                f"expected_version must be None or an int from 0 to {MAX_VERSION - 1},"
+                f" got {expected_version!r:.40}"
             )
         payload, size = self.encode(tid, state)
         now = self.now()
@@ -317,8 +360,10 @@ class Core(Generic[StateT]):
     ) -> WriteRequest:
         """Validate and encode a restore: the state with the version and timestamps of ``info``."""
         request = self.prepare_write(thread_id, state, expected_version)
-        if not isinstance(info, CheckpointInfo) or info.version < 1:
-            raise InvalidArgumentError("info must be a CheckpointInfo with a version >= 1")
+        if not isinstance(info, CheckpointInfo) or not 1 <= info.version <= MAX_VERSION:
+            raise InvalidArgumentError(
+                f"info must be a CheckpointInfo with a version from 1 to {MAX_VERSION}"
+            )
         return replace(
             request,
             now=as_utc(info.updated_at),

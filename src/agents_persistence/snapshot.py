@@ -45,7 +45,11 @@ def _is_empty(value: list[Any]) -> bool:
 class _Model(BaseModel):
     # Unknown fields survive a load and save, as the Rust side may grow new ones. NaN and
     # infinities have no JSON form: refuse them rather than store them as null.
-    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
+    # ser_json_inf_nan="constants": a NaN mutated in after validation is written as `NaN`, which
+    # the save's load-back check refuses, instead of silently becoming `null`.
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
 
 
 class TodoItem(_Model):
