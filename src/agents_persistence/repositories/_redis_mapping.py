@@ -89,8 +89,7 @@ class FieldCodec:
     optional: bool
     required: bool
     default: Any
-    write: Callable[[Any], str]
-    """The hash value of a value that is not ``None``."""
+    _encode: Callable[[Any], str]
     _decode: Callable[[object], Any]
 
     @classmethod
@@ -116,7 +115,7 @@ class FieldCodec:
 
     def encode(self, value: object) -> str:
         """The hash value of ``value``."""
-        return "" if value is None else self.write(value)
+        return "" if value is None else self._encode(value)
 
     def decode(self, value: object) -> Any:
         """The value of a hash field in the form the store writes, else `_Irregular`."""
@@ -165,11 +164,7 @@ class RecordMapping:
         A field missing from ``values`` takes the model's default.
         """
         pairs = [*self.pairs]
-        pairs[1::2] = [
-            "" if value is None else codec.write(value)
-            for codec in self.codecs
-            for value in (values.get(codec.name, codec.default),)
-        ]
+        pairs[1::2] = [codec.encode(values.get(codec.name, codec.default)) for codec in self.codecs]
         return pairs
 
     def decode(self, thread_id: str, fields: Mapping[Any, Any], *, with_payload: bool) -> Record:

@@ -149,7 +149,7 @@ class RedisOps:
         script decides them from what is stored.
         """
         values = {
-            "version": 0 if request.version is None else request.version,
+            "version": 0,
             "created_at": 0,
             "updated_at": _score_micros(request.now),
             "expires_at": None if request.expires_at is None else _score_micros(request.expires_at),
