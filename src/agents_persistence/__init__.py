@@ -21,11 +21,14 @@ from agents_persistence.contract import (
     ThreadPage,
 )
 from agents_persistence.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     BackendUnavailableError,
     CheckpointerError,
     ConfigurationError,
     ConflictError,
     CorruptStateError,
+    DatabaseNotFoundError,
     InvalidArgumentError,
     InvalidCursorError,
     InvalidStateError,
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "AgentInterrupt",
     "AgentMessage",
     "AgentStateSnapshot",
@@ -68,6 +72,7 @@ __all__ = [
     "AsyncMemoryCheckpointer",
     "AsyncRedisCheckpointer",
     "AsyncSQLCheckpointer",
+    "AuthenticationError",
     "BackendUnavailableError",
     "BaseAsyncCheckpointer",
     "BaseCheckpointer",
@@ -78,6 +83,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CorruptStateError",
+    "DatabaseNotFoundError",
     "DynamoDBCheckpointer",
     "HumanInLoopInterrupt",
     "InvalidArgumentError",

@@ -2,16 +2,25 @@
 
 Driver errors never escape raw: each store translates them at its boundary and chains the
 original with ``raise ... from exc`` so the cause stays visible in tracebacks.
+
+Retry or fix: `BackendUnavailableError` (also a `ConnectionError`) is the one error a retry can
+cure: refused or lost connections, timeouts, an exhausted pool, a busy server. Refused
+credentials (`AuthenticationError`), missing privileges (`AccessDeniedError`) and a URL naming a
+database that does not exist (`DatabaseNotFoundError`) need a fix, are never
+`ConnectionError`, and come out the same way from every store, sync or async.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
+    "AuthenticationError",
     "BackendUnavailableError",
     "CheckpointerError",
     "ConfigurationError",
     "ConflictError",
     "CorruptStateError",
+    "DatabaseNotFoundError",
     "InvalidArgumentError",
     "InvalidCursorError",
     "InvalidStateError",
@@ -27,6 +36,16 @@ class CheckpointerError(Exception):
 
 class ConfigurationError(CheckpointerError, ValueError):
     """A checkpointer was configured with an invalid option (namespace, TTL, table name, URL)."""
+
+
+class DatabaseNotFoundError(ConfigurationError):
+    """The URL names a database that does not exist; retrying will not help.
+
+    An unknown PostgreSQL or MySQL/MariaDB database, an SQLite file the process cannot create or
+    open (its directory is missing or not accessible), a Redis database number above the
+    server's ``databases`` setting. Fix the URL or create the database. (A missing DynamoDB table
+    or SQL table is `SchemaNotReadyError`: the database is there, the schema is not.)
+    """
 
 
 class InvalidArgumentError(CheckpointerError, ValueError):
@@ -96,4 +115,28 @@ class SchemaNotReadyError(CheckpointerError):
 
 
 class BackendUnavailableError(CheckpointerError, ConnectionError):
-    """The store's server could not be reached or did not answer in time."""
+    """The store's server could not be reached or did not answer in time: retrying may help.
+
+    Refused or lost connections, timeouts, an exhausted connection pool, a server that is
+    starting, busy, throttling or out of connections, SQLite's "database is locked".
+    """
+
+
+class AccessDeniedError(CheckpointerError):
+    """The store refused the operation to these credentials; retrying will not help.
+
+    The user has no privilege on the database, table or command (PostgreSQL's "permission
+    denied", MySQL's "access denied ... to database", Redis ACL's NOPERM, DynamoDB's
+    ``AccessDeniedException``), or the SQLite file is read-only. Grant the privilege or use
+    other credentials. `AuthenticationError` is the case where the credentials themselves were
+    refused.
+    """
+
+
+class AuthenticationError(AccessDeniedError):
+    """The store did not accept the credentials; retrying will not help.
+
+    A wrong or missing password, an unknown user or role, AWS keys the service does not know or
+    a secret key that does not match. Fix the user name and password of the URL (or the AWS
+    credentials).
+    """

@@ -9,14 +9,18 @@ comes back as written. The other stores keep the JSON text as written.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine
 
 from agents_persistence import AgentStateSnapshot, SQLCheckpointer
 
 from ..kits.sql import PostgreSQLKit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy import Engine
 
 _KIT = PostgreSQLKit()
 

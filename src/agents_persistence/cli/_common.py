@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -25,11 +26,14 @@ from rich.console import Console
 from agents_persistence import open_checkpointer
 from agents_persistence._core import DEFAULT_NAMESPACE
 from agents_persistence.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     BackendUnavailableError,
     CheckpointerError,
     ConfigurationError,
     ConflictError,
     CorruptStateError,
+    DatabaseNotFoundError,
     InvalidArgumentError,
     SchemaNotReadyError,
 )
@@ -175,19 +179,7 @@ def describe_store(url: str) -> str:
     return redact(url)
 
 
-_HINTS: list[tuple[type[BaseException], int, str]] = [
-    (ConflictError, EXIT_FAILED, "another writer saved the thread first; load it again and retry"),
-    (SchemaNotReadyError, EXIT_FAILED, ""),
-    (BackendUnavailableError, EXIT_FAILED, "check that the server is running and reachable"),
-    (
-        CorruptStateError,
-        EXIT_FAILED,
-        "the stored record cannot be read; remove it with: agents-persistence threads delete ID",
-    ),
-    (ConfigurationError, EXIT_USAGE, "check --url and --namespace"),
-    (InvalidArgumentError, EXIT_USAGE, ""),
-    (CheckpointerError, EXIT_FAILED, ""),
-]
+_NO_RETRY = "retrying will not help"
 
 
 def _one_line(text: str) -> str:
@@ -206,8 +198,77 @@ def _schema_hint(message: str, url: str | None) -> str:
     return ""
 
 
+def _credentials_hint(message: str, url: str | None) -> str:
+    if url is not None and scheme_family(url) == "dynamodb":
+        return (
+            "check the AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or"
+            f" AWS_PROFILE) and the endpoint; {_NO_RETRY}"
+        )
+    return f"check the user name and password in the URL; {_NO_RETRY}"
+
+
+def _access_hint(message: str, url: str | None) -> str:
+    family = scheme_family(url) if url is not None else ""
+    if family == "sqlite":
+        return f"make the SQLite file and its directory writable by this user; {_NO_RETRY}"
+    if family == "dynamodb":
+        return f"allow this table's DynamoDB actions in the IAM policy; {_NO_RETRY}"
+    if family == "redis":
+        return f"allow the store's commands and keys in this user's ACL; {_NO_RETRY}"
+    return f"grant this user the privileges on the database, or use another user; {_NO_RETRY}"
+
+
+def _database_hint(message: str, url: str | None) -> str:
+    if url is None:
+        return "fix the database in the URL"
+    family = scheme_family(url)
+    parts = urlsplit(url)
+    name = unquote(parts.path.lstrip("/"))
+    if family == "sqlite":
+        directory = Path(unquote(parts.path[1:]) or ".").resolve().parent
+        if not directory.is_dir():
+            return f"create the directory {shlex.quote(str(directory))} first, or fix the URL"
+        return f"check that this user may create files in {shlex.quote(str(directory))}"
+    if family == "postgresql":
+        return f"create it with: createdb {shlex.quote(name)}; or fix the database name in the URL"
+    if family == "mysql":
+        return f"create it with: CREATE DATABASE `{name}`; or fix the database name in the URL"
+    if family == "redis":
+        return "use a database number the server has, or raise its `databases` setting"
+    return "fix the database in the URL"
+
+
+# What each error means for the person at the command line: its exit code, and the hint that
+# follows the message ("" for none, or a function of the message and the store's URL). The
+# first matching class wins, so subclasses come before their bases.
+_Hint = str | Callable[[str, str | None], str]
+_HINTS: list[tuple[type[BaseException], int, _Hint]] = [
+    (ConflictError, EXIT_FAILED, "another writer saved the thread first; load it again and retry"),
+    (SchemaNotReadyError, EXIT_FAILED, _schema_hint),
+    (
+        BackendUnavailableError,
+        EXIT_FAILED,
+        "check that the server is running and reachable, then retry",
+    ),
+    (AuthenticationError, EXIT_USAGE, _credentials_hint),
+    (AccessDeniedError, EXIT_FAILED, _access_hint),
+    (
+        CorruptStateError,
+        EXIT_FAILED,
+        "the stored record cannot be read; remove it with: agents-persistence threads delete ID",
+    ),
+    (DatabaseNotFoundError, EXIT_USAGE, _database_hint),
+    (ConfigurationError, EXIT_USAGE, "check --url and --namespace"),
+    (InvalidArgumentError, EXIT_USAGE, ""),
+    (CheckpointerError, EXIT_FAILED, ""),
+]
+
+
 def explain(exc: BaseException, url: str | None = None) -> tuple[str, int]:
     """One line saying what went wrong and what to do, and the exit code it deserves.
+
+    Each kind of error gets its own advice: retry for an unreachable server, fix the
+    credentials, create the database or the tables, and so on.
 
     Args:
         exc: What a command raised.
@@ -220,10 +281,9 @@ def explain(exc: BaseException, url: str | None = None) -> tuple[str, int]:
     for kind, code, hint in _HINTS:
         if isinstance(exc, kind):
             message = _one_line(str(exc)).rstrip(".")
-            if isinstance(exc, SchemaNotReadyError):
-                hint = _schema_hint(message, url)
-            if hint:
-                message = f"{message} ({hint})"
+            advice = hint if isinstance(hint, str) else hint(message, url)
+            if advice:
+                message = f"{message} ({advice})"
             return f"{type(exc).__name__}: {message}", code
     return (
         f"unexpected {type(exc).__name__}: {_one_line(str(exc))}"

@@ -45,6 +45,7 @@ from agents_persistence.migrations._settings import (
     version_table,
 )
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.repositories._sql_engine import refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -138,7 +139,7 @@ def _translated(what: str) -> Iterator[None]:
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise BackendUnavailableError(f"{what}: connection lost: {exc.orig}") from exc
-        raise CheckpointerError(f"{what}: {exc.orig}") from exc
+        raise refusal(exc, f"({what})") or CheckpointerError(f"{what}: {exc.orig}") from exc
     except SQLAlchemyError as exc:
         raise CheckpointerError(f"{what}: {exc}") from exc
 
@@ -165,7 +166,9 @@ def _connect(engine_or_url: Engine | AsyncEngine | str | URL) -> Iterator[Connec
             connection = engine.connect()
         except DBAPIError as exc:
             masked = engine.url.render_as_string(hide_password=True)
-            raise BackendUnavailableError(f"cannot connect to {masked}: {exc.orig}") from exc
+            raise refusal(exc, f"while connecting to {masked}") or BackendUnavailableError(
+                f"cannot connect to {masked}: {exc.orig}"
+            ) from exc
         with connection:
             yield connection
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
 
 from agents_persistence.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     BackendUnavailableError,
     CheckpointerError,
     ConfigurationError,
@@ -45,6 +48,30 @@ _UNAVAILABLE_CODES = frozenset(
 )
 """Error codes of a service that is there but cannot serve now (after the client's retries)."""
 
+_REFUSED_CREDENTIALS_CODES = frozenset(
+    {
+        "AuthFailure",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    }
+)
+"""Error codes of requests whose keys, token or signature the service did not accept."""
+
+_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+"""Error codes of known credentials without the permission (IAM policy) for the action."""
+
+_XML_ERROR = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>")
+"""A query-protocol (XML) error body, as some DynamoDB-compatible servers answer refusals."""
+
 
 class ItemTooLargeError(StateTooLargeError):
     """DynamoDB refused an item as larger than its item size limit; nothing was written."""
@@ -72,7 +99,21 @@ def _code_and_message(exc: BaseException) -> tuple[str, str]:
     error = response.get("Error") if isinstance(response, dict) else None
     if not isinstance(error, dict):
         return "", str(exc)
-    return str(error.get("Code") or ""), str(error.get("Message") or exc)
+    code, message = str(error.get("Code") or ""), str(error.get("Message") or exc)
+    if code.isdigit():
+        # The client could not parse the body (an XML error where JSON was expected) and
+        # fell back on the HTTP status: take the service's own code from the body.
+        found = _XML_ERROR.search(message)
+        if found is not None:
+            return found.group(1), f"{found.group(2)} (HTTP {code})"
+    return code, message
+
+
+def _http_status(cause: BaseException | None) -> int:
+    response = getattr(cause, "response", None)
+    metadata = response.get("ResponseMetadata") if isinstance(response, dict) else None
+    status = metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None
+    return status if isinstance(status, int) else 0
 
 
 def _translate(
@@ -85,6 +126,10 @@ def _translate(
         return BackendUnavailableError(
             f"DynamoDB unavailable ({code or type(cause).__name__}): {message}"
         )
+    if code in _DENIED_CODES:
+        return AccessDeniedError(f"DynamoDB denied access ({code}): {message}")
+    if code in _REFUSED_CREDENTIALS_CODES or _http_status(cause) in (401, 403):
+        return AuthenticationError(f"DynamoDB refused the credentials ({code}): {message}")
     if isinstance(cause, NoRegionError | NoCredentialsError | PartialCredentialsError):
         return ConfigurationError(f"DynamoDB client configuration: {message}")
     missing = isinstance(exc, TableDoesNotExist) or code.startswith("ResourceNotFound")
@@ -120,6 +165,8 @@ def driver_errors(
         oversize: What to raise if the service rejects an item as too large.
 
     Raises:
+        AuthenticationError: The service did not accept the keys, token or signature.
+        AccessDeniedError: The credentials lack the IAM permission for the action.
         BackendUnavailableError: Refused connections, timeouts, throttling, server errors.
         SchemaNotReadyError: The table or its index is missing.
         CorruptStateError: A stored item does not have the model's attribute types.

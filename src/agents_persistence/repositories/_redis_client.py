@@ -18,12 +18,11 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-import redis.asyncio.retry
 import redis.cluster
-import redis.retry
 from redis.backoff import EqualJitterBackoff
 
 from agents_persistence.errors import ConfigurationError
+from agents_persistence.repositories._redis_errors import AsyncRetryOutages, RetryOutages
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -120,7 +119,7 @@ def open_client(url: str, options: dict[str, Any]) -> tuple[Any, Callable[[], No
     """
     target, cluster = _split(url)
     settings, max_connections, pool_timeout, retries = _settings(options)
-    retry = redis.retry.Retry(_backoff(), retries)
+    retry = RetryOutages(_backoff(), retries)
     if cluster:
         node = _ClusterOnDemand(
             lambda: redis.cluster.RedisCluster.from_url(
@@ -146,7 +145,7 @@ def open_async_client(
     """The asyncio twin of `open_client` (a cluster is discovered on first use)."""
     target, cluster = _split(url)
     settings, max_connections, pool_timeout, retries = _settings(options)
-    retry = redis.asyncio.retry.Retry(_backoff(), retries)
+    retry = AsyncRetryOutages(_backoff(), retries)
     if cluster:
         cluster_class: Any = redis.asyncio.cluster.RedisCluster
         node = cluster_class.from_url(

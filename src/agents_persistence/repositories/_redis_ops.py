@@ -13,19 +13,15 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis import exceptions as redis_errors
-
 from agents_persistence._core import Record, from_epoch_micros, to_epoch_micros
 from agents_persistence.errors import (
-    BackendUnavailableError,
-    CheckpointerError,
     ConflictError,
     CorruptStateError,
     InvalidArgumentError,
 )
+from agents_persistence.repositories._redis_errors import translate_errors
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
     from datetime import datetime
 
     from agents_persistence._core import WriteRequest
@@ -64,54 +60,6 @@ class Call:
 
 Plan = Generator[Call, Any, T]
 """A store primitive as a sequence of round trips; see the module docstring."""
-
-
-class _TranslateErrors:
-    """The context manager `translate_errors` returns (a class: cheaper than a generator)."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
-        if exc is None or isinstance(exc, CheckpointerError):
-            return
-        if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
-            raise CheckpointerError(f"Redis refused the credentials: {exc}") from exc
-        if isinstance(exc, _UNAVAILABLE):
-            raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
-        if isinstance(exc, redis_errors.RedisClusterException):
-            # redis-py raises this one both for unreachable clusters (chaining the connection
-            # error) and for misuse; only the first is an outage.
-            if isinstance(exc.__cause__, redis_errors.ConnectionError | redis_errors.TimeoutError):
-                raise BackendUnavailableError(f"Redis Cluster is unavailable: {exc}") from exc
-            raise CheckpointerError(f"Redis Cluster error: {exc}") from exc
-        if isinstance(exc, redis_errors.RedisError):
-            raise CheckpointerError(f"Redis error: {exc}") from exc
-
-
-_UNAVAILABLE = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterError,
-    redis_errors.TryAgainError,
-    redis_errors.SlotNotCoveredError,
-    TimeoutError,
-    OSError,
-)
-_TRANSLATE_ERRORS = _TranslateErrors()
-
-
-def translate_errors() -> AbstractContextManager[None]:
-    """Turn redis-py errors into the library's, keeping the cause chained.
-
-    Raises:
-        BackendUnavailableError: the server refused the connection, did not answer in time,
-            is loading, or the cluster cannot serve the slot.
-        CheckpointerError: any other Redis error (authentication, a script error, ...).
-    """
-    return _TRANSLATE_ERRORS
 
 
 def _text(value: bytes | str) -> str:

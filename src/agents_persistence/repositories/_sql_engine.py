@@ -23,10 +23,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import StaticPool
 
 from agents_persistence.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     BackendUnavailableError,
     CheckpointerError,
     ConfigurationError,
     CorruptStateError,
+    DatabaseNotFoundError,
     InvalidArgumentError,
     SchemaNotReadyError,
 )
@@ -42,6 +45,7 @@ __all__ = [
     "LOCK_ISOLATION",
     "engine_options",
     "lock_isolation_preset",
+    "refusal",
     "schema_not_ready",
     "sqlite_tuning",
     "to_async_url",
@@ -87,8 +91,45 @@ _MISSING_MYSQL_CODES = frozenset({1146, 1054})
 # unmapped server code, constraint failures included, as OperationalError); client-side codes
 # 2000-2999 (refused, lost, gone away) are always that.
 _MYSQL_UNAVAILABLE = frozenset(
-    {1040, 1044, 1045, 1049, 1053, 1152, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 1969}
+    {1040, 1053, 1152, 1158, 1159, 1160, 1161, 1203, 1205, 1213, 1226, 1317, 1927, 1969}
     | {3024, 4031}
+)
+# What no retry can fix, by driver code: refused credentials, missing privileges, a database that
+# does not exist. SQLSTATEs (psycopg), server error numbers (PyMySQL/aiomysql: 1045 access denied,
+# 1698 no password for a socket-auth user, 1130 host not allowed, 1251 auth plugin unsupported,
+# 1820/1862 password must be changed or expired, 3118/4151 account locked; 1044 no access to the
+# database, 1142/1143 table/column denied, 1227 needs a privilege, 1370 routine denied; 1049
+# unknown database), SQLite primary result codes (14 CANTOPEN, 8 READONLY, 3 PERM, 23 AUTH).
+_PG_REFUSALS: dict[str, type[CheckpointerError]] = {
+    "28000": AuthenticationError,
+    "28P01": AuthenticationError,
+    "42501": AccessDeniedError,
+    "3D000": DatabaseNotFoundError,
+}
+_MYSQL_REFUSALS: dict[int, type[CheckpointerError]] = {
+    **dict.fromkeys((1045, 1130, 1251, 1698, 1820, 1862, 3118, 4151), AuthenticationError),
+    **dict.fromkeys((1044, 1142, 1143, 1227, 1370), AccessDeniedError),
+    1049: DatabaseNotFoundError,
+}
+_SQLITE_REFUSALS: dict[int, type[CheckpointerError]] = {
+    14: DatabaseNotFoundError,
+    8: AccessDeniedError,
+    3: AccessDeniedError,
+    23: AccessDeniedError,
+}
+# libpq reports a refused connection attempt with the server's message and no SQLSTATE, so
+# connection failures fall back on the server's (English) text; a server set to another
+# language (lc_messages) leaves them BackendUnavailableError.
+_PG_CONNECT_REFUSALS: tuple[tuple[re.Pattern[str], type[CheckpointerError]], ...] = (
+    (
+        re.compile(
+            r"authentication failed for user|role \"[^\"]*\" (?:does not exist|is not permitted)"
+            r"|no pg_hba\.conf entry|pg_hba\.conf rejects|no password supplied",
+        ),
+        AuthenticationError,
+    ),
+    (re.compile(r"permission denied for database"), AccessDeniedError),
+    (re.compile(r"database \"[^\"]*\" does not exist"), DatabaseNotFoundError),
 )
 _UNDECODABLE = re.compile(r"could not decode|codec can't decode|invalid utf-?8", re.IGNORECASE)
 
@@ -236,6 +277,64 @@ def _refused_state(exc: DBAPIError) -> str | None:
     return None
 
 
+def _refusal_kind(exc: DBAPIError) -> type[CheckpointerError] | None:
+    orig = exc.orig
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return _SQLITE_REFUSALS.get(sqlite_code & 0xFF)  # the primary of an extended code
+    code = driver_code(exc)
+    if isinstance(code, int):  # PyMySQL / aiomysql
+        return _MYSQL_REFUSALS.get(code)
+    state = _sqlstate(exc)
+    if state is not None:
+        return _PG_REFUSALS.get(state)
+    if not isinstance(exc, OperationalError):
+        return None
+    # psycopg: a failed connection attempt; libpq says whether the server wanted a password
+    # none was given for.
+    if getattr(getattr(orig, "pgconn", None), "needs_password", False) is True:
+        return AuthenticationError
+    text = str(orig)
+    for pattern, kind in _PG_CONNECT_REFUSALS:
+        if pattern.search(text):
+            return kind
+    return None
+
+
+def refusal(exc: DBAPIError, context: str) -> CheckpointerError | None:
+    """The error for a driver error no retry can fix, or ``None`` if it is not one.
+
+    Args:
+        exc: What SQLAlchemy raised.
+        context: Where it happened, for the message (``"during load"``,
+            ``"connecting to postgresql+psycopg://..."``).
+
+    Returns:
+        `AuthenticationError` (credentials refused), `AccessDeniedError` (no privilege, read-only
+        SQLite file), `DatabaseNotFoundError` (unknown database, SQLite file that cannot be
+        opened), or ``None``.
+    """
+    kind = _refusal_kind(exc)
+    if kind is None:
+        return None
+    detail = _detail(exc)
+    if kind is AuthenticationError:
+        return AuthenticationError(f"the database refused the credentials {context}: {detail}")
+    if kind is AccessDeniedError:
+        return AccessDeniedError(f"the database denied access {context}: {detail}")
+    if getattr(exc.orig, "sqlite_errorcode", None) is not None:
+        return DatabaseNotFoundError(
+            f"SQLite cannot open the database file {context}: {detail} (its directory is"
+            " missing, or this process may not create files there)"
+        )
+    return DatabaseNotFoundError(f"unknown database {context}: {detail}")
+
+
+def _detail(exc: DBAPIError) -> str:
+    text = str(exc.orig).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
 def _unavailable(exc: DBAPIError) -> bool:
     if exc.connection_invalidated or isinstance(exc, InterfaceError):
         return True
@@ -265,6 +364,9 @@ def translate_errors(
         action: What was being done, for messages.
 
     Raises:
+        AuthenticationError: The server refused the credentials (user, password, role).
+        AccessDeniedError: The user lacks a privilege; the SQLite file is read-only.
+        DatabaseNotFoundError: The database does not exist; SQLite cannot open its file.
         SchemaNotReadyError: The table or a column is missing.
         BackendUnavailableError: Connection refused or lost, timeouts, pool exhausted.
         CorruptStateError: A stored value the driver cannot decode.
@@ -276,7 +378,10 @@ def translate_errors(
     except CheckpointerError:
         raise
     except DBAPIError as exc:
-        detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
+        fix = refusal(exc, f"during {action}")
+        if fix is not None:
+            raise fix from exc
+        detail = _detail(exc)
         if _missing_schema(exc):
             raise SchemaNotReadyError(not_ready(detail)) from exc
         refused = _refused_state(exc)
