@@ -2,22 +2,33 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+# Two stamps: the full install (every extra and the dev group) serves test, lint and bench and
+# also satisfies the demo; the demo alone installs only the cli extra (the SQLite store and the
+# command), so a fresh clone's `make demo` does not wait for every driver and test tool.
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: install demo test lint bench services clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all]' --group dev
-	touch $(STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[all]' --group dev
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[cli]'
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
 services:
 	@bash scripts/services.sh
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/agents-persistence demo
 
 test: $(STAMP) services
@@ -29,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP) services
-	$(BIN)/python -m pip install --quiet -e '.[all,bench]'
+	$(PIP) install -e '.[all,bench]'
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 clean:

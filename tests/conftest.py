@@ -95,7 +95,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _OUTCOMES:
         return
     terminalreporter.section("contract suite by store")
-    for kit in dict.fromkeys(name for name, _ in _OUTCOMES):
+    names = list(dict.fromkeys(name for name, _ in _OUTCOMES))
+    width = max(14, *(len(name) + 1 for name in names))
+    for kit in names:
         cells = []
         for mode in ("sync", "async"):
             counts = _OUTCOMES.get((kit, mode))
@@ -104,4 +106,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                     f"{mode}: {counts['passed']} passed, {counts['failed']} failed"
                     + (f", {counts['skipped']} skipped" if counts["skipped"] else "")
                 )
-        terminalreporter.write_line(f"{kit:<14} " + " | ".join(cells))
+        terminalreporter.write_line(f"{kit:<{width}} " + " | ".join(cells))

@@ -33,6 +33,7 @@ from agents_persistence.errors import (
     InvalidCursorError,
     InvalidStateError,
     InvalidThreadIdError,
+    MissingExtraError,
     SchemaNotReadyError,
     StateTooLargeError,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "MemoryCheckpointer",
     "MemoryStore",
     "MessageMetadata",
+    "MissingExtraError",
     "RedisCheckpointer",
     "SQLCheckpointer",
     "SchemaNotReadyError",

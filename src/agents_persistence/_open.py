@@ -6,10 +6,14 @@ import importlib
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from agents_persistence._extras import missing_extra
 from agents_persistence.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from agents_persistence.contract import AsyncCheckpointer, Checkpointer
+    from datetime import timedelta
+
+    from agents_persistence._core import Clock
+    from agents_persistence.contract import AsyncCheckpointer, Checkpointer, StateT
 
 __all__ = ["open_async_checkpointer", "open_checkpointer", "store_module"]
 
@@ -75,36 +79,90 @@ def _scheme(url: object) -> str:
 
 def store_module(url: str) -> tuple[Any, str, str]:
     """Import the module of the store a URL names; return it and its sync and async class names."""
-    module_name, sync_name, async_name, extra = _STORES[_scheme(url)]
+    scheme = _scheme(url)
+    module_name, sync_name, async_name, extra = _STORES[scheme]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f"pip install 'agents-persistence[{extra}]'" if extra else "a reinstall"
-        raise ConfigurationError(
-            f"the store for {urlsplit(url).scheme}:// needs its driver ({exc.name}): {hint}"
-        ) from exc
+        if not extra:
+            raise
+        # The store module names the extra it needs; the scheme may need a larger one.
+        raise missing_extra(f"the store for {scheme}://", extra, exc.name) from exc
     return module, sync_name, async_name
 
 
-def open_checkpointer(url: str, **options: Any) -> Checkpointer[Any]:
+def _given(
+    namespace: str | None,
+    ttl: float | timedelta | None,
+    state_type: type[StateT] | None,
+    max_state_bytes: int | None,
+    clock: Clock | None,
+) -> dict[str, Any]:
+    """The common keywords that were given, for the store's ``from_url``."""
+    given = {
+        "namespace": namespace,
+        "ttl": ttl,
+        "state_type": state_type,
+        "max_state_bytes": max_state_bytes,
+        "clock": clock,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def open_checkpointer(
+    url: str,
+    *,
+    namespace: str | None = None,
+    ttl: float | timedelta | None = None,
+    state_type: type[StateT] | None = None,
+    max_state_bytes: int | None = None,
+    clock: Clock | None = None,
+    **store_options: Any,
+) -> Checkpointer[StateT]:
     """Open a synchronous checkpointer for ``url``; it owns its connections (``close()`` them).
 
     Schemes: ``memory://``, ``sqlite:///PATH``, ``postgresql+psycopg://...``,
     ``mysql+pymysql://...``, ``redis://``, ``rediss://``, ``redis+cluster://``,
     ``dynamodb://TABLE?region=...&endpoint=...``.
 
+    A keyword left at ``None`` is not passed on: the store's default applies, or the URL's
+    value where the URL can carry it (``dynamodb://...?namespace=...&ttl=...``).
+
     Args:
         url: The store URL.
-        **options: Passed to the store's ``from_url`` (``namespace``, ``ttl``, ``state_type``...).
+        namespace: Isolates this checkpointer's threads; ``"default"`` by default.
+        ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted (the store's default if ``None``).
+        clock: Returns the current aware time (tests move it by hand).
+        **store_options: Keywords of the store's own ``from_url`` (``auto_migrate``,
+            ``key_prefix``, ``region``...); a keyword that store does not take raises
+            `TypeError` naming its class.
 
     Raises:
-        ConfigurationError: unknown scheme, or the store's extra is not installed.
+        ConfigurationError: unknown scheme, or an invalid option.
+        MissingExtraError: the store's extra is not installed (names it).
     """
     module, sync_name, _ = store_module(url)
-    return cast("Checkpointer[Any]", getattr(module, sync_name).from_url(url, **options))
+    checkpointer = getattr(module, sync_name).from_url(
+        url, **_given(namespace, ttl, state_type, max_state_bytes, clock), **store_options
+    )
+    return cast("Checkpointer[StateT]", checkpointer)
 
 
-def open_async_checkpointer(url: str, **options: Any) -> AsyncCheckpointer[Any]:
+def open_async_checkpointer(
+    url: str,
+    *,
+    namespace: str | None = None,
+    ttl: float | timedelta | None = None,
+    state_type: type[StateT] | None = None,
+    max_state_bytes: int | None = None,
+    clock: Clock | None = None,
+    **store_options: Any,
+) -> AsyncCheckpointer[StateT]:
     """The asyncio twin of `open_checkpointer` (SQL URLs get their async driver)."""
     module, _, async_name = store_module(url)
-    return cast("AsyncCheckpointer[Any]", getattr(module, async_name).from_url(url, **options))
+    checkpointer = getattr(module, async_name).from_url(
+        url, **_given(namespace, ttl, state_type, max_state_bytes, clock), **store_options
+    )
+    return cast("AsyncCheckpointer[StateT]", checkpointer)

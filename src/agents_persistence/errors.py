@@ -25,8 +25,10 @@ __all__ = [
     "InvalidCursorError",
     "InvalidStateError",
     "InvalidThreadIdError",
+    "MissingExtraError",
     "SchemaNotReadyError",
     "StateTooLargeError",
+    "TransactionAbortedError",
 ]
 
 
@@ -36,6 +38,24 @@ class CheckpointerError(Exception):
 
 class ConfigurationError(CheckpointerError, ValueError):
     """A checkpointer was configured with an invalid option (namespace, TTL, table name, URL)."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A store's driver is not installed; the message names the extra that installs it.
+
+    Also an `ImportError`, so ``try: from agents_persistence import SQLCheckpointer`` /
+    ``except ImportError:`` keeps working for applications that treat a store as optional.
+
+    Attributes:
+        extra: The extra to install, as in ``pip install 'agents-persistence[EXTRA]'``.
+        name: The module that could not be imported (as on any `ImportError`).
+    """
+
+    def __init__(self, message: str, *, extra: str, name: str | None) -> None:
+        super().__init__(message)
+        self.msg = message
+        self.extra = extra
+        self.name = name
 
 
 class DatabaseNotFoundError(ConfigurationError):
@@ -99,6 +119,16 @@ class ConflictError(CheckpointerError):
         super().__init__(
             f"thread {thread_id!r}: expected version {expected}, found {found}; nothing was written"
         )
+
+
+class TransactionAbortedError(CheckpointerError):
+    """The database ended the caller's transaction during a write of a unit of work.
+
+    Raised only by a checkpointer bound to the caller's transaction (``SQLCheckpointer.using``):
+    a deadlock (MySQL/MariaDB roll the whole transaction back) or a serialization failure
+    (PostgreSQL aborts the transaction). Nothing of that transaction is kept: roll it back and
+    run the whole unit of work again.
+    """
 
 
 class CorruptStateError(CheckpointerError):

@@ -91,11 +91,32 @@ def test_demo_in_memory_runs_but_keeps_nothing(cli: Invoke) -> None:
         assert [t["saved_version"] for t in data["turns"]] == [1, 2]
 
 
+def _env(tmp_path: Path, **changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
+    env["AGENTS_PERSISTENCE_URL"] = f"sqlite:///{tmp_path / 'env.sqlite3'}"
+    return {**env, **changes}
+
+
+def _hint(stdout: str) -> str:
+    """The command the demo says to inspect the thread with."""
+    lines = stdout.splitlines()
+    position = lines.index(next(line for line in lines if line.endswith("inspect with")))
+    return lines[position + 1].strip()
+
+
+def _run_hint(hint: str, cwd: Path, env: dict[str, str]) -> None:
+    """Run the hint exactly as printed, through a shell, from where the demo ran."""
+    shown = subprocess.run(
+        f"{hint} --json", shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, (hint, shown.stderr)
+    assert json.loads(shown.stdout)["thread_id"] == "demo"
+
+
 def test_demo_as_a_real_process(tmp_path: Path) -> None:
     if not _has_store("sql"):
         pytest.skip("the SQL store is not built yet")
-    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
-    env["AGENTS_PERSISTENCE_URL"] = f"sqlite:///{tmp_path / 'env.sqlite3'}"
+    env = _env(tmp_path)
     command = [sys.executable, "-m", "agents_persistence", "demo", "--turns", "2"]
     runs = [
         subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -109,6 +130,47 @@ def test_demo_as_a_real_process(tmp_path: Path) -> None:
     # The URL came from the environment: no default file, and nothing said about one.
     assert not (tmp_path / "agents-persistence.sqlite3").exists()
     assert "using the SQLite file" not in runs[0].stderr
+    # Started with python -m, it says to inspect with python -m, this very interpreter.
+    hint = _hint(runs[1].stdout)
+    assert hint.endswith(" -m agents_persistence threads show demo"), hint
+    _run_hint(hint, tmp_path, env)
+
+
+def _launcher(directory: Path) -> Path:
+    """An ``agents-persistence`` script like the one pip installs in ``<venv>/bin``."""
+    directory.mkdir(parents=True)
+    script = directory / "agents-persistence"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from agents_persistence.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("on_path", [False, True], ids=["as-make-runs-it", "on-path"])
+def test_the_demo_hint_works_as_printed(tmp_path: Path, on_path: bool) -> None:
+    if not _has_store("sql"):
+        pytest.skip("the SQL store is not built yet")
+    script = _launcher(tmp_path / ".venv" / "bin")
+    path = os.environ.get("PATH", "")
+    if on_path:
+        env = _env(tmp_path, PATH=f"{script.parent}{os.pathsep}{path}")
+        command = ["agents-persistence", "demo", "--turns", "1"]
+        expected = "agents-persistence threads show demo"
+    else:
+        # What `make demo` does: the script by its path, with .venv/bin not on PATH.
+        env = _env(tmp_path)
+        command = [".venv/bin/agents-persistence", "demo", "--turns", "1"]
+        expected = ".venv/bin/agents-persistence threads show demo"
+    run = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert _hint(run.stdout) == expected
+    _run_hint(expected, tmp_path, env)
 
 
 def test_turns_raise_and_resolve_interrupts() -> None:

@@ -1,14 +1,14 @@
 """The packaged Alembic migrations on real SQLite, PostgreSQL and MariaDB databases.
 
 Each test gets a database of its own (a file, or a database created for it and dropped after),
-so the comparisons `check()` and ``alembic check`` make are exercised next to other tables.
+so the comparisons `check()` and ``alembic check`` make are exercised next to other tables
+(fixtures in conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,7 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -47,66 +47,13 @@ from agents_persistence.migrations import (
 from agents_persistence.migrations._lock import advisory_key, lock_name
 from agents_persistence.migrations._settings import MigrationTarget
 from agents_persistence.models.sql import checkpoint_table
-from tests.kits.base import IN_CI, closed_port, tcp_reachable
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from tests.kits.base import closed_port
+from tests.stores.conftest import POSTGRES_SERVER, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432"
-MARIADB_BASE = "mysql+pymysql://root@127.0.0.1:3306"
 TABLE = "agent_checkpoints"
 FIX_COMMANDS = ("agents-persistence db upgrade", "alembic upgrade head", "upgrade(engine)")
 WAIT_SECONDS = 60
-
-
-def _require(name: str, port: int) -> None:
-    if not tcp_reachable("127.0.0.1", port):
-        message = f"{name} unreachable at 127.0.0.1:{port}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: an unreachable server fails the run)")
-        pytest.skip(message)
-
-
-def _admin(url: str) -> sa.Engine:
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'migrations.db'}"
-
-
-@pytest.fixture
-def postgresql_url() -> Iterator[str]:
-    _require("PostgreSQL", 5432)
-    name = "mig_" + uuid.uuid4().hex[:12]
-    admin = _admin(f"{PG_BASE}/test")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield f"{PG_BASE}/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
-@pytest.fixture
-def mariadb_url() -> Iterator[str]:
-    _require("MariaDB", 3306)
-    name = "mig_" + uuid.uuid4().hex[:12]
-    admin = _admin(f"{MARIADB_BASE}/test")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
-    yield f"{MARIADB_BASE}/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
 
 
 def _inspect(url: str, fn: Any) -> Any:
@@ -146,18 +93,7 @@ def _dialect(url: str) -> str:
 
 
 def _alembic(*args: str, url_env: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AGENTS_PERSISTENCE_URL"}
-    if url_env is not None:
-        env["AGENTS_PERSISTENCE_URL"] = url_env
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_command([sys.executable, "-m", "alembic", *args], ROOT, url_env=url_env)
 
 
 # --- upgrade, current, check, downgrade ------------------------------------------------------
@@ -180,10 +116,13 @@ def test_upgrade_creates_the_table_the_model_declares(db_url: str) -> None:
     if _dialect(db_url) != "mysql":  # MySQL names every primary key PRIMARY
         assert pk["name"] == f"pk_{TABLE}"
     indexes = _inspect(db_url, lambda insp: insp.get_indexes(TABLE))
-    assert {ix["name"]: ix["column_names"] for ix in indexes} == {
+    expected = {
         f"ix_{TABLE}_namespace_updated_at_thread_id": ["namespace", "updated_at", "thread_id"],
         f"ix_{TABLE}_namespace_expires_at": ["namespace", "expires_at"],
     }
+    if _dialect(db_url) == "postgresql":  # a partial index on states with interrupts
+        expected[f"ix_{TABLE}_interrupts"] = ["namespace", "updated_at"]
+    assert {ix["name"]: ix["column_names"] for ix in indexes} == expected
     check(db_url)
 
 
@@ -362,7 +301,8 @@ def test_a_table_name_too_long_for_its_version_table_is_refused(sqlite_url: str)
 
 
 def test_unreachable_server_raises_backend_unavailable() -> None:
-    url = f"{PG_BASE.rsplit(':', 1)[0]}:{closed_port()}/test?connect_timeout=3"
+    server = POSTGRES_SERVER.set(port=closed_port(), query={"connect_timeout": "3"})
+    url = server.render_as_string(hide_password=False)
     with pytest.raises(BackendUnavailableError):
         upgrade(url)
     with pytest.raises(BackendUnavailableError):

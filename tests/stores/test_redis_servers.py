@@ -154,7 +154,9 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
 def test_rediss_url_speaks_tls(tls_server: tuple[RedisServer, Path], portal: Portal) -> None:
     server, cert = tls_server
     url = f"rediss://127.0.0.1:{server.port}/0"
-    with RedisCheckpointer.from_url(url, namespace="tls", ssl_ca_certs=str(cert)) as cp:
+    with RedisCheckpointer.from_url(
+        url, namespace="tls", client_options={"ssl_ca_certs": str(cert)}
+    ) as cp:
         assert cp.save_state("t", state(1)).version == 1
 
     async def scenario() -> Any:

@@ -25,6 +25,7 @@ from agents_persistence.cli._common import (
     explain,
     scheme_family,
 )
+from agents_persistence.cli._invocation import command_prefix
 from agents_persistence.cli.threads import info_dict, threads_table
 from agents_persistence.errors import CheckpointerError, ConflictError, SchemaNotReadyError
 from agents_persistence.snapshot import (
@@ -290,7 +291,7 @@ def demo(
             )
             return
         say(f"run the demo again to resume at turn {played[-1].turn.number + 1}; inspect with")
-        say(f"  agents-persistence threads show {shlex.quote(thread)}{run.follow_up}")
+        say(f"  {command_prefix()} threads show {shlex.quote(thread)}{run.follow_up}")
 
 
 def _summary(

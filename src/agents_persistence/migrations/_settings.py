@@ -6,10 +6,16 @@ name and schema are validated in one place and never reach SQL unchecked.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
+import pathlib
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -20,16 +26,20 @@ from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from alembic.config import Config
-
 __all__ = [
+    "APP_SCHEMA_OPTION",
+    "APP_TABLE_OPTION",
     "MAX_TABLE_NAME_LENGTH",
+    "STEP_TARGET",
     "TARGET_OPTION",
     "URL_ENV_VAR",
     "MigrationTarget",
+    "app_target",
     "migration_target",
+    "packaged_scripts",
     "resolve_target",
     "resolve_url",
+    "script_location",
     "sync_url",
     "version_table",
 ]
@@ -39,6 +49,18 @@ URL_ENV_VAR = "AGENTS_PERSISTENCE_URL"
 
 TARGET_OPTION = "agents_persistence_target"
 """Key of the `MigrationTarget` in the migration context's options (read by revisions)."""
+
+APP_TABLE_OPTION = "agents_persistence_table"
+"""Option of an app's ``alembic.ini`` (``[alembic]`` section) naming the checkpoint table its
+``alembic upgrade heads`` creates; ``agent_checkpoints`` when absent."""
+
+APP_SCHEMA_OPTION = "agents_persistence_schema"
+"""Option of an app's ``alembic.ini`` naming that table's schema (PostgreSQL) or database."""
+
+STEP_TARGET: ContextVar[MigrationTarget | None] = ContextVar(
+    "agents_persistence_step_target", default=None
+)
+"""The target of the revision step running in an app's environment (set by `migration_step`)."""
 
 _VERSION_SUFFIX = "_alembic_version"
 MAX_TABLE_NAME_LENGTH = 63 - len(_VERSION_SUFFIX + "_pkc")
@@ -57,6 +79,27 @@ _SYNC_DRIVERS = {
     "mariadb+aiomysql": "mariadb+pymysql",
     "mariadb+asyncmy": "mariadb+pymysql",
 }
+
+
+_PACKAGE = "agents_persistence.migrations"
+
+
+def script_location() -> str:
+    """Where Alembic finds the packaged environment: a directory, or a package resource."""
+    root = importlib.resources.files(_PACKAGE)
+    if isinstance(root, pathlib.Path):
+        return str(root)
+    # Not a plain directory (a zip import): let Alembic resolve the package resource itself.
+    return f"{_PACKAGE.rpartition('.')[0]}:migrations"
+
+
+@cache
+def packaged_scripts() -> ScriptDirectory:
+    """The packaged revisions (read once per process)."""
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    config.set_main_option("path_separator", "os")
+    return ScriptDirectory.from_config(config)
 
 
 def version_table(table_name: str) -> str:
@@ -160,18 +203,42 @@ def resolve_target(config: Config, x_args: Mapping[str, str]) -> MigrationTarget
     return MigrationTarget(table_name, schema)
 
 
+def app_target(config: Config | None) -> MigrationTarget:
+    """The checkpoint table an app's own Alembic environment migrates.
+
+    `APP_TABLE_OPTION` and `APP_SCHEMA_OPTION` of its ``alembic.ini``, else
+    ``agent_checkpoints`` in the default schema.
+
+    Raises:
+        ConfigurationError: The table or schema name is not a valid identifier.
+    """
+    if config is None:
+        return MigrationTarget()
+    table_name = config.get_main_option(APP_TABLE_OPTION) or DEFAULT_TABLE_NAME
+    schema = config.get_main_option(APP_SCHEMA_OPTION) or None
+    return MigrationTarget(table_name, schema)
+
+
 def migration_target() -> MigrationTarget:
     """The target of the migration being run; called from inside revision files.
 
+    In the library's own environment it comes from the context's options; in an app's
+    environment from the running `migration_step`.
+
     Raises:
-        ConfigurationError: Called outside a run of the packaged Alembic environment.
+        ConfigurationError: Called outside a run of the migrations, or from a revision that is
+            not wrapped in `migration_step` while an app's environment runs it.
     """
     from alembic import op
 
     target = op.get_context().opts.get(TARGET_OPTION)
-    if not isinstance(target, MigrationTarget):
+    if isinstance(target, MigrationTarget):
+        return target
+    target = STEP_TARGET.get()
+    if target is None:
         raise ConfigurationError(
-            "agents-persistence revisions run only through their own Alembic environment"
-            " (agents_persistence.migrations.alembic_config())"
+            "agents-persistence revisions run through their own Alembic environment"
+            " (agents_persistence.migrations.alembic_config()) or, in an app's environment,"
+            " as functions wrapped in @migration_step"
         )
     return target

@@ -12,6 +12,11 @@ worker threads, through one helper.
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _dynamodb_extra  # noqa: F401
+
+# isort: split
+
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -114,15 +119,11 @@ class _DynamoDBSetup(_Common[StateT]):
         self._table = DynamoDBTable(settings, self.namespace, validate_index_shards(index_shards))
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Open a checkpointer from ``dynamodb://TABLE?region=...&endpoint=...``.
-
-        Query keys: ``region``, ``endpoint``, ``connect_timeout``, ``read_timeout``,
-        ``retries``, ``index_shards``, ``namespace``, ``ttl``. Keyword ``options`` override
-        them (credentials go there, or come from the standard AWS chain).
-        """
+    def _from_url(cls, url: str, options: dict[str, Any]) -> Self:
+        """`from_url` of both twins: the URL's options, overridden by the keywords not None."""
         parsed = parse_url(url)
-        return cls(parsed.table_name, **{**parsed.options, **options})
+        given = {name: value for name, value in options.items() if value is not None}
+        return cls(parsed.table_name, **{**parsed.options, **given})
 
     @property
     def table_name(self) -> str:
@@ -166,6 +167,95 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         max_state_bytes: Largest encoded state accepted (default 350,000).
         clock: Returns the current aware time (for tests).
     """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        max_retries: int = 3,
+        max_pool_connections: int = 10,
+        index_shards: int = 1,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            table_name,
+            region=region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_retries=max_retries,
+            max_pool_connections=max_pool_connections,
+            index_shards=index_shards,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_retries: int | None = None,
+        max_pool_connections: int | None = None,
+        index_shards: int | None = None,
+        namespace: str | None = None,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Open a checkpointer from ``dynamodb://TABLE?region=...&endpoint=...``.
+
+        Query keys: ``region``, ``endpoint``, ``connect_timeout``, ``read_timeout``,
+        ``retries``, ``index_shards``, ``namespace``, ``ttl``. Each keyword takes the
+        constructor's meaning; one left at ``None`` takes the URL's value, else the
+        constructor's default. Credentials never go in URLs: pass them here or let the
+        standard AWS chain find them.
+        """
+        return cls._from_url(
+            url,
+            {
+                "region": region,
+                "endpoint_url": endpoint_url,
+                "aws_access_key_id": aws_access_key_id,
+                "aws_secret_access_key": aws_secret_access_key,
+                "aws_session_token": aws_session_token,
+                "connect_timeout": connect_timeout,
+                "read_timeout": read_timeout,
+                "max_retries": max_retries,
+                "max_pool_connections": max_pool_connections,
+                "index_shards": index_shards,
+                "namespace": namespace,
+                "ttl": ttl,
+                "state_type": state_type,
+                "max_state_bytes": max_state_bytes,
+                "clock": clock,
+            },
+        )
 
     def _write(self, request: WriteRequest) -> Record:
         return self._table.write(request)
@@ -217,26 +307,107 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
 class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[StateT]):
     """`AsyncCheckpointer` on a DynamoDB table: the sync calls in a bounded thread pool.
 
-    Takes the arguments of `DynamoDBCheckpointer`, plus:
+    Takes the arguments of `DynamoDBCheckpointer`, plus ``max_threads``:
 
     Args:
         table_name: The table.
-        max_threads: Worker threads running PynamoDB calls (and HTTP connections of the
-            client, unless ``max_pool_connections`` says more). Calls beyond it wait their turn.
-        **options: The keyword arguments of `DynamoDBCheckpointer`.
+        max_threads: Worker threads running PynamoDB calls. Calls beyond it wait their turn.
+        max_pool_connections: HTTP connections kept to the endpoint; ``None`` gives
+            ``max_threads`` (at least 10).
 
     A cancelled call stops waiting, but the request already sent by its worker thread runs to
     completion: a cancelled save may still have been stored.
     """
 
     def __init__(
-        self, table_name: str, *, max_threads: int = DEFAULT_MAX_THREADS, **options: Any
+        self,
+        table_name: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        max_retries: int = 3,
+        max_pool_connections: int | None = None,
+        index_shards: int = 1,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+        max_threads: int = DEFAULT_MAX_THREADS,
     ) -> None:
         _count(max_threads, "max_threads", 1)
-        options.setdefault("max_pool_connections", max(max_threads, 10))
-        super().__init__(table_name, **options)
+        super().__init__(
+            table_name,
+            region=region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_retries=max_retries,
+            index_shards=index_shards,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+            max_pool_connections=(
+                max(max_threads, 10) if max_pool_connections is None else max_pool_connections
+            ),
+        )
         self._executor = ThreadPoolExecutor(
             max_threads, thread_name_prefix=f"agents-persistence-dynamodb-{self.table_name}"
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_retries: int | None = None,
+        max_pool_connections: int | None = None,
+        index_shards: int | None = None,
+        namespace: str | None = None,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+        max_threads: int | None = None,
+    ) -> Self:
+        """Open from a ``dynamodb://`` URL; see `DynamoDBCheckpointer.from_url`."""
+        return cls._from_url(
+            url,
+            {
+                "region": region,
+                "endpoint_url": endpoint_url,
+                "aws_access_key_id": aws_access_key_id,
+                "aws_secret_access_key": aws_secret_access_key,
+                "aws_session_token": aws_session_token,
+                "connect_timeout": connect_timeout,
+                "read_timeout": read_timeout,
+                "max_retries": max_retries,
+                "max_pool_connections": max_pool_connections,
+                "index_shards": index_shards,
+                "namespace": namespace,
+                "ttl": ttl,
+                "state_type": state_type,
+                "max_state_bytes": max_state_bytes,
+                "clock": clock,
+                "max_threads": max_threads,
+            },
         )
 
     async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:

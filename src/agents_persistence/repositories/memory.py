@@ -10,16 +10,18 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left, insort
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
-from agents_persistence._core import Record, WriteRequest, to_epoch_micros
+from agents_persistence._core import DEFAULT_NAMESPACE, Record, WriteRequest, to_epoch_micros
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
+
+    from agents_persistence._core import Clock
 
 __all__ = ["AsyncMemoryCheckpointer", "MemoryCheckpointer", "MemoryStore"]
 
@@ -138,24 +140,71 @@ def _key(after: tuple[datetime, str]) -> _Key:
     return (to_epoch_micros(after[0]), after[1])
 
 
+def _check_url(url: str) -> None:
+    if not isinstance(url, str) or urlsplit(url).scheme != "memory":
+        raise ConfigurationError(f"not a memory:// URL: {url!r:.120}")
+
+
 class MemoryCheckpointer(BaseCheckpointer[StateT]):
     """In-memory `Checkpointer`.
 
     Args:
         store: Storage to share with other checkpointers; a private one by default.
-        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+        namespace: Isolates this checkpointer's threads.
+        ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        clock: Returns the current aware time (tests move it by hand).
     """
 
-    def __init__(self, store: MemoryStore | None = None, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
         self.store = MemoryStore() if store is None else store
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Open a private store from ``memory://`` (the URL carries no settings)."""
-        if urlsplit(url).scheme != "memory":
-            raise ConfigurationError(f"not a memory:// URL: {url!r}")
-        return cls(**options)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Open a private store from ``memory://`` (the URL carries no settings).
+
+        Args:
+            url: ``memory://``.
+            namespace: See the constructor, as are the other keywords.
+            ttl: Time to live of each save.
+            state_type: The pydantic model stored.
+            max_state_bytes: Largest encoded state accepted.
+            clock: Returns the current aware time.
+        """
+        _check_url(url)
+        return cls(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
 
     def _write(self, request: WriteRequest) -> Record:
         return self.store.write(self.namespace, request)
@@ -176,16 +225,45 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
 class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
     """In-memory `AsyncCheckpointer`; the same storage and options as `MemoryCheckpointer`."""
 
-    def __init__(self, store: MemoryStore | None = None, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
         self.store = MemoryStore() if store is None else store
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Open a private store from ``memory://`` (the URL carries no settings)."""
-        if urlsplit(url).scheme != "memory":
-            raise ConfigurationError(f"not a memory:// URL: {url!r}")
-        return cls(**options)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """See `MemoryCheckpointer.from_url`."""
+        _check_url(url)
+        return cls(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
 
     async def _write(self, request: WriteRequest) -> Record:
         return self.store.write(self.namespace, request)

@@ -11,6 +11,11 @@ Both twins are thin drivers of the plans in `agents_persistence.repositories._re
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _redis_extra  # noqa: F401
+
+# isort: split
+
 import os
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
@@ -20,6 +25,7 @@ from redis.exceptions import NoScriptError
 from agents_persistence._core import DEFAULT_NAMESPACE
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
+from agents_persistence.errors import ConfigurationError
 from agents_persistence.models.redis import (
     DEFAULT_KEY_PREFIX,
     CheckpointHash,
@@ -32,7 +38,7 @@ from agents_persistence.repositories._redis_mapping import RecordMapping
 from agents_persistence.repositories._redis_ops import Call, Plan, RedisOps, translate_errors
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
     from datetime import datetime, timedelta
 
     import redis
@@ -46,16 +52,16 @@ __all__ = ["AsyncRedisCheckpointer", "RedisCheckpointer"]
 
 T = TypeVar("T")
 
-_OWN_OPTIONS = frozenset(
-    {"namespace", "ttl", "state_type", "max_state_bytes", "clock", "key_prefix"}
-)
 
-
-def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Checkpointer options and client options, from one ``from_url`` keyword set."""
-    own = {name: value for name, value in options.items() if name in _OWN_OPTIONS}
-    client = {name: value for name, value in options.items() if name not in _OWN_OPTIONS}
-    return own, client
+def _client_options(named: dict[str, Any], more: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The client keywords of ``from_url``: its named ones plus ``client_options``."""
+    extra = dict(more or {})
+    clash = sorted(set(extra) & set(named))
+    if clash:
+        raise ConfigurationError(
+            f"pass {', '.join(clash)} as from_url's own keyword, not in client_options"
+        )
+    return {**named, **extra}
 
 
 def _bind(namespace: str, key_prefix: str) -> RedisOps:
@@ -111,27 +117,71 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         self._owned_close: Callable[[], None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 2.0,
+        retries: int = 3,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> Self:
         """Open a checkpointer that owns its connection pool (closed by `close`).
-
-        Args:
-            url: ``redis://host:port/db``, ``rediss://`` (TLS), ``redis+cluster://host:port`` or
-                ``rediss+cluster://host:port``; redis-py query options are honoured.
-            **options: The constructor's keyword options, plus connection options:
-                ``max_connections`` (50), ``pool_timeout`` (5 s), ``socket_timeout`` (5 s),
-                ``socket_connect_timeout`` (2 s), ``retries`` (3) and other redis-py keywords.
 
         Nothing connects before the first call, so an unreachable server raises
         `BackendUnavailableError` from that call, not from here.
 
+        Args:
+            url: ``redis://host:port/db``, ``rediss://`` (TLS), ``redis+cluster://host:port`` or
+                ``rediss+cluster://host:port``; redis-py query options are honoured.
+            namespace: Isolates this checkpointer's threads (see the constructor).
+            ttl: Time to live applied on each save; ``None`` keeps threads until deleted.
+            state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+            max_state_bytes: Largest encoded state accepted (8 MiB by default).
+            clock: Returns the current aware time (tests move it by hand).
+            key_prefix: First part of every key.
+            max_connections: Pool size (per node on a cluster).
+            pool_timeout: Seconds a call waits for a free pooled connection.
+            socket_timeout: Seconds a command waits for its reply.
+            socket_connect_timeout: Seconds a connection attempt waits.
+            retries: Reconnection attempts with exponential backoff (50 ms doubling up to
+                0.5 s) after a timeout or a dropped connection.
+            client_options: Other redis-py client keywords, such as ``ssl_ca_certs`` or
+                ``username`` and ``password``.
+
         Raises:
             ConfigurationError: the URL or an option is invalid.
         """
-        own, client_options = _split_options(options)
+        options = _client_options(
+            {
+                "max_connections": max_connections,
+                "pool_timeout": pool_timeout,
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_connect_timeout,
+                "retries": retries,
+            },
+            client_options,
+        )
         with translate_errors():
-            client, close = open_client(url, client_options)
+            client, close = open_client(url, options)
         try:
-            checkpointer = cls(client, **own)
+            checkpointer = cls(
+                client,
+                namespace=namespace,
+                ttl=ttl,
+                state_type=state_type,
+                max_state_bytes=max_state_bytes,
+                clock=clock,
+                key_prefix=key_prefix,
+            )
         except BaseException:
             close()
             raise
@@ -218,13 +268,46 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         )
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 2.0,
+        retries: int = 3,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> Self:
         """Open a checkpointer that owns its connection pool; see `RedisCheckpointer.from_url`."""
-        own, client_options = _split_options(options)
+        options = _client_options(
+            {
+                "max_connections": max_connections,
+                "pool_timeout": pool_timeout,
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_connect_timeout,
+                "retries": retries,
+            },
+            client_options,
+        )
         with translate_errors():
-            client, close = open_async_client(url, client_options)
+            client, close = open_async_client(url, options)
         # Nothing is connected before the first call, so a refused option leaks nothing here.
-        checkpointer = cls(client, **own)
+        checkpointer = cls(
+            client,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+            key_prefix=key_prefix,
+        )
         checkpointer._owned_close = close
         return checkpointer
 

@@ -8,6 +8,11 @@ Alembic migrations; a checkpointer never runs DDL unless created with ``auto_mig
 
 from __future__ import annotations
 
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _sql_extra  # noqa: F401
+
+# isort: split
+
 import asyncio
 import dataclasses
 import threading
@@ -19,6 +24,8 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agents_persistence._core import DEFAULT_NAMESPACE
+from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
@@ -26,31 +33,41 @@ from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME, checkpoint_table
 
 from . import _sql_ops as ops
+from ._sql_bound import AsyncBoundSQLCheckpointer, AsyncSQLOps, BoundSQLCheckpointer, SQLOps
 from ._sql_engine import (
-    engine_options as build_engine_options,
-)
-from ._sql_engine import (
+    PING_IDLE_AFTER,
     lock_isolation_preset,
+    ping_when_idle,
     schema_not_ready,
     sqlite_tuning,
     to_async_url,
     to_sync_url,
     translate_errors,
 )
+from ._sql_engine import (
+    engine_options as build_engine_options,
+)
 from ._sql_statements import Statements, statements
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import timedelta
 
     from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
 
-    from agents_persistence._core import Record, WriteRequest
+    from agents_persistence._core import Clock
 
-__all__ = ["AsyncSQLCheckpointer", "SQLCheckpointer"]
+__all__ = [
+    "AsyncBoundSQLCheckpointer",
+    "AsyncSQLCheckpointer",
+    "BoundSQLCheckpointer",
+    "SQLCheckpointer",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-_Op = Callable[Concatenate[Connection, Statements, str, P], T]
+_Op = Callable[Concatenate[Connection, Statements, str, bool, P], T]
 
 
 class _Table:
@@ -94,6 +111,19 @@ class _Table:
         if problem is not None:
             raise SchemaNotReadyError(self.not_ready(problem))
 
+    def check_joined(self, conn: Connection) -> Statements:
+        """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
+
+        Returns the statements for the dialect of ``conn`` (the caller's connection may come
+        from another engine than this checkpointer's, on the same database).
+        """
+        if not self.ready:
+            problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
+            if problem is not None:
+                raise SchemaNotReadyError(self.not_ready(problem))
+            self.ready = True
+        return statements(self.table_name, self.schema, conn.dialect.name)
+
 
 def _engine_args(
     url: str | URL,
@@ -121,16 +151,25 @@ def _engine_args(
 
 @contextmanager
 def _engine_creation(target: URL) -> Iterator[None]:
+    shown = target.render_as_string(hide_password=True)
     try:
         yield
-    except (ArgumentError, ImportError, TypeError) as exc:
-        shown = target.render_as_string(hide_password=True)
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is not None:  # a driver this library's extras install
+            raise missing_extra(f"the SQL store for {shown}", extra, exc.name) from exc
+        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
+    except (ArgumentError, TypeError) as exc:
         raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
 
 
-def _tune(engine: Engine, target: URL) -> None:
-    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
-        sqlite_tuning(engine, wal=True)
+def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
+    if target.get_backend_name() == "sqlite":
+        # In-process: nothing goes stale between calls, there is nothing to ping.
+        if target.database not in (None, "", ":memory:"):
+            sqlite_tuning(engine, wal=True)
+    elif ping_idle_after is not None:
+        ping_when_idle(engine, ping_idle_after)
 
 
 _E = TypeVar("_E", Engine, AsyncEngine)
@@ -167,36 +206,20 @@ class _SQLSetup:
         self._owns_engine = False
 
     @classmethod
-    def from_url(
+    def _from_url(
         cls,
         url: str | URL,
         *,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        busy_timeout: float = 30.0,
-        auto_migrate: bool = False,
-        engine_options: dict[str, Any] | None = None,
+        pool_size: int,
+        max_overflow: int,
+        pool_timeout: float,
+        connect_timeout: float,
+        busy_timeout: float,
+        ping_idle_after: float | None,
+        engine_options: dict[str, Any] | None,
         **options: Any,
     ) -> Self:
-        """Create and own an engine for ``url``; `close` disposes it.
-
-        Plain URLs get the drivers this library ships: ``postgresql://`` uses psycopg 3,
-        ``mysql://`` and ``mariadb://`` PyMySQL (aiomysql for the async twin),
-        ``sqlite:///path`` the standard library (aiosqlite for the async twin).
-
-        Args:
-            url: The database URL.
-            pool_size: Connections kept open in the pool.
-            max_overflow: Extra connections opened under load.
-            pool_timeout: Seconds to wait for a free connection.
-            connect_timeout: Seconds to wait for the server when connecting.
-            busy_timeout: SQLite only: seconds a writer waits for another to finish.
-            auto_migrate: Run the library's migrations on first use.
-            engine_options: More ``create_engine`` keyword arguments (they win).
-            **options: ``table_name``, ``schema`` and the common checkpointer options.
-        """
+        """`from_url` of both twins; ``options`` are the constructor's, named by its caller."""
         target, args = _engine_args(
             url,
             asynchronous=cls._asynchronous,
@@ -207,6 +230,10 @@ class _SQLSetup:
             busy_timeout=busy_timeout,
             extra=engine_options,
         )
+        if ping_idle_after == 0:
+            args.setdefault("pool_pre_ping", True)
+        if args.get("pool_pre_ping"):
+            ping_idle_after = None  # the pool pings every checkout already
         engine: Engine | AsyncEngine
         with _engine_creation(target):
             if cls._asynchronous:
@@ -214,9 +241,9 @@ class _SQLSetup:
             else:
                 engine = create_engine(target, **args)
         sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        _tune(sync_engine, target)
+        _tune(sync_engine, target, ping_idle_after)
         try:
-            checkpointer = cls(engine, auto_migrate=auto_migrate, **options)  # type: ignore[call-arg]
+            checkpointer = cls(engine, **options)  # type: ignore[call-arg]
         except BaseException:
             # Nothing was connected yet: dropping the pool needs no event loop.
             sync_engine.dispose(close=False)
@@ -232,7 +259,7 @@ class _SQLSetup:
         return self._table.table_name
 
 
-class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
+class SQLCheckpointer(_SQLSetup, SQLOps, BaseCheckpointer[StateT]):
     """A `Checkpointer` on a SQLAlchemy `Engine` (PostgreSQL, SQLite, MySQL/MariaDB).
 
     Args:
@@ -241,7 +268,11 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
         schema: The table's schema (PostgreSQL) or database (MySQL), ``None`` for the default.
         auto_migrate: Run the library's migrations on first use instead of raising
             `SchemaNotReadyError` (meant for the embedded SQLite default).
-        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+        namespace: Isolates this checkpointer's threads.
+        ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
+        state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        clock: Returns the current aware time (tests move it by hand).
 
     Raises:
         ConfigurationError: ``engine`` is not an `Engine`, or a name is not a valid identifier.
@@ -256,18 +287,117 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         auto_migrate: bool = False,
-        **options: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
         self._runner = _runner(engine, self._table)
         self._prepare_lock = threading.Lock()
 
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        busy_timeout: float = 30.0,
+        ping_idle_after: float | None = PING_IDLE_AFTER,
+        engine_options: dict[str, Any] | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        auto_migrate: bool = False,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Create and own an engine for ``url``; `close` disposes it.
+
+        Plain URLs get the drivers this library ships: ``postgresql://`` uses psycopg 3,
+        ``mysql://`` and ``mariadb://`` PyMySQL, ``sqlite:///path`` the standard library.
+
+        Args:
+            url: The database URL.
+            pool_size: Connections kept open in the pool.
+            max_overflow: Extra connections opened under load.
+            pool_timeout: Seconds to wait for a free connection.
+            connect_timeout: Seconds to wait for the server when connecting.
+            busy_timeout: SQLite only: seconds a writer waits for another to finish.
+            ping_idle_after: Ping a pooled connection at checkout when it sat idle longer
+                than this many seconds (a server restart or a dropped connection is then
+                noticed before the call); ``0`` pings on every checkout (SQLAlchemy's
+                ``pool_pre_ping``), ``None`` never. Not for SQLite.
+            engine_options: More ``create_engine`` keyword arguments (they win).
+            table_name: The checkpoint table, as in the constructor.
+            schema: The table's schema or database, as in the constructor.
+            auto_migrate: Run the library's migrations on first use.
+            namespace: Isolates this checkpointer's threads.
+            ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
+            state_type: The pydantic model stored; `AgentStateSnapshot` by default.
+            max_state_bytes: Largest encoded state accepted (8 MiB by default).
+            clock: Returns the current aware time (tests move it by hand).
+
+        Raises:
+            ConfigurationError: the URL or an option is invalid.
+            MissingExtraError: the URL's driver is not installed (names the extra).
+        """
+        return cls._from_url(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            busy_timeout=busy_timeout,
+            ping_idle_after=ping_idle_after,
+            engine_options=engine_options,
+            table_name=table_name,
+            schema=schema,
+            auto_migrate=auto_migrate,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
+
     @property
     def engine(self) -> Engine:
         """The engine this checkpointer runs on."""
         return self._engine
+
+    def using(self, target: Session | Connection) -> BoundSQLCheckpointer[StateT]:
+        """This checkpointer inside the caller's transaction: a unit of work.
+
+        The view has the same contract methods (``save_state``, ``load_state``,
+        ``load_checkpoint``, ``delete_thread``, ``list_threads``, ...) and runs them on the
+        connection of ``target``: a `Session` (its current transaction's connection, begun if
+        needed) or a `Connection`. Its writes join that transaction; the caller commits or
+        rolls back, which keeps or undoes the app's rows and the state together. It never
+        commits, never takes a connection of its own and never runs DDL. See docs/sqlalchemy.md
+        for what a `ConflictError` or `TransactionAbortedError` leaves behind.
+
+        Args:
+            target: The caller's `Session` or `Connection`, on this checkpointer's database.
+
+        Raises:
+            ConfigurationError: ``target`` is neither.
+        """
+        return BoundSQLCheckpointer(self, target)
 
     def _run(
         self,
@@ -281,7 +411,7 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
             if not self._table.ready:
                 self._prepare()
             with self._runner.connect() as conn:
-                return op(conn, self._table.statements, self.namespace, *args, **kwargs)
+                return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
     def _prepare(self) -> None:
         with self._prepare_lock:
@@ -290,27 +420,12 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
                     self._table.prepare(conn)
                 self._table.ready = True
 
-    def _write(self, request: WriteRequest) -> Record:
-        return self._run("save", request.thread_id, ops.write, request)
-
-    def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return self._run("load", thread_id, ops.read, thread_id, now)
-
-    def _remove(self, thread_id: str, now: datetime) -> bool:
-        return self._run("delete", thread_id, ops.remove, thread_id, now)
-
-    def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
-        return self._run("listing", None, ops.page, count, after, now)
-
-    def _purge(self, now: datetime) -> int:
-        return self._run("purge", None, ops.purge, now)
-
     def _close(self) -> None:
         if self._owns_engine:
             self._engine.dispose()
 
 
-class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
+class AsyncSQLCheckpointer(_SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT]):
     """An `AsyncCheckpointer` on a SQLAlchemy `AsyncEngine`; see `SQLCheckpointer`.
 
     Drivers: psycopg 3 (PostgreSQL), aiosqlite (SQLite), aiomysql (MySQL/MariaDB).
@@ -321,7 +436,11 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
         schema: The table's schema (PostgreSQL) or database (MySQL), ``None`` for the default.
         auto_migrate: Run the library's migrations on first use instead of raising
             `SchemaNotReadyError`.
-        **options: ``namespace``, ``ttl``, ``state_type``, ``max_state_bytes``, ``clock``.
+        namespace: The constructor's other keywords are those of `SQLCheckpointer`.
+        ttl: Time to live of each save.
+        state_type: The pydantic model stored.
+        max_state_bytes: Largest encoded state accepted.
+        clock: Returns the current aware time.
 
     Raises:
         ConfigurationError: ``engine`` is not an `AsyncEngine`, or a name is not valid.
@@ -336,18 +455,84 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         auto_migrate: bool = False,
-        **options: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
         self._runner = _runner(engine, self._table)
         self._prepare_lock = asyncio.Lock()
 
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        busy_timeout: float = 30.0,
+        ping_idle_after: float | None = PING_IDLE_AFTER,
+        engine_options: dict[str, Any] | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        auto_migrate: bool = False,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float | timedelta | None = None,
+        state_type: type[StateT] | None = None,
+        max_state_bytes: int | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Create and own an async engine for ``url``; see `SQLCheckpointer.from_url`.
+
+        Plain URLs get the async drivers this library ships: psycopg 3 for ``postgresql://``,
+        aiomysql for ``mysql://`` and ``mariadb://``, aiosqlite for ``sqlite:///path``.
+        """
+        return cls._from_url(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            busy_timeout=busy_timeout,
+            ping_idle_after=ping_idle_after,
+            engine_options=engine_options,
+            table_name=table_name,
+            schema=schema,
+            auto_migrate=auto_migrate,
+            namespace=namespace,
+            ttl=ttl,
+            state_type=state_type,
+            max_state_bytes=max_state_bytes,
+            clock=clock,
+        )
+
     @property
     def engine(self) -> AsyncEngine:
         """The async engine this checkpointer runs on."""
         return self._engine
+
+    def using(self, target: AsyncSession | AsyncConnection) -> AsyncBoundSQLCheckpointer[StateT]:
+        """This checkpointer inside the caller's transaction; see `SQLCheckpointer.using`.
+
+        Args:
+            target: The caller's `AsyncSession` or `AsyncConnection`.
+
+        Raises:
+            ConfigurationError: ``target`` is neither.
+        """
+        return AsyncBoundSQLCheckpointer(self, target)
 
     async def _run(
         self,
@@ -362,7 +547,7 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
                 await self._prepare()
             async with self._runner.connect() as conn:
                 return await conn.run_sync(
-                    op, self._table.statements, self.namespace, *args, **kwargs
+                    op, self._table.statements, self.namespace, True, *args, **kwargs
                 )
 
     async def _prepare(self) -> None:
@@ -371,23 +556,6 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
                 async with self._engine.connect() as conn:
                     await conn.run_sync(self._table.prepare)
                 self._table.ready = True
-
-    async def _write(self, request: WriteRequest) -> Record:
-        return await self._run("save", request.thread_id, ops.write, request)
-
-    async def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return await self._run("load", thread_id, ops.read, thread_id, now)
-
-    async def _remove(self, thread_id: str, now: datetime) -> bool:
-        return await self._run("delete", thread_id, ops.remove, thread_id, now)
-
-    async def _page(
-        self, count: int, after: tuple[datetime, str] | None, now: datetime
-    ) -> list[Record]:
-        return await self._run("listing", None, ops.page, count, after, now)
-
-    async def _purge(self, now: datetime) -> int:
-        return await self._run("purge", None, ops.purge, now)
 
     async def _close(self) -> None:
         if self._owns_engine:

@@ -7,6 +7,7 @@ Create Date: 2026-11-27 04:38:00+00:00
 Types per dialect as in models/sql.py: JSONB on PostgreSQL, JSON elsewhere; microsecond
 DATETIME(6) and binary no-pad utf8mb4 keys on MySQL/MariaDB. Constraint and index names follow
 NAMING_CONVENTION, so later revisions (batch mode on SQLite included) can address them.
+The branch label names the library's line of revisions inside an app's own Alembic environment.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql, postgresql
 
+from agents_persistence.migrations._app import migration_step
 from agents_persistence.migrations._settings import migration_target
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 revision: str = "4c1d2a9e7b30"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("agents_persistence",)
 depends_on: str | Sequence[str] | None = None
 
 
@@ -40,6 +42,7 @@ def _timestamp() -> sa.DateTime:
     return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
+@migration_step
 def upgrade() -> None:
     target = migration_target()
     table, schema = target.table_name, target.schema
@@ -76,6 +79,7 @@ def upgrade() -> None:
     )
 
 
+@migration_step
 def downgrade() -> None:
     target = migration_target()
     table, schema = target.table_name, target.schema
