@@ -181,7 +181,7 @@ KITS = [DynamoDBKit()]
 def record_requests(checkpointer: Any) -> list[tuple[str, dict[str, Any], str]]:
     """Record (operation, parameters, thread name) of every request a checkpointer sends."""
     inner = getattr(checkpointer, "inner", checkpointer)  # the async harness wraps it
-    client = inner._table.model._get_connection().connection.client
+    client = inner._table.connection.connection.client
     calls: list[tuple[str, dict[str, Any], str]] = []
 
     def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
