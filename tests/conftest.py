@@ -66,6 +66,15 @@ def cp(harness: Harness) -> Any:
     return harness.make()
 
 
+@pytest.fixture
+def otel() -> Iterator[Any]:
+    """The library's spans and metrics, recorded by the OpenTelemetry SDK for one test."""
+    from .telemetry_support import recording
+
+    with recording() as recorder:
+        yield recorder
+
+
 # --- a per-store summary of the contract suite at the end of the run ---------------------------
 
 _CONTRACT: dict[str, tuple[str, str]] = {}
@@ -95,7 +104,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _OUTCOMES:
         return
     terminalreporter.section("contract suite by store")
-    for kit in dict.fromkeys(name for name, _ in _OUTCOMES):
+    names = list(dict.fromkeys(name for name, _ in _OUTCOMES))
+    width = max(14, *(len(name) + 1 for name in names))
+    for kit in names:
         cells = []
         for mode in ("sync", "async"):
             counts = _OUTCOMES.get((kit, mode))
@@ -104,4 +115,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                     f"{mode}: {counts['passed']} passed, {counts['failed']} failed"
                     + (f", {counts['skipped']} skipped" if counts["skipped"] else "")
                 )
-        terminalreporter.write_line(f"{kit:<14} " + " | ".join(cells))
+        terminalreporter.write_line(f"{kit:<{width}} " + " | ".join(cells))

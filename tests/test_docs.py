@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", "docs/sqlalchemy.md"]
+DOCUMENTS = ["README.md", "docs/sqlalchemy.md", "docs/observability.md"]
 MOTO_PORT = 5005
 _BLOCK = re.compile(
     r"(?:<!--\s*not run:\s*(?P<reason>[^>]*?)\s*-->\s*\n)?^```python\n(?P<code>.*?)^```",

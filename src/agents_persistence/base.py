@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Generic, Self
 
+from agents_persistence import telemetry
 from agents_persistence._core import (
     DEFAULT_NAMESPACE,
     Clock,
@@ -36,6 +37,8 @@ class _Common(Generic[StateT]):
     """Settings, properties and life cycle shared by both twins."""
 
     default_max_state_bytes: ClassVar[int] = DEFAULT_MAX_STATE_BYTES
+    _otel_store: ClassVar[str] = "custom"
+    """The store's name in telemetry (``agents_persistence.store``); each store sets its own."""
 
     def __init__(
         self,
@@ -119,6 +122,11 @@ class BaseCheckpointer(_Common[StateT], ABC):
         self, thread_id: str, state: StateT, *, expected_version: int | None = None
     ) -> CheckpointInfo:
         """Store ``state`` as the thread's next version (see `Checkpointer.save_state`)."""
+        return _run(self, "save_state", self._save_call, thread_id, state, expected_version)
+
+    def _save_call(
+        self, thread_id: str, state: StateT, expected_version: int | None
+    ) -> CheckpointInfo:
         request = self._open_core().prepare_write(thread_id, state, expected_version)
         return self._write(request).info()
 
@@ -135,36 +143,52 @@ class BaseCheckpointer(_Common[StateT], ABC):
         The checkpointer's TTL is not applied: the thread keeps ``info.expires_at``. With
         ``expected_version`` the write is conditional exactly as in `save_state`.
         """
+        return _run(
+            self, "restore_checkpoint", self._restore_call, thread_id, state, info, expected_version
+        )
+
+    def _restore_call(
+        self, thread_id: str, state: StateT, info: CheckpointInfo, expected_version: int | None
+    ) -> CheckpointInfo:
         core = self._open_core()
         request = core.prepare_restore(thread_id, state, info, expected_version)
         return self._write(request).info()
 
     def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
         """The thread's state and metadata, or ``None``."""
-        core = self._open_core()
-        return core.checkpoint(self._read(_tid(thread_id), core.now()))
+        return _run(self, "load_checkpoint", self._load_call, thread_id)
 
     def load_state(self, thread_id: str) -> StateT | None:
         """The thread's state, or ``None``."""
-        checkpoint = self.load_checkpoint(thread_id)
+        checkpoint = _run(self, "load_state", self._load_call, thread_id)
         return None if checkpoint is None else checkpoint.state
+
+    def _load_call(self, thread_id: str) -> Checkpoint[StateT] | None:
+        core = self._open_core()
+        return core.checkpoint(self._read(_tid(thread_id), core.now()))
 
     def delete_thread(self, thread_id: str) -> bool:
         """Delete the thread; ``True`` if a live thread was deleted."""
+        return _run(self, "delete_thread", self._delete_call, thread_id)
+
+    def _delete_call(self, thread_id: str) -> bool:
         core = self._open_core()
         return self._remove(_tid(thread_id), core.now())
 
     def list_threads(self, *, limit: int = 100, cursor: str | None = None) -> ThreadPage:
         """One page of live threads, most recently updated first."""
+        return _run(self, "list_threads", self._list_call, limit, cursor)
+
+    def _list_call(self, limit: int, cursor: str | None) -> ThreadPage:
         core = self._open_core()
         count, after = core.page_args(limit, cursor)
         return core.page(self._page(count + 1, after, core.now()), count)
 
     def iter_threads(self, *, page_size: int = 100) -> Iterator[ThreadInfo]:
-        """Every live thread, fetched ``page_size`` at a time."""
+        """Every live thread, fetched ``page_size`` at a time (one span per page)."""
         cursor: str | None = None
         while True:
-            page = self.list_threads(limit=page_size, cursor=cursor)
+            page = _run(self, "iter_threads", self._list_call, page_size, cursor)
             yield from page.threads
             if page.next_cursor is None:
                 return
@@ -172,6 +196,9 @@ class BaseCheckpointer(_Common[StateT], ABC):
 
     def purge_expired(self) -> int:
         """Physically remove expired threads; return how many were removed."""
+        return _run(self, "purge_expired", self._purge_call)
+
+    def _purge_call(self) -> int:
         return self._purge(self._open_core().now())
 
     def close(self) -> None:
@@ -224,6 +251,11 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
         self, thread_id: str, state: StateT, *, expected_version: int | None = None
     ) -> CheckpointInfo:
         """See `BaseCheckpointer.save_state`."""
+        return await _arun(self, "save_state", self._save_call, thread_id, state, expected_version)
+
+    async def _save_call(
+        self, thread_id: str, state: StateT, expected_version: int | None
+    ) -> CheckpointInfo:
         request = self._open_core().prepare_write(thread_id, state, expected_version)
         return (await self._write(request)).info()
 
@@ -236,27 +268,43 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
         expected_version: int | None = None,
     ) -> CheckpointInfo:
         """See `BaseCheckpointer.restore_checkpoint`."""
+        return await _arun(
+            self, "restore_checkpoint", self._restore_call, thread_id, state, info, expected_version
+        )
+
+    async def _restore_call(
+        self, thread_id: str, state: StateT, info: CheckpointInfo, expected_version: int | None
+    ) -> CheckpointInfo:
         core = self._open_core()
         request = core.prepare_restore(thread_id, state, info, expected_version)
         return (await self._write(request)).info()
 
     async def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
         """See `BaseCheckpointer.load_checkpoint`."""
-        core = self._open_core()
-        return core.checkpoint(await self._read(_tid(thread_id), core.now()))
+        return await _arun(self, "load_checkpoint", self._load_call, thread_id)
 
     async def load_state(self, thread_id: str) -> StateT | None:
         """See `BaseCheckpointer.load_state`."""
-        checkpoint = await self.load_checkpoint(thread_id)
+        checkpoint = await _arun(self, "load_state", self._load_call, thread_id)
         return None if checkpoint is None else checkpoint.state
+
+    async def _load_call(self, thread_id: str) -> Checkpoint[StateT] | None:
+        core = self._open_core()
+        return core.checkpoint(await self._read(_tid(thread_id), core.now()))
 
     async def delete_thread(self, thread_id: str) -> bool:
         """See `BaseCheckpointer.delete_thread`."""
+        return await _arun(self, "delete_thread", self._delete_call, thread_id)
+
+    async def _delete_call(self, thread_id: str) -> bool:
         core = self._open_core()
         return await self._remove(_tid(thread_id), core.now())
 
     async def list_threads(self, *, limit: int = 100, cursor: str | None = None) -> ThreadPage:
         """See `BaseCheckpointer.list_threads`."""
+        return await _arun(self, "list_threads", self._list_call, limit, cursor)
+
+    async def _list_call(self, limit: int, cursor: str | None) -> ThreadPage:
         core = self._open_core()
         count, after = core.page_args(limit, cursor)
         return core.page(await self._page(count + 1, after, core.now()), count)
@@ -265,7 +313,7 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
         """See `BaseCheckpointer.iter_threads`."""
         cursor: str | None = None
         while True:
-            page = await self.list_threads(limit=page_size, cursor=cursor)
+            page = await _arun(self, "iter_threads", self._list_call, page_size, cursor)
             for thread in page.threads:
                 yield thread
             if page.next_cursor is None:
@@ -274,6 +322,9 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
 
     async def purge_expired(self) -> int:
         """See `BaseCheckpointer.purge_expired`."""
+        return await _arun(self, "purge_expired", self._purge_call)
+
+    async def _purge_call(self) -> int:
         return await self._purge(self._open_core().now())
 
     async def close(self) -> None:
@@ -295,3 +346,5 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
 
 
 _tid = validate_thread_id
+_run = telemetry.run
+_arun = telemetry.arun

@@ -28,6 +28,7 @@ __all__ = [
     "MissingExtraError",
     "SchemaNotReadyError",
     "StateTooLargeError",
+    "TransactionAbortedError",
 ]
 
 
@@ -118,6 +119,16 @@ class ConflictError(CheckpointerError):
         super().__init__(
             f"thread {thread_id!r}: expected version {expected}, found {found}; nothing was written"
         )
+
+
+class TransactionAbortedError(CheckpointerError):
+    """The database ended the caller's transaction during a write of a unit of work.
+
+    Raised only by a checkpointer bound to the caller's transaction (``SQLCheckpointer.using``):
+    a deadlock (MySQL/MariaDB roll the whole transaction back) or a serialization failure
+    (PostgreSQL aborts the transaction). Nothing of that transaction is kept: roll it back and
+    run the whole unit of work again.
+    """
 
 
 class CorruptStateError(CheckpointerError):

@@ -41,9 +41,11 @@ class StoreKit:
         name: Test id prefix (``memory``, ``sqlite``, ``postgresql``, ``mariadb``, ``redis``...).
         large_state_bytes: Size of the "large file" round trip this store must handle.
         has_server: False for stores without a server (no "unreachable server" test).
+        db_system: The OpenTelemetry ``db.system.name`` its checkpointers report.
     """
 
     name: ClassVar[str] = "?"
+    db_system: ClassVar[str] = "?"
     large_state_bytes: ClassVar[int] = 1_000_000
     has_server: ClassVar[bool] = True
 

@@ -66,6 +66,7 @@ class MotoServer:
 
 class DynamoDBKit(StoreKit):
     name = "dynamodb"
+    db_system = "aws.dynamodb"
     # DynamoDB holds at most 400 KB per item: the store's default limit is 350,000 bytes.
     large_state_bytes = 300_000
 
@@ -180,7 +181,7 @@ KITS = [DynamoDBKit()]
 def record_requests(checkpointer: Any) -> list[tuple[str, dict[str, Any], str]]:
     """Record (operation, parameters, thread name) of every request a checkpointer sends."""
     inner = getattr(checkpointer, "inner", checkpointer)  # the async harness wraps it
-    client = inner._table.model._get_connection().connection.client
+    client = inner._table.connection.connection.client
     calls: list[tuple[str, dict[str, Any], str]] = []
 
     def hook(params: dict[str, Any], model: Any, **_: Any) -> None:

@@ -11,6 +11,7 @@ from .base import StoreKit
 
 class MemoryKit(StoreKit):
     name = "memory"
+    db_system = "memory"
     has_server = False
 
     def __init__(self) -> None:

@@ -162,6 +162,7 @@ class RedisKit(StoreKit):
     """
 
     name = "redis"
+    db_system = "redis"
     large_state_bytes = 1_000_000
 
     def __init__(self, url: str = REDIS_URL) -> None:

@@ -131,6 +131,7 @@ def _dispose_on(engine: AsyncEngine, loop: asyncio.AbstractEventLoop) -> None:
 
 class SQLiteKit(SQLKit):
     name = "sqlite"
+    db_system = "sqlite"
     has_server = False
 
     def __init__(self) -> None:
@@ -180,6 +181,7 @@ class SQLiteKit(SQLKit):
 
 class PostgreSQLKit(SQLKit):
     name = "postgresql"
+    db_system = "postgresql"
     host = "127.0.0.1"
     port = 5432
     url = os.environ.get(
@@ -198,6 +200,7 @@ class PostgreSQLKit(SQLKit):
 
 class MariaDBKit(SQLKit):
     name = "mariadb"
+    db_system = "mariadb"
     host = "127.0.0.1"
     port = 3306
     url = os.environ.get(
@@ -214,4 +217,56 @@ class MariaDBKit(SQLKit):
         return make_url(self.url).set(port=port).render_as_string(hide_password=False)
 
 
-KITS: list[StoreKit] = [SQLiteKit(), PostgreSQLKit(), MariaDBKit()]
+class Traced:
+    """Engines with cursor-execution listeners attached as OpenTelemetry's SQLAlchemy
+    instrumentation attaches them (``before_cursor_execute`` with ``retval=True``,
+    ``after_cursor_execute``, ``handle_error`` on the engine), counting what they see.
+
+    Mixed in front of a kit: the whole contract suite then runs with listeners in SQLAlchemy's
+    execution path, on a database of its own (a separate SQLite file; namespaces elsewhere).
+    """
+
+    seen: list[str]
+
+    def tune(self, engine: Engine) -> None:
+        super().tune(engine)  # type: ignore[misc]
+        seen = self.seen = getattr(self, "seen", [])
+
+        def before(conn: Any, cursor: Any, statement: str, params: Any, *rest: Any) -> Any:
+            if len(seen) >= 1000:  # bounded; tests clear it before they look
+                seen.clear()
+            seen.append(statement)
+            return statement, params
+
+        def after(*args: Any) -> None:
+            """OpenTelemetry ends its span here."""
+
+        def on_error(context: Any) -> None:
+            """OpenTelemetry records the exception here."""
+
+        event.listen(engine, "before_cursor_execute", before, retval=True)
+        event.listen(engine, "after_cursor_execute", after)
+        event.listen(engine, "handle_error", on_error)
+
+
+class TracedSQLiteKit(Traced, SQLiteKit):
+    name = "sqlite+traced"
+
+
+class TracedPostgreSQLKit(Traced, PostgreSQLKit):
+    name = "postgresql+traced"
+
+
+class TracedMariaDBKit(Traced, MariaDBKit):
+    name = "mariadb+traced"
+
+
+PLAIN_KITS: list[SQLKit] = [SQLiteKit(), PostgreSQLKit(), MariaDBKit()]
+"""The kits without listeners, for the SQL store's own tests (one database each)."""
+
+KITS: list[StoreKit] = [
+    *PLAIN_KITS,
+    TracedSQLiteKit(),
+    TracedPostgreSQLKit(),
+    TracedMariaDBKit(),
+]

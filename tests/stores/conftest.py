@@ -1,5 +1,9 @@
-"""Private SQL databases for the migration tests: a SQLite file, or a database created on the
-test servers (``AGENTS_PERSISTENCE_TEST_POSTGRES_URL`` / ``_MARIADB_URL``) and dropped after."""
+"""Fixtures shared by the store-specific tests.
+
+Private SQL databases for the migration tests (a SQLite file, or a database created on the test
+servers, ``AGENTS_PERSISTENCE_TEST_POSTGRES_URL`` / ``_MARIADB_URL``, and dropped after), and the
+SQL kits in turn.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.kits.base import IN_CI, tcp_reachable
+
+from ..conftest import _ready
+from ..kits.sql import PLAIN_KITS, SQLKit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,3 +95,11 @@ def mariadb_url() -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest) -> str:
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
+
+
+@pytest.fixture(params=PLAIN_KITS, ids=[k.name for k in PLAIN_KITS])
+def sql_kit(request: pytest.FixtureRequest) -> SQLKit:
+    """SQLite, PostgreSQL and MariaDB in turn (the kits without listeners)."""
+    kit = _ready(request.param)
+    assert isinstance(kit, SQLKit)
+    return kit

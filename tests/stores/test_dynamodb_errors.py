@@ -93,7 +93,7 @@ def test_a_server_that_never_answers_times_out(kit: DynamoDBKit) -> None:
 def test_retries_are_bounded_by_max_retries(kit: DynamoDBKit) -> None:
     cp = kit.make_unreachable(namespace="n")
     sent: list[str] = []
-    client = cp._table.model._get_connection().connection.client
+    client = cp._table.connection.connection.client
     client.meta.events.register("before-send.dynamodb.*", lambda **_: sent.append("x"))
     with pytest.raises(BackendUnavailableError):
         cp.load_state("t")
@@ -101,7 +101,7 @@ def test_retries_are_bounded_by_max_retries(kit: DynamoDBKit) -> None:
 
     retrying = DynamoDBCheckpointer(kit.table, **{**kit.unreachable_options(), "max_retries": 1})
     sent.clear()
-    client = retrying._table.model._get_connection().connection.client
+    client = retrying._table.connection.connection.client
     client.meta.events.register("before-send.dynamodb.*", lambda **_: sent.append("x"))
     with pytest.raises(BackendUnavailableError):
         retrying.load_state("t")

@@ -101,7 +101,7 @@ def _lose_first_put_reply(cp: Any) -> list[int]:
             raise ReadTimeoutError(endpoint_url=request.url)
 
     inner = getattr(cp, "inner", cp)
-    client = inner._table.model._get_connection().connection.client
+    client = inner._table.connection.connection.client
     client.meta.events.register("before-send.dynamodb.PutItem", send)
     return lost
 

@@ -39,7 +39,8 @@ from agents_persistence.repositories._sql_engine import to_async_url, to_sync_ur
 from agents_persistence.repositories._sql_statements import PURGE_BATCH
 
 from ..conftest import _ready
-from ..kits.sql import KITS, SQLKit
+from ..kits.sql import PLAIN_KITS as KITS
+from ..kits.sql import SQLKit
 from ..support import FakeClock
 
 if TYPE_CHECKING:
@@ -53,13 +54,6 @@ FIX_COMMANDS = (
     "alembic upgrade head",
     "agents_persistence.migrations.upgrade(engine",
 )
-
-
-@pytest.fixture(params=KITS, ids=[k.name for k in KITS])
-def sql_kit(request: pytest.FixtureRequest) -> SQLKit:
-    kit = _ready(request.param)
-    assert isinstance(kit, SQLKit)
-    return kit
 
 
 @pytest.fixture
@@ -210,7 +204,6 @@ def test_from_url_owns_and_disposes_its_engine(sql_kit: SQLKit, namespace: str) 
     cp.save_state("t", AgentStateSnapshot())
     pool = cp.engine.pool
     assert pool.checkedin() >= 1  # pooled connections are open
-    assert cp.engine.pool._pre_ping  # type: ignore[attr-defined]
     cp.close()
     assert pool.checkedin() == 0  # ... and closed by close()
 

@@ -11,12 +11,19 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from agents_persistence.migrations._settings import MigrationTarget, version_table
-from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.models.sql import DEFAULT_TABLE_NAME, DIALECTS_INFO_KEY
 
 if TYPE_CHECKING:
     from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+    from sqlalchemy.sql.schema import SchemaItem
 
-__all__ = ["IncludeName", "include_name", "make_include_name", "own_include_name"]
+__all__ = [
+    "IncludeName",
+    "include_name",
+    "make_include_name",
+    "own_include_name",
+    "own_include_object",
+]
 
 IncludeName = Callable[[str | None, "NameFilterType", "NameFilterParentNames"], bool]
 """The signature Alembic expects of ``context.configure(include_name=...)``."""
@@ -67,5 +74,26 @@ def own_include_name(target: MigrationTarget) -> IncludeName:
         if type_ == "table":
             return name == target.table_name and parent_names.get("schema_name") == target.schema
         return parent_names.get("table_name") == target.table_name
+
+    return include
+
+
+def own_include_object(
+    dialect_name: str,
+) -> Callable[[SchemaItem, str | None, str, bool, SchemaItem | None], bool]:
+    """The ``include_object`` hook of our own environment, for ``dialect_name``.
+
+    Leaves out the model's indexes that exist on other dialects only (``Index.ddl_if`` creates
+    them there; Alembic's autogenerate does not read ``ddl_if``, so the model marks them in
+    ``Index.info``).
+    """
+
+    def include(
+        obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: object
+    ) -> bool:
+        if type_ != "index" or reflected:
+            return True
+        dialects = obj.info.get(DIALECTS_INFO_KEY)
+        return dialects is None or dialect_name in dialects
 
     return include

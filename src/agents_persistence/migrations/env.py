@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from alembic import context
 from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import make_url
 
-from agents_persistence.migrations._filters import own_include_name
+from agents_persistence.migrations._filters import own_include_name, own_include_object
 from agents_persistence.migrations._lock import session_lock, transaction_lock
 from agents_persistence.migrations._settings import TARGET_OPTION, resolve_target, resolve_url
 from agents_persistence.models.sql import checkpoint_table
@@ -30,6 +31,13 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name)
 
 
+def _dialect_name(options: dict[str, Any]) -> str:
+    connection = options.get("connection")
+    if connection is not None:
+        return str(connection.dialect.name)
+    return make_url(options["url"]).get_backend_name()
+
+
 def _configure(**options: Any) -> None:
     # Revisions read the target from the context options (see migration_target()).
     options[TARGET_OPTION] = target
@@ -40,6 +48,7 @@ def _configure(**options: Any) -> None:
         # Compare only our table: the database usually holds the app's tables too.
         include_schemas=target.schema is not None,
         include_name=own_include_name(target),
+        include_object=own_include_object(_dialect_name(options)),
         compare_type=True,
         render_as_batch=True,
         **options,

@@ -19,23 +19,24 @@ Table design (attribute names as stored):
   expiry in microseconds that reads compare against, because DynamoDB deletes expired items
   late (up to days) and the TTL attribute has only whole seconds.
 
-Model classes are built per table and connection settings by `checkpoint_model`; each gets a
-unique class name so that several checkpointers (tables, endpoints) coexist in one process.
+`CheckpointItem` is the single declaration of these names: the store reads every attribute
+and index name from it (``get_attributes()``, ``attr_name``, the index's ``Meta``), never from a
+string of its own. The model is not bound to a table: PynamoDB's `TableConnection`, owned by
+each checkpointer, does the I/O, and the model describes, serializes and deserializes items.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pynamodb.attributes import (
+    Attribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
@@ -46,17 +47,7 @@ __all__ = [
     "ConnectionSettings",
     "ItemDecodeError",
     "ListingIndex",
-    "checkpoint_model",
 ]
-
-INDEX_NAME = "by_updated"
-"""Name of the global secondary index that lists a namespace newest first."""
-
-TTL_ATTRIBUTE = "expires_at"
-"""The attribute the table's Time to Live setting reads."""
-
-_LISTED = ["version", "created_at", "updated_at", "size", "expires_at_us"]
-"""Non-key attributes projected into the index: everything a listing shows, never the state."""
 
 
 class ItemDecodeError(Exception):
@@ -76,10 +67,16 @@ class ListingIndex(GlobalSecondaryIndex["CheckpointItem"]):  # type: ignore[no-u
     """Lists one namespace (or one shard of it) by ``updated_at`` then thread id."""
 
     class Meta:
-        """PynamoDB index settings."""
+        """PynamoDB index settings.
 
-        index_name = INDEX_NAME
-        projection = IncludeProjection(_LISTED)
+        The projection names the model's attributes a listing reads (never the state).
+        """
+
+        index_name = "by_updated"
+        projection = IncludeProjection(
+            ["version", "created_at", "updated_at", "size", "expires_at_us"]
+        )
+        attributes: dict[str, Attribute[Any]]  # the index keys, filled in by PynamoDB
 
     list_pk = UnicodeAttribute(hash_key=True)
     list_sk = UnicodeAttribute(range_key=True)
@@ -89,7 +86,7 @@ _Item = TypeVar("_Item", bound="CheckpointItem")
 
 
 class CheckpointItem(Model):
-    """One thread's checkpoint. Use a subclass from `checkpoint_model`, which names the table."""
+    """One thread's checkpoint: every attribute and the listing index, declared once."""
 
     pk = UnicodeAttribute(hash_key=True)
     list_pk = UnicodeAttribute()
@@ -111,8 +108,16 @@ class CheckpointItem(Model):
         try:
             return super().from_raw_data(data)
         except (TypeError, ValueError) as exc:
-            key = data.get("pk", {}).get("S", "") if isinstance(data, dict) else ""
+            hash_key = cls.pk.attr_name
+            key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
             raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
+
+
+INDEX_NAME: str = ListingIndex.Meta.index_name
+"""Name of the global secondary index that lists a namespace newest first."""
+
+TTL_ATTRIBUTE: str = CheckpointItem.expires_at.attr_name
+"""The attribute the table's Time to Live setting reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,37 +148,3 @@ class ConnectionSettings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
-
-
-_serial = itertools.count(1)
-
-
-def checkpoint_model(settings: ConnectionSettings) -> type[CheckpointItem]:
-    """A new `CheckpointItem` subclass bound to ``settings`` (its own connection, no I/O yet).
-
-    Args:
-        settings: Table name, region, endpoint, credentials, timeouts and retries.
-
-    Returns:
-        A model class whose ``by_updated`` index and connection belong to it alone.
-    """
-    meta = type(
-        "Meta",
-        (),
-        {
-            "table_name": settings.table_name,
-            "region": settings.region,
-            "host": settings.endpoint_url,
-            "connect_timeout_seconds": settings.connect_timeout,
-            "read_timeout_seconds": settings.read_timeout,
-            "max_retry_attempts": settings.max_retries,
-            "max_pool_connections": settings.max_pool_connections,
-            "aws_access_key_id": settings.aws_access_key_id,
-            "aws_secret_access_key": settings.aws_secret_access_key,
-            "aws_session_token": settings.aws_session_token,
-            "billing_mode": PAY_PER_REQUEST_BILLING_MODE,
-        },
-    )
-    name = f"CheckpointItem_{next(_serial)}"
-    namespace = {"Meta": meta, "__module__": __name__, "__qualname__": name}
-    return type(name, (CheckpointItem,), namespace)

@@ -1,8 +1,13 @@
-"""The Redis record: a redis-om `HashModel` built per namespace, and the keys around it.
+"""The Redis record: one redis-om `HashModel`, declared once, and the keys around it.
 
 One thread is one hash. Its fields are the record's metadata beside the state's JSON text;
 timestamps are integer microseconds since the Unix epoch (UTC), so they keep their precision
 (redis-om's own datetime fields are float seconds, which cannot hold every microsecond).
+
+`CheckpointHash` is the single declaration of those fields: the store derives from it
+the hash's field names and order, how each value is written and read (its annotation), and the
+field lists of its Lua scripts. Each (key prefix, namespace) gets a subclass that only changes
+the key layout (`checkpoint_model`, cached), so the fields exist once.
 
 Key layout, for ``key_prefix="agents_persistence"`` and ``namespace="default"``::
 
@@ -17,11 +22,10 @@ one Lua script can update a record and both indexes atomically on a cluster too.
 from __future__ import annotations
 
 import re
-import types
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, ClassVar, NoReturn
 
-import aredis_om
 import redis_om
 
 from agents_persistence.errors import ConfigurationError
@@ -30,15 +34,75 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "FIELDS",
     "KeyLayout",
-    "record_model",
+    "CheckpointHash",
+    "hash_fields",
+    "checkpoint_model",
     "validate_key_prefix",
 ]
 
 DEFAULT_KEY_PREFIX = "agents_persistence"
 _KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)*")
 _MAX_KEY_PREFIX = 64
+_MODELS_CACHED = 1024
+"""Most namespace models kept; one beyond it is simply built again when next needed."""
 
-FIELDS = ("version", "created_at", "updated_at", "expires_at", "size", "state", "write_id")
+
+class _Unbound:
+    """``Meta.database`` of the record models: they describe records, the store does the I/O.
+
+    Given so that redis-om does not open a default connection of its own for every model class;
+    any use of redis-om's own I/O on a record model fails with this message.
+    """
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ConfigurationError(
+            "the Redis record model is not bound to a client: read and write records through"
+            " RedisCheckpointer / AsyncRedisCheckpointer"
+        )
+
+
+class CheckpointHash(redis_om.HashModel, index=False):  # type: ignore[misc,call-arg]
+    """One thread's record: the hash fields, their types, and the key of the default namespace.
+
+    The primary key ``thread_id`` is part of the key, not a stored field. The model is
+    deliberately not indexed: RediSearch is not required, and redis-om's own ``save()`` (which
+    needs an indexed model) would bypass the version check and the listing indexes, so it
+    refuses to run. Records are written by the store's Lua scripts only.
+    """
+
+    thread_id: str = redis_om.Field(primary_key=True)
+    version: int
+    created_at: int
+    updated_at: int
+    expires_at: int | None = None
+    size: int
+    state: str = ""
+    write_id: str = ""
+
+    unlisted_fields: ClassVar[tuple[str, ...]] = ("state", "write_id")
+    """The fields a listing does not read: the state itself and the id of the save."""
+
+    class Meta:
+        """Key layout of the default key prefix and namespace; see `checkpoint_model`."""
+
+        global_key_prefix = DEFAULT_KEY_PREFIX
+        model_key_prefix = "{default}:thread"
+        database = _Unbound()
+
+
+def hash_fields(model: type[Any]) -> tuple[str, ...]:
+    """The stored hash fields of a record model, in declaration order (its primary key left out).
+
+    Read through pydantic's public ``model_fields``; redis-om marks the primary key's field info.
+    """
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if getattr(info, "primary_key", False) is not True
+    )
+
+
+FIELDS = hash_fields(CheckpointHash)
 """The hash fields of a record, in the order the model declares them."""
 
 
@@ -60,61 +124,39 @@ def validate_key_prefix(prefix: object) -> str:
     return prefix
 
 
-def record_model(*, asyncio: bool, key_prefix: str, namespace: str, database: Any) -> type[Any]:
-    """Build the redis-om hash model of one namespace.
+@lru_cache(maxsize=_MODELS_CACHED)
+def checkpoint_model(key_prefix: str, namespace: str) -> type[CheckpointHash]:
+    """The record model of one namespace: `CheckpointHash` with that namespace's keys.
 
     Args:
-        asyncio: Build on `aredis_om.HashModel` (for the asyncio store) rather than
-            `redis_om.HashModel`.
         key_prefix: Validated key prefix (see `validate_key_prefix`).
         namespace: Validated namespace; it becomes the cluster hash tag.
-        database: The client the model is bound to (``Meta.database``).
 
     Returns:
-        A `HashModel` subclass whose primary key is ``thread_id``.
-
-    The model is deliberately not indexed: RediSearch is not required, and redis-om's own
-    ``save()`` (which needs an indexed model) would bypass the version check and the listing
-    indexes, so it refuses to run. Records are written by the store's Lua script only.
+        A subclass that adds no field, only its key layout. Built once per (key prefix,
+        namespace) and cached; each has its own ``__qualname__``, so several never overwrite
+        each other in redis-om's model registry.
     """
-    om: Any = aredis_om if asyncio else redis_om
-    # A database is always given so that redis-om does not open a default connection itself.
     meta = type(
         "Meta",
         (),
         {
             "global_key_prefix": key_prefix,
             "model_key_prefix": f"{{{namespace}}}:thread",
-            "database": database,
+            "database": CheckpointHash.Meta.database,
         },
     )
-    name = "AsyncRedisCheckpointRecord" if asyncio else "RedisCheckpointRecord"
-
-    def body(attrs: dict[str, Any]) -> None:
-        attrs["__module__"] = __name__
-        attrs["__qualname__"] = f"{name}[{key_prefix}:{namespace}]"
-        attrs["__doc__"] = f"One thread's record in namespace {namespace!r}."
-        attrs["__annotations__"] = {
-            "thread_id": str,
-            "version": int,
-            "created_at": int,
-            "updated_at": int,
-            "expires_at": int | None,
-            "size": int,
-            "state": str,
-            "write_id": str,
-        }
-        attrs["thread_id"] = om.Field(primary_key=True)
-        attrs["expires_at"] = None
-        attrs["state"] = ""
-        attrs["write_id"] = ""
-        attrs["Meta"] = meta
-
-    model: Any = types.new_class(name, (om.HashModel,), {"index": False}, body)
-    declared = tuple(field for field in model.model_fields if field != "thread_id")
-    if declared != FIELDS:  # a redis-om upgrade that adds or drops fields must not go unseen
-        raise ConfigurationError(f"record model fields {declared} differ from {FIELDS}")
-    return cast("type[Any]", model)
+    name = CheckpointHash.__name__
+    return type(
+        name,
+        (CheckpointHash,),
+        {
+            "Meta": meta,
+            "__module__": __name__,
+            "__qualname__": f"{name}[{key_prefix}:{namespace}]",
+            "__doc__": f"One thread's record in namespace {namespace!r}.",
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +176,7 @@ class KeyLayout:
 
     @classmethod
     def of(cls, model: type[Any], *, key_prefix: str, namespace: str) -> KeyLayout:
-        """The layout of a model made by `record_model`."""
+        """The layout of a model made by `checkpoint_model`."""
         tag = f"{key_prefix}:{{{namespace}}}"
         thread_prefix = str(model.make_primary_key(""))
         if not thread_prefix.startswith(tag + ":"):

@@ -1,10 +1,11 @@
 """The SQL model: one declarative table of agent checkpoints. No I/O here.
 
 ``agent_checkpoints`` by default; `checkpoint_model` builds the same model under another table
-name or schema (each in its own `MetaData`). Column types are chosen per dialect:
-JSONB on PostgreSQL, JSON elsewhere; microsecond timestamps everywhere (``DATETIME(6)`` on
-MySQL/MariaDB); a binary, no-pad collation for thread ids on MySQL/MariaDB so that ``"a"``,
-``"A"`` and ``"a "`` stay three different threads.
+name or schema (each in its own `MetaData`). Applications query it with ``select()`` and join
+their own tables on ``(namespace, thread_id)``; ``agents_persistence.sql`` re-exports it.
+Column types are chosen per dialect: JSONB on PostgreSQL, JSON elsewhere; microsecond
+timestamps everywhere (``DATETIME(6)`` on MySQL/MariaDB); a binary, no-pad collation for thread
+ids on MySQL/MariaDB so that ``"a"``, ``"A"`` and ``"a "`` stay three different threads.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ from datetime import datetime  # noqa: TC003 - SQLAlchemy resolves Mapped[] at r
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    literal,
+    text,
+)
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,10 +35,13 @@ from agents_persistence._core import validate_identifier
 __all__ = [
     "DEFAULT_TABLE_NAME",
     "NAMING_CONVENTION",
+    "DIALECTS_INFO_KEY",
     "AgentCheckpoint",
     "CheckpointRow",
     "checkpoint_model",
     "checkpoint_table",
+    "has_state_key",
+    "interrupts_index_name",
 ]
 
 DEFAULT_TABLE_NAME = "agent_checkpoints"
@@ -50,6 +66,36 @@ def _key(length: int) -> String:
         "mysql",
         "mariadb",
     )
+
+
+DIALECTS_INFO_KEY = "agents_persistence.dialects"
+"""``Index.info`` key naming the only dialects an index exists on (with ``Index.ddl_if``), so
+the migrations' comparison skips it elsewhere; Alembic's autogenerate does not read ``ddl_if``."""
+
+_INTERRUPTS_PREDICATE = "state ? 'pending_interrupts'"
+
+
+def interrupts_index_name(table_name: str) -> str:
+    """The PostgreSQL partial index of rows whose state has pending interrupts."""
+    return f"ix_{table_name}_interrupts"
+
+
+def has_state_key(state: Any, key: str) -> ColumnElement[bool]:
+    """PostgreSQL: whether the JSONB ``state`` has the top-level ``key`` (``state ? 'key'``).
+
+    The key is rendered inline, as in a partial index predicate, so that the planner can match
+    it: ``has_state_key(AgentCheckpoint.state, "pending_interrupts")`` is served by the
+    ``ix_<table>_interrupts`` index (``pending_interrupts`` is omitted from the JSON when
+    there are none).
+
+    Args:
+        state: The ``state`` column of a checkpoint model (or of an alias of one).
+        key: A top-level key of the stored JSON.
+    """
+    expression: ColumnElement[bool] = state.op("?", is_comparison=True)(
+        literal(key, Text(), literal_execute=True)
+    )
+    return expression
 
 
 class CheckpointRow:
@@ -82,11 +128,22 @@ def checkpoint_model(
     class Base(DeclarativeBase):
         metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+    interrupts = Index(
+        interrupts_index_name(table_name),
+        "namespace",
+        "updated_at",
+        postgresql_where=text(_INTERRUPTS_PREDICATE),
+        info={DIALECTS_INFO_KEY: ("postgresql",)},
+    ).ddl_if(dialect="postgresql")
     attrs: dict[str, Any] = {
         "__tablename__": table_name,
         "__table_args__": (
             Index(None, "namespace", "updated_at", "thread_id"),
             Index(None, "namespace", "expires_at"),
+            # Threads waiting for a human, newest first; a partial index costs a write only
+            # for the states that have interrupts, where a GIN index over whole states would
+            # cost every save.
+            interrupts,
             {"schema": schema},
         ),
     }

@@ -2,6 +2,8 @@
 
 Both twins run the same `agents_persistence.repositories._dynamodb_table.DynamoDBTable`, which
 calls these functions, so every rule about what is stored and what counts as live sits here once.
+Attributes are named through the model given (its attribute objects, whose ``attr_name`` is the
+stored name): no attribute name is spelled here.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from pynamodb.constants import NUMBER
+
 from agents_persistence._core import Record, WriteRequest, from_epoch_micros, to_epoch_micros
 from agents_persistence.errors import ConfigurationError, CorruptStateError, StateTooLargeError
-from agents_persistence.models.dynamodb import CheckpointItem
 
 if TYPE_CHECKING:
     from pynamodb.expressions.condition import Condition
 
+    from agents_persistence.models.dynamodb import CheckpointItem
+
 __all__ = [
     "ITEM_SIZE_LIMIT",
     "MAX_INDEX_SHARDS",
-    "META_ATTRIBUTES",
     "ItemMeta",
     "ParsedURL",
     "check_item_size",
@@ -37,6 +41,7 @@ __all__ = [
     "item_key",
     "listing_key",
     "listing_keys",
+    "meta_attributes",
     "meta_of",
     "parse_url",
     "plan_put",
@@ -148,31 +153,31 @@ def ttl_moment(expires_at: datetime) -> datetime:
     return whole if whole == expires_at else whole + timedelta(seconds=1)
 
 
-def condition_live(now: datetime) -> Condition:
+def condition_live(model: type[CheckpointItem], now: datetime) -> Condition:
     """True for an item that never expires or expires after ``now`` (and for a missing item)."""
-    expires_at_us = CheckpointItem.expires_at_us
+    expires_at_us = model.expires_at_us
     return cast(
         "Condition", expires_at_us.does_not_exist() | (expires_at_us > to_epoch_micros(now))
     )
 
 
-def condition_expired(now: datetime) -> Condition:
+def condition_expired(model: type[CheckpointItem], now: datetime) -> Condition:
     """True for a stored item whose expiry is ``now`` or earlier."""
-    return cast("Condition", CheckpointItem.expires_at_us <= to_epoch_micros(now))
+    return cast("Condition", model.expires_at_us <= to_epoch_micros(now))
 
 
-def condition_absent_or_expired(now: datetime) -> Condition:
+def condition_absent_or_expired(model: type[CheckpointItem], now: datetime) -> Condition:
     """True when no live item exists, so a save may start the thread again at version 1."""
-    return cast("Condition", CheckpointItem.pk.does_not_exist() | condition_expired(now))
+    return cast("Condition", model.pk.does_not_exist() | condition_expired(model, now))
 
 
-def condition_unchanged(meta: ItemMeta) -> Condition:
+def condition_unchanged(model: type[CheckpointItem], meta: ItemMeta) -> Condition:
     """True while the stored item still has exactly the metadata in ``meta``.
 
     A save writes the version after ``meta.version`` and keeps ``meta.created_at``: when all of
     the metadata still matches, that is exactly what it would write after a fresh read.
     """
-    item = CheckpointItem
+    item = model
     expiry = (
         item.expires_at_us.does_not_exist()
         if meta.expires_at is None
@@ -213,12 +218,14 @@ class ItemMeta:
         return self.version if self.live(now) else None
 
 
-META_ATTRIBUTES = ["pk", "version", "created_at", "updated_at", "expires_at_us", "write_id"]
-"""Attributes `ItemMeta` is read from (a projection: the state is not transferred)."""
+def meta_attributes(model: type[CheckpointItem]) -> list[str]:
+    """Attributes `ItemMeta` is read from (a projection: the state is not transferred)."""
+    read = (model.pk, model.version, model.created_at, model.updated_at, model.expires_at_us)
+    return [attribute.attr_name for attribute in (*read, model.write_id)]
 
 
 def meta_of(item: CheckpointItem, thread_id: str) -> ItemMeta:
-    """The `ItemMeta` of an item read with `META_ATTRIBUTES`."""
+    """The `ItemMeta` of an item read with `meta_attributes`."""
     version, created_at, updated_at = item.version, item.created_at, item.updated_at
     if not isinstance(version, int) or created_at is None or updated_at is None:
         raise CorruptStateError(thread_id, "stored item lacks version or timestamps")
@@ -254,9 +261,9 @@ def plan_put(
     if unconditional(request):
         condition = None
     elif live is None:
-        condition = condition_absent_or_expired(now)
+        condition = condition_absent_or_expired(model, now)
     else:
-        condition = condition_unchanged(live)
+        condition = condition_unchanged(model, live)
     version = request.next_version(None if live is None else live.version)
     created_at = request.created_at or (now if live is None else live.created_at)
     expires_at = request.expires_at
@@ -290,30 +297,32 @@ def write_token() -> str:
     return uuid.uuid4().hex
 
 
-def check_item_size(namespace: str, shards: int, request: WriteRequest) -> int:
+def check_item_size(
+    model: type[CheckpointItem], namespace: str, shards: int, request: WriteRequest
+) -> int:
     """Return the room left for the state in this item; raise if the state exceeds it.
 
-    The estimate counts attribute names and values as DynamoDB does, with every number at its
-    largest possible size, so it errs on the side of refusing before any request is sent.
+    The estimate counts attribute names and values as DynamoDB does, from the item this save
+    would write, with every number of the model at its largest possible size whether the item
+    has it or not, so it errs on the side of refusing before any request is sent.
 
     Raises:
         StateTooLargeError: The item would exceed `ITEM_SIZE_LIMIT`.
     """
-    tid = request.thread_id
-    text = [
-        ("pk", item_key(namespace, tid)),
-        ("write_id", "0" * _WRITE_ID_LENGTH),
-        ("list_pk", listing_key(namespace, tid, shards)),
-        ("list_sk", sort_key(request.now, tid)),
-        ("created_at", timestamp_text(request.now)),
-        ("updated_at", timestamp_text(request.now)),
-    ]
-    numbers = ["version", "size", "expires_at", "expires_at_us"]
-    overhead = len("state") + sum(len(name) + len(value.encode()) for name, value in text)
-    overhead += sum(len(name) + _NUMBER_BYTES for name in numbers)
+    item, _ = plan_put(model, namespace, shards, request, None, "0" * _WRITE_ID_LENGTH)
+    stored = item.serialize()
+    state = model.state.attr_name
+    overhead = len(state)
+    for attribute in model.get_attributes().values():
+        name = attribute.attr_name
+        if attribute.attr_type == NUMBER:
+            overhead += len(name) + _NUMBER_BYTES
+        elif name != state and name in stored:
+            (value,) = stored[name].values()
+            overhead += len(name) + len(str(value).encode())
     room = ITEM_SIZE_LIMIT - overhead
     if request.size > room:
-        raise StateTooLargeError(tid, request.size, room)
+        raise StateTooLargeError(request.thread_id, request.size, room)
     return room
 
 
@@ -345,7 +354,8 @@ def _expiry(item: CheckpointItem, thread_id: str) -> datetime | None:
     if micros is None:
         return None
     if not isinstance(micros, int):
-        raise CorruptStateError(thread_id, f"expires_at_us is not an integer: {micros!r:.40}")
+        name = type(item).expires_at_us.attr_name
+        raise CorruptStateError(thread_id, f"{name} is not an integer: {micros!r:.40}")
     return from_epoch_micros(micros)
 
 

@@ -1,7 +1,10 @@
 """The DynamoDB store's I/O: PynamoDB calls, retries of conditional writes, error translation.
 
 `DynamoDBTable` is synchronous because PynamoDB is; the sync checkpointer calls it directly and
-the async one from a bounded pool of worker threads. Every driver error passes through
+the async one from a bounded pool of worker threads. It owns one PynamoDB `TableConnection`
+(public API: the model classes' own cached connection is private to PynamoDB and cannot be
+closed), builds its requests from the PynamoDB model's attributes and index, and turns items
+back into models with ``from_raw_data``. Every driver error passes through
 `agents_persistence.repositories._dynamodb_errors.driver_errors`.
 """
 
@@ -12,34 +15,32 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, cast
 
+from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+from pynamodb.connection import TableConnection
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
+from pynamodb.pagination import ResultIterator
 
 from agents_persistence._core import Record
-from agents_persistence.errors import CheckpointerError, ConflictError, SchemaNotReadyError
-from agents_persistence.models.dynamodb import (
-    INDEX_NAME,
-    TTL_ATTRIBUTE,
-    CheckpointItem,
-    ConnectionSettings,
-    checkpoint_model,
-)
+from agents_persistence.errors import CheckpointerError, ConflictError
+from agents_persistence.models.dynamodb import CheckpointItem, ConnectionSettings
 from agents_persistence.repositories._dynamodb_errors import (
     ItemTooLargeError,
     driver_errors,
     error_code,
 )
 from agents_persistence.repositories._dynamodb_mapping import (
-    META_ATTRIBUTES,
     ItemMeta,
     check_item_size,
     condition_expired,
     condition_live,
     item_key,
     listing_keys,
+    meta_attributes,
     meta_of,
     plan_put,
     record_of,
@@ -47,6 +48,8 @@ from agents_persistence.repositories._dynamodb_mapping import (
     unconditional,
     write_token,
 )
+from agents_persistence.repositories._dynamodb_schema import TableSchema
+from agents_persistence.telemetry import note_recovery, note_retry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -71,6 +74,7 @@ _HINTS = 1024
 """Threads per checkpointer whose last seen metadata is remembered (see `_Hints`)."""
 _PURGE_PAGE_SIZE = 100
 _ACTIVE_POLL_SECONDS = 1.0
+_DELETED_POLL_SECONDS = 2.0
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -124,17 +128,47 @@ class DynamoDBTable:
     """One namespace of one table: the five store primitives plus table life cycle.
 
     Args:
-        settings: Table name and connection settings; the model class is built from them.
+        settings: Table name and connection settings of the connection this table owns.
         namespace: The checkpointer's (validated) namespace.
         index_shards: How many index partitions a namespace is spread over.
+        model: The PynamoDB model that names every attribute and the index.
     """
 
-    def __init__(self, settings: ConnectionSettings, namespace: str, index_shards: int) -> None:
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        namespace: str,
+        index_shards: int,
+        *,
+        model: type[CheckpointItem] = CheckpointItem,
+    ) -> None:
         self.settings = settings
         self.namespace = namespace
         self.shards = index_shards
-        self.model = checkpoint_model(settings)
+        self.model = model
+        self.schema = TableSchema.of(model)
+        self._meta_attributes = meta_attributes(model)
+        self._connection = TableConnection(
+            settings.table_name,
+            region=settings.region,
+            host=settings.endpoint_url,
+            connect_timeout_seconds=settings.connect_timeout,
+            read_timeout_seconds=settings.read_timeout,
+            max_retry_attempts=settings.max_retries,
+            max_pool_connections=settings.max_pool_connections,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            aws_session_token=settings.aws_session_token,
+            meta_table=self.schema.meta_table(settings.table_name),
+        )
+        self._used = False
         self._hints = _Hints(_HINTS)
+
+    @property
+    def connection(self) -> TableConnection:
+        """PynamoDB's connection to the table (its ``connection.client`` is botocore's)."""
+        self._used = True
+        return self._connection
 
     def _errors(self, thread_id: str = "", oversize: ItemTooLargeError | None = None) -> Any:
         return driver_errors(self.settings.table_name, thread_id=thread_id, oversize=oversize)
@@ -153,13 +187,30 @@ class DynamoDBTable:
             raise
         return True
 
+    def _get(self, thread_id: str, attributes: list[str] | None = None) -> CheckpointItem | None:
+        """The stored item by a strongly consistent read (of ``attributes`` only), or ``None``."""
+        found = self.connection.get_item(
+            self._key(thread_id), consistent_read=True, attributes_to_get=attributes
+        )
+        data = found.get("Item") if found else None
+        return None if not data else self.model.from_raw_data(data)
+
+    def _put(self, item: CheckpointItem, condition: Condition | None) -> bool:
+        """Write ``item`` if ``condition`` holds; False when it did not."""
+        attributes = item.serialize()
+        key = attributes.pop(self.schema.hash_key)[self.schema.key_types[self.schema.hash_key]]
+        return self._conditional(
+            partial(self.connection.put_item, key, attributes=attributes), condition
+        )
+
+    def _delete(self, key: str, condition: Condition) -> bool:
+        """Delete the item of ``key`` if ``condition`` holds; False when it did not."""
+        return self._conditional(partial(self.connection.delete_item, key), condition)
+
     def _meta(self, thread_id: str) -> ItemMeta | None:
         """The stored item's metadata by a strongly consistent read, without the state."""
-        try:
-            item = self.model.get(
-                self._key(thread_id), consistent_read=True, attributes_to_get=META_ATTRIBUTES
-            )
-        except self.model.DoesNotExist:
+        item = self._get(thread_id, self._meta_attributes)
+        if item is None:
             self._hints.drop(thread_id)
             return None
         meta = meta_of(item, thread_id)
@@ -176,7 +227,7 @@ class DynamoDBTable:
         a strongly consistent read.
         """
         tid = request.thread_id
-        room = check_item_size(self.namespace, self.shards, request)
+        room = check_item_size(self.model, self.namespace, self.shards, request)
         token = write_token()
         with self._errors(tid, ItemTooLargeError(tid, request.size, room)):
             meta, fresh = self._hints.get(tid), False
@@ -194,10 +245,11 @@ class DynamoDBTable:
                 item, condition = plan_put(
                     self.model, self.namespace, self.shards, request, meta, token
                 )
-                if self._conditional(item.save, condition):
+                if self._put(item, condition):
                     record = record_of(item, tid)
                     self._hints.put(tid, ItemMeta.of(record, token))
                     return record
+                note_retry("dynamodb", "conditional put lost a race", attempt + 1, tid)
                 if fresh:
                     # Lost a race to a concurrent save: retrying at once would collide again.
                     time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
@@ -205,6 +257,7 @@ class DynamoDBTable:
                 if meta is not None and meta.write_id == token:
                     # The client retried a put the service had applied (its reply was lost):
                     # the condition then failed against this very save.
+                    note_recovery("dynamodb", "a retried put had been applied", tid)
                     return _applied(meta, request)
         raise CheckpointerError(
             f"thread {tid!r}: no write succeeded after {_MAX_WRITE_ATTEMPTS}"
@@ -214,9 +267,8 @@ class DynamoDBTable:
     def read(self, thread_id: str, now: datetime) -> Record | None:
         """The live item with its state (strongly consistent), or ``None``."""
         with self._errors(thread_id):
-            try:
-                item = self.model.get(self._key(thread_id), consistent_read=True)
-            except self.model.DoesNotExist:
+            item = self._get(thread_id)
+            if item is None:
                 self._hints.drop(thread_id)
                 return None
             record = record_of(item, thread_id)
@@ -227,11 +279,10 @@ class DynamoDBTable:
 
     def remove(self, thread_id: str, now: datetime) -> bool:
         """Delete the item if it is live at ``now``; False if absent or expired."""
-        item = self.model(self._key(thread_id))
-        condition = CheckpointItem.pk.exists() & condition_live(now)
+        condition = self.model.pk.exists() & condition_live(self.model, now)
         self._hints.drop(thread_id)
         with self._errors(thread_id):
-            return self._conditional(item.delete, condition)
+            return self._delete(self._key(thread_id), condition)
 
     def _query(
         self,
@@ -242,15 +293,18 @@ class DynamoDBTable:
         page_size: int,
         limit: int | None,
     ) -> Iterator[CheckpointItem]:
-        return iter(
-            self.model.by_updated.query(
-                list_pk,
-                range_key_condition=None if after is None else CheckpointItem.list_sk < after,
-                filter_condition=where,
-                scan_index_forward=False,
-                limit=limit,
-                page_size=page_size,
-            )
+        return ResultIterator(
+            self.connection.query,
+            (list_pk,),
+            {
+                "range_key_condition": None if after is None else self.model.list_sk < after,
+                "filter_condition": where,
+                "index_name": self.schema.index_name,
+                "scan_index_forward": False,
+                "limit": page_size,
+            },
+            map_fn=self.model.from_raw_data,
+            limit=limit,
         )
 
     def page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
@@ -263,7 +317,11 @@ class DynamoDBTable:
         with self._errors():
             streams = [
                 self._query(
-                    key, after=start, where=condition_live(now), page_size=count, limit=count
+                    key,
+                    after=start,
+                    where=condition_live(self.model, now),
+                    page_size=count,
+                    limit=count,
                 )
                 for key in listing_keys(self.namespace, self.shards)
             ]
@@ -281,16 +339,23 @@ class DynamoDBTable:
         since the index was read survives.
         """
         removed = 0
-        expired = condition_expired(now)
+        expired = condition_expired(self.model, now)
         with self._errors():
             for key in listing_keys(self.namespace, self.shards):
                 stream = self._query(
                     key, after=None, where=expired, page_size=_PURGE_PAGE_SIZE, limit=None
                 )
                 for listed in stream:
-                    if self._conditional(self.model(listed.pk).delete, expired):
+                    if self._delete(listed.pk, expired):
                         removed += 1
         return removed
+
+    def _exists(self) -> bool:
+        try:
+            self.connection.describe_table()
+        except TableDoesNotExist:
+            return False
+        return True
 
     def create_table(self, *, wait: bool) -> bool:
         """Create the table, its index and its TTL setting unless they exist; True if created.
@@ -301,28 +366,25 @@ class DynamoDBTable:
         """
         created = False
         with self._errors():
-            if not self.model.exists():
+            if not self._exists():
                 try:
-                    # PynamoDB enables TTL right after CreateTable; that fails while the table is
-                    # still being created, so its errors are ignored and `_ensure_ttl` does it.
-                    self.model.create_table(
-                        wait=False,
+                    self.connection.create_table(
                         billing_mode=PAY_PER_REQUEST_BILLING_MODE,
-                        ignore_update_ttl_errors=True,
+                        **self.schema.create_table_arguments(),
                     )
                     created = True
                 except PynamoDBException as exc:
                     if error_code(exc) != "ResourceInUseException":
                         raise
             description = self._describe(wait=wait)
-            self._check_schema(description)
+            self.schema.check(self.settings.table_name, description)
             if description.get("TableStatus") == "ACTIVE":
                 self._ensure_ttl()
         return created
 
     def _describe(self, *, wait: bool) -> dict[str, Any]:
         while True:
-            description = cast("dict[str, Any]", self.model.describe_table())
+            description = cast("dict[str, Any]", self.connection.describe_table())
             indexes = description.get("GlobalSecondaryIndexes") or []
             active = description.get("TableStatus") == "ACTIVE" and all(
                 index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes
@@ -331,56 +393,42 @@ class DynamoDBTable:
                 return description
             time.sleep(_ACTIVE_POLL_SECONDS)
 
-    def _check_schema(self, description: dict[str, Any]) -> None:
-        name = self.settings.table_name
-        keys = {(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])}
-        if keys != {("pk", "HASH")}:
-            raise SchemaNotReadyError(
-                f"DynamoDB table {name!r} exists with another key schema {sorted(keys)};"
-                " the store needs hash key 'pk' (S) and no range key"
-            )
-        for index in description.get("GlobalSecondaryIndexes") or []:
-            if index.get("IndexName") == INDEX_NAME:
-                found = {(k["AttributeName"], k["KeyType"]) for k in index.get("KeySchema", [])}
-                if found == {("list_pk", "HASH"), ("list_sk", "RANGE")}:
-                    return
-        raise SchemaNotReadyError(
-            f"DynamoDB table {name!r} exists without the {INDEX_NAME!r} index"
-            " (hash 'list_pk', range 'list_sk'); add it, or use another table"
-        )
-
     def _ensure_ttl(self) -> None:
-        connection = self.model._get_connection()
-        client = cast("Any", connection.connection.client)
+        # PynamoDB can enable TTL but not read the setting: botocore's client, which the
+        # connection exposes, does that.
+        client = cast("Any", self.connection.connection.client)
         found = client.describe_time_to_live(TableName=self.settings.table_name)
         description = found.get("TimeToLiveDescription", {})
-        status = description.get("TimeToLiveStatus")
-        if status in ("ENABLED", "ENABLING"):
-            attribute = description.get("AttributeName")
-            if attribute != TTL_ATTRIBUTE:
-                raise SchemaNotReadyError(
-                    f"DynamoDB table {self.settings.table_name!r} expires items by {attribute!r};"
-                    f" the store needs Time to Live on {TTL_ATTRIBUTE!r}"
-                )
+        if description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+            self.schema.check_ttl(self.settings.table_name, description.get("AttributeName"))
             return
-        connection.update_time_to_live(TTL_ATTRIBUTE)
+        self.connection.update_time_to_live(self.schema.ttl_attribute)
 
     def delete_table(self, *, wait: bool) -> bool:
         """Delete the table and everything in it; False if it did not exist."""
         with self._errors():
-            if not self.model.exists():
+            if not self._exists():
                 return False
             try:
-                self.model.delete_table(wait=wait)
+                self.connection.delete_table()
             except PynamoDBException as exc:
                 if error_code(exc) == "ResourceNotFoundException":
                     return False
                 raise
+            while wait and self._exists():
+                time.sleep(_DELETED_POLL_SECONDS)
         return True
 
     def close(self) -> None:
-        """Close the HTTP connections of this table's client, if one was created."""
-        connection = self.model._connection
-        client = None if connection is None else connection.connection._client
-        if client is not None:
-            cast("Any", client).close()
+        """Close the HTTP connections of this table's client, if it was ever used.
+
+        A client is made on first use (resolving credentials on the way): one that was never
+        used is not made just to be closed.
+        """
+        if not self._used:
+            return
+        try:
+            client = cast("Any", self._connection.connection.client)
+        except BotoCoreError:  # it could not be made (no region, no credentials): none is open
+            return
+        client.close()

@@ -11,6 +11,7 @@ reachable node; the others are discovered). Query options are redis-py's own
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +24,7 @@ from redis.backoff import EqualJitterBackoff
 
 from agents_persistence.errors import ConfigurationError
 from agents_persistence.repositories._redis_errors import AsyncRetryOutages, RetryOutages
+from agents_persistence.telemetry import note_retry
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -101,8 +103,16 @@ def _settings(options: dict[str, Any]) -> tuple[dict[str, Any], int, float, int]
     return settings, max_connections, pool_timeout, retries
 
 
+class _Backoff(EqualJitterBackoff):
+    """redis-py's jittered backoff; redis-py asks it for a delay only before a retry, so it logs."""
+
+    def compute(self, failures: int) -> float:
+        note_retry("redis", "connection error or timeout", failures, level=logging.WARNING)
+        return super().compute(failures)
+
+
 def _backoff() -> EqualJitterBackoff:
-    return EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
+    return _Backoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
 
 
 def open_client(url: str, options: dict[str, Any]) -> tuple[Any, Callable[[], None]]:

@@ -9,13 +9,27 @@ Index invariants the scripts keep: a thread is in the ``updated`` index iff its 
 with score ``updated_at``; it is in the ``expires`` index iff its hash exists and has a TTL,
 with score ``expires_at``. Only Redis itself breaks the first half of both (it expires hashes
 but not sorted-set members): listings and purges drop such dangling entries.
+
+The scripts name no hash field themselves: they are templates whose ``$name`` placeholders
+`render_scripts` fills with the record model's field names, and whose ``$listed`` is the list of
+fields a listing reads (a literal dollar sign is written ``$$``). A template that names a
+field the model lacks cannot be rendered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
+from string import Template
+from typing import TYPE_CHECKING
 
-__all__ = ["PAGE", "PURGE", "REMOVE", "SCRIPTS", "WRITE", "Script"]
+from agents_persistence.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["PAGE", "PURGE", "REMOVE", "WRITE", "Script", "Scripts", "render_scripts"]
 
 # Redis runs a script without interruption but does not roll it back: a command failing halfway
 # leaves the earlier writes in place. The only failure a write can meet once it has started is a
@@ -39,19 +53,20 @@ WRITE = (
 -- ARGV: 1 thread id, 2 write id, 3 expected version ('' = any), 4 version to store
 --       ('' = live + 1), 5 created_at to store ('' = keep), 6 now = updated_at,
 --       7 expires_at ('' = never), 8 TTL in ms ('' = none, <= 0 = already expired),
---       9.. the other fields of the record, as name/value pairs
+--       9.. every field of the record in the model's order, as name/value pairs (the
+--       values of the version and created_at fields are decided here)
 local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset'})
 if problem then
   return redis.error_reply(problem)
 end
 local now = tonumber(ARGV[6])
-local live = redis.call('HMGET', KEYS[1], 'version', 'created_at', 'expires_at', 'write_id')
+local live = redis.call('HMGET', KEYS[1], $version, $created_at, $expires_at, $write_id)
 local live_version, live_created = nil, nil
 if live[1] or live[2] or live[3] or live[4] then
   local version = tonumber(live[1])
   -- created_at is kept as stored and read back by the client: it must be an integer of
   -- microseconds within the years 1 to 9999 (what a Python datetime holds).
-  local created = live[2] and string.match(live[2], '^%s*[%+%-]?%d+%s*$') and tonumber(live[2])
+  local created = live[2] and string.match(live[2], '^%s*[%+%-]?%d+%s*$$') and tonumber(live[2])
   if version == nil or not created
     or created < -62135596800000000 or created >= 253402300800000000 then
     return {'corrupt', 'version or created_at is missing, not an integer or out of range'}
@@ -91,9 +106,16 @@ if ttl ~= '' and tonumber(ttl) <= 0 then
   redis.call('ZREM', KEYS[3], ARGV[1])
   return {'ok', version, created}
 end
-local fields = {'version', version, 'created_at', created}
-for i = 9, #ARGV do
-  fields[#fields + 1] = ARGV[i]
+local fields = {}
+for i = 9, #ARGV, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  if name == $version then
+    value = version
+  elseif name == $created_at then
+    value = created
+  end
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 -- The indexes live as long as their longest-lived member, so a namespace whose threads all
@@ -134,7 +156,7 @@ local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset'})
 if problem then
   return redis.error_reply(problem)
 end
-local expires = redis.call('HGET', KEYS[1], 'expires_at')
+local expires = redis.call('HGET', KEYS[1], $expires_at)
 local existed = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -158,8 +180,9 @@ PAGE = (
 -- ARGV: 1 thread key prefix, 2 rows wanted, 3 most dangling entries to drop,
 --       4 '1' to start after a position ('' from the top), 5 its score, 6 its thread id
 -- Walks the updated index newest first, (score, thread id) descending, strictly after the
--- position. Returns {exhausted, last score, last thread id, rows...}, six values a row:
--- thread id, version, created_at, updated_at, expires_at, size. Entries whose hash Redis has
+-- position. Returns {exhausted, last score, last thread id, rows...}, a row being the thread
+-- id then the values of the listed fields (every field but the state and the write id), in
+-- the model's order. Entries whose hash Redis has
 -- expired are removed on the way. Expiry against the caller's clock is left to the caller.
 local problem = foreign({KEYS[1], 'zset', KEYS[2], 'zset'})
 if problem then
@@ -209,11 +232,14 @@ while found < wanted and dropped < budget do
     local member = entries[i]
     last_member, last_score = member, entries[i + 1]
     local key = ARGV[1] .. member
-    local f = redis.call(
-      'HMGET', key, 'version', 'created_at', 'updated_at', 'expires_at', 'size')
-    if f[1] or f[2] or f[3] or f[4] or f[5] or redis.call('EXISTS', key) == 1 then
+    local f = redis.call('HMGET', key, $listed)
+    local present = false
+    for j = 1, #f do
+      present = present or f[j]
+    end
+    if present or redis.call('EXISTS', key) == 1 then
       rows[#rows + 1] = member
-      for j = 1, 5 do
+      for j = 1, #f do
         rows[#rows + 1] = f[j]
       end
       found = found + 1
@@ -280,8 +306,47 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-SCRIPTS = {
-    name: Script(source)
-    for name, source in {"write": WRITE, "remove": REMOVE, "page": PAGE, "purge": PURGE}.items()
-}
-"""Every script by the name the operations use."""
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """The four scripts, rendered for one record model's fields."""
+
+    write: Script
+    remove: Script
+    page: Script
+    purge: Script
+
+
+_FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _literal(name: str) -> str:
+    # Field names are Python identifiers (pydantic fields), so a quoted name needs no escaping.
+    if not _FIELD_NAME_RE.fullmatch(name):
+        raise ConfigurationError(f"record field name {name!r} is not an identifier")
+    return f"'{name}'"
+
+
+def render_scripts(fields: Sequence[str], listed: Sequence[str]) -> Scripts:
+    """The scripts for a record whose hash has ``fields``, listings reading ``listed``.
+
+    Args:
+        fields: Every stored field, in the model's order.
+        listed: The fields a listing reads for each thread (a subset of ``fields``), in the
+            order the rows of a ``page`` reply carry them.
+
+    Raises:
+        ConfigurationError: a template names a field that ``fields`` lacks, or ``listed`` is
+            empty or holds a field that ``fields`` lacks.
+    """
+    names = {name: _literal(name) for name in fields}
+    if not listed or not set(listed) <= set(fields):
+        raise ConfigurationError(f"listed fields {tuple(listed)} are not fields of the record")
+    names["listed"] = ", ".join(names[name] for name in listed)
+    try:
+        return Scripts(
+            *(Script(Template(text).substitute(names)) for text in (WRITE, REMOVE, PAGE, PURGE))
+        )
+    except KeyError as exc:
+        raise ConfigurationError(
+            f"the Redis scripts need record field {exc.args[0]!r}, which the model lacks"
+        ) from None

@@ -3,17 +3,15 @@
 Each store primitive is a *plan*: a generator that yields the round trips it needs (`Call`)
 and receives their raw replies, then returns its result. The twins only drive plans (one with
 plain calls, one with ``await``), so every decision (argument encoding, reply decoding, the
-record <-> hash mapping of the fields the redis-om model declares, paging and purging loops)
-exists once.
+paging and purging loops) exists once. The record <-> hash mapping and the scripts come from
+the redis-om model, through `agents_persistence.repositories._redis_mapping`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from pydantic import ValidationError
 
 from agents_persistence._core import Record, from_epoch_micros, to_epoch_micros
 from agents_persistence.errors import (
@@ -21,7 +19,6 @@ from agents_persistence.errors import (
     CorruptStateError,
     InvalidArgumentError,
 )
-from agents_persistence.models.redis import FIELDS
 from agents_persistence.repositories._redis_errors import translate_errors
 
 if TYPE_CHECKING:
@@ -29,6 +26,8 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import WriteRequest
     from agents_persistence.models.redis import KeyLayout
+    from agents_persistence.repositories._redis_lua import Script
+    from agents_persistence.repositories._redis_mapping import RecordMapping
 
 __all__ = ["Call", "Plan", "RedisOps", "translate_errors"]
 
@@ -43,51 +42,18 @@ PURGE_BATCH = 200
 _MAX_SCORE_MICROS = 2**53
 """Sorted-set scores are doubles: integers of microseconds are exact below 2**53 (year 2255)."""
 
-if FIELDS != ("version", "created_at", "updated_at", "expires_at", "size", "state", "write_id"):
-    raise RuntimeError(f"the Redis mapping does not match the record model's fields {FIELDS}")
-
-
-class _Irregular(Exception):
-    """A field value not in the form the store writes: left to the model to judge."""
-
-
-def _int(value: object) -> int:
-    """A decimal integer as the store writes it (``-?[0-9]+`` in ASCII), else `_Irregular`."""
-    if isinstance(value, bytes):
-        if (value[1:] if value[:1] == b"-" else value).isdigit():  # bytes: ASCII digits only
-            return int(value)
-    elif (
-        isinstance(value, str)
-        and value.isascii()
-        and (value[1:] if value[:1] == "-" else value).isdigit()
-    ):
-        return int(value)
-    raise _Irregular
-
-
-def _str(value: object) -> str:
-    """Text as the store writes it (``str``, or UTF-8 ``bytes``), else `_Irregular`."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            raise _Irregular from None
-    raise _Irregular
-
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One round trip: a Lua script from `SCRIPTS` by name, or an HGETALL when ``script`` is None.
+    """One round trip: a Lua script, or an HGETALL when ``script`` is None.
 
     Attributes:
-        script: Name of the script, or ``None`` for ``HGETALL keys[0]``.
+        script: The script to run, or ``None`` for ``HGETALL keys[0]``.
         keys: The keys the call touches (all in one hash slot).
         args: Script arguments.
     """
 
-    script: str | None
+    script: Script | None
     keys: tuple[str, ...]
     args: tuple[str | int, ...] = ()
 
@@ -111,125 +77,35 @@ def _score_micros(moment: datetime) -> int:
 
 
 class RedisOps:
-    """Plans for one namespace's primitives, over the namespace's redis-om model and keys.
+    """Plans for one namespace's primitives, over the record mapping and the namespace's keys.
 
     Args:
-        model: The `HashModel` from `agents_persistence.models.redis.record_model`.
+        mapping: The record hash and its scripts, read from the redis-om record model.
         layout: The namespace's keys.
     """
 
-    __slots__ = ("layout", "model")
+    __slots__ = ("layout", "mapping")
 
-    def __init__(self, model: type[Any], layout: KeyLayout) -> None:
-        self.model = model
+    def __init__(self, mapping: RecordMapping, layout: KeyLayout) -> None:
+        self.mapping = mapping
         self.layout = layout
 
-    # -- mapping: Record <-> hash --------------------------------------------------------
-
     def hash_pairs(self, request: WriteRequest, write_id: str) -> list[str]:
-        """The hash fields of a write except version and created_at, which the script decides.
+        """Every field of the record a write stores, as hash name/value pairs.
 
-        The names are the model's (`FIELDS`); values are written as redis-om writes a hash:
-        integers in decimal, ``None`` as the empty string.
+        The values of ``version`` and ``created_at`` are placeholders here: the ``write``
+        script decides them from what is stored.
         """
-        return [
-            "updated_at",
-            str(_score_micros(request.now)),
-            "expires_at",
-            "" if request.expires_at is None else str(_score_micros(request.expires_at)),
-            "size",
-            str(request.size),
-            "state",
-            request.payload,
-            "write_id",
-            write_id,
-        ]
-
-    def decode(self, thread_id: str, fields: Mapping[Any, Any], *, with_payload: bool) -> Record:
-        """A stored hash as a `Record`; raises `CorruptStateError` if it does not fit the model.
-
-        ``fields`` maps field names (``str`` or ``bytes``) to values; ``None`` values count as
-        absent (HMGET's reply for a missing field).
-        """
-        values: dict[str, Any] = {}
-        for name, value in fields.items():
-            if value is not None:
-                values[name.decode() if isinstance(name, bytes) else name] = value
-        return self.decode_values(
-            thread_id,
-            values.get("version"),
-            values.get("created_at"),
-            values.get("updated_at"),
-            values.get("expires_at"),
-            values.get("size"),
-            values.get("state"),
-            values.get("write_id"),
-            with_payload=with_payload,
-        )
-
-    def decode_values(
-        self,
-        thread_id: str,
-        version: Any,
-        created_at: Any,
-        updated_at: Any,
-        expires_at: Any,
-        size: Any,
-        state: Any = None,
-        write_id: Any = None,
-        *,
-        with_payload: bool,
-    ) -> Record:
-        """A stored record's field values (``None`` = absent) as a `Record`.
-
-        Values in the form the store writes (decimal integers, UTF-8 text) are parsed
-        directly; anything else is left to the redis-om model, which either accepts it as
-        redis-om would read it or names the field that does not fit (`CorruptStateError`).
-        """
-        try:
-            parsed = (
-                _int(version),
-                _int(created_at),
-                _int(updated_at),
-                None if expires_at is None or expires_at in ("", b"") else _int(expires_at),
-                _int(size),
-                "" if state is None else _str(state),
-            )
-            if write_id is not None:
-                _str(write_id)
-        except _Irregular:
-            parsed = self._validate(
-                thread_id, version, created_at, updated_at, expires_at, size, state, write_id
-            )
-        try:
-            return Record(
-                thread_id=thread_id,
-                version=parsed[0],
-                created_at=from_epoch_micros(parsed[1]),
-                updated_at=from_epoch_micros(parsed[2]),
-                expires_at=None if parsed[3] is None else from_epoch_micros(parsed[3]),
-                size=parsed[4],
-                payload=parsed[5] if with_payload else None,
-            )
-        except OverflowError as exc:
-            raise CorruptStateError(thread_id, "a timestamp is out of range") from exc
-
-    def _validate(self, thread_id: str, *values: Any) -> tuple[int, int, int, int | None, int, str]:
-        """Validate field values with the redis-om model (the slow path of `decode_values`)."""
-        data: dict[str, Any] = {"thread_id": thread_id}
-        for name, value in zip(FIELDS, values, strict=True):
-            if value is not None:
-                data[name] = value
-        if data.get("expires_at") in ("", b""):
-            data["expires_at"] = None  # redis-om's spelling of None in a hash
-        try:
-            row = self.model.model_validate(data)
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            detail = f"field {where}: {problem['msg']}"
-            raise CorruptStateError(thread_id, detail) from exc
-        return row.version, row.created_at, row.updated_at, row.expires_at, row.size, row.state
+        values = {
+            "version": 0,
+            "created_at": 0,
+            "updated_at": _score_micros(request.now),
+            "expires_at": None if request.expires_at is None else _score_micros(request.expires_at),
+            "size": request.size,
+            "state": request.payload,
+            "write_id": write_id,
+        }
+        return self.mapping.encode(values)
 
     # -- plans ---------------------------------------------------------------------------
 
@@ -248,7 +124,7 @@ class RedisOps:
             ttl_ms = str(-(-remaining // 1000))  # rounded up: never before the logical expiry
         layout = self.layout
         reply = yield Call(
-            "write",
+            self.mapping.scripts.write,
             (layout.thread_key(request.thread_id), layout.updated_index, layout.expiry_index),
             (
                 request.thread_id,
@@ -289,14 +165,14 @@ class RedisOps:
         fields = yield Call(None, (self.layout.thread_key(thread_id),))
         if not fields:
             return None
-        record = self.decode(thread_id, fields, with_payload=True)
+        record = self.mapping.decode(thread_id, fields, with_payload=True)
         return None if _expired(record, now) else record
 
     def remove(self, thread_id: str, now: datetime) -> Plan[bool]:
         """Delete a thread with its index entries; ``True`` if it was live."""
         layout = self.layout
         deleted = yield Call(
-            "remove",
+            self.mapping.scripts.remove,
             (layout.thread_key(thread_id), layout.updated_index, layout.expiry_index),
             (thread_id, str(to_epoch_micros(now))),
         )
@@ -312,14 +188,14 @@ class RedisOps:
         while len(records) < count:
             start = ("", "", "") if position is None else ("1", *position)
             reply = yield Call(
-                "page",
+                self.mapping.scripts.page,
                 (layout.updated_index, layout.expiry_index),
                 (layout.thread_prefix, count - len(records), PAGE_DANGLING_BUDGET, *start),
             )
             exhausted, last_score, last_member, rows = reply[0], reply[1], reply[2], reply[3:]
-            decode = self.decode_values
-            for at in range(0, len(rows), 6):
-                record = decode(_text(rows[at]), *rows[at + 1 : at + 6], with_payload=False)
+            decode, width = self.mapping.decode_listed, 1 + len(self.mapping.listed)
+            for at in range(0, len(rows), width):
+                record = decode(_text(rows[at]), rows[at + 1 : at + width])
                 if not _expired(record, now):
                     records.append(record)
             if int(exhausted) or last_member is None:
@@ -336,7 +212,7 @@ class RedisOps:
             removed = int(
                 (
                     yield Call(
-                        "purge",
+                        self.mapping.scripts.purge,
                         (layout.updated_index, layout.expiry_index),
                         (layout.thread_prefix, str(to_epoch_micros(now)), PURGE_BATCH),
                     )

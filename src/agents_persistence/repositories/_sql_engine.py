@@ -7,6 +7,7 @@ is made). Both twins use everything here.
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    DisconnectionError,
     InterfaceError,
     OperationalError,
     SQLAlchemyError,
@@ -44,7 +46,9 @@ __all__ = [
     "driver_code",
     "LOCK_ISOLATION",
     "engine_options",
+    "PING_IDLE_AFTER",
     "lock_isolation_preset",
+    "ping_when_idle",
     "refusal",
     "schema_not_ready",
     "sqlite_tuning",
@@ -171,12 +175,12 @@ def engine_options(
 ) -> dict[str, Any]:
     """Keyword arguments for ``create_engine`` / ``create_async_engine`` of ``url``.
 
-    Pool sizing and ``pool_pre_ping`` for every database; the connect timeout each driver
-    understands; SQLite's busy timeout; READ COMMITTED on MySQL/MariaDB. ``extra`` (the
-    caller's ``engine_options``) wins.
+    Pool sizing for every database (stale connections are caught by `ping_when_idle`, not
+    by ``pool_pre_ping``); the connect timeout each driver understands; SQLite's busy
+    timeout; READ COMMITTED on MySQL/MariaDB. ``extra`` (the caller's ``engine_options``) wins.
     """
     backend = url.get_backend_name()
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
         connect_args["timeout"] = busy_timeout
@@ -215,6 +219,43 @@ def lock_isolation_preset(url: URL, options: dict[str, Any]) -> bool:
     return url.get_backend_name() in ("mysql", "mariadb") and (
         options.get("isolation_level") == LOCK_ISOLATION
     )
+
+
+PING_IDLE_AFTER = 1.0
+"""Default seconds a pooled connection may sit idle before a checkout pings it (`from_url`)."""
+
+_IDLE_SINCE = "agents_persistence.idle_since"
+
+
+def ping_when_idle(engine: Engine, idle_after: float) -> None:
+    """Ping a pooled connection at checkout when it sat idle longer than ``idle_after`` seconds.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout (one round trip per call); this pings
+    only connections that could have gone stale unnoticed: after a server restart or a dropped
+    idle connection, the ping fails, the pool replaces the connection and the call proceeds.
+    A connection that fails within ``idle_after`` of its last use fails its call with
+    `BackendUnavailableError`, and SQLAlchemy then recycles every older pooled connection.
+    Public pool events only: ``checkin`` stamps the entry's ``info``, ``checkout`` pings with
+    ``Dialect.do_ping`` and raises ``DisconnectionError`` for the pool to reconnect.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(dbapi_connection: Any, connection_record: Any) -> None:
+        if dbapi_connection is not None:
+            connection_record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        since = connection_record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since <= idle_after:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("stale pooled connection")
 
 
 def sqlite_tuning(engine: Engine, *, wal: bool) -> None:

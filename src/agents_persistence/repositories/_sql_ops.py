@@ -1,26 +1,30 @@
 """The SQL store's operations on one synchronous `Connection`, shared by both twins.
 
 The sync twin calls them on an `Engine` connection; the async twin runs the very same functions
-through ``AsyncConnection.run_sync``, where SQLAlchemy drives the asyncio driver underneath. Each
-function owns its transaction(s), so a connection goes back to the pool with nothing open.
+through ``AsyncConnection.run_sync``, where SQLAlchemy drives the asyncio driver underneath.
+Every statement goes through SQLAlchemy's `Connection` (``exec_driver_sql`` for the hot ones,
+compiled once per dialect; ``execute`` for the rest), so the application's event listeners see
+each of them. On the store's own connection (``owned``) each function runs its own
+transaction(s) and returns the connection with nothing open; on the caller's connection (a unit
+of work) it joins the caller's transaction and never commits or rolls it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agents_persistence._core import WriteRequest, as_utc
 from agents_persistence.errors import ConflictError
+from agents_persistence.telemetry import note_retry
 
 from ._sql_engine import driver_code
 from ._sql_statements import (
     PURGE_BATCH,
-    Compiled,
     Statements,
     record_from_row,
     record_from_values,
@@ -29,9 +33,10 @@ from ._sql_statements import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import datetime
 
-    from sqlalchemy import Connection, Insert, Update
+    from sqlalchemy import Connection, Insert, Select, Update
 
     from agents_persistence._core import Record
 
@@ -43,123 +48,89 @@ _LOCK_ATTEMPTS = 20
 # isolation. Both mean "another writer got in the way": the retry starts afresh.
 _RETRY_CODES = frozenset({1213, 1020})
 _DUPLICATE_KEY = 1062
-# Drivers whose cursors the direct path has been verified with (SQLAlchemy's adapted cursors
-# for the asyncio ones, which `AsyncConnection.run_sync` drives like sync cursors).
-_DIRECT_DRIVERS = frozenset({"pysqlite", "aiosqlite", "psycopg", "pymysql", "aiomysql"})
 _DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
 
 
-def write(conn: Connection, stmts: Statements, namespace: str, request: WriteRequest) -> Record:
-    """Store one version atomically; `ConflictError` (nothing written) on a version mismatch."""
+def write(
+    conn: Connection, stmts: Statements, namespace: str, owned: bool, request: WriteRequest
+) -> Record:
+    """Store one version atomically; `ConflictError` (nothing written) on a version mismatch.
+
+    ``owned``: the connection is the store's own, each write commits its transaction; else it
+    is the caller's, which the write joins and never commits.
+    """
     params = write_params(namespace, request)
     if stmts.strategy == "upsert":
         statement = stmts.write(request)
-        if _direct(conn):
-            return _write_direct(conn, stmts, statement, params, request)
-        with conn.begin():
-            row = conn.execute(statement, params).first()
-            if row is None:
-                actual = conn.execute(stmts.live_version, params).scalar()
-                raise ConflictError(request.thread_id, params["expected"], actual)
-        return written_record(request, row.version, row.created_at)
-    # The direct path needs the engine's own transactions at READ COMMITTED (engines the store
-    # creates): with an injected engine's level unknown, SQLAlchemy runs the transaction.
-    locked = (
-        _write_locked_direct if stmts.lock_isolation is None and _direct(conn) else _write_locked
-    )
+        with _transaction(conn, owned):
+            rows = _rows(conn, stmts, statement, statement, params)
+            if not rows:
+                live = _rows(conn, stmts, "live_version", stmts.live_version, params)
+                raise ConflictError(
+                    request.thread_id, params["expected"], live[0][0] if live else None
+                )
+        version, created_at = rows[0]
+        return written_record(request, version, created_at)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
-            return locked(conn, stmts, params, request)
+            return _write_locked(conn, stmts, params, request, owned)
         except DBAPIError as exc:
-            if attempt == _LOCK_ATTEMPTS or not _retryable(exc):
+            if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned):
                 raise
+            note_retry(
+                "sql", f"write contention (code {driver_code(exc)})", attempt, request.thread_id
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _direct(conn: Connection) -> bool:
-    """Whether hot statements may run straight on the DBAPI cursor of ``conn``.
-
-    Only for verified drivers, and when neither the connection, the application's engine nor
-    the dialect has an event listener (``before_cursor_execute`` for tracing, ``handle_error``,
-    say): those fire in SQLAlchemy's execution layer, which the direct path skips. The store's
-    own option engine (PostgreSQL's autocommit runner) listens to ``engine_connect`` only.
-    """
-    engine = conn.engine
-    base = getattr(engine, "_proxied", engine)
-    return conn.dialect.driver in _DIRECT_DRIVERS and not (
-        conn._has_events or base._has_events or conn.dialect._has_events
-    )
+@contextlib.contextmanager
+def _transaction(conn: Connection, owned: bool) -> Iterator[None]:
+    """The store's own transaction on its connection; nothing on the caller's (it joins it)."""
+    if not owned:
+        yield
+        return
+    with conn.begin():
+        yield
 
 
-def _fetch(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Run ``compiled`` on the DBAPI cursor of ``conn``; the rows, result processors applied.
-
-    DBAPI errors become SQLAlchemy's `DBAPIError` (invalidating the connection on a
-    disconnect), exactly what the execution layer raises, for the store's error boundary.
-    """
-    dbapi_connection = conn.connection
-    values = compiled.parameters(params)
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(compiled.sql, values)
-        rows = cursor.fetchall() if cursor.description is not None else []
-    except conn.dialect.loaded_dbapi.Error as exc:
-        _raise_dbapi(conn, exc, compiled.sql, values, cursor)
-    finally:
-        cursor.close()
-    return compiled.process(rows)
-
-
-def _raise_dbapi(conn: Connection, exc: Exception, sql: str, values: Any, cursor: Any) -> NoReturn:
-    dialect = conn.dialect
-    disconnect = bool(dialect.is_disconnect(exc, conn.connection, cursor))  # type: ignore[arg-type]
-    if disconnect:
-        conn.invalidate(exc)
-    raise DBAPIError.instance(
-        sql,
-        values,
-        exc,
-        dialect.loaded_dbapi.Error,
-        connection_invalidated=disconnect,
-        dialect=dialect,
-    ) from exc
-
-
-def _write_direct(
+def _rows(
     conn: Connection,
     stmts: Statements,
-    statement: Insert | Update,
+    key: object,
+    statement: Select[Any] | Insert | Update,
     params: dict[str, Any],
-    request: WriteRequest,
-) -> Record:
-    """The ``upsert`` write as one statement on the DBAPI cursor, committed unless autocommit."""
-    # Nothing to roll back on a conflict or an error: no transaction of the `Connection` is
-    # open, so the pool rolls the DBAPI connection back when it is returned.
-    rows = _fetch(conn, stmts.compiled(statement, statement, conn.dialect), params)
-    if not rows:
-        live = _fetch(
-            conn, stmts.compiled("live_version", stmts.live_version, conn.dialect), params
-        )
-        raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
-    if not stmts.autocommit:
-        dbapi_connection = conn.connection
-        try:
-            dbapi_connection.commit()
-        except conn.dialect.loaded_dbapi.Error as exc:
-            _raise_dbapi(conn, exc, "COMMIT", (), None)
-    version, created_at = rows[0]
-    return written_record(request, version, created_at)
+) -> list[tuple[Any, ...]]:
+    """Run a hot statement (compiled once per dialect) through ``exec_driver_sql``.
+
+    The public execution path: the engine's and connection's event listeners see the
+    statement, and driver errors come back as SQLAlchemy's `DBAPIError`, with the connection
+    (or the pool, on a disconnect) invalidated as SQLAlchemy decides.
+    """
+    compiled = stmts.compiled(key, statement, conn.dialect)
+    result = conn.exec_driver_sql(compiled.sql, compiled.parameters(params))
+    if not result.returns_rows:
+        return []
+    return compiled.process(result.fetchall())
 
 
 def _write_locked(
-    conn: Connection, stmts: Statements, params: dict[str, Any], request: WriteRequest
+    conn: Connection,
+    stmts: Statements,
+    params: dict[str, Any],
+    request: WriteRequest,
+    owned: bool,
 ) -> Record:
-    with conn.begin():
-        if stmts.lock_isolation is not None:
+    with _transaction(conn, owned):
+        if owned and stmts.lock_isolation is not None:
+            # Only at the start of the store's own transaction: in the caller's transaction
+            # the isolation level is the caller's (MySQL refuses to change it midway).
             conn.exec_driver_sql(stmts.lock_isolation)
-        row = conn.execute(stmts.lock_row, params).first()
-        values = _locked_values(request, params, None if row is None else tuple(row))
-        conn.execute(stmts.insert_row if row is None else stmts.update_row, values)
+        rows = _rows(conn, stmts, "lock_row", stmts.lock_row, params)
+        values = _locked_values(request, params, rows[0] if rows else None)
+        if rows:
+            _rows(conn, stmts, "update_row", stmts.update_row, values)
+        else:
+            _rows(conn, stmts, "insert_row", stmts.insert_row, values)
     return written_record(request, values["new_version"], values["new_created_at"])
 
 
@@ -179,64 +150,44 @@ def _locked_values(
     return {**params, "new_version": request.next_version(actual), "new_created_at": created_at}
 
 
-def _write_locked_direct(
-    conn: Connection, stmts: Statements, params: dict[str, Any], request: WriteRequest
-) -> Record:
-    """`_write_locked` on the DBAPI cursor: the driver's implicit transaction, then COMMIT."""
-    dialect = conn.dialect
-    dbapi_connection = conn.connection
-    try:
-        rows = _fetch(conn, stmts.compiled("lock_row", stmts.lock_row, dialect), params)
-        row = rows[0] if rows else None
-        values = _locked_values(request, params, row)
-        if row is None:
-            _fetch(conn, stmts.compiled("insert_row", stmts.insert_row, dialect), values)
-        else:
-            _fetch(conn, stmts.compiled("update_row", stmts.update_row, dialect), values)
-        try:
-            dbapi_connection.commit()
-        except dialect.loaded_dbapi.Error as exc:
-            _raise_dbapi(conn, exc, "COMMIT", (), None)
-    except BaseException:
-        # Release the row lock before a retry or a conflict is reported, as `conn.begin()`
-        # does; a failing rollback leaves the reset to the pool.
-        if not conn.invalidated:
-            with contextlib.suppress(dialect.loaded_dbapi.Error):
-                dbapi_connection.rollback()
-        raise
-    return written_record(request, values["new_version"], values["new_created_at"])
-
-
-def _retryable(exc: DBAPIError) -> bool:
+def _retryable(exc: DBAPIError, owned: bool) -> bool:
     if isinstance(exc, IntegrityError):
-        # Only a duplicate key: a concurrent first insert of the same thread won.
+        # Only a duplicate key: a concurrent first insert of the same thread won. MySQL rolls
+        # back the failed statement only, so the caller's transaction can retry it too.
         return driver_code(exc) == _DUPLICATE_KEY or bool(_DUPLICATE.search(str(exc.orig)))
-    return driver_code(exc) in _RETRY_CODES
+    # A deadlock rolls back the whole transaction: only the store's own can start afresh.
+    return owned and driver_code(exc) in _RETRY_CODES
 
 
 def read(
-    conn: Connection, stmts: Statements, namespace: str, thread_id: str, now: datetime
+    conn: Connection,
+    stmts: Statements,
+    namespace: str,
+    owned: bool,
+    thread_id: str,
+    now: datetime,
 ) -> Record | None:
     """The live record with its payload, or ``None``."""
+    # One statement, no explicit transaction: nothing to BEGIN or COMMIT around it.
     params = {"ns": namespace, "tid": thread_id, "now": now}
-    if _direct(conn):
-        # One statement, no explicit transaction: nothing to BEGIN or COMMIT around it.
-        rows = _fetch(conn, stmts.compiled("read", stmts.read, conn.dialect), params)
-        return None if not rows else record_from_values(thread_id, rows[0], payload=True)
-    with conn.begin():
-        row = conn.execute(stmts.read, params).first()
-    return None if row is None else record_from_row(row, payload=True)
+    rows = _rows(conn, stmts, "read", stmts.read, params)
+    return None if not rows else record_from_values(thread_id, rows[0], payload=True)
 
 
 def remove(
-    conn: Connection, stmts: Statements, namespace: str, thread_id: str, now: datetime
+    conn: Connection,
+    stmts: Statements,
+    namespace: str,
+    owned: bool,
+    thread_id: str,
+    now: datetime,
 ) -> bool:
     """Delete the thread; ``True`` only if it was live (an expired leftover goes too)."""
     params = {"ns": namespace, "tid": thread_id, "now": now}
-    with conn.begin():
+    with _transaction(conn, owned):
         if conn.execute(stmts.remove_live, params).rowcount:
             return True
-        conn.execute(stmts.remove_any, params)
+        conn.execute(stmts.remove_expired, params)
     return False
 
 
@@ -244,6 +195,7 @@ def page(
     conn: Connection,
     stmts: Statements,
     namespace: str,
+    owned: bool,
     count: int,
     after: tuple[datetime, str] | None,
     now: datetime,
@@ -255,25 +207,31 @@ def page(
         statement = stmts.page_after
         params["after_at"] = after[0]
         params["after_tid"] = after[1]
-    with conn.begin():
+    with _transaction(conn, owned):
         rows = conn.execute(statement, params).all()
     return [record_from_row(row, payload=False) for row in rows]
 
 
-def purge(conn: Connection, stmts: Statements, namespace: str, now: datetime) -> int:
-    """Delete the namespace's expired rows in batches (one short transaction each)."""
+def purge(conn: Connection, stmts: Statements, namespace: str, owned: bool, now: datetime) -> int:
+    """Delete the namespace's expired rows in batches (one short transaction each when owned)."""
     params = {"ns": namespace, "now": now}
     total = 0
     while True:
-        with conn.begin():
+        with _transaction(conn, owned):
             deleted = conn.execute(stmts.purge, params).rowcount
         total += deleted
         if deleted < PURGE_BATCH:
             return total
 
 
-def schema_problem(conn: Connection, table_name: str, schema: str | None) -> str | None:
-    """What keeps the table from being used (missing, or not at the head revision), or ``None``."""
+def schema_problem(
+    conn: Connection, table_name: str, schema: str | None, *, owned: bool = True
+) -> str | None:
+    """What keeps the table from being used (missing, or not at the head revision), or ``None``.
+
+    Reads only. On the store's own connection (``owned``) it then ends the transaction its
+    reads began; in the caller's transaction it leaves that transaction as it was.
+    """
     # Imported on first use: Alembic is only needed once per checkpointer.
     from agents_persistence import migrations
 
@@ -283,7 +241,8 @@ def schema_problem(conn: Connection, table_name: str, schema: str | None) -> str
             return f"table {qualified!r} does not exist"
         current = migrations.current_revision(conn, table_name=table_name, schema=schema)
     finally:
-        conn.rollback()
+        if owned:
+            conn.rollback()
     head = migrations.head_revision()
     if current is None:
         return f"table {qualified!r} exists but its migrations were never recorded"

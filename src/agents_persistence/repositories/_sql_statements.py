@@ -150,11 +150,13 @@ def record_from_values(thread_id: str, values: tuple[Any, ...], *, payload: bool
 
 
 class Compiled:
-    """A statement compiled once for one dialect, run on a DBAPI cursor without SQLAlchemy.
+    """A statement compiled once for one dialect, run with ``Connection.exec_driver_sql``.
 
     Holds the SQL string, the binds in the dialect's parameter order (a tuple for a positional
-    paramstyle, a dict for a named one) and the bind and result processors SQLAlchemy would
-    apply, so values cross the driver exactly as through `Connection.execute`.
+    paramstyle, a dict for a named one) and the bind and result processors of the column types
+    (``TypeEngine.bind_processor`` / ``result_processor`` of each type's dialect
+    implementation), so values cross the driver exactly as through `Connection.execute`, while
+    SQLAlchemy's execution layer (events, error handling, invalidation) still runs.
     """
 
     __slots__ = ("_names", "_positional", "_results", "sql")
@@ -172,7 +174,7 @@ class Compiled:
         names: list[tuple[str | None, str, Any, Any]] = []
         for name in order:
             bind = compiled.binds[name]
-            processor = bind.type._cached_bind_processor(dialect)
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required:
                 names.append((bind.key, escaped.get(name, name), processor, None))
             else:
@@ -181,7 +183,7 @@ class Compiled:
                 names.append((None, escaped.get(name, name), None, value))
         self._names = tuple(names)
         self._results = tuple(
-            column.type._cached_result_processor(dialect, None)
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.exported_columns
         )
 
@@ -225,7 +227,8 @@ class Statements:
         page_first: The first page of a listing, newest first.
         page_after: A later page, strictly after a keyset position.
         remove_live: Delete the row if it is live.
-        remove_any: Delete the row whatever its expiry (clears an expired leftover).
+        remove_expired: Delete the row if it has expired (clears a leftover; a row saved
+            again meanwhile is live and stays, also in PostgreSQL's autocommit).
         purge: Delete up to `PURGE_BATCH` expired rows of the namespace.
         lock_isolation: ``lock`` strategy: SQL that sets the isolation of the next transaction
             (MySQL/MariaDB: READ COMMITTED, so that locking a missing row takes no gap lock;
@@ -244,7 +247,7 @@ class Statements:
     page_first: Select[Any]
     page_after: Select[Any]
     remove_live: Delete
-    remove_any: Delete
+    remove_expired: Delete
     purge: Delete
     lock_isolation: str | None
     lock_row: Select[Any]
@@ -328,7 +331,9 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         page_first=page_first,
         page_after=page_first.where(after),
         remove_live=delete(table).where(key, live),
-        remove_any=delete(table).where(key),
+        remove_expired=delete(table).where(
+            key, c.expires_at.is_not(None), c.expires_at <= bindparam("now")
+        ),
         purge=purge,
         lock_isolation="SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
         if dialect_name in _MYSQL_DIALECTS

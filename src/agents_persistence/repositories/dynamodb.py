@@ -18,6 +18,7 @@ from agents_persistence.repositories import _dynamodb_extra  # noqa: F401
 # isort: split
 
 import asyncio
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -66,6 +67,8 @@ def _count(value: object, name: str, minimum: int) -> int:
 
 class _DynamoDBSetup(_Common[StateT]):
     """Configuration shared by both twins: settings, the table engine, `from_url`."""
+
+    _otel_store = "dynamodb"
 
     default_max_state_bytes: ClassVar[int] = DEFAULT_MAX_STATE_BYTES
 
@@ -413,7 +416,9 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
     async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run one blocking PynamoDB call in the worker pool: the only bridge to threads."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(function, *args, **kwargs))
+        # In the caller's context, as `asyncio.to_thread` does: the current span stays the parent.
+        call = partial(contextvars.copy_context().run, function, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
 
     async def _write(self, request: WriteRequest) -> Record:
         return await self._call(self._table.write, request)

@@ -157,6 +157,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         clock: Returns the current aware time (tests move it by hand).
     """
 
+    _otel_store = "memory"
+
     def __init__(
         self,
         store: MemoryStore | None = None,
@@ -224,6 +226,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
 
 class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
     """In-memory `AsyncCheckpointer`; the same storage and options as `MemoryCheckpointer`."""
+
+    _otel_store = "memory"
 
     def __init__(
         self,

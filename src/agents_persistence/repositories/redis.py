@@ -28,12 +28,13 @@ from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError
 from agents_persistence.models.redis import (
     DEFAULT_KEY_PREFIX,
+    CheckpointHash,
     KeyLayout,
-    record_model,
+    checkpoint_model,
     validate_key_prefix,
 )
 from agents_persistence.repositories._redis_client import open_async_client, open_client
-from agents_persistence.repositories._redis_lua import SCRIPTS
+from agents_persistence.repositories._redis_mapping import RecordMapping
 from agents_persistence.repositories._redis_ops import Call, Plan, RedisOps, translate_errors
 
 if TYPE_CHECKING:
@@ -63,11 +64,12 @@ def _client_options(named: dict[str, Any], more: Mapping[str, Any] | None) -> di
     return {**named, **extra}
 
 
-def _bind(client: Any, namespace: str, key_prefix: str, *, asyncio: bool) -> RedisOps:
-    model = record_model(
-        asyncio=asyncio, key_prefix=key_prefix, namespace=namespace, database=client
+def _bind(namespace: str, key_prefix: str) -> RedisOps:
+    """The plans of one namespace: the record mapping is shared, the keys are the namespace's."""
+    layout = KeyLayout.of(
+        checkpoint_model(key_prefix, namespace), key_prefix=key_prefix, namespace=namespace
     )
-    return RedisOps(model, KeyLayout.of(model, key_prefix=key_prefix, namespace=namespace))
+    return RedisOps(RecordMapping.of(CheckpointHash), layout)
 
 
 class RedisCheckpointer(BaseCheckpointer[StateT]):
@@ -90,6 +92,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         >>> cp = RedisCheckpointer(redis.Redis(), namespace="support-bot", ttl=86400)
     """
 
+    _otel_store = "redis"
+
     def __init__(
         self,
         client: redis.Redis[Any] | redis.cluster.RedisCluster[Any],
@@ -109,7 +113,7 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
             clock=clock,
         )
         self._key_prefix = validate_key_prefix(key_prefix)
-        self._ops = _bind(client, self.namespace, self._key_prefix, asyncio=False)
+        self._ops = _bind(self.namespace, self._key_prefix)
         # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
         self._client: Any = cast("Any", client)
         self._owned_close: Callable[[], None] | None = None
@@ -192,9 +196,9 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         return self._key_prefix
 
     def _execute(self, call: Call) -> Any:
-        if call.script is None:
+        script = call.script
+        if script is None:
             return self._client.hgetall(call.keys[0])
-        script = SCRIPTS[call.script]
         try:
             return self._client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
@@ -238,6 +242,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
     The same arguments, storage and semantics as `RedisCheckpointer`; both can share data.
     """
 
+    _otel_store = "redis"
+
     def __init__(
         self,
         client: redis.asyncio.Redis[Any] | redis.asyncio.cluster.RedisCluster[Any],
@@ -257,7 +263,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
             clock=clock,
         )
         self._key_prefix = validate_key_prefix(key_prefix)
-        self._ops = _bind(client, self.namespace, self._key_prefix, asyncio=True)
+        self._ops = _bind(self.namespace, self._key_prefix)
         # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
         self._client: Any = cast("Any", client)
         self._owned_close: Callable[[], Awaitable[None]] | None = None
@@ -315,9 +321,9 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         return self._key_prefix
 
     async def _execute(self, call: Call) -> Any:
-        if call.script is None:
+        script = call.script
+        if script is None:
             return await self._client.hgetall(call.keys[0])
-        script = SCRIPTS[call.script]
         try:
             return await self._client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:

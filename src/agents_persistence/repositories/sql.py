@@ -33,31 +33,41 @@ from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME, checkpoint_table
 
 from . import _sql_ops as ops
+from ._sql_bound import AsyncBoundSQLCheckpointer, AsyncSQLOps, BoundSQLCheckpointer, SQLOps
 from ._sql_engine import (
-    engine_options as build_engine_options,
-)
-from ._sql_engine import (
+    PING_IDLE_AFTER,
     lock_isolation_preset,
+    ping_when_idle,
     schema_not_ready,
     sqlite_tuning,
     to_async_url,
     to_sync_url,
     translate_errors,
 )
+from ._sql_engine import (
+    engine_options as build_engine_options,
+)
 from ._sql_statements import Statements, statements
 
 if TYPE_CHECKING:
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
 
-    from agents_persistence._core import Clock, Record, WriteRequest
+    from agents_persistence._core import Clock
 
-__all__ = ["AsyncSQLCheckpointer", "SQLCheckpointer"]
+__all__ = [
+    "AsyncBoundSQLCheckpointer",
+    "AsyncSQLCheckpointer",
+    "BoundSQLCheckpointer",
+    "SQLCheckpointer",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-_Op = Callable[Concatenate[Connection, Statements, str, P], T]
+_Op = Callable[Concatenate[Connection, Statements, str, bool, P], T]
 
 
 class _Table:
@@ -101,6 +111,19 @@ class _Table:
         if problem is not None:
             raise SchemaNotReadyError(self.not_ready(problem))
 
+    def check_joined(self, conn: Connection) -> Statements:
+        """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
+
+        Returns the statements for the dialect of ``conn`` (the caller's connection may come
+        from another engine than this checkpointer's, on the same database).
+        """
+        if not self.ready:
+            problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
+            if problem is not None:
+                raise SchemaNotReadyError(self.not_ready(problem))
+            self.ready = True
+        return statements(self.table_name, self.schema, conn.dialect.name)
+
 
 def _engine_args(
     url: str | URL,
@@ -140,9 +163,13 @@ def _engine_creation(target: URL) -> Iterator[None]:
         raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
 
 
-def _tune(engine: Engine, target: URL) -> None:
-    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
-        sqlite_tuning(engine, wal=True)
+def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
+    if target.get_backend_name() == "sqlite":
+        # In-process: nothing goes stale between calls, there is nothing to ping.
+        if target.database not in (None, "", ":memory:"):
+            sqlite_tuning(engine, wal=True)
+    elif ping_idle_after is not None:
+        ping_when_idle(engine, ping_idle_after)
 
 
 _E = TypeVar("_E", Engine, AsyncEngine)
@@ -157,6 +184,8 @@ def _runner(engine: _E, table: _Table) -> _E:
 
 class _SQLSetup:
     """Construction and engine ownership shared by both twins."""
+
+    _otel_store = "sql"
 
     _asynchronous: ClassVar[bool]
     _table: _Table
@@ -188,6 +217,7 @@ class _SQLSetup:
         pool_timeout: float,
         connect_timeout: float,
         busy_timeout: float,
+        ping_idle_after: float | None,
         engine_options: dict[str, Any] | None,
         **options: Any,
     ) -> Self:
@@ -202,6 +232,10 @@ class _SQLSetup:
             busy_timeout=busy_timeout,
             extra=engine_options,
         )
+        if ping_idle_after == 0:
+            args.setdefault("pool_pre_ping", True)
+        if args.get("pool_pre_ping"):
+            ping_idle_after = None  # the pool pings every checkout already
         engine: Engine | AsyncEngine
         with _engine_creation(target):
             if cls._asynchronous:
@@ -209,7 +243,7 @@ class _SQLSetup:
             else:
                 engine = create_engine(target, **args)
         sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        _tune(sync_engine, target)
+        _tune(sync_engine, target, ping_idle_after)
         try:
             checkpointer = cls(engine, **options)  # type: ignore[call-arg]
         except BaseException:
@@ -227,7 +261,7 @@ class _SQLSetup:
         return self._table.table_name
 
 
-class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
+class SQLCheckpointer(_SQLSetup, SQLOps, BaseCheckpointer[StateT]):
     """A `Checkpointer` on a SQLAlchemy `Engine` (PostgreSQL, SQLite, MySQL/MariaDB).
 
     Args:
@@ -283,6 +317,7 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
         pool_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         busy_timeout: float = 30.0,
+        ping_idle_after: float | None = PING_IDLE_AFTER,
         engine_options: dict[str, Any] | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
@@ -305,6 +340,10 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
             pool_timeout: Seconds to wait for a free connection.
             connect_timeout: Seconds to wait for the server when connecting.
             busy_timeout: SQLite only: seconds a writer waits for another to finish.
+            ping_idle_after: Ping a pooled connection at checkout when it sat idle longer
+                than this many seconds (a server restart or a dropped connection is then
+                noticed before the call); ``0`` pings on every checkout (SQLAlchemy's
+                ``pool_pre_ping``), ``None`` never. Not for SQLite.
             engine_options: More ``create_engine`` keyword arguments (they win).
             table_name: The checkpoint table, as in the constructor.
             schema: The table's schema or database, as in the constructor.
@@ -326,6 +365,7 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             busy_timeout=busy_timeout,
+            ping_idle_after=ping_idle_after,
             engine_options=engine_options,
             table_name=table_name,
             schema=schema,
@@ -342,6 +382,25 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
         """The engine this checkpointer runs on."""
         return self._engine
 
+    def using(self, target: Session | Connection) -> BoundSQLCheckpointer[StateT]:
+        """This checkpointer inside the caller's transaction: a unit of work.
+
+        The view has the same contract methods (``save_state``, ``load_state``,
+        ``load_checkpoint``, ``delete_thread``, ``list_threads``, ...) and runs them on the
+        connection of ``target``: a `Session` (its current transaction's connection, begun if
+        needed) or a `Connection`. Its writes join that transaction; the caller commits or
+        rolls back, which keeps or undoes the app's rows and the state together. It never
+        commits, never takes a connection of its own and never runs DDL. See docs/sqlalchemy.md
+        for what a `ConflictError` or `TransactionAbortedError` leaves behind.
+
+        Args:
+            target: The caller's `Session` or `Connection`, on this checkpointer's database.
+
+        Raises:
+            ConfigurationError: ``target`` is neither.
+        """
+        return BoundSQLCheckpointer(self, target)
+
     def _run(
         self,
         action: str,
@@ -354,7 +413,7 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
             if not self._table.ready:
                 self._prepare()
             with self._runner.connect() as conn:
-                return op(conn, self._table.statements, self.namespace, *args, **kwargs)
+                return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
     def _prepare(self) -> None:
         with self._prepare_lock:
@@ -363,27 +422,12 @@ class SQLCheckpointer(_SQLSetup, BaseCheckpointer[StateT]):
                     self._table.prepare(conn)
                 self._table.ready = True
 
-    def _write(self, request: WriteRequest) -> Record:
-        return self._run("save", request.thread_id, ops.write, request)
-
-    def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return self._run("load", thread_id, ops.read, thread_id, now)
-
-    def _remove(self, thread_id: str, now: datetime) -> bool:
-        return self._run("delete", thread_id, ops.remove, thread_id, now)
-
-    def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
-        return self._run("listing", None, ops.page, count, after, now)
-
-    def _purge(self, now: datetime) -> int:
-        return self._run("purge", None, ops.purge, now)
-
     def _close(self) -> None:
         if self._owns_engine:
             self._engine.dispose()
 
 
-class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
+class AsyncSQLCheckpointer(_SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT]):
     """An `AsyncCheckpointer` on a SQLAlchemy `AsyncEngine`; see `SQLCheckpointer`.
 
     Drivers: psycopg 3 (PostgreSQL), aiosqlite (SQLite), aiomysql (MySQL/MariaDB).
@@ -441,6 +485,7 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
         pool_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         busy_timeout: float = 30.0,
+        ping_idle_after: float | None = PING_IDLE_AFTER,
         engine_options: dict[str, Any] | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
@@ -463,6 +508,7 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             busy_timeout=busy_timeout,
+            ping_idle_after=ping_idle_after,
             engine_options=engine_options,
             table_name=table_name,
             schema=schema,
@@ -479,6 +525,17 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
         """The async engine this checkpointer runs on."""
         return self._engine
 
+    def using(self, target: AsyncSession | AsyncConnection) -> AsyncBoundSQLCheckpointer[StateT]:
+        """This checkpointer inside the caller's transaction; see `SQLCheckpointer.using`.
+
+        Args:
+            target: The caller's `AsyncSession` or `AsyncConnection`.
+
+        Raises:
+            ConfigurationError: ``target`` is neither.
+        """
+        return AsyncBoundSQLCheckpointer(self, target)
+
     async def _run(
         self,
         action: str,
@@ -492,7 +549,7 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
                 await self._prepare()
             async with self._runner.connect() as conn:
                 return await conn.run_sync(
-                    op, self._table.statements, self.namespace, *args, **kwargs
+                    op, self._table.statements, self.namespace, True, *args, **kwargs
                 )
 
     async def _prepare(self) -> None:
@@ -501,23 +558,6 @@ class AsyncSQLCheckpointer(_SQLSetup, BaseAsyncCheckpointer[StateT]):
                 async with self._engine.connect() as conn:
                     await conn.run_sync(self._table.prepare)
                 self._table.ready = True
-
-    async def _write(self, request: WriteRequest) -> Record:
-        return await self._run("save", request.thread_id, ops.write, request)
-
-    async def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return await self._run("load", thread_id, ops.read, thread_id, now)
-
-    async def _remove(self, thread_id: str, now: datetime) -> bool:
-        return await self._run("delete", thread_id, ops.remove, thread_id, now)
-
-    async def _page(
-        self, count: int, after: tuple[datetime, str] | None, now: datetime
-    ) -> list[Record]:
-        return await self._run("listing", None, ops.page, count, after, now)
-
-    async def _purge(self, now: datetime) -> int:
-        return await self._run("purge", None, ops.purge, now)
 
     async def _close(self) -> None:
         if self._owns_engine:
