@@ -57,6 +57,7 @@ def test_delete_asks_on_a_terminal(make: Make) -> None:
     code, output = on_terminal(["threads", "delete", "thread-00", *target.args], b"n\n")
     assert code == 1
     assert "Delete thread 'thread-00'" in output
+    assert "error:" not in output  # a "no" is an answer, not a failure
     assert "thread-00" in snapshot_of(target)
     code, output = on_terminal(["threads", "delete", "thread-00", *target.args], b"y\n")
     assert code == 0, output

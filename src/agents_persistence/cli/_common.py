@@ -358,11 +358,16 @@ class Run:
     ) -> None:
         close_error = self._close_all()
         problem = exc if exc is not None else close_error
+        # typer 0.29 has Exit and Abort classes of its own, not click's: both kinds end the
+        # command as they mean to, as do SystemExit (a closed pipe) and Ctrl-C.
         if problem is None or isinstance(
             problem,
             click.exceptions.Exit
             | click.ClickException
             | click.exceptions.Abort
+            | typer.Exit
+            | typer.Abort
+            | SystemExit
             | KeyboardInterrupt,
         ):
             return
