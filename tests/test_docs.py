@@ -1,4 +1,4 @@
-"""The README's Python blocks run as written, against the local servers and moto.
+"""The Python blocks of the README and the docs/ guides run as written, on local servers.
 
 Each ```python block runs in a fresh interpreter in a temporary directory. A block that cannot
 run on its own (a fragment of an ``env.py``, say) is preceded by ``<!-- not run: REASON -->``;
@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", "docs/sqlalchemy.md", "docs/observability.md"]
+DOCUMENTS = [
+    "README.md",
+    "docs/sqlalchemy.md",
+    "docs/observability.md",
+    "docs/redis.md",
+    "docs/dynamodb.md",
+    "docs/sql.md",
+    "docs/migrations.md",
+]
 MOTO_PORT = 5005
 _BLOCK = re.compile(
     r"(?:<!--\s*not run:\s*(?P<reason>[^>]*?)\s*-->\s*\n)?^```python\n(?P<code>.*?)^```",
@@ -50,6 +58,8 @@ BLOCKS = _blocks()
 def test_the_readme_has_blocks_that_run() -> None:
     readme = [b for b in BLOCKS if b[0] == "README.md"]
     assert sum(1 for b in readme if b[3] is None) >= 6
+    for name in DOCUMENTS:
+        assert any(b[0] == name and b[3] is None for b in BLOCKS), f"{name}: no block runs"
     for name, line, _, reason in BLOCKS:
         assert reason is None or reason.strip(), f"{name}:{line}: a skipped block needs a reason"
 
