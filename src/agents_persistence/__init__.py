@@ -36,6 +36,7 @@ from agents_persistence.errors import (
     MissingExtraError,
     SchemaNotReadyError,
     StateTooLargeError,
+    TransactionAbortedError,
 )
 from agents_persistence.repositories.memory import (
     AsyncMemoryCheckpointer,
@@ -104,6 +105,7 @@ __all__ = [
     "ThreadInfo",
     "ThreadPage",
     "TodoItem",
+    "TransactionAbortedError",
     "__version__",
     "open_async_checkpointer",
     "open_checkpointer",
