@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import Record, WriteRequest
 
+    from ._sql_setup import Table
     from ._sql_statements import Statements
-    from .sql import AsyncSQLCheckpointer, SQLCheckpointer, _Table
+    from .sql import AsyncSQLCheckpointer, SQLCheckpointer
 
 __all__ = ["AsyncBoundSQLCheckpointer", "AsyncSQLOps", "BoundSQLCheckpointer", "SQLOps"]
 
@@ -99,7 +100,7 @@ class AsyncSQLOps:
 
 
 @contextmanager
-def _boundary(table: _Table, thread_id: str | None, action: str) -> Iterator[None]:
+def _boundary(table: Table, thread_id: str | None, action: str) -> Iterator[None]:
     """The store's error boundary, plus `TransactionAbortedError` for the caller.
 
     A deadlock or serialization failure ended the caller's transaction: the caller must know
@@ -120,7 +121,7 @@ def _boundary(table: _Table, thread_id: str | None, action: str) -> Iterator[Non
 
 
 def _joined(
-    conn: Connection, table: _Table, namespace: str, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
+    conn: Connection, table: Table, namespace: str, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
     return op(conn, table.check_joined(conn), namespace, False, *args, **kwargs)
 
@@ -129,7 +130,7 @@ class _Joined:
     """What both bound views keep: the parent's settings and table, and the caller's target."""
 
     _core: Any
-    _table: _Table
+    _table: Table
 
     def _join(self, parent: Any, target: object, kinds: tuple[type, ...], wanted: str) -> None:
         if not isinstance(target, kinds):

@@ -2,8 +2,10 @@
 
 `SQLCheckpointer` works on a SQLAlchemy `Engine`, `AsyncSQLCheckpointer` on an `AsyncEngine`.
 Both run the same Core statements (`_sql_statements`) through the same operations (`_sql_ops`):
-the async twin hands them to ``AsyncConnection.run_sync``. The schema belongs to the library's
-Alembic migrations; a checkpointer never runs DDL unless created with ``auto_migrate=True``.
+the async twin hands them to ``AsyncConnection.run_sync``. Their set-up (table binding,
+``from_url`` engines) is shared in `_sql_setup`, their unit-of-work views live in `_sql_bound`.
+The schema belongs to the library's Alembic migrations; a checkpointer never runs DDL unless
+created with ``auto_migrate=True``.
 """
 
 from __future__ import annotations
@@ -14,46 +16,30 @@ from agents_persistence.repositories import _sql_extra  # noqa: F401
 # isort: split
 
 import asyncio
-import dataclasses
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Connection, Engine
 
 from agents_persistence._core import DEFAULT_NAMESPACE
-from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
-from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
-from agents_persistence.migrations._settings import version_table
-from agents_persistence.models.sql import DEFAULT_TABLE_NAME, checkpoint_table
+from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 
-from . import _sql_ops as ops
 from ._sql_bound import AsyncBoundSQLCheckpointer, AsyncSQLOps, BoundSQLCheckpointer, SQLOps
 from ._sql_engine import (
     PING_IDLE_AFTER,
-    lock_isolation_preset,
-    ping_when_idle,
-    schema_not_ready,
-    sqlite_tuning,
-    to_async_url,
-    to_sync_url,
     translate_errors,
 )
-from ._sql_engine import (
-    engine_options as build_engine_options,
-)
-from ._sql_statements import Statements, statements
+from ._sql_setup import SQLSetup, runner
+from ._sql_statements import Statements
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
     from sqlalchemy.engine import URL
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
     from agents_persistence._core import Clock
@@ -70,198 +56,7 @@ T = TypeVar("T")
 _Op = Callable[Concatenate[Connection, Statements, str, bool, P], T]
 
 
-class _Table:
-    """Where a checkpointer's rows live, and whether that table is known to be ready.
-
-    Shared by both twins; holds no connection.
-    """
-
-    __slots__ = ("auto_migrate", "ready", "schema", "statements", "table_name", "url")
-
-    def __init__(
-        self,
-        dialect_name: str,
-        url: URL,
-        table_name: str,
-        schema: str | None,
-        auto_migrate: bool,
-    ) -> None:
-        checkpoint_table(table_name, schema)  # validates both names
-        version_table(table_name)  # and the length its migrations can name
-        self.table_name = table_name
-        self.schema = schema
-        self.auto_migrate = bool(auto_migrate)
-        self.statements = statements(table_name, schema, dialect_name)
-        self.url = url.render_as_string(hide_password=True)
-        self.ready = False
-
-    def isolation_preset(self) -> None:
-        """The engine sets READ COMMITTED per connection: no ``SET TRANSACTION`` per write."""
-        if self.statements.lock_isolation is not None:
-            self.statements = dataclasses.replace(self.statements, lock_isolation=None)
-
-    def not_ready(self, problem: str) -> str:
-        return schema_not_ready(problem, self.url, self.table_name, self.schema)
-
-    def prepare(self, conn: Connection) -> None:
-        """Check (after migrating, with ``auto_migrate``) that the table is at head."""
-        if self.auto_migrate:
-            ops.upgrade_schema(conn, self.table_name, self.schema)
-        problem = ops.schema_problem(conn, self.table_name, self.schema)
-        if problem is not None:
-            raise SchemaNotReadyError(self.not_ready(problem))
-
-    def check_joined(self, conn: Connection) -> Statements:
-        """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
-
-        Returns the statements for the dialect of ``conn`` (the caller's connection may come
-        from another engine than this checkpointer's, on the same database).
-        """
-        if not self.ready:
-            problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
-            if problem is not None:
-                raise SchemaNotReadyError(self.not_ready(problem))
-            self.ready = True
-        return statements(self.table_name, self.schema, conn.dialect.name)
-
-
-def _engine_args(
-    url: str | URL,
-    *,
-    asynchronous: bool,
-    pool_size: int,
-    max_overflow: int,
-    pool_timeout: float,
-    connect_timeout: float,
-    busy_timeout: float,
-    extra: dict[str, Any] | None,
-) -> tuple[URL, dict[str, Any]]:
-    target = to_async_url(url) if asynchronous else to_sync_url(url)
-    options = build_engine_options(
-        target,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-        connect_timeout=connect_timeout,
-        busy_timeout=busy_timeout,
-        extra=extra,
-    )
-    return target, options
-
-
-@contextmanager
-def _engine_creation(target: URL) -> Iterator[None]:
-    shown = target.render_as_string(hide_password=True)
-    try:
-        yield
-    except ImportError as exc:
-        extra = DRIVER_EXTRAS.get((exc.name or "").partition(".")[0])
-        if extra is not None:  # a driver this library's extras install
-            raise missing_extra(f"the SQL store for {shown}", extra, exc.name) from exc
-        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
-    except (ArgumentError, TypeError) as exc:
-        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
-
-
-def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
-    if target.get_backend_name() == "sqlite":
-        # In-process: nothing goes stale between calls, there is nothing to ping.
-        if target.database not in (None, "", ":memory:"):
-            sqlite_tuning(engine, wal=True)
-    elif ping_idle_after is not None:
-        ping_when_idle(engine, ping_idle_after)
-
-
-_E = TypeVar("_E", Engine, AsyncEngine)
-
-
-def _runner(engine: _E, table: _Table) -> _E:
-    """What operations connect through: autocommit where every operation is one statement."""
-    if table.statements.autocommit:
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
-
-
-class _SQLSetup:
-    """Construction and engine ownership shared by both twins."""
-
-    _otel_store = "sql"
-
-    _asynchronous: ClassVar[bool]
-    _table: _Table
-    _owns_engine: bool
-
-    def _attach(
-        self,
-        engine: Engine | AsyncEngine,
-        table_name: str,
-        schema: str | None,
-        auto_migrate: bool,
-    ) -> None:
-        expected, other = (AsyncEngine, Engine) if self._asynchronous else (Engine, AsyncEngine)
-        if not isinstance(engine, expected):
-            raise ConfigurationError(
-                f"{type(self).__name__} needs a sqlalchemy {expected.__name__}, not"
-                f" {type(engine).__name__} (the other twin takes an {other.__name__})"
-            )
-        self._table = _Table(engine.dialect.name, engine.url, table_name, schema, auto_migrate)
-        self._owns_engine = False
-
-    @classmethod
-    def _from_url(
-        cls,
-        url: str | URL,
-        *,
-        pool_size: int,
-        max_overflow: int,
-        pool_timeout: float,
-        connect_timeout: float,
-        busy_timeout: float,
-        ping_idle_after: float | None,
-        engine_options: dict[str, Any] | None,
-        **options: Any,
-    ) -> Self:
-        """`from_url` of both twins; ``options`` are the constructor's, named by its caller."""
-        target, args = _engine_args(
-            url,
-            asynchronous=cls._asynchronous,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            busy_timeout=busy_timeout,
-            extra=engine_options,
-        )
-        if ping_idle_after == 0:
-            args.setdefault("pool_pre_ping", True)
-        if args.get("pool_pre_ping"):
-            ping_idle_after = None  # the pool pings every checkout already
-        engine: Engine | AsyncEngine
-        with _engine_creation(target):
-            if cls._asynchronous:
-                engine = create_async_engine(target, **args)
-            else:
-                engine = create_engine(target, **args)
-        sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        _tune(sync_engine, target, ping_idle_after)
-        try:
-            checkpointer = cls(engine, **options)  # type: ignore[call-arg]
-        except BaseException:
-            # Nothing was connected yet: dropping the pool needs no event loop.
-            sync_engine.dispose(close=False)
-            raise
-        checkpointer._owns_engine = True
-        if lock_isolation_preset(target, args):
-            checkpointer._table.isolation_preset()
-        return checkpointer
-
-    @property
-    def table_name(self) -> str:
-        """The checkpoint table's name."""
-        return self._table.table_name
-
-
-class SQLCheckpointer(_SQLSetup, SQLOps, BaseCheckpointer[StateT]):
+class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
     """A `Checkpointer` on a SQLAlchemy `Engine` (PostgreSQL, SQLite, MySQL/MariaDB).
 
     Args:
@@ -304,7 +99,7 @@ class SQLCheckpointer(_SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
-        self._runner = _runner(engine, self._table)
+        self._runner = runner(engine, self._table)
         self._prepare_lock = threading.Lock()
 
     @classmethod
@@ -427,7 +222,7 @@ class SQLCheckpointer(_SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             self._engine.dispose()
 
 
-class AsyncSQLCheckpointer(_SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT]):
+class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT]):
     """An `AsyncCheckpointer` on a SQLAlchemy `AsyncEngine`; see `SQLCheckpointer`.
 
     Drivers: psycopg 3 (PostgreSQL), aiosqlite (SQLite), aiomysql (MySQL/MariaDB).
@@ -472,7 +267,7 @@ class AsyncSQLCheckpointer(_SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT]
         )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
-        self._runner = _runner(engine, self._table)
+        self._runner = runner(engine, self._table)
         self._prepare_lock = asyncio.Lock()
 
     @classmethod

@@ -1,0 +1,238 @@
+"""The SQL store's set-up, shared by both twins.
+
+The table binding and its readiness, the engines ``from_url`` makes and how they are tuned.
+No I/O until a checkpointer first connects.
+"""
+
+from __future__ import annotations
+
+# First, before any driver: without the extra this raises MissingExtraError naming it.
+from agents_persistence.repositories import _sql_extra  # noqa: F401
+
+# isort: split
+
+import dataclasses
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
+from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
+from agents_persistence.migrations._settings import version_table
+from agents_persistence.models.sql import checkpoint_table
+
+from . import _sql_ops as ops
+from ._sql_engine import (
+    engine_options as build_engine_options,
+)
+from ._sql_engine import (
+    lock_isolation_preset,
+    ping_when_idle,
+    schema_not_ready,
+    sqlite_tuning,
+    to_async_url,
+    to_sync_url,
+)
+from ._sql_statements import Statements, statements
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import URL
+
+
+__all__ = ["SQLSetup", "Table", "runner"]
+
+
+class Table:
+    """Where a checkpointer's rows live, and whether that table is known to be ready.
+
+    Shared by both twins; holds no connection.
+    """
+
+    __slots__ = ("auto_migrate", "ready", "schema", "statements", "table_name", "url")
+
+    def __init__(
+        self,
+        dialect_name: str,
+        url: URL,
+        table_name: str,
+        schema: str | None,
+        auto_migrate: bool,
+    ) -> None:
+        checkpoint_table(table_name, schema)  # validates both names
+        version_table(table_name)  # and the length its migrations can name
+        self.table_name = table_name
+        self.schema = schema
+        self.auto_migrate = bool(auto_migrate)
+        self.statements = statements(table_name, schema, dialect_name)
+        self.url = url.render_as_string(hide_password=True)
+        self.ready = False
+
+    def isolation_preset(self) -> None:
+        """The engine sets READ COMMITTED per connection: no ``SET TRANSACTION`` per write."""
+        if self.statements.lock_isolation is not None:
+            self.statements = dataclasses.replace(self.statements, lock_isolation=None)
+
+    def not_ready(self, problem: str) -> str:
+        return schema_not_ready(problem, self.url, self.table_name, self.schema)
+
+    def prepare(self, conn: Connection) -> None:
+        """Check (after migrating, with ``auto_migrate``) that the table is at head."""
+        if self.auto_migrate:
+            ops.upgrade_schema(conn, self.table_name, self.schema)
+        problem = ops.schema_problem(conn, self.table_name, self.schema)
+        if problem is not None:
+            raise SchemaNotReadyError(self.not_ready(problem))
+
+    def check_joined(self, conn: Connection) -> Statements:
+        """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
+
+        Returns the statements for the dialect of ``conn`` (the caller's connection may come
+        from another engine than this checkpointer's, on the same database).
+        """
+        if not self.ready:
+            problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
+            if problem is not None:
+                raise SchemaNotReadyError(self.not_ready(problem))
+            self.ready = True
+        return statements(self.table_name, self.schema, conn.dialect.name)
+
+
+def _engine_args(
+    url: str | URL,
+    *,
+    asynchronous: bool,
+    pool_size: int,
+    max_overflow: int,
+    pool_timeout: float,
+    connect_timeout: float,
+    busy_timeout: float,
+    extra: dict[str, Any] | None,
+) -> tuple[URL, dict[str, Any]]:
+    target = to_async_url(url) if asynchronous else to_sync_url(url)
+    options = build_engine_options(
+        target,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        connect_timeout=connect_timeout,
+        busy_timeout=busy_timeout,
+        extra=extra,
+    )
+    return target, options
+
+
+@contextmanager
+def _engine_creation(target: URL) -> Iterator[None]:
+    shown = target.render_as_string(hide_password=True)
+    try:
+        yield
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is not None:  # a driver this library's extras install
+            raise missing_extra(f"the SQL store for {shown}", extra, exc.name) from exc
+        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
+    except (ArgumentError, TypeError) as exc:
+        raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
+
+
+def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
+    if target.get_backend_name() == "sqlite":
+        # In-process: nothing goes stale between calls, there is nothing to ping.
+        if target.database not in (None, "", ":memory:"):
+            sqlite_tuning(engine, wal=True)
+    elif ping_idle_after is not None:
+        ping_when_idle(engine, ping_idle_after)
+
+
+_E = TypeVar("_E", Engine, AsyncEngine)
+
+
+def runner(engine: _E, table: Table) -> _E:
+    """What operations connect through: autocommit where every operation is one statement."""
+    if table.statements.autocommit:
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
+class SQLSetup:
+    """Construction and engine ownership shared by both twins."""
+
+    _otel_store = "sql"
+
+    _asynchronous: ClassVar[bool]
+    _table: Table
+    _owns_engine: bool
+
+    def _attach(
+        self,
+        engine: Engine | AsyncEngine,
+        table_name: str,
+        schema: str | None,
+        auto_migrate: bool,
+    ) -> None:
+        expected, other = (AsyncEngine, Engine) if self._asynchronous else (Engine, AsyncEngine)
+        if not isinstance(engine, expected):
+            raise ConfigurationError(
+                f"{type(self).__name__} needs a sqlalchemy {expected.__name__}, not"
+                f" {type(engine).__name__} (the other twin takes an {other.__name__})"
+            )
+        self._table = Table(engine.dialect.name, engine.url, table_name, schema, auto_migrate)
+        self._owns_engine = False
+
+    @classmethod
+    def _from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int,
+        max_overflow: int,
+        pool_timeout: float,
+        connect_timeout: float,
+        busy_timeout: float,
+        ping_idle_after: float | None,
+        engine_options: dict[str, Any] | None,
+        **options: Any,
+    ) -> Self:
+        """`from_url` of both twins; ``options`` are the constructor's, named by its caller."""
+        target, args = _engine_args(
+            url,
+            asynchronous=cls._asynchronous,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            busy_timeout=busy_timeout,
+            extra=engine_options,
+        )
+        if ping_idle_after == 0:
+            args.setdefault("pool_pre_ping", True)
+        if args.get("pool_pre_ping"):
+            ping_idle_after = None  # the pool pings every checkout already
+        engine: Engine | AsyncEngine
+        with _engine_creation(target):
+            if cls._asynchronous:
+                engine = create_async_engine(target, **args)
+            else:
+                engine = create_engine(target, **args)
+        sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        _tune(sync_engine, target, ping_idle_after)
+        try:
+            checkpointer = cls(engine, **options)  # type: ignore[call-arg]
+        except BaseException:
+            # Nothing was connected yet: dropping the pool needs no event loop.
+            sync_engine.dispose(close=False)
+            raise
+        checkpointer._owns_engine = True
+        if lock_isolation_preset(target, args):
+            checkpointer._table.isolation_preset()
+        return checkpointer
+
+    @property
+    def table_name(self) -> str:
+        """The checkpoint table's name."""
+        return self._table.table_name
