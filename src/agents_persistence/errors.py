@@ -16,6 +16,8 @@ __all__ = [
     "AccessDeniedError",
     "AuthenticationError",
     "BackendUnavailableError",
+    "CallTimeoutError",
+    "DEFAULT_CALL_TIMEOUT",
     "CheckpointerError",
     "ConfigurationError",
     "ConflictError",
@@ -149,6 +151,20 @@ class BackendUnavailableError(CheckpointerError, ConnectionError):
 
     Refused or lost connections, timeouts, an exhausted connection pool, a server that is
     starting, busy, throttling or out of connections, SQLite's "database is locked".
+    """
+
+
+DEFAULT_CALL_TIMEOUT = 5.0
+"""Seconds one call may take on any store by default, waits, connecting and retries included."""
+
+
+class CallTimeoutError(BackendUnavailableError, TimeoutError):
+    """The call ran past its time budget (``call_timeout``): the server did not answer in time.
+
+    A hung or stopped server, a network that drops packets, a lock held too long. The call's
+    outcome is unknown for a save whose request was sent (it may have been applied): load the
+    thread, or save again with ``expected_version``, which refuses a duplicate. The checkpointer
+    stays usable; later calls succeed once the server answers again.
     """
 
 

@@ -221,22 +221,57 @@ class ServerProcess:
         """SIGKILL to the whole process group: a crash, no shutdown work at all."""
         if self.process is None:
             return
-        self._signal_group(signal.SIGKILL)
+        self._signal_all(signal.SIGKILL)
         self.paused = False
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(30)
         self._wait_group_gone(30)
         self.process = None
 
+    def descendants(self) -> list[int]:
+        """The server's process and every process below it (read from ``/proc``).
+
+        PostgreSQL backends call ``setsid()``, so they leave the server's process group: a
+        signal to the group alone would stop the postmaster and leave every backend answering.
+        """
+        if self.process is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, ()))
+        return found
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        self._signal_group(sig)
+        for pid in self.descendants():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def pause(self) -> None:
-        """SIGSTOP to the group: connections stay open and nothing answers (a hung server)."""
-        self._signal_group(signal.SIGSTOP)
+        """SIGSTOP to the server and all its descendants: connections stay open, nothing answers.
+
+        The kernel still accepts connections and acknowledges bytes sent (a hung server).
+        """
+        self._signal_all(signal.SIGSTOP)
         self.paused = True
 
     def resume(self) -> None:
-        """SIGCONT to the group after `pause`."""
+        """SIGCONT to the server and all its descendants after `pause`."""
         if self.paused:
-            self._signal_group(signal.SIGCONT)
+            self._signal_all(signal.SIGCONT)
             self.paused = False
 
     def restart(self, how: str = "stop") -> float:
