@@ -1,0 +1,497 @@
+"""What each saver operation does, as plans both twins run: the savers' logic without I/O.
+
+A plan is a generator that yields ``(statement, parameters)`` and is sent back the result (the
+rows of a query, the row count of anything else); its return value is the operation's. The
+sync saver runs plans on a `Connection`, the async one on an `AsyncConnection`, each plan in
+one transaction, so both twins share every line of logic here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+)
+from sqlalchemy import and_, delete, or_, select, tuple_
+
+from agents_persistence._core import validate_thread_id
+from agents_persistence.errors import InvalidArgumentError
+from agents_persistence.langgraph import _statements as sql
+from agents_persistence.models.langgraph import (
+    CHANNEL_LENGTH,
+    CHECKPOINT_NS_LENGTH,
+    ID_LENGTH,
+    RUN_ID_LENGTH,
+    LangGraphModels,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Mapping, Sequence
+
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+    from sqlalchemy import Executable
+
+__all__ = ["PAGE_SIZE", "Plans", "Step", "next_version"]
+
+Step = tuple["Executable", Any]
+"""A statement and its parameters (a dict, a list of dicts for many rows, or ``None``)."""
+
+PAGE_SIZE = 100
+"""Checkpoints a listing reads per query."""
+
+_CHUNK = 500  # keys per ``IN`` list when deleting by key
+_EMPTY = "empty"  # blob type of a channel that has a version but no value
+
+
+def next_version(current: str | int | float | None) -> str:
+    """The version after ``current``: a zero-padded counter and a random tie-breaker.
+
+    Strings compare in the same order as the counters, and two writers forking the same
+    version get different versions.
+    """
+    if current is None:
+        counter = 0
+    elif isinstance(current, str):
+        counter = int(current.split(".")[0])
+    else:
+        counter = int(current)
+    return f"{counter + 1:032}.{random.random():016}"
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"the {what} must be JSON: {exc}") from exc
+
+
+def _length(value: str, limit: int, what: str) -> str:
+    if len(value) > limit:
+        raise InvalidArgumentError(f"{what} {value[:40]!r}... is longer than {limit} characters")
+    return value
+
+
+class Plans:
+    """The operations of one set of LangGraph tables on one dialect, with one serializer."""
+
+    def __init__(
+        self,
+        models: LangGraphModels,
+        dialect: str,
+        serde: SerializerProtocol,
+        *,
+        hex_blobs: bool = False,
+    ) -> None:
+        self.models = models
+        self.dialect = dialect
+        self.serde = serde
+        self.hex_blobs = hex_blobs
+        self.cp = models.checkpoints.__table__
+        self.blobs = models.blobs.__table__
+        self.writes = models.writes.__table__
+        self._insert_blobs = sql.insert_ignoring(dialect, models.blobs, hex_blobs)
+        self._insert_writes = sql.insert_ignoring(dialect, models.writes, hex_blobs)
+        self._upsert_writes = sql.upsert(
+            dialect, models.writes, ("channel", "type", "blob"), hex_blobs
+        )
+        self._upsert_checkpoint = sql.upsert(
+            dialect,
+            models.checkpoints,
+            ("parent_checkpoint_id", "run_id", "checkpoint", "metadata"),
+        )
+
+    # --- configs -------------------------------------------------------------------------
+
+    @staticmethod
+    def target(config: RunnableConfig) -> tuple[str, str, str | None]:
+        """``(thread_id, checkpoint_ns, checkpoint_id)`` of ``config``, validated."""
+        configurable = config.get("configurable") or {}
+        thread_id = validate_thread_id(configurable.get("thread_id"))
+        namespace = configurable.get("checkpoint_ns") or ""
+        if not isinstance(namespace, str):
+            raise InvalidArgumentError(f"checkpoint_ns must be a str, not {namespace!r:.40}")
+        _length(namespace, CHECKPOINT_NS_LENGTH, "checkpoint_ns")
+        checkpoint_id = configurable.get("checkpoint_id") or None
+        return thread_id, namespace, checkpoint_id
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _with_blob(self, row: dict[str, Any], blob: bytes | None) -> dict[str, Any]:
+        if self.hex_blobs:
+            row[sql.HEX_BLOB] = None if blob is None else blob.hex()
+        else:
+            row["blob"] = blob
+        return row
+
+    def _dump(self, value: Any, what: str) -> tuple[str, bytes]:
+        try:
+            return self.serde.dumps_typed(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"cannot serialize {what}: {exc}") from exc
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Generator[Step, Any, RunnableConfig]:
+        """Store the blobs of ``new_versions`` and the checkpoint, in one transaction."""
+        thread_id, namespace, parent_id = self.target(config)
+        body: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        body = _jsonable(body, "checkpoint (without its channel values)")
+        stored_metadata = _jsonable(
+            get_serializable_checkpoint_metadata(config, metadata), "checkpoint metadata"
+        )
+        run_id = stored_metadata.get("run_id")
+        run_id = _length(run_id, RUN_ID_LENGTH, "run_id") if isinstance(run_id, str) else None
+        values = checkpoint["channel_values"]
+        blobs = []
+        for channel, version in new_versions.items():
+            type_, blob = (
+                self._dump(values[channel], f"channel {channel!r}")
+                if channel in values
+                else (_EMPTY, None)
+            )
+            blobs.append(
+                self._with_blob(
+                    {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": namespace,
+                        "channel": _length(channel, CHANNEL_LENGTH, "channel name"),
+                        "version": _length(str(version), ID_LENGTH, "channel version"),
+                        "type": type_,
+                    },
+                    blob,
+                )
+            )
+        if blobs:
+            yield self._insert_blobs, blobs
+        yield (
+            self._upsert_checkpoint,
+            {
+                "thread_id": thread_id,
+                "checkpoint_ns": namespace,
+                "checkpoint_id": checkpoint["id"],
+                "parent_checkpoint_id": parent_id,
+                "run_id": run_id,
+                "checkpoint": body,
+                "metadata": stored_metadata,
+            },
+        )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": namespace,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Generator[Step, Any, None]:
+        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay."""
+        thread_id, namespace, checkpoint_id = self.target(config)
+        if checkpoint_id is None:
+            raise InvalidArgumentError("put_writes needs a config with a checkpoint_id")
+        if not writes:
+            return
+        rows = []
+        for index, (channel, value) in enumerate(writes):
+            type_, blob = self._dump(value, f"the write to {channel!r}")
+            rows.append(
+                self._with_blob(
+                    {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": namespace,
+                        "checkpoint_id": checkpoint_id,
+                        "task_id": _length(task_id, ID_LENGTH, "task_id"),
+                        "idx": WRITES_IDX_MAP.get(channel, index),
+                        "channel": _length(channel, CHANNEL_LENGTH, "channel name"),
+                        "type": type_,
+                        "task_path": task_path,
+                    },
+                    blob,
+                )
+            )
+        special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        yield (self._upsert_writes if special else self._insert_writes), rows
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _checkpoint_columns(self) -> Any:
+        return select(
+            self.cp.c.thread_id,
+            self.cp.c.checkpoint_ns,
+            self.cp.c.checkpoint_id,
+            self.cp.c.parent_checkpoint_id,
+            self.cp.c.checkpoint,
+            self.cp.c.metadata,
+        )
+
+    def get_tuple(self, config: RunnableConfig) -> Generator[Step, Any, CheckpointTuple | None]:
+        """The checkpoint ``config`` names, or the thread's latest in its namespace."""
+        thread_id, namespace, checkpoint_id = self.target(config)
+        query = self._checkpoint_columns().where(
+            self.cp.c.thread_id == thread_id, self.cp.c.checkpoint_ns == namespace
+        )
+        if checkpoint_id is not None:
+            query = query.where(self.cp.c.checkpoint_id == checkpoint_id)
+        else:
+            query = query.order_by(self.cp.c.checkpoint_id.desc()).limit(1)
+        rows = yield query, None
+        if not rows:
+            return None
+        tuples = yield from self._assemble(rows)
+        return tuples[0]
+
+    def list_page(
+        self,
+        config: RunnableConfig | None,
+        wanted: Mapping[str, Any] | None,
+        before: RunnableConfig | None,
+        after_key: tuple[str, str, str] | None,
+        count: int,
+    ) -> Generator[Step, Any, tuple[list[CheckpointTuple], tuple[str, str, str] | None]]:
+        """Up to ``count`` matching checkpoints newest first after ``after_key``, and the next key.
+
+        The next key is ``None`` when no rows are left; a page may hold fewer than ``count``
+        tuples (rows the metadata filter rejects) and still have a next key.
+        """
+        c = self.cp.c
+        query = self._checkpoint_columns()
+        if config is not None:
+            configurable = config.get("configurable") or {}
+            if configurable.get("thread_id") is not None:
+                query = query.where(c.thread_id == validate_thread_id(configurable["thread_id"]))
+            if configurable.get("checkpoint_ns") is not None:
+                query = query.where(c.checkpoint_ns == configurable["checkpoint_ns"])
+            if configurable.get("checkpoint_id"):
+                query = query.where(c.checkpoint_id == configurable["checkpoint_id"])
+        if before is not None:
+            before_id = (before.get("configurable") or {}).get("checkpoint_id")
+            if before_id:
+                query = query.where(c.checkpoint_id < before_id)
+        if wanted:
+            query = query.where(*sql.metadata_prefilter(self.dialect, c.metadata, wanted))
+        if after_key is not None:
+            last_id, last_thread, last_ns = after_key
+            query = query.where(
+                or_(
+                    c.checkpoint_id < last_id,
+                    and_(
+                        c.checkpoint_id == last_id,
+                        or_(
+                            c.thread_id < last_thread,
+                            and_(c.thread_id == last_thread, c.checkpoint_ns < last_ns),
+                        ),
+                    ),
+                )
+            )
+        query = query.order_by(
+            c.checkpoint_id.desc(), c.thread_id.desc(), c.checkpoint_ns.desc()
+        ).limit(count)
+        rows = yield query, None
+        next_key = None
+        if len(rows) == count:
+            last = rows[-1]
+            next_key = (last.checkpoint_id, last.thread_id, last.checkpoint_ns)
+        kept = [row for row in rows if sql.matches(row.metadata, wanted)]
+        if not kept:
+            return [], next_key
+        tuples = yield from self._assemble(kept)
+        return tuples, next_key
+
+    def _assemble(self, rows: Sequence[Any]) -> Generator[Step, Any, list[CheckpointTuple]]:
+        """Checkpoint tuples of ``rows``, with their channel values and pending writes."""
+        wanted_blobs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        wanted_writes: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for row in rows:
+            key = (row.thread_id, row.checkpoint_ns)
+            versions = row.checkpoint.get("channel_versions") or {}
+            wanted_blobs[key].update((ch, str(v)) for ch, v in versions.items())
+            wanted_writes[key].add(row.checkpoint_id)
+        values: dict[tuple[str, str, str, str], Any] = {}
+        blob_clauses = [
+            and_(
+                self.blobs.c.thread_id == thread_id,
+                self.blobs.c.checkpoint_ns == namespace,
+                tuple_(self.blobs.c.channel, self.blobs.c.version).in_(sorted(pairs)),
+            )
+            for (thread_id, namespace), pairs in wanted_blobs.items()
+            if pairs
+        ]
+        if blob_clauses:
+            blob_rows = yield select(self.blobs).where(or_(*blob_clauses)), None
+            for blob in blob_rows:
+                if blob.type != _EMPTY:
+                    key4 = (blob.thread_id, blob.checkpoint_ns, blob.channel, blob.version)
+                    values[key4] = self.serde.loads_typed((blob.type, blob.blob))
+        write_rows = yield (
+            select(self.writes)
+            .where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
+            .order_by(self.writes.c.task_path, self.writes.c.task_id, self.writes.c.idx),
+            None,
+        )
+        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
+        for write in write_rows:
+            pending[(write.thread_id, write.checkpoint_ns, write.checkpoint_id)].append(
+                (write.task_id, write.channel, self.serde.loads_typed((write.type, write.blob)))
+            )
+        return [self._tuple(row, values, pending) for row in rows]
+
+    @staticmethod
+    def _tuple(
+        row: Any,
+        values: Mapping[tuple[str, str, str, str], Any],
+        pending: Mapping[tuple[str, str, str], list[tuple[str, str, Any]]],
+    ) -> CheckpointTuple:
+        thread_id, namespace = row.thread_id, row.checkpoint_ns
+        checkpoint = dict(row.checkpoint)
+        channel_values = {}
+        for channel, version in (checkpoint.get("channel_versions") or {}).items():
+            key = (thread_id, namespace, channel, str(version))
+            if key in values:
+                channel_values[channel] = values[key]
+        checkpoint["channel_values"] = channel_values
+        parent = None
+        if row.parent_checkpoint_id is not None:
+            parent = {
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": namespace,
+                    "checkpoint_id": row.parent_checkpoint_id,
+                }
+            }
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": namespace,
+                    "checkpoint_id": row.checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,  # type: ignore[arg-type]
+            metadata=dict(row.metadata),  # type: ignore[arg-type]
+            parent_config=parent,  # type: ignore[arg-type]
+            pending_writes=pending.get((thread_id, namespace, row.checkpoint_id), []),
+        )
+
+    # --- deleting and copying ------------------------------------------------------------
+
+    def delete_threads(self, thread_ids: Iterable[str]) -> Generator[Step, Any, None]:
+        """Delete every checkpoint, blob and write of ``thread_ids``."""
+        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            for table in (self.writes, self.blobs, self.cp):
+                yield delete(table).where(table.c.thread_id.in_(chunk)), None
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> Generator[Step, Any, None]:
+        """Delete the checkpoints ``run_ids`` made, their writes, and blobs no longer used."""
+        runs = sorted(set(run_ids))
+        if not runs:
+            return
+        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for start in range(0, len(runs), _CHUNK):
+            rows = yield (
+                select(self.cp.c.thread_id, self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id).where(
+                    self.cp.c.run_id.in_(runs[start : start + _CHUNK])
+                ),
+                None,
+            )
+            for row in rows:
+                doomed[(row.thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
+        yield from self._delete_checkpoints(doomed)
+
+    def keep_latest(self, thread_ids: Sequence[str], keep: int) -> Generator[Step, Any, None]:
+        """Keep the newest ``keep`` checkpoints per thread and namespace, delete the others."""
+        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
+        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for thread_id in ids:
+            rows = yield (
+                select(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id)
+                .where(self.cp.c.thread_id == thread_id)
+                .order_by(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id.desc()),
+                None,
+            )
+            seen: dict[str, int] = defaultdict(int)
+            for row in rows:
+                seen[row.checkpoint_ns] += 1
+                if seen[row.checkpoint_ns] > keep:
+                    doomed[(thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
+        yield from self._delete_checkpoints(doomed)
+
+    def _delete_checkpoints(
+        self, doomed: Mapping[tuple[str, str], Sequence[str]]
+    ) -> Generator[Step, Any, None]:
+        for (thread_id, namespace), checkpoint_ids in doomed.items():
+            for start in range(0, len(checkpoint_ids), _CHUNK):
+                chunk = {(thread_id, namespace): checkpoint_ids[start : start + _CHUNK]}
+                for table in (self.writes, self.cp):
+                    yield delete(table).where(sql.keys_in(table, chunk, "checkpoint_id")), None
+            yield from self._collect_blobs(thread_id, namespace)
+
+    def _collect_blobs(self, thread_id: str, namespace: str) -> Generator[Step, Any, None]:
+        """Delete the blobs of one thread and namespace that no checkpoint refers to any more."""
+        rows = yield (
+            select(self.cp.c.checkpoint).where(
+                self.cp.c.thread_id == thread_id, self.cp.c.checkpoint_ns == namespace
+            ),
+            None,
+        )
+        used = {
+            (channel, str(version))
+            for row in rows
+            for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
+        }
+        stored = yield (
+            select(self.blobs.c.channel, self.blobs.c.version).where(
+                self.blobs.c.thread_id == thread_id, self.blobs.c.checkpoint_ns == namespace
+            ),
+            None,
+        )
+        unused = sorted({(row.channel, row.version) for row in stored} - used)
+        for start in range(0, len(unused), _CHUNK):
+            yield (
+                delete(self.blobs).where(
+                    self.blobs.c.thread_id == thread_id,
+                    self.blobs.c.checkpoint_ns == namespace,
+                    tuple_(self.blobs.c.channel, self.blobs.c.version).in_(
+                        unused[start : start + _CHUNK]
+                    ),
+                ),
+                None,
+            )
+
+    def copy_thread(self, source: str, target: str) -> Generator[Step, Any, None]:
+        """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
+
+        Raises:
+            InvalidArgumentError: ``target`` already has checkpoints (nothing is copied).
+        """
+        source, target = validate_thread_id(source), validate_thread_id(target)
+        if source == target:
+            raise InvalidArgumentError("copy_thread needs two different threads")
+        existing = yield (
+            select(self.cp.c.checkpoint_id).where(self.cp.c.thread_id == target).limit(1),
+            None,
+        )
+        if existing:
+            raise InvalidArgumentError(
+                f"thread {target!r} already has checkpoints: delete it first or copy elsewhere"
+            )
+        for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
+            yield sql.copy_rows(model, source, target), None
