@@ -18,11 +18,12 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     get_serializable_checkpoint_metadata,
 )
-from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy import and_, or_, select, tuple_
 
 from agents_persistence._core import validate_thread_id
-from agents_persistence.errors import InvalidArgumentError
+from agents_persistence.errors import CorruptStateError, InvalidArgumentError
 from agents_persistence.langgraph import _statements as sql
+from agents_persistence.langgraph._maintenance import Maintenance
 from agents_persistence.models.langgraph import (
     CHANNEL_LENGTH,
     CHECKPOINT_NS_LENGTH,
@@ -32,7 +33,7 @@ from agents_persistence.models.langgraph import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Mapping, Sequence
+    from collections.abc import Generator, Mapping, Sequence
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
@@ -47,7 +48,6 @@ Step = tuple["Executable", Any]
 PAGE_SIZE = 100
 """Checkpoints a listing reads per query."""
 
-_CHUNK = 500  # keys per ``IN`` list when deleting by key
 _EMPTY = "empty"  # blob type of a channel that has a version but no value
 
 
@@ -79,7 +79,7 @@ def _length(value: str, limit: int, what: str) -> str:
     return value
 
 
-class Plans:
+class Plans(Maintenance):
     """The operations of one set of LangGraph tables on one dialect, with one serializer."""
 
     def __init__(
@@ -338,7 +338,7 @@ class Plans:
             for blob in blob_rows:
                 if blob.type != _EMPTY:
                     key4 = (blob.thread_id, blob.checkpoint_ns, blob.channel, blob.version)
-                    values[key4] = self.serde.loads_typed((blob.type, blob.blob))
+                    values[key4] = self._load(blob)
         write_rows = yield (
             select(self.writes)
             .where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
@@ -348,9 +348,18 @@ class Plans:
         pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
         for write in write_rows:
             pending[(write.thread_id, write.checkpoint_ns, write.checkpoint_id)].append(
-                (write.task_id, write.channel, self.serde.loads_typed((write.type, write.blob)))
+                (write.task_id, write.channel, self._load(write))
             )
         return [self._tuple(row, values, pending) for row in rows]
+
+    def _load(self, row: Any) -> Any:
+        """The value of a blob or write row; `CorruptStateError` if it cannot be decoded."""
+        try:
+            return self.serde.loads_typed((row.type, row.blob))
+        except Exception as exc:
+            raise CorruptStateError(
+                row.thread_id, f"channel {row.channel!r} ({row.type}): {exc}"
+            ) from exc
 
     @staticmethod
     def _tuple(
@@ -388,110 +397,3 @@ class Plans:
             parent_config=parent,  # type: ignore[arg-type]
             pending_writes=pending.get((thread_id, namespace, row.checkpoint_id), []),
         )
-
-    # --- deleting and copying ------------------------------------------------------------
-
-    def delete_threads(self, thread_ids: Iterable[str]) -> Generator[Step, Any, None]:
-        """Delete every checkpoint, blob and write of ``thread_ids``."""
-        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            for table in (self.writes, self.blobs, self.cp):
-                yield delete(table).where(table.c.thread_id.in_(chunk)), None
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> Generator[Step, Any, None]:
-        """Delete the checkpoints ``run_ids`` made, their writes, and blobs no longer used."""
-        runs = sorted(set(run_ids))
-        if not runs:
-            return
-        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for start in range(0, len(runs), _CHUNK):
-            rows = yield (
-                select(self.cp.c.thread_id, self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id).where(
-                    self.cp.c.run_id.in_(runs[start : start + _CHUNK])
-                ),
-                None,
-            )
-            for row in rows:
-                doomed[(row.thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
-        yield from self._delete_checkpoints(doomed)
-
-    def keep_latest(self, thread_ids: Sequence[str], keep: int) -> Generator[Step, Any, None]:
-        """Keep the newest ``keep`` checkpoints per thread and namespace, delete the others."""
-        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
-        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for thread_id in ids:
-            rows = yield (
-                select(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id)
-                .where(self.cp.c.thread_id == thread_id)
-                .order_by(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id.desc()),
-                None,
-            )
-            seen: dict[str, int] = defaultdict(int)
-            for row in rows:
-                seen[row.checkpoint_ns] += 1
-                if seen[row.checkpoint_ns] > keep:
-                    doomed[(thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
-        yield from self._delete_checkpoints(doomed)
-
-    def _delete_checkpoints(
-        self, doomed: Mapping[tuple[str, str], Sequence[str]]
-    ) -> Generator[Step, Any, None]:
-        for (thread_id, namespace), checkpoint_ids in doomed.items():
-            for start in range(0, len(checkpoint_ids), _CHUNK):
-                chunk = {(thread_id, namespace): checkpoint_ids[start : start + _CHUNK]}
-                for table in (self.writes, self.cp):
-                    yield delete(table).where(sql.keys_in(table, chunk, "checkpoint_id")), None
-            yield from self._collect_blobs(thread_id, namespace)
-
-    def _collect_blobs(self, thread_id: str, namespace: str) -> Generator[Step, Any, None]:
-        """Delete the blobs of one thread and namespace that no checkpoint refers to any more."""
-        rows = yield (
-            select(self.cp.c.checkpoint).where(
-                self.cp.c.thread_id == thread_id, self.cp.c.checkpoint_ns == namespace
-            ),
-            None,
-        )
-        used = {
-            (channel, str(version))
-            for row in rows
-            for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
-        }
-        stored = yield (
-            select(self.blobs.c.channel, self.blobs.c.version).where(
-                self.blobs.c.thread_id == thread_id, self.blobs.c.checkpoint_ns == namespace
-            ),
-            None,
-        )
-        unused = sorted({(row.channel, row.version) for row in stored} - used)
-        for start in range(0, len(unused), _CHUNK):
-            yield (
-                delete(self.blobs).where(
-                    self.blobs.c.thread_id == thread_id,
-                    self.blobs.c.checkpoint_ns == namespace,
-                    tuple_(self.blobs.c.channel, self.blobs.c.version).in_(
-                        unused[start : start + _CHUNK]
-                    ),
-                ),
-                None,
-            )
-
-    def copy_thread(self, source: str, target: str) -> Generator[Step, Any, None]:
-        """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
-
-        Raises:
-            InvalidArgumentError: ``target`` already has checkpoints (nothing is copied).
-        """
-        source, target = validate_thread_id(source), validate_thread_id(target)
-        if source == target:
-            raise InvalidArgumentError("copy_thread needs two different threads")
-        existing = yield (
-            select(self.cp.c.checkpoint_id).where(self.cp.c.thread_id == target).limit(1),
-            None,
-        )
-        if existing:
-            raise InvalidArgumentError(
-                f"thread {target!r} already has checkpoints: delete it first or copy elsewhere"
-            )
-        for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
-            yield sql.copy_rows(model, source, target), None

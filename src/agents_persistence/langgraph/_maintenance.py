@@ -1,0 +1,143 @@
+"""Deleting, pruning and copying LangGraph checkpoints: the plans that remove or copy rows.
+
+Plans as in `_plans`: generators yielding statements, run by either twin in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, tuple_
+
+from agents_persistence._core import validate_thread_id
+from agents_persistence.errors import InvalidArgumentError
+from agents_persistence.langgraph import _statements as sql
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Mapping, Sequence
+
+    from sqlalchemy import Executable, Table
+
+    from agents_persistence.models.langgraph import LangGraphModels
+
+__all__ = ["Maintenance"]
+
+_CHUNK = 500  # keys per ``IN`` list when deleting by key
+_Step = tuple["Executable", Any]
+
+
+class Maintenance:
+    """Plans that delete, prune and copy (mixed into `Plans`, which sets the tables)."""
+
+    models: LangGraphModels
+    cp: Table
+    blobs: Table
+    writes: Table
+
+    # --- deleting and copying ------------------------------------------------------------
+
+    def delete_threads(self, thread_ids: Iterable[str]) -> Generator[_Step, Any, None]:
+        """Delete every checkpoint, blob and write of ``thread_ids``."""
+        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            for table in (self.writes, self.blobs, self.cp):
+                yield delete(table).where(table.c.thread_id.in_(chunk)), None
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> Generator[_Step, Any, None]:
+        """Delete the checkpoints ``run_ids`` made, their writes, and blobs no longer used."""
+        runs = sorted(set(run_ids))
+        if not runs:
+            return
+        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for start in range(0, len(runs), _CHUNK):
+            rows = yield (
+                select(self.cp.c.thread_id, self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id).where(
+                    self.cp.c.run_id.in_(runs[start : start + _CHUNK])
+                ),
+                None,
+            )
+            for row in rows:
+                doomed[(row.thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
+        yield from self._delete_checkpoints(doomed)
+
+    def keep_latest(self, thread_ids: Sequence[str], keep: int) -> Generator[_Step, Any, None]:
+        """Keep the newest ``keep`` checkpoints per thread and namespace, delete the others."""
+        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
+        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for thread_id in ids:
+            rows = yield (
+                select(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id)
+                .where(self.cp.c.thread_id == thread_id)
+                .order_by(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id.desc()),
+                None,
+            )
+            seen: dict[str, int] = defaultdict(int)
+            for row in rows:
+                seen[row.checkpoint_ns] += 1
+                if seen[row.checkpoint_ns] > keep:
+                    doomed[(thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
+        yield from self._delete_checkpoints(doomed)
+
+    def _delete_checkpoints(
+        self, doomed: Mapping[tuple[str, str], Sequence[str]]
+    ) -> Generator[_Step, Any, None]:
+        for (thread_id, namespace), checkpoint_ids in doomed.items():
+            for start in range(0, len(checkpoint_ids), _CHUNK):
+                chunk = {(thread_id, namespace): checkpoint_ids[start : start + _CHUNK]}
+                for table in (self.writes, self.cp):
+                    yield delete(table).where(sql.keys_in(table, chunk, "checkpoint_id")), None
+            yield from self._collect_blobs(thread_id, namespace)
+
+    def _collect_blobs(self, thread_id: str, namespace: str) -> Generator[_Step, Any, None]:
+        """Delete the blobs of one thread and namespace that no checkpoint refers to any more."""
+        rows = yield (
+            select(self.cp.c.checkpoint).where(
+                self.cp.c.thread_id == thread_id, self.cp.c.checkpoint_ns == namespace
+            ),
+            None,
+        )
+        used = {
+            (channel, str(version))
+            for row in rows
+            for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
+        }
+        stored = yield (
+            select(self.blobs.c.channel, self.blobs.c.version).where(
+                self.blobs.c.thread_id == thread_id, self.blobs.c.checkpoint_ns == namespace
+            ),
+            None,
+        )
+        unused = sorted({(row.channel, row.version) for row in stored} - used)
+        for start in range(0, len(unused), _CHUNK):
+            yield (
+                delete(self.blobs).where(
+                    self.blobs.c.thread_id == thread_id,
+                    self.blobs.c.checkpoint_ns == namespace,
+                    tuple_(self.blobs.c.channel, self.blobs.c.version).in_(
+                        unused[start : start + _CHUNK]
+                    ),
+                ),
+                None,
+            )
+
+    def copy_thread(self, source: str, target: str) -> Generator[_Step, Any, None]:
+        """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
+
+        Raises:
+            InvalidArgumentError: ``target`` already has checkpoints (nothing is copied).
+        """
+        source, target = validate_thread_id(source), validate_thread_id(target)
+        if source == target:
+            raise InvalidArgumentError("copy_thread needs two different threads")
+        existing = yield (
+            select(self.cp.c.checkpoint_id).where(self.cp.c.thread_id == target).limit(1),
+            None,
+        )
+        if existing:
+            raise InvalidArgumentError(
+                f"thread {target!r} already has checkpoints: delete it first or copy elsewhere"
+            )
+        for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
+            yield sql.copy_rows(model, source, target), None
