@@ -50,9 +50,18 @@ def saver(lg_url: str) -> Iterator[SQLCheckpointSaver]:
 
 
 def _chain(
-    saver: SQLCheckpointSaver, thread_id: str, steps: int, *, ns: str = "", **metadata: Any
+    saver: SQLCheckpointSaver,
+    thread_id: str,
+    steps: int,
+    *,
+    ns: str = "",
+    writes: bool = False,
+    **metadata: Any,
 ) -> list[RunnableConfig]:
-    """``steps`` checkpoints, each changing channel ``a`` and keeping channel ``b``."""
+    """``steps`` checkpoints, each changing channel ``a`` and keeping channel ``b``.
+
+    With ``writes``, each checkpoint gets a pending write right after it is stored.
+    """
     stored: list[RunnableConfig] = []
     version: str | None = None
     for step in range(steps):
@@ -68,6 +77,8 @@ def _chain(
         stored.append(
             saver.put(config, checkpoint, generate_metadata(step=step, **metadata), new_versions)
         )
+        if writes:
+            saver.put_writes(stored[-1], [("a", f"w{step}")], "task")
     return stored
 
 
@@ -159,6 +170,57 @@ def test_versions_are_strings_that_sort_like_their_counters(saver: SQLCheckpoint
     assert versions == sorted(versions)
     assert [int(v.split(".")[0]) for v in versions] == list(range(1, 13))
     assert saver.get_next_version(7, None).startswith("0" * 31 + "8.")
+
+
+# --- retention ---------------------------------------------------------------------------
+
+
+def test_retention_keeps_the_last_n_per_thread_and_namespace(lg_url: str) -> None:
+    thread_id, other = str(uuid.uuid4()), str(uuid.uuid4())
+    with SQLCheckpointSaver.from_url(lg_url, keep_last=3) as saver:
+        stored = _chain(saver, thread_id, 10, writes=True)
+        child = _chain(saver, thread_id, 2, ns="child:1")
+        _chain(saver, other, 1)
+
+        newest = [t.config for t in saver.list(generate_config(thread_id))]
+        assert newest == stored[:-4:-1]
+        assert [
+            t.config for t in saver.list(generate_config(thread_id, checkpoint_ns="child:1"))
+        ] == (child[::-1])
+        latest = saver.get_tuple(generate_config(thread_id))
+        assert latest is not None
+        assert latest.checkpoint["channel_values"] == {"a": "a9", "b": "unchanged"}
+        assert latest.pending_writes == [("task", "a", "w9")]
+    # root: a at its last 3 versions and b; child: 2 versions of a and b
+    assert _count(lg_url, BLOBS, thread_id) == 4 + 3
+    assert _count(lg_url, WRITES, thread_id) == 3
+    assert _count(lg_url, BLOBS, other) == 2
+
+
+def test_the_async_twin_applies_retention_too(lg_url: str) -> None:
+    thread_id = str(uuid.uuid4())
+
+    async def scenario() -> list[Any]:
+        async with AsyncSQLCheckpointSaver.from_url(lg_url, keep_last=2) as saver:
+            parent = None
+            for step in range(5):
+                config = generate_config(thread_id)
+                if parent is not None:
+                    config["configurable"]["checkpoint_id"] = parent["configurable"][
+                        "checkpoint_id"
+                    ]
+                parent = await saver.aput(
+                    config, generate_checkpoint(), generate_metadata(step=step), {}
+                )
+            return [t.metadata["step"] async for t in saver.alist(generate_config(thread_id))]
+
+    assert asyncio.run(scenario()) == [4, 3]
+
+
+@pytest.mark.parametrize("keep_last", [0, -1, 1.5, True])
+def test_retention_must_be_a_positive_count(keep_last: Any) -> None:
+    with pytest.raises(ConfigurationError, match="keep_last"):
+        SQLCheckpointSaver(sa.create_engine("sqlite://"), keep_last=keep_last)
 
 
 # --- listing -----------------------------------------------------------------------------

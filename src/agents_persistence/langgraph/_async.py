@@ -55,6 +55,9 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         schema: Their schema (PostgreSQL) or database (MySQL/MariaDB).
         serde: A LangGraph serializer, wrapped to refuse pickle; `default_serde` by default.
         auto_migrate: Run the library's migrations on first use.
+        keep_last: Retention: after each ``put``, in its transaction, keep only the newest
+            ``keep_last`` checkpoints of that thread and namespace, with their writes, and the
+            channel values they use; ``None`` (the default) keeps everything.
 
     Raises:
         ConfigurationError: Not an async engine, invalid names, or a serializer with pickle.
@@ -68,6 +71,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         schema: str | None = None,
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
+        keep_last: int | None = None,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
@@ -76,7 +80,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             )
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
-        self._binding = Binding(engine, table_name, schema, self.serde, auto_migrate)
+        self._binding = Binding(engine, table_name, schema, self.serde, auto_migrate, keep_last)
         self._owns_engine = False
         self._ready_lock = asyncio.Lock()
         try:
@@ -100,6 +104,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         schema: str | None = None,
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
+        keep_last: int | None = None,
     ) -> Self:
         """Create and own an async engine for ``url``; see `SQLCheckpointSaver.from_url`.
 
@@ -120,7 +125,12 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         assert isinstance(engine, AsyncEngine)
         try:
             saver = cls(
-                engine, table_name=table_name, schema=schema, serde=serde, auto_migrate=auto_migrate
+                engine,
+                table_name=table_name,
+                schema=schema,
+                serde=serde,
+                auto_migrate=auto_migrate,
+                keep_last=keep_last,
             )
         except BaseException:
             engine.sync_engine.dispose(close=False)

@@ -80,6 +80,24 @@ class Maintenance:
                     doomed[(thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
         yield from self._delete_checkpoints(doomed)
 
+    def retain(self, thread_id: str, namespace: str, keep: int) -> Generator[_Step, Any, None]:
+        """Retention after a put: delete what lies beyond the newest ``keep`` of one namespace.
+
+        One indexed query when nothing is beyond (the primary key orders the namespace's ids).
+        """
+        c = self.cp.c
+        rows = yield (
+            select(c.checkpoint_id)
+            .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
+            .order_by(c.checkpoint_id.desc())
+            .offset(keep)
+            .limit(_CHUNK),
+            None,
+        )
+        if rows:
+            doomed = {(thread_id, namespace): [row.checkpoint_id for row in rows]}
+            yield from self._delete_checkpoints(doomed)
+
     def _delete_checkpoints(
         self, doomed: Mapping[tuple[str, str], Sequence[str]]
     ) -> Generator[_Step, Any, None]:

@@ -89,8 +89,10 @@ class Plans(Maintenance):
         serde: SerializerProtocol,
         *,
         hex_blobs: bool = False,
+        keep_last: int | None = None,
     ) -> None:
         self.models = models
+        self.keep_last = keep_last
         self.dialect = dialect
         self.serde = serde
         self.hex_blobs = hex_blobs
@@ -187,6 +189,8 @@ class Plans(Maintenance):
                 "metadata": stored_metadata,
             },
         )
+        if self.keep_last is not None:
+            yield from self.retain(thread_id, namespace, self.keep_last)
         return {
             "configurable": {
                 "thread_id": thread_id,

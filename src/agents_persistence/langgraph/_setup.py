@@ -61,7 +61,12 @@ class Binding:
         schema: str | None,
         serde: SerializerProtocol,
         auto_migrate: bool,
+        keep_last: int | None = None,
     ) -> None:
+        if keep_last is not None and (
+            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+        ):
+            raise ConfigurationError(f"keep_last must be a positive int or None, not {keep_last!r}")
         models = langgraph_models(table_name, schema)  # validates both names
         version_table(table_name)  # and the length its migrations can name
         self.table_name = table_name
@@ -69,7 +74,11 @@ class Binding:
         self.auto_migrate = bool(auto_migrate)
         self.url = engine.url.render_as_string(hide_password=True)
         self.plans = Plans(
-            models, engine.dialect.name, serde, hex_blobs=engine.dialect.driver == "aiomysql"
+            models,
+            engine.dialect.name,
+            serde,
+            hex_blobs=engine.dialect.driver == "aiomysql",
+            keep_last=keep_last,
         )
         self.ready = False
 
@@ -79,7 +88,9 @@ class Binding:
         for name in Binding.__slots__:
             setattr(clone, name, getattr(self, name))
         plans = self.plans
-        clone.plans = Plans(plans.models, plans.dialect, serde, hex_blobs=plans.hex_blobs)
+        clone.plans = Plans(
+            plans.models, plans.dialect, serde, hex_blobs=plans.hex_blobs, keep_last=plans.keep_last
+        )
         return clone
 
     def not_ready(self, problem: str) -> str:

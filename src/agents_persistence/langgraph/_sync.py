@@ -52,6 +52,9 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         serde: A LangGraph serializer; by default `default_serde` (msgpack with an allowlist).
             Whatever is given is wrapped so that pickle is refused.
         auto_migrate: Run the library's migrations on first use.
+        keep_last: Retention: after each ``put``, in its transaction, keep only the newest
+            ``keep_last`` checkpoints of that thread and namespace, with their writes, and the
+            channel values they use; ``None`` (the default) keeps everything.
 
     Raises:
         ConfigurationError: Not a sync engine, invalid names, or a serializer with pickle.
@@ -65,6 +68,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         schema: str | None = None,
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
+        keep_last: int | None = None,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -73,7 +77,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
             )
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
-        self._binding = Binding(engine, table_name, schema, self.serde, auto_migrate)
+        self._binding = Binding(engine, table_name, schema, self.serde, auto_migrate, keep_last)
         self._owns_engine = False
         self._ready_lock = threading.Lock()
 
@@ -93,6 +97,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         schema: str | None = None,
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
+        keep_last: int | None = None,
     ) -> Self:
         """Create and own an engine for ``url`` (as `SQLCheckpointer.from_url`); `close` ends it.
 
@@ -113,7 +118,12 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         assert isinstance(engine, Engine)
         try:
             saver = cls(
-                engine, table_name=table_name, schema=schema, serde=serde, auto_migrate=auto_migrate
+                engine,
+                table_name=table_name,
+                schema=schema,
+                serde=serde,
+                auto_migrate=auto_migrate,
+                keep_last=keep_last,
             )
         except BaseException:
             engine.dispose()
