@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, Self
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agents_persistence._core import Clock  # noqa: TC001 - a constructor annotation
 from agents_persistence.errors import ConfigurationError, InvalidArgumentError, SchemaNotReadyError
+from agents_persistence.langgraph._maintenance import PURGE_BATCH
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
     Binding,
@@ -24,6 +26,7 @@ from agents_persistence.repositories._sql_ops import schema_problem, upgrade_sch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Coroutine, Generator, Iterator, Sequence
+    from datetime import timedelta
     from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
@@ -58,6 +61,11 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: Retention: after each ``put``, in its transaction, keep only the newest
             ``keep_last`` checkpoints of that thread and namespace, with their writes, and the
             channel values they use; ``None`` (the default) keeps everything.
+        ttl: Seconds (or a timedelta, at least 1 s) a thread lives after its last write
+            (``put`` or ``put_writes``, each refreshes it). An expired thread is invisible at
+            once to every saver on these tables, a write starts it afresh, and
+            ``purge_expired`` deletes the rows. ``None``: no expiry.
+        clock: Returns the current aware time (tests); the system's UTC clock by default.
 
     Raises:
         ConfigurationError: Not an async engine, invalid names, or a serializer with pickle.
@@ -72,6 +80,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
         keep_last: int | None = None,
+        ttl: float | timedelta | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
@@ -80,7 +90,9 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             )
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
-        self._binding = Binding(engine, table_name, schema, self.serde, auto_migrate, keep_last)
+        self._binding = Binding(
+            engine, table_name, schema, self.serde, auto_migrate, keep_last, ttl, clock
+        )
         self._owns_engine = False
         self._ready_lock = asyncio.Lock()
         try:
@@ -105,6 +117,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
         keep_last: int | None = None,
+        ttl: float | timedelta | None = None,
+        clock: Clock | None = None,
     ) -> Self:
         """Create and own an async engine for ``url``; see `SQLCheckpointSaver.from_url`.
 
@@ -131,6 +145,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                 serde=serde,
                 auto_migrate=auto_migrate,
                 keep_last=keep_last,
+                ttl=ttl,
+                clock=clock,
             )
         except BaseException:
             engine.sync_engine.dispose(close=False)
@@ -302,6 +318,16 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                 f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'"
             )
         await self._run(plan, "prune", None)
+
+    async def apurge_expired(self) -> int:
+        """Delete the rows of every expired thread, a batch per transaction; the thread count."""
+        plans = self._binding.plans
+        total = 0
+        while True:
+            deleted: int = await self._run(plans.purge_expired(plans.clock()), "purge", None)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version greater than ``current``, as a string that sorts like its counter."""

@@ -8,22 +8,26 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, exists, select, tuple_
 
-from agents_persistence._core import validate_thread_id
+from agents_persistence._core import as_utc, validate_thread_id
 from agents_persistence.errors import InvalidArgumentError
 from agents_persistence.langgraph import _statements as sql
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable, Mapping, Sequence
+    from datetime import datetime, timedelta
 
-    from sqlalchemy import Executable, Table
+    from sqlalchemy import ColumnElement, Executable, Insert, Table
 
+    from agents_persistence._core import Clock
     from agents_persistence.models.langgraph import LangGraphModels
 
-__all__ = ["Maintenance"]
+__all__ = ["PURGE_BATCH", "Maintenance"]
 
 _CHUNK = 500  # keys per ``IN`` list when deleting by key
+PURGE_BATCH = _CHUNK
+"""Expired threads one ``purge_expired`` transaction deletes."""
 _Step = tuple["Executable", Any]
 
 
@@ -34,15 +38,55 @@ class Maintenance:
     cp: Table
     blobs: Table
     writes: Table
+    threads: Table
+    ttl: timedelta | None
+    clock: Clock
+    _upsert_thread: Insert
+
+    # --- expiry --------------------------------------------------------------------------
+
+    def live(self, now: datetime) -> ColumnElement[bool]:
+        """Checkpoint rows of threads that have not expired at ``now``."""
+        t = self.threads.c
+        expired = exists().where(t.thread_id == self.cp.c.thread_id, t.expires_at <= now)
+        return ~expired
+
+    def drop_if_expired(self, thread_id: str, now: datetime) -> Generator[_Step, Any, bool]:
+        """Delete thread ``thread_id`` if it has expired at ``now``; whether it had."""
+        rows = yield (
+            select(self.threads.c.expires_at).where(self.threads.c.thread_id == thread_id),
+            None,
+        )
+        if not rows or as_utc(rows[0].expires_at) > now:
+            return False
+        yield from self.delete_threads([thread_id])
+        return True
+
+    def refresh(self, thread_id: str, now: datetime) -> Generator[_Step, Any, None]:
+        """Move the thread's expiry to ``now`` plus the TTL (if the saver has one)."""
+        if self.ttl is not None:
+            yield self._upsert_thread, {"thread_id": thread_id, "expires_at": now + self.ttl}
+
+    def purge_expired(self, now: datetime) -> Generator[_Step, Any, int]:
+        """Delete up to one batch of threads expired at ``now``; how many were deleted."""
+        rows = yield (
+            select(self.threads.c.thread_id)
+            .where(self.threads.c.expires_at <= now)
+            .order_by(self.threads.c.expires_at)
+            .limit(_CHUNK),
+            None,
+        )
+        yield from self.delete_threads(row.thread_id for row in rows)
+        return len(rows)
 
     # --- deleting and copying ------------------------------------------------------------
 
     def delete_threads(self, thread_ids: Iterable[str]) -> Generator[_Step, Any, None]:
-        """Delete every checkpoint, blob and write of ``thread_ids``."""
+        """Delete every checkpoint, blob and write of ``thread_ids``, and their expiry."""
         ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            for table in (self.writes, self.blobs, self.cp):
+            for table in (self.writes, self.blobs, self.cp, self.threads):
                 yield delete(table).where(table.c.thread_id.in_(chunk)), None
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Generator[_Step, Any, None]:
@@ -143,12 +187,18 @@ class Maintenance:
     def copy_thread(self, source: str, target: str) -> Generator[_Step, Any, None]:
         """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
 
+        An expired source copies nothing; the target's expiry starts afresh with the TTL.
+
         Raises:
             InvalidArgumentError: ``target`` already has checkpoints (nothing is copied).
         """
         source, target = validate_thread_id(source), validate_thread_id(target)
         if source == target:
             raise InvalidArgumentError("copy_thread needs two different threads")
+        now = self.clock()
+        if (yield from self.drop_if_expired(source, now)):
+            return
+        yield from self.drop_if_expired(target, now)
         existing = yield (
             select(self.cp.c.checkpoint_id).where(self.cp.c.thread_id == target).limit(1),
             None,
@@ -159,3 +209,4 @@ class Maintenance:
             )
         for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
             yield sql.copy_rows(model, source, target), None
+        yield from self.refresh(target, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from datetime import timedelta  # noqa: TC003 - an attribute's annotation
 from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import (
@@ -20,7 +21,7 @@ from langgraph.checkpoint.base import (
 )
 from sqlalchemy import and_, or_, select, tuple_
 
-from agents_persistence._core import validate_thread_id
+from agents_persistence._core import Clock, utc_now, validate_thread_id
 from agents_persistence.errors import CorruptStateError, InvalidArgumentError
 from agents_persistence.langgraph import _statements as sql
 from agents_persistence.langgraph._maintenance import Maintenance
@@ -90,15 +91,21 @@ class Plans(Maintenance):
         *,
         hex_blobs: bool = False,
         keep_last: int | None = None,
+        ttl: timedelta | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         self.models = models
         self.keep_last = keep_last
+        self.ttl = ttl
+        self.clock = clock
         self.dialect = dialect
         self.serde = serde
         self.hex_blobs = hex_blobs
         self.cp = models.checkpoints.__table__
         self.blobs = models.blobs.__table__
         self.writes = models.writes.__table__
+        self.threads = models.threads.__table__
+        self._upsert_thread = sql.upsert(dialect, models.threads, ("expires_at",))
         self._insert_blobs = sql.insert_ignoring(dialect, models.blobs, hex_blobs)
         self._insert_writes = sql.insert_ignoring(dialect, models.writes, hex_blobs)
         self._upsert_writes = sql.upsert(
@@ -146,8 +153,12 @@ class Plans(Maintenance):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Generator[Step, Any, RunnableConfig]:
-        """Store the blobs of ``new_versions`` and the checkpoint, in one transaction."""
+        """Store the blobs of ``new_versions`` and the checkpoint, in one transaction.
+
+        An expired thread is deleted first: a write starts it afresh, it never revives it.
+        """
         thread_id, namespace, parent_id = self.target(config)
+        now = self.clock()
         body: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         body = _jsonable(body, "checkpoint (without its channel values)")
         stored_metadata = _jsonable(
@@ -175,6 +186,7 @@ class Plans(Maintenance):
                     blob,
                 )
             )
+        yield from self.drop_if_expired(thread_id, now)
         if blobs:
             yield self._insert_blobs, blobs
         yield (
@@ -189,6 +201,7 @@ class Plans(Maintenance):
                 "metadata": stored_metadata,
             },
         )
+        yield from self.refresh(thread_id, now)
         if self.keep_last is not None:
             yield from self.retain(thread_id, namespace, self.keep_last)
         return {
@@ -206,8 +219,12 @@ class Plans(Maintenance):
         task_id: str,
         task_path: str,
     ) -> Generator[Step, Any, None]:
-        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay."""
+        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay.
+
+        Writes to an expired thread are dropped with it (their checkpoint is gone).
+        """
         thread_id, namespace, checkpoint_id = self.target(config)
+        now = self.clock()
         if checkpoint_id is None:
             raise InvalidArgumentError("put_writes needs a config with a checkpoint_id")
         if not writes:
@@ -230,8 +247,11 @@ class Plans(Maintenance):
                     blob,
                 )
             )
+        if (yield from self.drop_if_expired(thread_id, now)):
+            return
         special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
         yield (self._upsert_writes if special else self._insert_writes), rows
+        yield from self.refresh(thread_id, now)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -249,7 +269,9 @@ class Plans(Maintenance):
         """The checkpoint ``config`` names, or the thread's latest in its namespace."""
         thread_id, namespace, checkpoint_id = self.target(config)
         query = self._checkpoint_columns().where(
-            self.cp.c.thread_id == thread_id, self.cp.c.checkpoint_ns == namespace
+            self.cp.c.thread_id == thread_id,
+            self.cp.c.checkpoint_ns == namespace,
+            self.live(self.clock()),
         )
         if checkpoint_id is not None:
             query = query.where(self.cp.c.checkpoint_id == checkpoint_id)
@@ -275,7 +297,7 @@ class Plans(Maintenance):
         tuples (rows the metadata filter rejects) and still have a next key.
         """
         c = self.cp.c
-        query = self._checkpoint_columns()
+        query = self._checkpoint_columns().where(self.live(self.clock()))
         if config is not None:
             configurable = config.get("configurable") or {}
             if configurable.get("thread_id") is not None:

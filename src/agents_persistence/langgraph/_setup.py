@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agents_persistence._core import Clock, _validate_ttl, utc_now
 from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.errors import ConfigurationError
 from agents_persistence.langgraph._plans import PAGE_SIZE, Plans
@@ -29,6 +30,7 @@ from agents_persistence.repositories._sql_engine import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
+    from datetime import timedelta
 
     from langgraph.checkpoint.serde.base import SerializerProtocol
     from sqlalchemy import Connection
@@ -62,6 +64,8 @@ class Binding:
         serde: SerializerProtocol,
         auto_migrate: bool,
         keep_last: int | None = None,
+        ttl: float | timedelta | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if keep_last is not None and (
             isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
@@ -79,6 +83,8 @@ class Binding:
             serde,
             hex_blobs=engine.dialect.driver == "aiomysql",
             keep_last=keep_last,
+            ttl=_validate_ttl(ttl),
+            clock=clock or utc_now,
         )
         self.ready = False
 
@@ -89,7 +95,13 @@ class Binding:
             setattr(clone, name, getattr(self, name))
         plans = self.plans
         clone.plans = Plans(
-            plans.models, plans.dialect, serde, hex_blobs=plans.hex_blobs, keep_last=plans.keep_last
+            plans.models,
+            plans.dialect,
+            serde,
+            hex_blobs=plans.hex_blobs,
+            keep_last=plans.keep_last,
+            ttl=plans.ttl,
+            clock=plans.clock,
         )
         return clone
 

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any, Self
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import Engine
 
+from agents_persistence._core import Clock  # noqa: TC001 - a constructor annotation
 from agents_persistence.errors import ConfigurationError, InvalidArgumentError, SchemaNotReadyError
+from agents_persistence.langgraph._maintenance import PURGE_BATCH
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import Binding, drive, make_engine, no_pickle, page_counts
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
@@ -19,6 +21,7 @@ from agents_persistence.repositories._sql_ops import schema_problem, upgrade_sch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Generator, Iterator, Sequence
+    from datetime import timedelta
     from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
@@ -55,6 +58,11 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: Retention: after each ``put``, in its transaction, keep only the newest
             ``keep_last`` checkpoints of that thread and namespace, with their writes, and the
             channel values they use; ``None`` (the default) keeps everything.
+        ttl: Seconds (or a timedelta, at least 1 s) a thread lives after its last write
+            (``put`` or ``put_writes``, each refreshes it). An expired thread is invisible at
+            once to every saver on these tables, a write starts it afresh, and
+            ``purge_expired`` deletes the rows. ``None``: no expiry.
+        clock: Returns the current aware time (tests); the system's UTC clock by default.
 
     Raises:
         ConfigurationError: Not a sync engine, invalid names, or a serializer with pickle.
@@ -69,6 +77,8 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
         keep_last: int | None = None,
+        ttl: float | timedelta | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -77,7 +87,9 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
             )
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
-        self._binding = Binding(engine, table_name, schema, self.serde, auto_migrate, keep_last)
+        self._binding = Binding(
+            engine, table_name, schema, self.serde, auto_migrate, keep_last, ttl, clock
+        )
         self._owns_engine = False
         self._ready_lock = threading.Lock()
 
@@ -98,6 +110,8 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         auto_migrate: bool = False,
         keep_last: int | None = None,
+        ttl: float | timedelta | None = None,
+        clock: Clock | None = None,
     ) -> Self:
         """Create and own an engine for ``url`` (as `SQLCheckpointer.from_url`); `close` ends it.
 
@@ -124,6 +138,8 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
                 serde=serde,
                 auto_migrate=auto_migrate,
                 keep_last=keep_last,
+                ttl=ttl,
+                clock=clock,
             )
         except BaseException:
             engine.dispose()
@@ -266,6 +282,16 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``"keep_latest"``: keep each namespace's newest checkpoint; ``"delete"``: delete all."""
         self._run(_prune_plan(self._binding, thread_ids, strategy), "prune", None)
+
+    def purge_expired(self) -> int:
+        """Delete the rows of every expired thread, a batch per transaction; the thread count."""
+        plans = self._binding.plans
+        total = 0
+        while True:
+            deleted: int = self._run(plans.purge_expired(plans.clock()), "purge", None)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version greater than ``current``, as a string that sorts like its counter."""

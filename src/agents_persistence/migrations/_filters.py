@@ -37,7 +37,7 @@ def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> Inc
     default `include_name` covers ``agent_checkpoints``). Tables are matched by name in every
     schema; their indexes, constraints and columns go with them, and so do their version tables
     and the LangGraph tables named after them (``<table>_lg_checkpoints``, ``_lg_blobs``,
-    ``_lg_writes``).
+    ``_lg_writes``, ``_lg_threads``).
 
     Args:
         table_names: The checkpoint table names the app uses.

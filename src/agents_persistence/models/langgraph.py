@@ -12,6 +12,7 @@ named after it and created by the same migrations:
   so an unchanged message history is written once.
 - ``<table>_lg_writes``: pending writes, keyed as LangGraph keys them: ``(thread_id,
   checkpoint_ns, checkpoint_id, task_id, idx)``.
+- ``<table>_lg_threads``: the expiry of each thread written with a TTL (no row: no expiry).
 
 Values are bytes from the saver's serializer (never pickle); binary columns are ``LONGBLOB`` on
 MySQL/MariaDB, whose ``BLOB`` stops at 64 KiB. Key columns use the same binary, no-pad collation
@@ -21,10 +22,11 @@ as the main table on MySQL/MariaDB, and the key lengths keep every primary key w
 
 from __future__ import annotations
 
+from datetime import datetime  # noqa: TC003 - SQLAlchemy resolves Mapped[] at run time
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,6 +55,7 @@ _TYPE_LENGTH = 32
 
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 _Bytes = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def _key(length: int) -> String:
@@ -63,17 +66,23 @@ def _key(length: int) -> String:
     )
 
 
-def langgraph_table_names(table_name: str = DEFAULT_TABLE_NAME) -> tuple[str, str, str]:
-    """The checkpoints, blobs and writes tables that go with the checkpoint table ``table_name``."""
-    return (f"{table_name}_lg_checkpoints", f"{table_name}_lg_blobs", f"{table_name}_lg_writes")
+def langgraph_table_names(table_name: str = DEFAULT_TABLE_NAME) -> tuple[str, str, str, str]:
+    """The checkpoints, blobs, writes and threads tables of the checkpoint table ``table_name``."""
+    return (
+        f"{table_name}_lg_checkpoints",
+        f"{table_name}_lg_blobs",
+        f"{table_name}_lg_writes",
+        f"{table_name}_lg_threads",
+    )
 
 
 class LangGraphModels(NamedTuple):
-    """The three declarative models of one checkpoint table, sharing one `MetaData`."""
+    """The four declarative models of one checkpoint table, sharing one `MetaData`."""
 
     checkpoints: type[Any]
     blobs: type[Any]
     writes: type[Any]
+    threads: type[Any]
 
     @property
     def metadata(self) -> MetaData:
@@ -95,7 +104,7 @@ def langgraph_models(
     validate_identifier(table_name, "table name")
     if schema is not None:
         validate_identifier(schema, "schema name")
-    checkpoints, blobs, writes = langgraph_table_names(table_name)
+    checkpoints, blobs, writes, threads = langgraph_table_names(table_name)
 
     class Base(DeclarativeBase):
         metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -141,8 +150,18 @@ def langgraph_models(
         blob: Mapped[bytes | None] = mapped_column(_Bytes)
         task_path: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
+    class Thread(Base):
+        __tablename__ = threads
+        __table_args__ = (
+            Index(f"ix_{table_name}_lgt_expires_at", "expires_at"),
+            {"schema": schema},
+        )
+
+        thread_id: Mapped[str] = mapped_column(_key(256), primary_key=True)
+        expires_at: Mapped[datetime] = mapped_column(_Timestamp, nullable=False)
+
     suffix = "" if table_name == DEFAULT_TABLE_NAME else f"_{table_name}"
-    for model, name in ((Checkpoint, "LangGraphCheckpoint"), (Blob, "LangGraphBlob")):
+    names = ("LangGraphCheckpoint", "LangGraphBlob", "LangGraphWrite", "LangGraphThread")
+    for model, name in zip((Checkpoint, Blob, Write, Thread), names, strict=True):
         model.__name__ = model.__qualname__ = name + suffix
-    Write.__name__ = Write.__qualname__ = "LangGraphWrite" + suffix
-    return LangGraphModels(Checkpoint, Blob, Write)
+    return LangGraphModels(Checkpoint, Blob, Write, Thread)

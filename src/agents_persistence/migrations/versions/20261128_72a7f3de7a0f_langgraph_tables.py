@@ -1,14 +1,15 @@
-"""LangGraph checkpoint savers: checkpoints, channel blobs and pending writes.
+"""LangGraph checkpoint savers: checkpoints, channel blobs, pending writes, thread expiry.
 
 Revision ID: 72a7f3de7a0f
 Revises: 9b3e5f1c2d47
 Create Date: 2026-11-28 22:10:00+00:00
 
-Three tables named after the checkpoint table (``<table>_lg_checkpoints``, ``_lg_blobs``,
-``_lg_writes``), as declared in models/langgraph.py: JSON (JSONB on PostgreSQL) for the
-checkpoint body and its metadata, ``LONGBLOB`` on MySQL/MariaDB for serialized values, binary
-no-pad utf8mb4 keys there. Plain ``CREATE INDEX`` in the migration's transaction: the tables are
-new and empty, so nothing needs ``CONCURRENTLY``.
+Four tables named after the checkpoint table (``<table>_lg_checkpoints``, ``_lg_blobs``,
+``_lg_writes``, ``_lg_threads``), as declared in models/langgraph.py: JSON (JSONB on
+PostgreSQL) for the checkpoint body and its metadata, ``LONGBLOB`` on MySQL/MariaDB for
+serialized values, binary no-pad utf8mb4 keys and ``DATETIME(6)`` there. Plain ``CREATE
+INDEX`` in the migration's transaction: the tables are new and empty, so nothing needs
+``CONCURRENTLY``.
 """
 
 from __future__ import annotations
@@ -47,15 +48,24 @@ def _bytes() -> sa.LargeBinary:
     return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
-def _names(table: str) -> tuple[str, str, str]:
-    return (f"{table}_lg_checkpoints", f"{table}_lg_blobs", f"{table}_lg_writes")
+def _timestamp() -> sa.DateTime:
+    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def _names(table: str) -> tuple[str, str, str, str]:
+    return (
+        f"{table}_lg_checkpoints",
+        f"{table}_lg_blobs",
+        f"{table}_lg_writes",
+        f"{table}_lg_threads",
+    )
 
 
 @migration_step
 def upgrade() -> None:
     target = migration_target()
     schema = target.schema
-    checkpoints, blobs, writes = _names(target.table_name)
+    checkpoints, blobs, writes, threads = _names(target.table_name)
     op.create_table(
         checkpoints,
         sa.Column("thread_id", _key(256), nullable=False),
@@ -111,13 +121,29 @@ def upgrade() -> None:
         ),
         schema=schema,
     )
+    op.create_table(
+        threads,
+        sa.Column("thread_id", _key(256), nullable=False),
+        sa.Column("expires_at", _timestamp(), nullable=False),
+        sa.PrimaryKeyConstraint("thread_id", name=op.f(f"pk_{threads}")),
+        schema=schema,
+    )
+    op.create_index(
+        op.f(f"ix_{target.table_name}_lgt_expires_at"),
+        threads,
+        ["expires_at"],
+        unique=False,
+        schema=schema,
+    )
 
 
 @migration_step
 def downgrade() -> None:
     target = migration_target()
     schema = target.schema
-    checkpoints, blobs, writes = _names(target.table_name)
+    checkpoints, blobs, writes, threads = _names(target.table_name)
+    op.drop_index(op.f(f"ix_{target.table_name}_lgt_expires_at"), table_name=threads, schema=schema)
+    op.drop_table(threads, schema=schema)
     op.drop_table(writes, schema=schema)
     op.drop_table(blobs, schema=schema)
     op.drop_index(op.f(f"ix_{target.table_name}_lgc_run_id"), table_name=checkpoints, schema=schema)
