@@ -381,3 +381,19 @@ def test_the_async_twins_sync_methods_work_from_another_thread(lg_url: str) -> N
     found, listed = asyncio.run(scenario())
     assert found.checkpoint["channel_values"] == {"a": 1}
     assert [t.config for t in listed] == [found.config]
+
+
+def test_the_twins_read_each_others_rows(saver: SQLCheckpointSaver, lg_url: str) -> None:
+    thread_id = str(uuid.uuid4())
+    stored = _chain(saver, thread_id, 3, writes=True)
+
+    async def read() -> tuple[Any, list[Any]]:
+        async with AsyncSQLCheckpointSaver.from_url(lg_url) as twin:
+            found = await twin.aget_tuple(generate_config(thread_id))
+            listed = [t async for t in twin.alist(generate_config(thread_id), before=stored[-1])]
+            return found, listed
+
+    found, listed = asyncio.run(read())
+    assert found == saver.get_tuple(generate_config(thread_id))
+    assert listed == list(saver.list(generate_config(thread_id), before=stored[-1]))
+    assert [t.config for t in listed] == stored[-2::-1]
