@@ -397,3 +397,27 @@ def test_the_twins_read_each_others_rows(saver: SQLCheckpointSaver, lg_url: str)
     assert found == saver.get_tuple(generate_config(thread_id))
     assert listed == list(saver.list(generate_config(thread_id), before=stored[-1]))
     assert [t.config for t in listed] == stored[-2::-1]
+
+
+@pytest.mark.parametrize("ttl", [None, 3600], ids=["retention", "retention+ttl"])
+def test_concurrent_writers_of_one_thread_all_succeed(lg_url: str, ttl: int | None) -> None:
+    """Deadlocks between writers (InnoDB's, under retention) are retried, never surfaced."""
+    shared = str(uuid.uuid4())
+    failures: list[BaseException] = []
+
+    def writer(saver: SQLCheckpointSaver, index: int) -> None:
+        try:
+            _chain(saver, shared, 15, writes=True, writer=index)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    with SQLCheckpointSaver.from_url(lg_url, keep_last=3, ttl=ttl) as saver:
+        workers = [threading.Thread(target=writer, args=(saver, i)) for i in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert failures == []
+        listed = list(saver.list(generate_config(shared)))
+    assert len(listed) == 3
+    assert {t.metadata["writer"] for t in listed} <= set(range(6))

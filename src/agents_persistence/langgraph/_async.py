@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents_persistence._core import Clock  # noqa: TC001 - a constructor annotation
@@ -15,17 +18,20 @@ from agents_persistence.langgraph._maintenance import PURGE_BATCH
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
     Binding,
+    Plan,
+    backoff,
     drive_async,
     make_engine,
     no_pickle,
     page_counts,
+    retry_after,
 )
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Coroutine, Generator, Iterator, Sequence
+    from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Sequence
     from datetime import timedelta
     from types import TracebackType
 
@@ -40,7 +46,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
-    from agents_persistence.langgraph._plans import Step
 
 __all__ = ["AsyncSQLCheckpointSaver"]
 
@@ -214,15 +219,21 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                 raise SchemaNotReadyError(binding.not_ready(problem))
             binding.ready = True
 
-    async def _run(
-        self, plan: Generator[Step, Any, Any], action: str, thread_id: str | None
-    ) -> Any:
+    async def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
+        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         await self._ensure_ready()
         with translate_errors(self._binding.not_ready, thread_id, action=action):
-            async with self._engine.begin() as conn:
-                return await drive_async(plan, conn)
+            for attempt in itertools.count(1):
+                try:
+                    async with self._engine.begin() as conn:
+                        return await drive_async(plan(), conn)
+                except DBAPIError as exc:
+                    if not retry_after(exc, attempt, thread_id):
+                        raise
+                await asyncio.sleep(backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _sync(self, call: Coroutine[Any, Any, Any]) -> Any:
         """Run ``call`` on the saver's loop from another thread, and wait for its result."""
@@ -244,7 +255,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (or its thread's latest), with values and writes."""
-        plan = self._binding.plans.get_tuple(config)
+        plan = partial(self._binding.plans.get_tuple, config)
         result: CheckpointTuple | None = await self._run(plan, "load", _thread(config))
         return result
 
@@ -262,7 +273,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         count = page_counts(limit, bool(filter))
         after = None
         while remaining is None or remaining > 0:
-            page = plans.list_page(config, filter, before, after, count(remaining or 0))
+            page = partial(plans.list_page, config, filter, before, after, count(remaining or 0))
             tuples, after = await self._run(page, "list", _thread(config))
             for item in tuples[:remaining]:
                 yield item
@@ -279,7 +290,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store ``checkpoint`` (with the values of ``new_versions``); return its config."""
-        plan = self._binding.plans.put(config, checkpoint, metadata, new_versions)
+        plan = partial(self._binding.plans.put, config, checkpoint, metadata, new_versions)
         stored: RunnableConfig = await self._run(plan, "save", _thread(config))
         return stored
 
@@ -291,28 +302,30 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes against the checkpoint ``config`` names."""
-        plan = self._binding.plans.put_writes(config, writes, task_id, task_path)
+        plan = partial(self._binding.plans.put_writes, config, writes, task_id, task_path)
         await self._run(plan, "save", _thread(config))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of ``thread_id``, in all namespaces."""
-        await self._run(self._binding.plans.delete_threads([thread_id]), "delete", thread_id)
+        await self._run(
+            partial(self._binding.plans.delete_threads, [thread_id]), "delete", thread_id
+        )
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints made by ``run_ids`` and their writes."""
-        await self._run(self._binding.plans.delete_for_runs(run_ids), "delete", None)
+        await self._run(partial(self._binding.plans.delete_for_runs, run_ids), "delete", None)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, value and write of one thread to a thread that has none."""
-        plan = self._binding.plans.copy_thread(source_thread_id, target_thread_id)
+        plan = partial(self._binding.plans.copy_thread, source_thread_id, target_thread_id)
         await self._run(plan, "copy", target_thread_id)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``"keep_latest"``: keep each namespace's newest checkpoint; ``"delete"``: delete all."""
         if strategy == "keep_latest":
-            plan = self._binding.plans.keep_latest(thread_ids, 1)
+            plan = partial(self._binding.plans.keep_latest, thread_ids, 1)
         elif strategy == "delete":
-            plan = self._binding.plans.delete_threads(thread_ids)
+            plan = partial(self._binding.plans.delete_threads, thread_ids)
         else:
             raise InvalidArgumentError(
                 f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'"
@@ -324,7 +337,9 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         plans = self._binding.plans
         total = 0
         while True:
-            deleted: int = await self._run(plans.purge_expired(plans.clock()), "purge", None)
+            deleted: int = await self._run(
+                partial(plans.purge_expired, plans.clock()), "purge", None
+            )
             total += deleted
             if deleted < PURGE_BATCH:
                 return total

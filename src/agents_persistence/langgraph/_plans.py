@@ -187,6 +187,8 @@ class Plans(Maintenance):
                 )
             )
         yield from self.drop_if_expired(thread_id, now)
+        # First: writers of one thread then queue on its expiry row, in one lock order.
+        yield from self.refresh(thread_id, now)
         if blobs:
             yield self._insert_blobs, blobs
         yield (
@@ -201,7 +203,6 @@ class Plans(Maintenance):
                 "metadata": stored_metadata,
             },
         )
-        yield from self.refresh(thread_id, now)
         if self.keep_last is not None:
             yield from self.retain(thread_id, namespace, self.keep_last)
         return {
@@ -249,9 +250,9 @@ class Plans(Maintenance):
             )
         if (yield from self.drop_if_expired(thread_id, now)):
             return
+        yield from self.refresh(thread_id, now)
         special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
         yield (self._upsert_writes if special else self._insert_writes), rows
-        yield from self.refresh(thread_id, now)
 
     # --- reading -------------------------------------------------------------------------
 

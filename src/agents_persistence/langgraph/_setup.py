@@ -5,11 +5,13 @@ No I/O here except in the drivers, which run a plan on a connection they are giv
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agents_persistence._core import Clock, _validate_ttl, utc_now
@@ -20,6 +22,7 @@ from agents_persistence.langgraph._serde import NoPickleSerializer, default_serd
 from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.langgraph import langgraph_models
 from agents_persistence.repositories._sql_engine import (
+    driver_code,
     engine_options,
     ping_when_idle,
     schema_not_ready,
@@ -27,9 +30,10 @@ from agents_persistence.repositories._sql_engine import (
     to_async_url,
     to_sync_url,
 )
+from agents_persistence.telemetry import note_retry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator
+    from collections.abc import Generator, Iterator
     from datetime import timedelta
 
     from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -39,7 +43,29 @@ if TYPE_CHECKING:
 
     from agents_persistence.langgraph._plans import Step
 
-__all__ = ["Binding", "drive", "drive_async", "make_engine", "no_pickle", "page_counts"]
+__all__ = [
+    "ATTEMPTS",
+    "Binding",
+    "Plan",
+    "backoff",
+    "drive",
+    "drive_async",
+    "make_engine",
+    "no_pickle",
+    "page_counts",
+    "retry_after",
+]
+
+Plan = Callable[[], "Generator[Step, Any, Any]"]
+"""Makes a fresh plan: a transaction ended by a deadlock runs the operation again from its start."""
+
+ATTEMPTS = 20
+"""Transactions an operation may start when deadlocks keep ending them."""
+
+# PostgreSQL: serialization failure, deadlock. MySQL/MariaDB: deadlock, and MariaDB's "record
+# has changed since last read". Each rolls the whole transaction back: running it again is safe.
+_CONTENDED_SQLSTATES = frozenset({"40001", "40P01"})
+_CONTENDED_MYSQL_CODES = frozenset({1213, 1020})
 
 
 def no_pickle(serde: SerializerProtocol | None) -> NoPickleSerializer:
@@ -176,6 +202,23 @@ def page_counts(limit: int | None, filtered: bool) -> Callable[[int], int]:
         return max(1, min(remaining, PAGE_SIZE))
 
     return count
+
+
+def retry_after(exc: DBAPIError, attempt: int, thread_id: str | None) -> bool:
+    """Whether to run the operation again after ``exc`` ended its ``attempt``-th transaction."""
+    contended = (
+        getattr(exc.orig, "sqlstate", None) in _CONTENDED_SQLSTATES
+        or driver_code(exc) in _CONTENDED_MYSQL_CODES
+    )
+    if not contended or attempt >= ATTEMPTS:
+        return False
+    note_retry("sql", f"langgraph saver contention (code {driver_code(exc)})", attempt, thread_id)
+    return True
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: random, growing, at most 50 ms."""
+    return random.uniform(0, min(0.05, 0.001 * 2**attempt))
 
 
 def _outcome(result: Any) -> Any:

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import threading
+import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from agents_persistence._core import Clock  # noqa: TC001 - a constructor annotation
 from agents_persistence.errors import ConfigurationError, InvalidArgumentError, SchemaNotReadyError
 from agents_persistence.langgraph._maintenance import PURGE_BATCH
 from agents_persistence.langgraph._plans import next_version
-from agents_persistence.langgraph._setup import Binding, drive, make_engine, no_pickle, page_counts
+from agents_persistence.langgraph._setup import (
+    Binding,
+    Plan,
+    backoff,
+    drive,
+    make_engine,
+    no_pickle,
+    page_counts,
+    retry_after,
+)
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Generator, Iterator, Sequence
+    from collections.abc import AsyncIterator, Collection, Iterator, Sequence
     from datetime import timedelta
     from types import TracebackType
 
@@ -34,7 +47,6 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.serde.base import SerializerProtocol
     from sqlalchemy.engine import URL
 
-    from agents_persistence.langgraph._plans import Step
 
 __all__ = ["SQLCheckpointSaver"]
 
@@ -200,19 +212,25 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
                 raise SchemaNotReadyError(binding.not_ready(problem))
             binding.ready = True
 
-    def _run(self, plan: Generator[Step, Any, Any], action: str, thread_id: str | None) -> Any:
+    def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
+        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it."""
         self._ensure_ready()
-        with (
-            translate_errors(self._binding.not_ready, thread_id, action=action),
-            self._engine.begin() as conn,
-        ):
-            return drive(plan, conn)
+        with translate_errors(self._binding.not_ready, thread_id, action=action):
+            for attempt in itertools.count(1):
+                try:
+                    with self._engine.begin() as conn:
+                        return drive(plan(), conn)
+                except DBAPIError as exc:
+                    if not retry_after(exc, attempt, thread_id):
+                        raise
+                time.sleep(backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the saver API -------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (or its thread's latest), with values and writes."""
-        plan = self._binding.plans.get_tuple(config)
+        plan = partial(self._binding.plans.get_tuple, config)
         result: CheckpointTuple | None = self._run(plan, "load", _thread(config))
         return result
 
@@ -235,7 +253,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         count = page_counts(limit, bool(filter))
         after = None
         while remaining is None or remaining > 0:
-            page = plans.list_page(config, filter, before, after, count(remaining or 0))
+            page = partial(plans.list_page, config, filter, before, after, count(remaining or 0))
             tuples, after = self._run(page, "list", _thread(config))
             yield from tuples[:remaining]
             if remaining is not None:
@@ -251,7 +269,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store ``checkpoint`` (with the values of ``new_versions``); return its config."""
-        plan = self._binding.plans.put(config, checkpoint, metadata, new_versions)
+        plan = partial(self._binding.plans.put, config, checkpoint, metadata, new_versions)
         stored: RunnableConfig = self._run(plan, "save", _thread(config))
         return stored
 
@@ -263,20 +281,20 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes against the checkpoint ``config`` names."""
-        plan = self._binding.plans.put_writes(config, writes, task_id, task_path)
+        plan = partial(self._binding.plans.put_writes, config, writes, task_id, task_path)
         self._run(plan, "save", _thread(config))
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of ``thread_id``, in all namespaces."""
-        self._run(self._binding.plans.delete_threads([thread_id]), "delete", thread_id)
+        self._run(partial(self._binding.plans.delete_threads, [thread_id]), "delete", thread_id)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints made by ``run_ids`` and their writes."""
-        self._run(self._binding.plans.delete_for_runs(run_ids), "delete", None)
+        self._run(partial(self._binding.plans.delete_for_runs, run_ids), "delete", None)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, value and write of one thread to a thread that has none."""
-        plan = self._binding.plans.copy_thread(source_thread_id, target_thread_id)
+        plan = partial(self._binding.plans.copy_thread, source_thread_id, target_thread_id)
         self._run(plan, "copy", target_thread_id)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -288,7 +306,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         plans = self._binding.plans
         total = 0
         while True:
-            deleted: int = self._run(plans.purge_expired(plans.clock()), "purge", None)
+            deleted: int = self._run(partial(plans.purge_expired, plans.clock()), "purge", None)
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
@@ -359,13 +377,11 @@ def _thread(config: RunnableConfig | None) -> str | None:
     return thread_id if isinstance(thread_id, str) else None
 
 
-def _prune_plan(
-    binding: Binding, thread_ids: Sequence[str], strategy: str
-) -> Generator[Step, Any, None]:
+def _prune_plan(binding: Binding, thread_ids: Sequence[str], strategy: str) -> Plan:
     if strategy == "keep_latest":
-        return binding.plans.keep_latest(thread_ids, 1)
+        return partial(binding.plans.keep_latest, thread_ids, 1)
     if strategy == "delete":
-        return binding.plans.delete_threads(thread_ids)
+        return partial(binding.plans.delete_threads, thread_ids)
     raise InvalidArgumentError(
         f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'"
     )
