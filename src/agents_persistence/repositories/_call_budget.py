@@ -56,6 +56,8 @@ def share(
     call_timeout: float,
     given: dict[str, float | None],
     weights: dict[str, float],
+    *,
+    spare: float = 0.0,
 ) -> dict[str, float]:
     """Per-attempt timeouts that add up to at most ``call_timeout``.
 
@@ -63,6 +65,7 @@ def share(
         call_timeout: The budget of one call.
         given: Each timeout by name; ``None`` where the caller left it to be derived.
         weights: Each timeout's share of the budget when none is given.
+        spare: The share kept free of any timeout (room for retries and further requests).
 
     Returns:
         Every timeout: the given ones as given, the others sharing what the given ones leave,
@@ -87,7 +90,7 @@ def share(
             f"{names} must fit in call_timeout={call_timeout:g} s (one attempt's worst case"
             " may not exceed the budget of the whole call): lower them or raise call_timeout"
         )
-    total_weight = sum(weights[name] for name in derived)
+    total_weight = sum(weights[name] for name in derived) + spare
     return {
         name: fixed[name] if name in fixed else left * weights[name] / total_weight
         for name in given
