@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 _DEADLINE: ContextVar[float | None] = ContextVar("agents_persistence_deadline", default=None)
+_HARD: ContextVar[bool] = ContextVar("agents_persistence_hard_deadline", default=False)
+"""Whether the caller is cut off at the deadline anyway (an asyncio twin's `asyncio.timeout`)."""
 
 
 def validate_call_timeout(value: object) -> float:
@@ -100,11 +102,13 @@ def share(
 class _Deadline:
     """The context manager `deadline` returns (a class: cheaper than a generator)."""
 
-    __slots__ = ("_seconds", "_token")
+    __slots__ = ("_hard", "_hard_token", "_seconds", "_token")
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | None, hard: bool) -> None:
         self._seconds = seconds
+        self._hard = hard
         self._token: Token[float | None] | None = None
+        self._hard_token: Token[bool] | None = None
 
     def __enter__(self) -> None:
         if self._seconds is None:
@@ -112,19 +116,30 @@ class _Deadline:
         at = time.monotonic() + self._seconds
         outer = _DEADLINE.get()
         self._token = _DEADLINE.set(at if outer is None else min(at, outer))
+        if self._hard:
+            self._hard_token = _HARD.set(True)
 
     def __exit__(self, *exc: object) -> None:
+        if self._hard_token is not None:
+            _HARD.reset(self._hard_token)
+            self._hard_token = None
         if self._token is not None:
             _DEADLINE.reset(self._token)
             self._token = None
 
 
-def deadline(seconds: float | None) -> _Deadline:
+def deadline(seconds: float | None, *, hard: bool = False) -> _Deadline:
     """Bound the calls inside the block to ``seconds`` from now (``None``: no bound).
 
     An enclosing deadline that ends sooner stays in force. Not reentrant: make one per call.
+
+    Args:
+        seconds: The budget.
+        hard: The caller is cut off at the deadline anyway (`asyncio.timeout`): `require` then
+            lets a request start as long as the deadline has not passed, instead of only
+            when its worst case fits, since the caller never waits past the deadline.
     """
-    return _Deadline(seconds)
+    return _Deadline(seconds, hard)
 
 
 def remaining() -> float | None:
@@ -142,12 +157,14 @@ def fits(seconds: float) -> bool:
 def require(seconds: float, what: str) -> None:
     """Raise `CallTimeoutError` unless an attempt of ``seconds`` still fits in the budget.
 
+    Under a ``hard`` deadline, only once the deadline has passed.
+
     Args:
         seconds: The attempt's worst case.
         what: The attempt, for the message ("a request to DynamoDB").
     """
     left = remaining()
-    if left is not None and left < seconds:
+    if left is not None and left < (0.0 if _HARD.get() else seconds):
         raise CallTimeoutError(
             f"call_timeout reached: {max(left, 0.0):.3g} s left, too little for {what}"
             f" (up to {seconds:.3g} s)"

@@ -56,6 +56,7 @@ from agents_persistence.telemetry import note_recovery, note_retry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
     from datetime import datetime
 
     from pynamodb.expressions.condition import Condition
@@ -180,6 +181,15 @@ class DynamoDBTable:
         self._budget.install(self._connection.connection.client)
         return self._connection
 
+    def _bounded(self) -> AbstractContextManager[None]:
+        """The call's deadline, started once the client exists.
+
+        The first call makes botocore's client (loading its service model, resolving
+        credentials): a one-off cost kept out of the budget of the call that happens to pay it.
+        """
+        _ = self.connection
+        return deadline(self.settings.call_timeout)
+
     def _errors(self, thread_id: str = "", oversize: ItemTooLargeError | None = None) -> Any:
         return driver_errors(self.settings.table_name, thread_id=thread_id, oversize=oversize)
 
@@ -239,8 +249,7 @@ class DynamoDBTable:
         tid = request.thread_id
         room = check_item_size(self.model, self.namespace, self.shards, request)
         token = write_token()
-        budget = deadline(self.settings.call_timeout)
-        with budget, self._errors(tid, ItemTooLargeError(tid, request.size, room)):
+        with self._errors(tid, ItemTooLargeError(tid, request.size, room)), self._bounded():
             meta, fresh = self._hints.get(tid), False
             if meta is None and request.size > _GUESS_MAX_BYTES and _may_exist(request):
                 meta, fresh = self._meta(tid), True
@@ -277,7 +286,7 @@ class DynamoDBTable:
 
     def read(self, thread_id: str, now: datetime) -> Record | None:
         """The live item with its state (strongly consistent), or ``None``."""
-        with deadline(self.settings.call_timeout), self._errors(thread_id):
+        with self._errors(thread_id), self._bounded():
             item = self._get(thread_id)
             if item is None:
                 self._hints.drop(thread_id)
@@ -292,7 +301,7 @@ class DynamoDBTable:
         """Delete the item if it is live at ``now``; False if absent or expired."""
         condition = self.model.pk.exists() & condition_live(self.model, now)
         self._hints.drop(thread_id)
-        with deadline(self.settings.call_timeout), self._errors(thread_id):
+        with self._errors(thread_id), self._bounded():
             return self._delete(self._key(thread_id), condition)
 
     def _query(
@@ -325,7 +334,7 @@ class DynamoDBTable:
         shards' results are merged by sort key, which is the contract's order.
         """
         start = None if after is None else sort_key(*after)
-        with deadline(self.settings.call_timeout), self._errors():
+        with self._errors(), self._bounded():
             streams = [
                 self._query(
                     key,

@@ -439,7 +439,7 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
         """`_call` within ``call_timeout``, the wait for a worker included."""
         budget = self._table.settings.call_timeout
         scope = asyncio.timeout(budget)
-        with deadline(budget):
+        with deadline(budget, hard=True):
             try:
                 async with scope:
                     return await self._call(function, *args)

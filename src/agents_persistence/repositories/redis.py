@@ -379,7 +379,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         (its `TimeoutError` becomes `CallTimeoutError`); the deadline keeps retries within it.
         """
         budget, each = (None, self._call_timeout) if per_round_trip else (self._call_timeout, None)
-        with translate_errors(), deadline(budget):
+        with translate_errors(), deadline(budget, hard=True):
             async with asyncio.timeout(budget):
                 return await self._drive(plan, each)
 
@@ -393,7 +393,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         try:
             call = next(plan)
             while True:
-                with deadline(each):
+                with deadline(each, hard=True):
                     async with asyncio.timeout(each):
                         reply = await self._execute(call)
                 call = plan.send(reply)
