@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,11 +21,13 @@ import pytest
 from agents_persistence import (
     AgentStateSnapshot,
     AsyncDynamoDBCheckpointer,
+    BackendUnavailableError,
     CallTimeoutError,
     ConfigurationError,
     DynamoDBCheckpointer,
 )
-from agents_persistence.repositories._dynamodb_budget import derive_timeouts
+from agents_persistence.repositories._call_budget import deadline
+from agents_persistence.repositories._dynamodb_budget import BudgetHooks, derive_timeouts
 
 from ..kits.base import IN_CI
 from ..kits.dynamodb import CREDENTIALS, REGION
@@ -198,3 +201,21 @@ def test_timeouts_are_shares_of_the_budget() -> None:
         DynamoDBCheckpointer(TABLE, call_timeout=2.0, read_timeout=2.5, region=REGION)
     with pytest.raises(ConfigurationError, match="call_timeout"):
         DynamoDBCheckpointer.from_url(f"dynamodb://{TABLE}?region={REGION}&call_timeout=-1")
+
+
+def test_a_retry_that_would_overrun_the_budget_is_not_started() -> None:
+    """The ``needs-retry`` hook: botocore decides, unless its retry could not end in time."""
+    hooks = BudgetHooks(attempt_seconds=1.0, max_attempts=4)
+    throttled = (SimpleNamespace(status_code=400), {"Error": {"Code": "ThrottlingException"}})
+    refused = (SimpleNamespace(status_code=400), {"Error": {"Code": "ValidationException"}})
+    assert hooks.needs_retry(attempts=1, response=throttled) is None  # outside a call
+    with deadline(10.0):
+        assert hooks.needs_retry(attempts=1, response=throttled) is None  # 1 s + 1 s fits
+    with deadline(1.5):
+        assert hooks.needs_retry(attempts=1, response=refused) is None  # never retried anyway
+        assert hooks.needs_retry(attempts=4, response=throttled) is None  # botocore gives up
+        with pytest.raises(BackendUnavailableError, match="ThrottlingException"):
+            hooks.needs_retry(attempts=1, response=throttled)
+        lost = ConnectionError("reset")
+        with pytest.raises(ConnectionError):
+            hooks.needs_retry(attempts=1, caught_exception=lost)
