@@ -77,11 +77,6 @@ class Budget:
         """The worst case of one retry: its backoff, a reconnection and a reply."""
         return _BACKOFF_CAP + self.socket_connect_timeout + self.socket_timeout
 
-    @property
-    def round_trip_seconds(self) -> float:
-        """The worst case of one more round trip of a call: a pool wait, connecting, a reply."""
-        return self.pool_timeout + self.socket_connect_timeout + self.socket_timeout
-
 
 def budget(call_timeout: float | None, timeouts: dict[str, float | None]) -> Budget:
     """The `Budget` of ``call_timeout`` (default `DEFAULT_CALL_TIMEOUT`) and the timeouts given.
