@@ -1,4 +1,4 @@
-"""LangGraph's own conformance suite (``langgraph-checkpoint-conformance``) on the SQL savers.
+"""LangGraph's own conformance suite (``langgraph-checkpoint-conformance``) on the savers.
 
 The suite calls the async API only. It runs on both twins: `AsyncSQLCheckpointSaver` runs its
 native coroutines, and `SQLCheckpointSaver`'s async methods call its sync methods (``put``,
@@ -16,10 +16,16 @@ import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
-from agents_persistence.langgraph import AsyncSQLCheckpointSaver, SQLCheckpointSaver
+from agents_persistence.langgraph import (
+    AsyncDynamoDBCheckpointSaver,
+    AsyncSQLCheckpointSaver,
+    DynamoDBCheckpointSaver,
+    SQLCheckpointSaver,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from typing import Any
 
     from langgraph.checkpoint.conformance.report import CapabilityReport
 
@@ -48,3 +54,30 @@ def test_conformance_level_is_full(lg_url: str, twin: str) -> None:
     assert {name for name, r in report.results.items() if r.detected and r.passed} == {
         capability.value for capability in ALL_CAPABILITIES
     }, "every capability, extended ones included, is implemented and passes"
+
+
+def _run_dynamodb(name: str, options: dict[str, Any], twin: str) -> CapabilityReport:
+    async def factory() -> AsyncIterator[DynamoDBCheckpointSaver]:
+        if twin == "async":
+            saver = AsyncDynamoDBCheckpointSaver(**options)
+            yield saver
+            await saver.aclose()
+        else:
+            with DynamoDBCheckpointSaver(**options) as sync_saver:
+                yield sync_saver
+
+    registered = checkpointer_test(name=name)(factory)
+    return asyncio.run(validate(registered))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", ["async", "sync"])
+def test_dynamodb_conformance_level_is_full(dynamodb_options: dict[str, Any], twin: str) -> None:
+    """The DynamoDB twins on moto: the sync one's async methods call its sync methods."""
+    report = _run_dynamodb(f"dynamodb-{twin}-{uuid.uuid4().hex[:8]}", dynamodb_options, twin)
+
+    failures = {name: r.failures for name, r in report.results.items() if r.failures}
+    assert report.conformance_level() == "FULL", failures
+    assert {name for name, r in report.results.items() if r.detected and r.passed} == {
+        capability.value for capability in ALL_CAPABILITIES
+    }

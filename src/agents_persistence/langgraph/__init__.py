@@ -4,6 +4,8 @@
 ``BaseCheckpointSaver`` (``get_tuple``, ``list``, ``put``, ``put_writes``, ``delete_thread``,
 ``delete_for_runs``, ``copy_thread``, ``prune``, ``get_next_version`` and the async methods) on
 SQLite, PostgreSQL and MySQL/MariaDB, in tables the library's Alembic migrations create.
+`DynamoDBCheckpointSaver` and `AsyncDynamoDBCheckpointSaver` do the same on a DynamoDB table
+(extra ``dynamodb`` as well).
 Values go through LangGraph's msgpack serializer without its pickle fallback (`default_serde`).
 """
 
@@ -24,8 +26,23 @@ from agents_persistence.langgraph._sync import SQLCheckpointSaver
 
 __all__ = [
     "DEFAULT_ALLOWLIST",
+    "AsyncDynamoDBCheckpointSaver",
     "AsyncSQLCheckpointSaver",
+    "DynamoDBCheckpointSaver",
     "NoPickleSerializer",
     "SQLCheckpointSaver",
     "default_serde",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The DynamoDB savers need the ``dynamodb`` extra too: imported when first named.
+    if name == "DynamoDBCheckpointSaver":
+        from agents_persistence.langgraph._dynamodb_sync import DynamoDBCheckpointSaver
+
+        return DynamoDBCheckpointSaver
+    if name == "AsyncDynamoDBCheckpointSaver":
+        from agents_persistence.langgraph._dynamodb_async import AsyncDynamoDBCheckpointSaver
+
+        return AsyncDynamoDBCheckpointSaver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
