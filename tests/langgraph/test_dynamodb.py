@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import string
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -288,7 +289,7 @@ def test_invalid_arguments_raise_typed_errors(saver: DynamoDBCheckpointSaver) ->
 def test_a_missing_table_is_not_ready_until_setup(dynamodb_options: dict[str, Any]) -> None:
     options = {**dynamodb_options, "table_name": f"lg-missing-{uuid.uuid4().hex[:8]}"}
     with DynamoDBCheckpointSaver(**options) as saver:
-        with pytest.raises(SchemaNotReadyError):
+        with pytest.raises(SchemaNotReadyError, match=r"setup\(\)"):
             saver.get_tuple(generate_config("t"))
         saver.setup()
         assert saver.create_table() is False, "idempotent"
@@ -337,3 +338,54 @@ def test_the_twins_read_each_others_items(
     assert found is not None
     assert found.config == stored[-1]
     assert found.pending_writes == [("task", "a", "w1")]
+
+
+def test_a_key_too_long_for_dynamodb_is_an_invalid_argument(
+    saver: DynamoDBCheckpointSaver,
+) -> None:
+    checkpoint = generate_checkpoint(channel_values={"a": 1}, channel_versions={"a": "1"})
+    config = generate_config(str(uuid.uuid4()), checkpoint_ns="n" * 1100)
+    with pytest.raises(InvalidArgumentError, match="sort key"):
+        saver.put(config, checkpoint, generate_metadata(), {"a": "1"})
+
+
+def test_retention_orders_numeric_versions_by_their_counters(
+    dynamodb_options: dict[str, Any],
+) -> None:
+    thread_id = str(uuid.uuid4())
+    with DynamoDBCheckpointSaver(**dynamodb_options, keep_last=1) as saver:
+        config = generate_config(thread_id)
+        for version in (9, 10, 11):
+            checkpoint = generate_checkpoint(
+                channel_values={"a": version}, channel_versions={"a": version}
+            )
+            config = saver.put(config, checkpoint, generate_metadata(), {"a": version})
+        latest = saver.get_tuple(generate_config(thread_id))
+    assert latest is not None
+    assert latest.checkpoint["channel_values"] == {"a": 11}
+    assert kinds(dynamodb_options, thread_id) == {"T": 1, "C": 1, "B": 1}
+
+
+@pytest.mark.parametrize("ttl", [None, 3600])
+def test_concurrent_writers_of_one_thread_all_succeed(
+    dynamodb_options: dict[str, Any], ttl: int | None
+) -> None:
+    thread_id = str(uuid.uuid4())
+    errors: list[BaseException] = []
+
+    def writer(saver: DynamoDBCheckpointSaver, ns: str) -> None:
+        try:
+            _chain(saver, thread_id, 5, ns=ns)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    with DynamoDBCheckpointSaver(**dynamodb_options, ttl=ttl) as saver:
+        threads = [threading.Thread(target=writer, args=(saver, f"ns{n}")) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        listed = list(saver.list({"configurable": {"thread_id": thread_id}}))
+    assert len(listed) == 20, "every namespace's checkpoints"
+    assert kinds(dynamodb_options, thread_id)["T"] == 1

@@ -24,9 +24,17 @@ if TYPE_CHECKING:
     from agents_persistence._core import Clock
     from agents_persistence.langgraph._dynamodb_io import Key, LangGraphTable
 
-__all__ = ["Maintenance", "checkpoint_items"]
+__all__ = ["Maintenance", "checkpoint_items", "version_order"]
 
 _IN_VALUES = 100  # DynamoDB's most values of one IN
+
+
+def version_order(version: str) -> tuple[float, str]:
+    """A channel version's place in its channel's history (counters first, then text)."""
+    try:
+        return float(version.split(".")[0]), version
+    except ValueError:
+        return float("-inf"), version
 
 
 def checkpoint_items(
@@ -196,7 +204,7 @@ class Maintenance:
             self.table.query(thread_id, LangGraphItem.sk.startswith(checkpoint_prefix(namespace)))
         )
         used: set[tuple[str, str]] = set()
-        newest: dict[str, str] = {}
+        newest: dict[str, tuple[float, str]] = {}
         for item, payload in zip(remaining, self.table.payloads(remaining), strict=True):
             try:
                 versions = json.loads(payload)["checkpoint"].get("channel_versions") or {}
@@ -206,13 +214,20 @@ class Maintenance:
                 ) from exc
             for channel, version in versions.items():
                 used.add((channel, str(version)))
-                newest[channel] = max(newest.get(channel, ""), str(version))
+                order = version_order(str(version))
+                newest[channel] = max(newest.get(channel, order), order)
         unused = [
             blob
             for blob in self.table.query(
                 thread_id, LangGraphItem.sk.startswith(blob_prefix(namespace)), attributes=self.KEYS
             )
             if (str(blob.channel), str(blob.version)) not in used
-            and (strict or str(blob.version) < newest.get(str(blob.channel), ""))
+            and (
+                strict
+                or (
+                    str(blob.channel) in newest
+                    and version_order(str(blob.version)) < newest[str(blob.channel)]
+                )
+            )
         ]
         self.table.batch_write(deletes=self._keys(unused))

@@ -45,6 +45,7 @@ from pynamodb.types import HASH, RANGE
 __all__ = [
     "HEADER",
     "PART_BYTES",
+    "SORT_KEY_BYTES",
     "LangGraphItem",
     "blob_key",
     "blob_prefix",
@@ -90,6 +91,10 @@ class LangGraphItem(Model):
     part_key = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
     expires_at_us = NumberAttribute(null=True)
+
+
+SORT_KEY_BYTES = 1024
+"""DynamoDB's limit on a sort key."""
 
 
 def _escape(part: str) -> str:

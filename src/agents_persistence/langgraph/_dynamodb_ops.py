@@ -23,6 +23,7 @@ from agents_persistence.errors import CheckpointerError, CorruptStateError, Inva
 from agents_persistence.langgraph._dynamodb_maintenance import Maintenance, checkpoint_items
 from agents_persistence.langgraph._dynamodb_model import (
     HEADER,
+    SORT_KEY_BYTES,
     LangGraphItem,
     blob_key,
     checkpoint_key,
@@ -60,6 +61,17 @@ def target(config: RunnableConfig) -> tuple[str, str, str | None]:
         raise InvalidArgumentError(f"checkpoint_ns must be a str, not {namespace!r:.40}")
     checkpoint_id = configurable.get("checkpoint_id") or None
     return thread_id, namespace, checkpoint_id
+
+
+def _fits(key: str) -> str:
+    """``key`` if DynamoDB takes it as a sort key; `InvalidArgumentError` if it is too long."""
+    if len(key.encode()) > SORT_KEY_BYTES:
+        raise InvalidArgumentError(
+            f"namespace, channel, version and task id together are too long for a DynamoDB"
+            f" sort key ({len(key.encode())} bytes of UTF-8, at most {SORT_KEY_BYTES}):"
+            f" {key[:60]!r}..."
+        )
+    return key
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -176,7 +188,7 @@ class Operations(Maintenance):
                 if channel in values
                 else (_EMPTY, b"")
             )
-            key = blob_key(namespace, channel, str(version))
+            key = _fits(blob_key(namespace, channel, str(version)))
             item = LangGraphItem(
                 thread_id, key, ns=namespace, channel=channel, version=str(version), type=type_
             )
@@ -186,7 +198,7 @@ class Operations(Maintenance):
         ).encode()
         head = LangGraphItem(
             thread_id,
-            checkpoint_key(namespace, checkpoint["id"]),
+            _fits(checkpoint_key(namespace, checkpoint["id"])),
             ns=namespace,
             checkpoint_id=checkpoint["id"],
             parent_id=parent_id,
@@ -228,7 +240,7 @@ class Operations(Maintenance):
             idx = WRITES_IDX_MAP.get(channel, index)
             item = LangGraphItem(
                 thread_id,
-                write_key(namespace, checkpoint_id, task_id, idx),
+                _fits(write_key(namespace, checkpoint_id, task_id, idx)),
                 ns=namespace,
                 checkpoint_id=checkpoint_id,
                 task_id=task_id,

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agents_persistence._core import _validate_ttl, utc_now
-from agents_persistence.errors import DEFAULT_CALL_TIMEOUT, ConfigurationError, InvalidArgumentError
+from agents_persistence.errors import (
+    DEFAULT_CALL_TIMEOUT,
+    ConfigurationError,
+    InvalidArgumentError,
+    SchemaNotReadyError,
+)
 from agents_persistence.langgraph._dynamodb_io import LangGraphTable
 from agents_persistence.langgraph._dynamodb_ops import Operations
 from agents_persistence.langgraph._plans import next_version
@@ -187,11 +192,17 @@ class DynamoDBCheckpointSaver(BaseCheckpointSaver[str]):
 
     def _call(self, function: Callable[..., _T], *args: Any, thread_id: str = "") -> _T:
         """Run one saver call within ``call_timeout``, driver errors translated."""
-        with (
-            driver_errors(self.table_name, thread_id=thread_id),
-            deadline(self._table.settings.call_timeout),
-        ):
-            return function(*args)
+        try:
+            with (
+                driver_errors(self.table_name, thread_id=thread_id),
+                deadline(self._table.settings.call_timeout),
+            ):
+                return function(*args)
+        except SchemaNotReadyError as exc:
+            raise SchemaNotReadyError(
+                f"DynamoDB table {self.table_name!r} does not exist or has other keys than the"
+                " LangGraph savers' (pk, sk): create it with saver.setup() or create_table()"
+            ) from exc
 
     def create_table(self, *, wait: bool = True) -> bool:
         """Create the table and enable its Time to Live, unless they exist. Idempotent.
