@@ -1,0 +1,379 @@
+"""The SQL store's time budget: one deadline per public call, enforced on the driver's socket.
+
+A call starts its budget (``call_timeout`` seconds) before it waits for a pooled connection.
+What bounds each phase:
+
+- the pool wait, the connect and SQLite's busy wait: the engine options ``from_url`` derives
+  from the budget (`bounded_timeouts`);
+- every read and write on a PostgreSQL connection (psycopg has no socket timeout, and a hung
+  server's kernel still acknowledges every byte): the `Watchdog`, one daemon thread per process
+  holding the deadlines of the calls in flight. When one passes, it shuts the connection's
+  socket down (``shutdown(SHUT_RDWR)`` on a duplicate of its descriptor); the blocked read
+  returns, the driver raises, SQLAlchemy invalidates the connection and the call raises
+  `CallTimeoutError`. Any driver connection with a public ``fileno()`` is watched so;
+- MySQL/MariaDB: PyMySQL's own ``read_timeout`` and ``write_timeout`` (sync), an asyncio
+  timeout around the whole call (aiomysql has no read timeout; SQLAlchemy invalidates a
+  connection whose operation was cancelled, so it never goes back to the pool half-read).
+
+The watchdog fires `WATCHDOG_GRACE` after the deadline, so a server-side statement or lock
+timeout set to the budget (on engines ``from_url`` creates) ends a lock wait first without
+costing the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import math
+import os
+import socket
+import threading
+from contextvars import ContextVar
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from agents_persistence.errors import CallTimeoutError, ConfigurationError
+
+from ._sql_engine import WATCHDOG_GRACE, driver_code
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = [
+    "WATCHDOG",
+    "WATCHDOG_GRACE",
+    "Budget",
+    "Call",
+    "bounded_timeouts",
+    "call_timeout_seconds",
+    "expired",
+    "ping_guard",
+]
+
+_DRAIN_INTERVAL = 0.1
+"""Most seconds the watchdog sleeps while it holds entries (it drops the finished ones)."""
+
+# PostgreSQL: statement_timeout, lock_timeout. MySQL/MariaDB: lock wait timeout,
+# max_execution_time (MySQL), max_statement_time (MariaDB). SQLite: SQLITE_BUSY.
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
+_TIMEOUT_MYSQL_CODES = frozenset({1205, 3024, 1969})
+_SQLITE_BUSY = 5
+
+_DEADLINE: ContextVar[float | None] = ContextVar("agents_persistence_sql_deadline", default=None)
+
+
+def call_timeout_seconds(value: object) -> float:
+    """``call_timeout`` checked: a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"call_timeout must be a number of seconds, not {value!r:.80}")
+    seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigurationError(f"call_timeout must be positive and finite, not {value!r}")
+    return seconds
+
+
+def bounded_timeouts(
+    call_timeout: float,
+    pool_timeout: float | None,
+    connect_timeout: float | None,
+    busy_timeout: float | None,
+) -> tuple[float, float, float]:
+    """The pool, connect and busy timeouts of ``from_url``: as given, at most ``call_timeout``.
+
+    ``None`` (the default of each) means the budget itself.
+    """
+    return tuple(  # type: ignore[return-value]
+        call_timeout if value is None else min(float(value), call_timeout)
+        for value in (pool_timeout, connect_timeout, busy_timeout)
+    )
+
+
+def expired() -> bool:
+    """Whether the current call's budget has run out (``False`` outside a budgeted call).
+
+    Retry loops inside an operation stop at the deadline instead of trying again.
+    """
+    deadline = _DEADLINE.get()
+    return deadline is not None and monotonic() >= deadline
+
+
+class _Entry:
+    """One watched connection: its deadline and a duplicate of its socket's descriptor."""
+
+    __slots__ = ("at", "fd", "state")
+
+    def __init__(self, at: float, fd: int) -> None:
+        self.at = at
+        self.fd = fd
+        self.state = _ARMED
+
+
+_ARMED, _DONE, _FIRED = 0, 1, 2
+
+
+class Watchdog:
+    """One daemon thread cutting the sockets of connections whose call ran out of time.
+
+    `arm` and `disarm` cost a descriptor duplicate, a heap push and two lock round trips; the
+    thread is woken only when a new deadline comes before every other. Finished entries are
+    dropped lazily (the thread drains them at least every `_DRAIN_INTERVAL` while any is held).
+    The duplicate descriptor keeps the socket itself alive while watched: a driver closing its
+    own descriptor meanwhile never lets the watchdog reach another socket that reused the number.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, fileno: int, at: float) -> _Entry:
+        """Watch the socket ``fileno`` until `disarm`; cut it once ``at`` (monotonic) passes."""
+        entry = _Entry(at, os.dup(fileno))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="agents-persistence-sql-watchdog", daemon=True
+                )
+                self._thread.start()
+            heap = self._heap
+            heapq.heappush(heap, (at, next(self._order), entry))
+            if heap[0][2] is entry:
+                self._wake.notify()
+        return entry
+
+    def disarm(self, entry: _Entry) -> bool:
+        """Stop watching; ``True`` if the watchdog cut the socket (the connection is dead)."""
+        with self._lock:
+            fired = entry.state == _FIRED
+            entry.state = _DONE
+        os.close(entry.fd)
+        return fired
+
+    def _loop(self) -> None:
+        heap = self._heap
+        with self._lock:
+            while True:
+                while heap and heap[0][2].state != _ARMED:
+                    heapq.heappop(heap)
+                if not heap:
+                    self._wake.wait()
+                    continue
+                now = monotonic()
+                at, _, entry = heap[0]
+                if at > now:
+                    self._wake.wait(min(at - now, _DRAIN_INTERVAL))
+                    continue
+                heapq.heappop(heap)
+                entry.state = _FIRED
+                _cut(entry.fd)
+
+
+def _cut(fd: int) -> None:
+    """Shut the socket down both ways: a read blocked on it returns at once."""
+    sock = socket.socket(fileno=fd)
+    try:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        sock.detach()  # the descriptor stays open: `disarm` closes it
+
+
+WATCHDOG = Watchdog()
+
+
+def _fileno(driver_connection: Any) -> int | None:
+    """The socket of a driver connection with a public ``fileno()`` (psycopg), else ``None``."""
+    fileno = getattr(driver_connection, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        value = fileno()
+    except Exception:
+        return None
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+class Budget:
+    """A checkpointer's time budget: ``seconds`` per call, and how its engine enforces it."""
+
+    __slots__ = ("asyncio_limit", "seconds", "watch_sockets")
+
+    def __init__(self, seconds: float, engine: Engine | AsyncEngine, *, asynchronous: bool):
+        self.seconds = call_timeout_seconds(seconds)
+        name = engine.dialect.name
+        # Whether driver connections have a socket to watch; learned on the first connection.
+        self.watch_sockets: bool | None = None if name != "sqlite" else False
+        # aiomysql has no read timeout: the whole call runs under an asyncio timeout.
+        self.asyncio_limit = asynchronous and name in ("mysql", "mariadb")
+
+    def call(self, action: str) -> Call:
+        """The budget of one call, started now; use as a context manager around the call."""
+        return Call(self, action)
+
+
+class Call:
+    """One call's deadline: entered around the whole call, it turns a timeout into the error.
+
+    On the way out, an error is a `CallTimeoutError` when the watchdog cut this call's
+    connection, when the database ended a statement or lock wait on a timeout, or when the
+    connection failed or the pool gave up once the deadline had passed.
+    """
+
+    __slots__ = ("action", "budget", "deadline", "fired", "token")
+
+    def __init__(self, budget: Budget, action: str) -> None:
+        self.budget = budget
+        self.action = action
+        self.deadline = monotonic() + budget.seconds
+        self.fired = False
+
+    def __enter__(self) -> Call:
+        self.token = _DEADLINE.set(self.deadline)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _DEADLINE.reset(self.token)
+        if exc is not None and self._timed_out(exc):
+            raise CallTimeoutError(
+                f"the {self.action} call ran past its time budget of {self.budget.seconds:g} s"
+                f" (call_timeout): the database did not answer in time ({_detail(exc)})"
+            ) from exc
+
+    def _timed_out(self, exc: BaseException) -> bool:
+        if isinstance(exc, CallTimeoutError):
+            return False
+        if self.fired or isinstance(exc, TimeoutError):
+            return True
+        if isinstance(exc, DBAPIError):
+            if _timeout_code(exc):
+                return True
+            late = isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+            return late and monotonic() >= self.deadline
+        return isinstance(exc, PoolTimeoutError | OSError) and monotonic() >= self.deadline
+
+    def limit(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The asyncio bound of the async twin's call (aiomysql), else a no-op."""
+        if self.budget.asyncio_limit:
+            return asyncio.timeout_at(_loop_time(self.deadline))
+        return _NO_LIMIT
+
+    def watching(self, conn: Connection, enabled: bool = True) -> _Watching:
+        """Watch ``conn``'s socket until the end of the ``with`` block (before it is released)."""
+        budget = self.budget
+        if not enabled or budget.watch_sockets is False:
+            return _Watching(self, None, None)
+        fileno = _fileno(conn.connection.driver_connection)
+        if budget.watch_sockets is None:
+            budget.watch_sockets = fileno is not None
+        if fileno is None:
+            return _Watching(self, None, None)
+        return _Watching(self, conn, WATCHDOG.arm(fileno, self.deadline + WATCHDOG_GRACE))
+
+
+class _Watching:
+    __slots__ = ("call", "conn", "entry")
+
+    def __init__(self, call: Call, conn: Connection | None, entry: _Entry | None) -> None:
+        self.call = call
+        self.conn = conn
+        self.entry = entry
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.entry is not None and WATCHDOG.disarm(self.entry):
+            self.call.fired = True
+            assert self.conn is not None
+            # Its socket is cut: never hand it back to the pool, even if the call finished.
+            self.conn.invalidate()
+
+
+class _NoLimit(contextlib.AbstractAsyncContextManager[None]):
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
+
+
+def _loop_time(deadline: float) -> float:
+    """A `monotonic` deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - monotonic())
+
+
+def _timeout_code(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF == _SQLITE_BUSY
+    code = driver_code(exc)
+    if isinstance(code, int):
+        # PyMySQL's read_timeout: "Lost connection to MySQL server during query (timed out)".
+        return code in _TIMEOUT_MYSQL_CODES or (code == 2013 and "timed out" in str(orig))
+    return getattr(orig, "sqlstate", None) in _TIMEOUT_SQLSTATES
+
+
+def _detail(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+@contextlib.contextmanager
+def _ping_watch(entry: ConnectionPoolEntry, seconds: float) -> Iterator[None]:
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        deadline = monotonic() + seconds
+    fileno = _fileno(entry.driver_connection)
+    watched = None if fileno is None else WATCHDOG.arm(fileno, deadline + WATCHDOG_GRACE)
+    try:
+        yield
+    except BaseException as exc:
+        fired = watched is not None and WATCHDOG.disarm(watched)
+        if isinstance(exc, Exception) and (fired or monotonic() >= deadline):
+            # Not a DisconnectionError: the pool would reconnect to a server that does not
+            # answer, past the budget.
+            raise CallTimeoutError(
+                f"the pooled connection's check ran past the call's time budget ({exc})"
+            ) from exc
+        raise
+    if watched is not None and WATCHDOG.disarm(watched):
+        raise CallTimeoutError("the pooled connection's check ran past the call's time budget")
+
+
+def ping_guard(seconds: float) -> Any:
+    """What `ping_when_idle` wraps its ping in: the watchdog, on the current call's deadline.
+
+    Outside a budgeted call (the application using the engine directly) the ping gets
+    ``seconds`` of its own. When the watchdog cuts the ping, `CallTimeoutError` comes out of
+    the checkout (the pool invalidates that connection) instead of a reconnect to a server
+    that does not answer.
+    """
+
+    def guard(entry: ConnectionPoolEntry) -> contextlib.AbstractContextManager[None]:
+        return _ping_watch(entry, seconds)
+
+    return guard
