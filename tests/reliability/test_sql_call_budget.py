@@ -192,7 +192,7 @@ def test_a_call_waiting_on_a_row_lock_ends_when_the_server_then_hangs(
     try:
         blocked = call(lambda: cp.save_state("t", snapshot("second")))
         time.sleep(0.3)  # the save now waits on the lock, server-side
-        assert blocked.error is None and blocked.elapsed < 0
+        assert blocked.elapsed < 0  # still running
         server.pause()
         try:
             blocked.timed_out()

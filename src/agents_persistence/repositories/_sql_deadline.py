@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import math
 import os
 import socket
 import threading
+import time
 from contextvars import ContextVar
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -60,8 +59,8 @@ __all__ = [
     "ping_guard",
 ]
 
-_DRAIN_INTERVAL = 0.1
-"""Most seconds the watchdog sleeps while it holds entries (it drops the finished ones)."""
+_TICK = 0.05
+"""Most seconds the watchdog sleeps while it watches a call (its lateness at worst)."""
 
 # PostgreSQL: statement_timeout, lock_timeout. MySQL/MariaDB: lock wait timeout,
 # max_execution_time (MySQL), max_statement_time (MariaDB). SQLite: SQLITE_BUSY.
@@ -110,25 +109,23 @@ def expired() -> bool:
 class _Entry:
     """One watched connection: its deadline and a duplicate of its socket's descriptor."""
 
-    __slots__ = ("at", "fd", "state")
+    __slots__ = ("at", "fd")
 
     def __init__(self, at: float, fd: int) -> None:
         self.at = at
         self.fd = fd
-        self.state = _ARMED
-
-
-_ARMED, _DONE, _FIRED = 0, 1, 2
 
 
 class Watchdog:
     """One daemon thread cutting the sockets of connections whose call ran out of time.
 
-    `arm` and `disarm` cost a descriptor duplicate, a heap push and two lock round trips; the
-    thread is woken only when a new deadline comes before every other. Finished entries are
-    dropped lazily (the thread drains them at least every `_DRAIN_INTERVAL` while any is held).
-    The duplicate descriptor keeps the socket itself alive while watched: a driver closing its
-    own descriptor meanwhile never lets the watchdog reach another socket that reused the number.
+    The calls in flight are a set: `arm` adds an entry and `disarm` removes it, each one atomic
+    step under the GIL, with no lock on that path. The thread sleeps until something is armed,
+    then looks at the set at least every `_TICK` seconds; it takes an entry out of the set
+    before it cuts that socket, under a lock that a `disarm` finding its entry gone waits on, so
+    a socket is never cut after its call disarmed it. The duplicate descriptor keeps the socket
+    itself alive while watched: a driver closing its own descriptor meanwhile never lets the
+    watchdog reach another socket that reused the number.
     """
 
     def __init__(self) -> None:
@@ -137,52 +134,61 @@ class Watchdog:
             os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, _Entry]] = []
-        self._order = itertools.count()
+        self._armed: set[_Entry] = set()
+        self._cutting = threading.Lock()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def arm(self, fileno: int, at: float) -> _Entry:
         """Watch the socket ``fileno`` until `disarm`; cut it once ``at`` (monotonic) passes."""
         entry = _Entry(at, os.dup(fileno))
-        with self._lock:
+        self._armed.add(entry)
+        if not self._wake.is_set():
+            self._wake.set()
+            if self._thread is None:
+                self._start()
+        return entry
+
+    def disarm(self, entry: _Entry) -> bool:
+        """Stop watching; ``True`` if the watchdog cut the socket (the connection is dead)."""
+        try:
+            self._armed.remove(entry)
+        except KeyError:
+            with self._cutting:  # the watchdog took it: wait until the cut is done
+                fired = True
+        else:
+            fired = False
+        os.close(entry.fd)
+        return fired
+
+    def _start(self) -> None:
+        with self._cutting:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="agents-persistence-sql-watchdog", daemon=True
                 )
                 self._thread.start()
-            heap = self._heap
-            heapq.heappush(heap, (at, next(self._order), entry))
-            if heap[0][2] is entry:
-                self._wake.notify()
-        return entry
-
-    def disarm(self, entry: _Entry) -> bool:
-        """Stop watching; ``True`` if the watchdog cut the socket (the connection is dead)."""
-        with self._lock:
-            fired = entry.state == _FIRED
-            entry.state = _DONE
-        os.close(entry.fd)
-        return fired
 
     def _loop(self) -> None:
-        heap = self._heap
-        with self._lock:
-            while True:
-                while heap and heap[0][2].state != _ARMED:
-                    heapq.heappop(heap)
-                if not heap:
-                    self._wake.wait()
+        armed = self._armed
+        while True:
+            self._wake.wait()
+            self._wake.clear()  # before looking: an `arm` from now on sets it again
+            now = monotonic()
+            soonest = now + _TICK
+            for entry in list(armed):
+                if entry.at > now:
+                    soonest = min(soonest, entry.at)
                     continue
-                now = monotonic()
-                at, _, entry = heap[0]
-                if at > now:
-                    self._wake.wait(min(at - now, _DRAIN_INTERVAL))
-                    continue
-                heapq.heappop(heap)
-                entry.state = _FIRED
-                _cut(entry.fd)
+                with self._cutting:
+                    try:
+                        armed.remove(entry)
+                    except KeyError:
+                        continue  # disarmed meanwhile
+                    _cut(entry.fd)
+            if armed:
+                self._wake.set()
+                time.sleep(max(0.0, soonest - monotonic()))
 
 
 def _cut(fd: int) -> None:
@@ -272,6 +278,10 @@ class Call:
             late = isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
             return late and monotonic() >= self.deadline
         return isinstance(exc, PoolTimeoutError | OSError) and monotonic() >= self.deadline
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (``0.0`` once it passed)."""
+        return max(0.0, self.deadline - monotonic())
 
     def limit(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The asyncio bound of the async twin's call (aiomysql), else a no-op."""

@@ -228,13 +228,17 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
                 return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
     def _prepare(self, call: Call) -> None:
-        with self._prepare_lock:
+        if not self._prepare_lock.acquire(timeout=call.remaining()):
+            raise TimeoutError("waiting for another call's schema check")  # CallTimeoutError
+        try:
             if not self._table.ready:
                 # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
                 auto = self._table.auto_migrate
                 with self._engine.connect() as conn, call.watching(conn, enabled=not auto):
                     self._table.prepare(conn)
                 self._table.ready = True
+        finally:
+            self._prepare_lock.release()
 
     def _close(self) -> None:
         if self._owns_engine:
@@ -377,7 +381,9 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
                         )
 
     async def _prepare(self, call: Call) -> None:
-        async with self._prepare_lock:
+        async with asyncio.timeout(call.remaining()):  # TimeoutError: CallTimeoutError
+            await self._prepare_lock.acquire()
+        try:
             if not self._table.ready:
                 # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
                 auto = self._table.auto_migrate
@@ -385,6 +391,8 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
                     with call.watching(conn.sync_connection, enabled=not auto):  # type: ignore[arg-type]
                         await conn.run_sync(self._table.prepare)
                 self._table.ready = True
+        finally:
+            self._prepare_lock.release()
 
     async def _close(self) -> None:
         if self._owns_engine:
