@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 _TICK = 0.05
-"""Most seconds the watchdog sleeps while it watches a call (its lateness at worst)."""
+"""Most seconds the watchdog sleeps while calls come (its lateness at worst)."""
+_IDLE_TICKS = 20
+"""Looks without a call before the watchdog sleeps until the next one (about a second)."""
 
 # PostgreSQL: statement_timeout, lock_timeout. MySQL/MariaDB: lock wait timeout,
 # max_execution_time (MySQL), max_statement_time (MariaDB). SQLite: SQLITE_BUSY.
@@ -120,12 +122,13 @@ class Watchdog:
     """One daemon thread cutting the sockets of connections whose call ran out of time.
 
     The calls in flight are a set: `arm` adds an entry and `disarm` removes it, each one atomic
-    step under the GIL, with no lock on that path. The thread sleeps until something is armed,
-    then looks at the set at least every `_TICK` seconds; it takes an entry out of the set
-    before it cuts that socket, under a lock that a `disarm` finding its entry gone waits on, so
-    a socket is never cut after its call disarmed it. The duplicate descriptor keeps the socket
-    itself alive while watched: a driver closing its own descriptor meanwhile never lets the
-    watchdog reach another socket that reused the number.
+    step under the GIL, with no lock and no thread switch on that path. While calls come, the
+    thread looks at the set every `_TICK` seconds (or sooner, for a deadline due sooner); after
+    `_IDLE_TICKS` looks without a call it sleeps until the next `arm` wakes it. It takes an
+    entry out of the set before it cuts that socket, under a lock that a `disarm` finding its
+    entry gone waits on, so a socket is never cut after its call disarmed it. The duplicate
+    descriptor keeps the socket itself alive while watched: a driver closing its own descriptor
+    meanwhile never lets the watchdog reach another socket that reused the number.
     """
 
     def __init__(self) -> None:
@@ -135,15 +138,18 @@ class Watchdog:
 
     def _reset(self) -> None:
         self._armed: set[_Entry] = set()
+        self._arms = 0  # changes at every `arm` (only ever compared, so lost updates are fine)
         self._cutting = threading.Lock()
         self._wake = threading.Event()
+        self._sleeping = True
         self._thread: threading.Thread | None = None
 
     def arm(self, fileno: int, at: float) -> _Entry:
         """Watch the socket ``fileno`` until `disarm`; cut it once ``at`` (monotonic) passes."""
         entry = _Entry(at, os.dup(fileno))
         self._armed.add(entry)
-        if not self._wake.is_set():
+        self._arms += 1
+        if self._sleeping:
             self._wake.set()
             if self._thread is None:
                 self._start()
@@ -173,27 +179,42 @@ class Watchdog:
         armed = self._armed
         while True:
             self._wake.wait()
-            self._wake.clear()  # before looking: an `arm` from now on sets it again
-            now = monotonic()
-            soonest = now + _TICK
-            for entry in list(armed):
-                if entry.at > now:
-                    soonest = min(soonest, entry.at)
-                    continue
-                with self._cutting:
-                    try:
-                        armed.remove(entry)
-                    except KeyError:
-                        continue  # disarmed meanwhile
-                    _cut(entry.fd)
+            self._sleeping = False
+            idle, seen = 0, self._arms
+            while idle < _IDLE_TICKS:
+                soonest = self._scan(armed)
+                time.sleep(max(0.0, soonest - monotonic()))
+                idle = idle + 1 if not armed and self._arms == seen else 0
+                seen = self._arms
+            # Going to sleep: an `arm` from here on wakes the thread; one before is seen below.
+            self._wake.clear()
+            self._sleeping = True
             if armed:
                 self._wake.set()
-                time.sleep(max(0.0, soonest - monotonic()))
+
+    def _scan(self, armed: set[_Entry]) -> float:
+        """Cut every socket past its deadline; return when to look again."""
+        now = monotonic()
+        soonest = now + _TICK
+        for entry in list(armed):
+            if entry.at > now:
+                soonest = min(soonest, entry.at)
+                continue
+            with self._cutting:
+                try:
+                    armed.remove(entry)
+                except KeyError:
+                    continue  # disarmed meanwhile
+                _cut(entry.fd)
+        return soonest
 
 
 def _cut(fd: int) -> None:
     """Shut the socket down both ways: a read blocked on it returns at once."""
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # not a socket (any more): nothing to cut
+        return
     try:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
@@ -293,19 +314,21 @@ class Call:
         """Watch ``conn``'s socket until the end of the ``with`` block (before it is released)."""
         budget = self.budget
         if not enabled or budget.watch_sockets is False:
-            return _Watching(self, None, None)
+            return _UNWATCHED
         fileno = _fileno(conn.connection.driver_connection)
         if budget.watch_sockets is None:
             budget.watch_sockets = fileno is not None
         if fileno is None:
-            return _Watching(self, None, None)
+            return _UNWATCHED
         return _Watching(self, conn, WATCHDOG.arm(fileno, self.deadline + WATCHDOG_GRACE))
 
 
 class _Watching:
+    """A connection watched for one call; `_UNWATCHED` when there is no socket to watch."""
+
     __slots__ = ("call", "conn", "entry")
 
-    def __init__(self, call: Call, conn: Connection | None, entry: _Entry | None) -> None:
+    def __init__(self, call: Call | None, conn: Connection | None, entry: _Entry | None) -> None:
         self.call = call
         self.conn = conn
         self.entry = entry
@@ -315,10 +338,14 @@ class _Watching:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.entry is not None and WATCHDOG.disarm(self.entry):
-            self.call.fired = True
+            assert self.call is not None
             assert self.conn is not None
+            self.call.fired = True
             # Its socket is cut: never hand it back to the pool, even if the call finished.
             self.conn.invalidate()
+
+
+_UNWATCHED = _Watching(None, None, None)
 
 
 class _NoLimit(contextlib.AbstractAsyncContextManager[None]):

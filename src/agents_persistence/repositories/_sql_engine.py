@@ -208,13 +208,15 @@ def engine_options(
                 connect_args["options"] = f"-c statement_timeout={math.ceil(call_timeout * 1000)}"
         elif backend in ("mysql", "mariadb"):
             connect_args["connect_timeout"] = connect_timeout
-            lock_wait = max(1, int(call_timeout))
-            connect_args["init_command"] = f"SET SESSION innodb_lock_wait_timeout = {lock_wait}"
+            # What the URL's query sets is kept (connect_args would override it).
+            if "init_command" not in url.query:
+                lock_wait = max(1, int(call_timeout))
+                connect_args["init_command"] = f"SET SESSION innodb_lock_wait_timeout={lock_wait}"
             if url.get_driver_name() == "pymysql":
                 # Per socket operation; the call's own deadline is enforced around it.
-                socket_timeout = call_timeout + WATCHDOG_GRACE
-                connect_args["read_timeout"] = socket_timeout
-                connect_args["write_timeout"] = socket_timeout
+                for name in ("read_timeout", "write_timeout"):
+                    if name not in url.query:
+                        connect_args[name] = call_timeout + WATCHDOG_GRACE
             # Set once per connection, instead of before each locking write (see
             # `lock_isolation_preset`).
             options["isolation_level"] = LOCK_ISOLATION
