@@ -143,6 +143,9 @@ def test_a_hung_server_ends_calls_in_flight_on_idle_and_on_new_connections(
     time.sleep(1.2)  # idle's pooled connection is now pinged at checkout (ping_idle_after=1)
     busy.save_state("t", snapshot("busy 1"))
     busy.save_state("u", snapshot("other thread"))
+    engine = busy.engine if mode == "sync" else busy.inner.engine.sync_engine
+    invalidated: list[object] = []
+    sa.event.listen(engine.pool, "invalidate", lambda *args: invalidated.append(args))
     server.pause()
     try:
         # On a pooled connection just used: the statements themselves hang.
@@ -150,6 +153,7 @@ def test_a_hung_server_ends_calls_in_flight_on_idle_and_on_new_connections(
         # On a pooled connection idle for a while: its check at checkout hangs.
         pinged = call(lambda: idle.load_state("t"))
         in_flight.timed_out()
+        assert invalidated  # the connection cut short never goes back to the pool
         pinged.timed_out()
         # busy's connection was cut: this call needs a new one from a server that never answers.
         call(lambda: busy.load_state("u")).timed_out()
