@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
 import threading
@@ -36,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from agents_persistence.errors import CallTimeoutError, ConfigurationError
+from agents_persistence.errors import CallTimeoutError
 
+from ._call_budget import validate_call_timeout
 from ._sql_engine import WATCHDOG_GRACE, driver_code
 
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ __all__ = [
     "Budget",
     "Call",
     "bounded_timeouts",
-    "call_timeout_seconds",
     "expired",
     "ping_guard",
 ]
@@ -71,16 +70,6 @@ _TIMEOUT_MYSQL_CODES = frozenset({1205, 3024, 1969})
 _SQLITE_BUSY = 5
 
 _DEADLINE: ContextVar[float | None] = ContextVar("agents_persistence_sql_deadline", default=None)
-
-
-def call_timeout_seconds(value: object) -> float:
-    """``call_timeout`` checked: a positive, finite number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"call_timeout must be a number of seconds, not {value!r:.80}")
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigurationError(f"call_timeout must be positive and finite, not {value!r}")
-    return seconds
 
 
 def bounded_timeouts(
@@ -243,7 +232,7 @@ class Budget:
     __slots__ = ("asyncio_limit", "seconds", "watch_sockets")
 
     def __init__(self, seconds: float, engine: Engine | AsyncEngine, *, asynchronous: bool):
-        self.seconds = call_timeout_seconds(seconds)
+        self.seconds = validate_call_timeout(seconds)
         name = engine.dialect.name
         # Whether driver connections have a socket to watch; learned on the first connection.
         self.watch_sockets: bool | None = None if name != "sqlite" else False

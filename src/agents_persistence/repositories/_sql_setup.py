@@ -25,7 +25,8 @@ from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import checkpoint_table
 
 from . import _sql_ops as ops
-from ._sql_deadline import bounded_timeouts, call_timeout_seconds, ping_guard
+from ._call_budget import validate_call_timeout
+from ._sql_deadline import bounded_timeouts, ping_guard
 from ._sql_engine import (
     engine_options as build_engine_options,
 )
@@ -206,7 +207,7 @@ class SQLSetup:
         **options: Any,
     ) -> Self:
         """`from_url` of both twins; ``options`` are the constructor's, named by its caller."""
-        call_timeout = call_timeout_seconds(call_timeout)
+        call_timeout = validate_call_timeout(call_timeout)
         target, args = _engine_args(
             url,
             asynchronous=cls._asynchronous,
