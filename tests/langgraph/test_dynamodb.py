@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from langgraph.checkpoint.base import INTERRUPT  # type: ignore[attr-defined]
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
     generate_config,
@@ -389,3 +390,23 @@ def test_concurrent_writers_of_one_thread_all_succeed(
         listed = list(saver.list({"configurable": {"thread_id": thread_id}}))
     assert len(listed) == 20, "every namespace's checkpoints"
     assert kinds(dynamodb_options, thread_id)["T"] == 1
+
+
+def test_special_writes_to_one_index_keep_the_last(saver: DynamoDBCheckpointSaver) -> None:
+    thread_id = str(uuid.uuid4())
+    stored = _chain(saver, thread_id, 1)
+
+    saver.put_writes(stored[0], [(INTERRUPT, "first"), (INTERRUPT, "second")], "task-i")
+    saver.put_writes(stored[0], [("a", "kept"), ("a", "also")], "task-a")
+    saver.put_writes(stored[0], [("a", "ignored")], "task-a")
+
+    found = saver.get_tuple(stored[0])
+    assert found is not None
+    assert sorted(found.pending_writes) == sorted(
+        [
+            ("task", "a", "w0"),
+            ("task-i", INTERRUPT, "second"),
+            ("task-a", "a", "kept"),
+            ("task-a", "a", "also"),
+        ]
+    )

@@ -11,6 +11,8 @@ Values go through LangGraph's msgpack serializer without its pickle fallback (`d
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 # First, before any dependency: without the extra this raises MissingExtraError naming it.
 from agents_persistence.langgraph import _extra  # noqa: F401
 
@@ -23,6 +25,10 @@ from agents_persistence.langgraph._serde import (
     default_serde,
 )
 from agents_persistence.langgraph._sync import SQLCheckpointSaver
+
+if TYPE_CHECKING:
+    from agents_persistence.langgraph._dynamodb_async import AsyncDynamoDBCheckpointSaver
+    from agents_persistence.langgraph._dynamodb_sync import DynamoDBCheckpointSaver
 
 __all__ = [
     "DEFAULT_ALLOWLIST",

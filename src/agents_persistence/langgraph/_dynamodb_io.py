@@ -201,8 +201,10 @@ class LangGraphTable:
         return found
 
     def batch_write(self, puts: Sequence[LangGraphItem] = (), deletes: Iterable[Key] = ()) -> None:
-        """Write ``puts`` and delete ``deletes`` (unconditionally), 25 per request, in order."""
-        requests = [{"PutRequest": {"Item": item.serialize()}} for item in puts]
+        """Write ``puts``, then delete ``deletes`` (unconditionally), 25 per request, in order."""
+        # One request per key, the last given winning (a batch refuses duplicate keys).
+        unique = {(item.pk, item.sk): item for item in puts}
+        requests = [{"PutRequest": {"Item": item.serialize()}} for item in unique.values()]
         requests += [
             {"DeleteRequest": {"Key": self._key_map(key)}} for key in dict.fromkeys(deletes)
         ]

@@ -338,16 +338,17 @@ class Operations(Maintenance):
         gen = self.live_gen(thread_id, now)
         if gen is None:
             return
-        items = checkpoint_items(self.table, thread_id, namespace, gen)
         if namespace is not None:
-            yield from items
+            yield from checkpoint_items(self.table, thread_id, namespace, gen)
         else:
+            # Every namespace: sorted here, so only keys are read first (see `_assemble`).
+            items = checkpoint_items(self.table, thread_id, None, gen, attributes=self.KEYS)
             yield from sorted(items, key=lambda i: (i.checkpoint_id, i.ns), reverse=True)
 
     def _all_checkpoints(self, now: datetime, namespace: str | None) -> list[LangGraphItem]:
         """Every live checkpoint of the table (of one namespace): a Scan."""
         condition = LangGraphItem.sk.startswith(checkpoint_prefix(namespace))
-        items = list(self.table.scan(condition))
+        items = list(self.table.scan(condition, self.KEYS))
         headers = self.table.batch_get((item.pk, HEADER) for item in items)
         gens = {key[0]: header.gen for key, header in headers.items() if self.live(header, now)}
         live = [item for item in items if item.gen is not None and gens.get(item.pk) == item.gen]
@@ -356,7 +357,15 @@ class Operations(Maintenance):
     def _assemble(
         self, items: Sequence[LangGraphItem], wanted: Mapping[str, Any] | None = None
     ) -> list[CheckpointTuple]:
-        """Tuples of checkpoint ``items`` whose metadata matches ``wanted``, values and writes."""
+        """Tuples of checkpoint ``items`` whose metadata matches ``wanted``, values and writes.
+
+        Items read with `KEYS` only (no ``type``) are read again whole first.
+        """
+        partial = [(item.pk, item.sk) for item in items if item.type is None]
+        if partial:
+            whole = self.table.batch_get(partial)
+            items = [whole.get((item.pk, item.sk), item) for item in items]
+            items = [item for item in items if item.type is not None]
         bodies = []
         for item, payload in zip(items, self.table.payloads(items), strict=True):
             try:

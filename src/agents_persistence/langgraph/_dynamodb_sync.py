@@ -16,7 +16,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agents_persistence._core import _validate_ttl, utc_now
 from agents_persistence.errors import (
-    DEFAULT_CALL_TIMEOUT,
     ConfigurationError,
     InvalidArgumentError,
     SchemaNotReadyError,
@@ -26,8 +25,8 @@ from agents_persistence.langgraph._dynamodb_ops import Operations
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import no_pickle
 from agents_persistence.models.dynamodb import ConnectionSettings
-from agents_persistence.repositories._call_budget import deadline
-from agents_persistence.repositories._dynamodb_budget import derive_timeouts
+from agents_persistence.repositories._call_budget import deadline, validate_call_timeout
+from agents_persistence.repositories._dynamodb_budget import TIMEOUT_SHARES, derive_timeouts
 from agents_persistence.repositories._dynamodb_errors import driver_errors
 from agents_persistence.repositories._dynamodb_mapping import parse_url, validate_table_name
 
@@ -47,11 +46,17 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import Clock
 
-__all__ = ["DEFAULT_LANGGRAPH_TABLE", "DynamoDBCheckpointSaver"]
+__all__ = ["DEFAULT_LANGGRAPH_TABLE", "DEFAULT_SAVER_CALL_TIMEOUT", "DynamoDBCheckpointSaver"]
 
 DEFAULT_LANGGRAPH_TABLE = "agents-persistence-langgraph"
 """The table the DynamoDB savers use unless told otherwise."""
 
+DEFAULT_SAVER_CALL_TIMEOUT = 30.0
+"""Default ``call_timeout`` of the DynamoDB savers: a saver call is several requests (a ``put``
+writes its values, then its checkpoint, then applies retention)."""
+
+_CONNECT_TIMEOUT = 1.0
+_READ_TIMEOUT = 2.0
 _T = TypeVar("_T")
 _URL_OPTIONS = frozenset(
     {"region", "endpoint_url", "call_timeout", "connect_timeout", "read_timeout", "max_retries"}
@@ -89,10 +94,12 @@ class DynamoDBCheckpointSaver(BaseCheckpointSaver[str]):
         aws_secret_access_key: Secret of explicit credentials.
         aws_session_token: Token of temporary explicit credentials.
         call_timeout: Seconds one saver call may take in all, requests, retries and backoff
-            included (5 s by default); past it the call raises `CallTimeoutError`. A listing
+            included (30 s by default); past it the call raises `CallTimeoutError`. A listing
             gets it per checkpoint yielded.
-        connect_timeout: Seconds to wait for a connection (``None``: 20 % of call_timeout).
-        read_timeout: Seconds to wait for a response (``None``: 40 % of call_timeout).
+        connect_timeout: Seconds to wait for a connection (``None``: 1 s, at most 20 % of
+            call_timeout).
+        read_timeout: Seconds to wait for a response (``None``: 2 s, at most 40 % of
+            call_timeout).
         max_retries: Most retries of one request (throttling, 5xx, network errors).
         max_pool_connections: HTTP connections kept to the endpoint.
         serde: A LangGraph serializer; by default `default_serde` (msgpack with an allowlist).
@@ -119,7 +126,7 @@ class DynamoDBCheckpointSaver(BaseCheckpointSaver[str]):
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        call_timeout: float = DEFAULT_SAVER_CALL_TIMEOUT,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         max_retries: int = 3,
@@ -140,7 +147,12 @@ class DynamoDBCheckpointSaver(BaseCheckpointSaver[str]):
             )
         if keep_last is not None:
             _positive(keep_last, "keep_last", 1)
-        budget, connect, read = derive_timeouts(call_timeout, connect_timeout, read_timeout)
+        budget = validate_call_timeout(call_timeout)
+        if connect_timeout is None:
+            connect_timeout = min(_CONNECT_TIMEOUT, budget * TIMEOUT_SHARES["connect_timeout"])
+        if read_timeout is None:
+            read_timeout = min(_READ_TIMEOUT, budget * TIMEOUT_SHARES["read_timeout"])
+        budget, connect, read = derive_timeouts(budget, connect_timeout, read_timeout)
         settings = ConnectionSettings(
             table_name=validate_table_name(table_name),
             region=region,
