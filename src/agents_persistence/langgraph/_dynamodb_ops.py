@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
     from langgraph.checkpoint.serde.base import SerializerProtocol
+    from pynamodb.expressions.condition import Condition
 
     from agents_persistence._core import Clock
     from agents_persistence.langgraph._dynamodb_io import LangGraphTable
@@ -141,11 +142,13 @@ class Operations(Maintenance):
             if header is not None and not restart:
                 return None
             gen = uuid.uuid4().hex
-            condition = (
-                LangGraphItem.pk.does_not_exist()
-                if header is None or not header.gen
-                else LangGraphItem.gen == header.gen
-            )
+            condition: Condition
+            if header is None:
+                condition = LangGraphItem.pk.does_not_exist()
+            elif header.gen:
+                condition = LangGraphItem.gen == header.gen
+            else:
+                condition = LangGraphItem.gen.does_not_exist()
             if self.table.put(self._header_item(thread_id, gen, now), condition):
                 self.sweep(thread_id, gen)
                 return gen
