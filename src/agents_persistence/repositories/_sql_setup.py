@@ -31,6 +31,7 @@ from ._sql_engine import (
 from ._sql_engine import (
     lock_isolation_preset,
     ping_when_idle,
+    reset_when_needed,
     schema_not_ready,
     sqlite_tuning,
     to_async_url,
@@ -140,7 +141,11 @@ def _engine_creation(target: URL) -> Iterator[None]:
         raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
 
 
-def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
+def _tune(
+    engine: Engine, target: URL, ping_idle_after: float | None, options: dict[str, Any]
+) -> None:
+    if options.get("pool_reset_on_return", "rollback") is None:
+        reset_when_needed(engine)
     if target.get_backend_name() == "sqlite":
         # In-process: nothing goes stale between calls, there is nothing to ping.
         if target.database not in (None, "", ":memory:"):
@@ -220,7 +225,7 @@ class SQLSetup:
             else:
                 engine = create_engine(target, **args)
         sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        _tune(sync_engine, target, ping_idle_after)
+        _tune(sync_engine, target, ping_idle_after, args)
         try:
             checkpointer = cls(engine, **options)  # type: ignore[call-arg]
         except BaseException:
