@@ -178,8 +178,9 @@ def engine_options(
 
     Pool sizing for every database (stale connections are caught by `ping_when_idle`, not
     by ``pool_pre_ping``); the connect timeout each driver understands; SQLite's busy
-    timeout; READ COMMITTED on MySQL/MariaDB; no unconditional rollback on return to the pool
-    (`reset_when_needed` does it when needed). ``extra`` (the caller's ``engine_options``) wins.
+    timeout; READ COMMITTED on MySQL/MariaDB; on servers, no unconditional rollback on return
+    to the pool (`reset_when_needed` does it when needed). ``extra`` (the caller's
+    ``engine_options``) wins.
     """
     backend = url.get_backend_name()
     options: dict[str, Any] = {}
@@ -205,8 +206,10 @@ def engine_options(
             options["isolation_level"] = LOCK_ISOLATION
             if "charset" not in url.query:
                 connect_args["charset"] = "utf8mb4"
-    # Rolled back on return only when a transaction is still open (`reset_when_needed`).
-    options["pool_reset_on_return"] = None
+    if backend != "sqlite":
+        # Rolled back on return only when a transaction is still open (`reset_when_needed`);
+        # SQLite's in-process rollback costs less than the event that would skip it.
+        options["pool_reset_on_return"] = None
     extra = dict(extra or {})
     connect_args.update(extra.pop("connect_args", {}))
     options.update(extra)
