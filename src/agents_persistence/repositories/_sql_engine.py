@@ -178,9 +178,7 @@ def engine_options(
 
     Pool sizing for every database (stale connections are caught by `ping_when_idle`, not
     by ``pool_pre_ping``); the connect timeout each driver understands; SQLite's busy
-    timeout; READ COMMITTED on MySQL/MariaDB; on servers, no unconditional rollback on return
-    to the pool (`reset_when_needed` does it when needed). ``extra`` (the caller's
-    ``engine_options``) wins.
+    timeout; READ COMMITTED on MySQL/MariaDB. ``extra`` (the caller's ``engine_options``) wins.
     """
     backend = url.get_backend_name()
     options: dict[str, Any] = {}
@@ -206,10 +204,6 @@ def engine_options(
             options["isolation_level"] = LOCK_ISOLATION
             if "charset" not in url.query:
                 connect_args["charset"] = "utf8mb4"
-    if backend != "sqlite":
-        # Rolled back on return only when a transaction is still open (`reset_when_needed`);
-        # SQLite's in-process rollback costs less than the event that would skip it.
-        options["pool_reset_on_return"] = None
     extra = dict(extra or {})
     connect_args.update(extra.pop("connect_args", {}))
     options.update(extra)
@@ -290,7 +284,8 @@ def _driver_idle(dbapi_connection: Any) -> bool:
 def reset_when_needed(engine: Engine) -> None:
     """Roll back a connection on its return to the pool only when a transaction is open.
 
-    For engines created with ``pool_reset_on_return=None``. SQLAlchemy's default reset rolls
+    For engines created with ``pool_reset_on_return=None`` (without this event, nothing would
+    roll them back). SQLAlchemy's default reset rolls
     back every returned connection whose `Connection` did not just roll back itself: after each
     committed write that is one more round trip on MySQL/MariaDB (PyMySQL sends ``ROLLBACK``
     even with nothing to undo). This public ``reset`` pool event rolls back unless the driver
