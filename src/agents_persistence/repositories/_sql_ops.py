@@ -22,6 +22,7 @@ from agents_persistence._core import WriteRequest, as_utc
 from agents_persistence.errors import ConflictError
 from agents_persistence.telemetry import note_retry
 
+from ._sql_deadline import expired
 from ._sql_engine import driver_code
 from ._sql_statements import (
     PURGE_BATCH,
@@ -78,7 +79,7 @@ def write(
                 return _write_upsert_any(conn, stmts, one_statement, params, request, owned)
             return _write_locked(conn, stmts, params, request, owned)
         except DBAPIError as exc:
-            if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned):
+            if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned) or expired():
                 raise
             note_retry(
                 "sql", f"write contention (code {driver_code(exc)})", attempt, request.thread_id
