@@ -33,12 +33,12 @@ from ._sql_engine import (
 from ._sql_engine import (
     lock_isolation_preset,
     ping_when_idle,
-    reset_when_needed,
     schema_not_ready,
     sqlite_tuning,
     to_async_url,
     to_sync_url,
 )
+from ._sql_pool import reset_when_needed
 from ._sql_statements import Statements, statements
 
 if TYPE_CHECKING:
