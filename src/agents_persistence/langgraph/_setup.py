@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTEMPTS",
+    "STATEMENT_BOUND",
     "Binding",
     "Plan",
     "backoff",
@@ -61,6 +62,14 @@ Plan = Callable[[], "Generator[Step, Any, Any]"]
 
 ATTEMPTS = 20
 """Transactions an operation may start when deadlocks keep ending them."""
+
+STATEMENT_BOUND = 50.0
+"""Seconds the server lets one statement of a saver run or wait for a lock.
+
+The SQL store's engine options turn a call budget into these server-side bounds (PostgreSQL's
+``statement_timeout``, MySQL/MariaDB's ``innodb_lock_wait_timeout``, PyMySQL's socket
+timeouts); the savers have no call budget of their own, so they get MySQL's default lock wait.
+"""
 
 # PostgreSQL: serialization failure, deadlock. MySQL/MariaDB: deadlock, and MariaDB's "record
 # has changed since last read". Each rolls the whole transaction back: running it again is safe.
@@ -171,6 +180,7 @@ def make_engine(
         pool_timeout=pool_timeout,
         connect_timeout=connect_timeout,
         busy_timeout=busy_timeout,
+        call_timeout=STATEMENT_BOUND,
         extra=extra,
     )
     if ping_idle_after == 0:
