@@ -93,19 +93,19 @@ def run_langgraph(run: Run, thread: str) -> None:
         state = agent.get_state(_deep_agent.config_for(thread))
         seen = len(state.values.get("messages", []))
         waiting = list(state.interrupts)
+        acted = True
         if not seen:
-            phase = "interrupted"
             say(f"deep agent on thread {thread!r}: a new run")
             _deep_agent.start(agent, thread)
         elif waiting:
-            phase = "finished"
             say(f"deep agent on thread {thread!r}: resuming at the interrupt the last run left")
             say(f"  human  approves {_deep_agent.GATED_TOOL} (interrupt {waiting[0].id})")
             _deep_agent.resume(agent, thread)
         else:
-            phase = "already finished"
+            acted = False
             say(f"deep agent on thread {thread!r}: this run already finished")
         after = _deep_agent.transcript(agent, thread)
+    phase = "interrupted" if after["pending"] else "finished" if acted else "already finished"
     shown = after["messages"][seen:]
     report = {
         "thread_id": thread,
