@@ -25,6 +25,7 @@ from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import checkpoint_table
 
 from . import _sql_ops as ops
+from ._fair import NO_ADMISSION, Admission, FairGate, pool_capacity, sqlite_writer_gate
 from ._sql_engine import (
     engine_options as build_engine_options,
 )
@@ -149,6 +150,22 @@ def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
         ping_when_idle(engine, ping_idle_after)
 
 
+def _admission(target: URL, args: dict[str, Any]) -> Admission:
+    """First come, first served waiting for an engine ``from_url`` made (see `_fair`).
+
+    A gate sized to the pool (``pool_size + max_overflow``, waits bounded by ``pool_timeout``)
+    and, on an SQLite file, the process's single-writer gate of that file (waits bounded by the
+    busy timeout).
+    """
+    capacity = pool_capacity(args)
+    pool = None if capacity is None else FairGate(capacity, args.get("pool_timeout", 30.0))
+    writer = None
+    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
+        busy = args.get("connect_args", {}).get("timeout")
+        writer = sqlite_writer_gate(target.database, busy)
+    return Admission(pool, writer)
+
+
 _E = TypeVar("_E", Engine, AsyncEngine)
 
 
@@ -167,6 +184,7 @@ class SQLSetup:
     _asynchronous: ClassVar[bool]
     _table: Table
     _owns_engine: bool
+    _admission: Admission = NO_ADMISSION
 
     def _attach(
         self,
@@ -228,6 +246,7 @@ class SQLSetup:
             sync_engine.dispose(close=False)
             raise
         checkpointer._owns_engine = True
+        checkpointer._admission = _admission(target, args)
         if lock_isolation_preset(target, args):
             checkpointer._table.isolation_preset()
         return checkpointer

@@ -207,7 +207,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         with translate_errors(self._table.not_ready, thread_id, action=action):
             if not self._table.ready:
                 self._prepare()
-            with self._runner.connect() as conn:
+            with self._admission.admit(action), self._runner.connect() as conn:
                 return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
     def _prepare(self) -> None:
@@ -342,7 +342,7 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         with translate_errors(self._table.not_ready, thread_id, action=action):
             if not self._table.ready:
                 await self._prepare()
-            async with self._runner.connect() as conn:
+            async with self._admission.admit(action), self._runner.connect() as conn:
                 return await conn.run_sync(
                     op, self._table.statements, self.namespace, True, *args, **kwargs
                 )
