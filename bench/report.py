@@ -285,7 +285,11 @@ def _fairness_table(results: dict[str, Any]) -> list[str]:
             r["store"],
             r["mode"],
             f"{r['ops_s']:.0f}",
-            *(cell(r, f"{op}_{q}") for op in ("save", "load", "wait") for q in ("p50", "p99", "max")),
+            *(
+                cell(r, f"{op}_{q}")
+                for op in ("save", "load", "wait")
+                for q in ("p50", "p99", "max")
+            ),
             str(r.get("errors", 0)),
         ]
         for r in rows

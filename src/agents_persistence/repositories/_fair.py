@@ -123,7 +123,7 @@ class FairGate:
         self.what = what
         self.setting = setting
         self._budget = budget
-        self._budget_bound = budget is not None and (timeout is None or budget < timeout)
+        self._budget_bound = budget is not None and (timeout is None or budget <= timeout)
         self.timeout = budget if self._budget_bound else timeout
         self._free = capacity
         self._lock = threading.Lock()
@@ -133,8 +133,11 @@ class FairGate:
 
     # --- threads ------------------------------------------------------------------------------
 
-    def acquire(self) -> None:
+    def acquire(self, timeout: float | None = None) -> None:
         """Wait (blocking this thread) for a slot, after every caller that arrived earlier.
+
+        Args:
+            timeout: Seconds to wait at most, instead of the gate's ``timeout``.
 
         Raises:
             BackendUnavailableError: No slot came within ``timeout``.
@@ -147,10 +150,11 @@ class FairGate:
             waiter = self._enqueue(None)
         lock = waiter.lock
         assert lock is not None
+        limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        if lock.acquire(timeout=-1 if self.timeout is None else self.timeout):
+        if lock.acquire(timeout=-1 if limit is None else limit):
             return
-        self._give_up(waiter, started)
+        self._give_up(waiter, started, timeout)
 
     def __enter__(self) -> None:
         self.acquire()
@@ -165,8 +169,11 @@ class FairGate:
 
     # --- asyncio ------------------------------------------------------------------------------
 
-    async def acquire_async(self) -> None:
+    async def acquire_async(self, timeout: float | None = None) -> None:
         """`acquire` for an asyncio task: waits without blocking its event loop.
+
+        Args:
+            timeout: Seconds to wait at most, instead of the gate's ``timeout``.
 
         Raises:
             BackendUnavailableError: No slot came within ``timeout``.
@@ -181,10 +188,10 @@ class FairGate:
         assert future is not None
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 await future
         except TimeoutError:
-            self._give_up(waiter, started)
+            self._give_up(waiter, started, timeout)
         except asyncio.CancelledError:
             with self._lock:
                 if self._withdraw(waiter):
@@ -237,19 +244,20 @@ class FairGate:
             return False
         return True
 
-    def _give_up(self, waiter: _Waiter, started: float) -> None:
+    def _give_up(self, waiter: _Waiter, started: float, timeout: float | None) -> None:
         with self._lock:
             if not self._withdraw(waiter):
                 return  # the slot arrived as the wait ran out: take it
         waited = time.monotonic() - started
-        if self._budget_bound:
+        if timeout is None and self._budget_bound:
             raise CallTimeoutError(
                 f"the call's time budget ({self._budget:g} s, call_timeout) ran out after"
                 f" {waited:.2f} s waiting for {self.what} ({len(self._waiters)} callers"
                 " still queued)"
             )
+        bound = self.timeout if timeout is None else timeout
         raise BackendUnavailableError(
-            f"no turn for {self.what} within {self.setting}={self.timeout:g} s"
+            f"no turn for {self.what} within {self.setting}={bound} s"
             f" ({len(self._waiters)} callers still queued, {self.capacity} admitted at once)"
         )
 
