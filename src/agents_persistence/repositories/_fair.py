@@ -152,8 +152,15 @@ class FairGate:
         assert lock is not None
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        if lock.acquire(timeout=-1 if limit is None else limit):
-            return
+        try:
+            if lock.acquire(timeout=-1 if limit is None else limit):
+                return
+        except BaseException:  # KeyboardInterrupt and the like, in the middle of the wait
+            with self._lock:
+                if self._withdraw(waiter):
+                    raise
+            self.release()  # the slot came meanwhile: pass it on
+            raise
         self._give_up(waiter, started, timeout)
 
     def __enter__(self) -> None:

@@ -150,15 +150,17 @@ def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
         ping_when_idle(engine, ping_idle_after)
 
 
-def _admission(target: URL, args: dict[str, Any]) -> Admission:
+def _admission(target: URL, args: dict[str, Any], budget: float | None = None) -> Admission:
     """First come, first served waiting for an engine ``from_url`` made (see `_fair`).
 
-    A gate sized to the pool (``pool_size + max_overflow``, waits bounded by ``pool_timeout``)
-    and, on an SQLite file, the process's single-writer gate of that file (waits bounded by the
-    busy timeout).
+    A gate sized to the pool (``pool_size + max_overflow``, waits bounded by ``pool_timeout``,
+    or by ``budget``, the call's time budget, when that is shorter: `CallTimeoutError`) and, on
+    an SQLite file, the process's single-writer gate of that file (waits bounded by the busy
+    timeout).
     """
     capacity = pool_capacity(args)
-    pool = None if capacity is None else FairGate(capacity, args.get("pool_timeout", 30.0))
+    timeout = args.get("pool_timeout", 30.0)
+    pool = None if capacity is None else FairGate(capacity, timeout, budget=budget)
     writer = None
     if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
         busy = args.get("connect_args", {}).get("timeout")
