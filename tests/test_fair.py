@@ -292,3 +292,92 @@ def test_one_writer_gate_per_sqlite_file(tmp_path: Path) -> None:
 def test_a_gate_needs_room_for_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairGate(0, 1)
+
+
+# --- patience ---------------------------------------------------------------------------------
+
+
+def test_with_patience_a_running_caller_may_go_before_a_fresh_waiter() -> None:
+    gate = FairGate(1, 30, patience=30)
+    admitted: list[int] = []
+    gate.acquire()
+    threads = _queue_threads(gate, 1, admitted)
+    gate.release()
+    gate.acquire(timeout=5)  # the waiter is younger than its patience: the slot is free to take
+    gate.release()
+    for thread in threads:
+        thread.join(10)
+    assert admitted == [0]  # and it still got in, once nobody took the slot
+    assert gate.waiting == 0
+    assert gate._free == 1
+
+
+def test_past_its_patience_a_waiter_is_not_overtaken() -> None:
+    gate = FairGate(1, 30, patience=0.05)
+    entered, leave = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with gate:
+            entered.set()
+            leave.wait(10)
+
+    gate.acquire()
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    _until(lambda: gate.waiting == 1, "the waiter is queued")
+    time.sleep(0.1)  # longer than its patience
+    gate.release()
+    with pytest.raises(BackendUnavailableError):
+        gate.acquire(timeout=0.1)
+    assert entered.wait(10)
+    leave.set()
+    thread.join(10)
+
+
+@pytest.mark.parametrize("patience", [0.0, 0.001, 0.05])
+def test_many_threads_and_tasks_never_exceed_the_capacity(patience: float) -> None:
+    gate = FairGate(3, 30, patience=patience)
+    inside, peak, calls = [0], [0], [0]
+    lock = threading.Lock()
+
+    def enter() -> None:
+        with lock:
+            inside[0] += 1
+            calls[0] += 1
+            peak[0] = max(peak[0], inside[0])
+
+    def leave() -> None:
+        with lock:
+            inside[0] -= 1
+
+    def thread_worker() -> None:
+        for i in range(100):
+            with gate:
+                enter()
+                time.sleep(0.0005 * (i % 3))
+                leave()
+
+    def loop_worker() -> None:
+        async def one() -> None:
+            for i in range(100):
+                async with gate:
+                    enter()
+                    await asyncio.sleep(0.0005 * (i % 2))
+                    leave()
+
+        async def main() -> None:
+            await asyncio.gather(*(one() for _ in range(5)))
+
+        asyncio.run(main())
+
+    workers = [threading.Thread(target=thread_worker) for _ in range(10)]
+    workers += [threading.Thread(target=loop_worker) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert calls[0] == 10 * 100 + 2 * 5 * 100
+    assert peak[0] <= 3
+    assert gate.waiting == 0
+    assert gate._free == 3  # every slot came back
+    assert list(gate.served) == sorted(gate.served)  # waiters never overtook each other

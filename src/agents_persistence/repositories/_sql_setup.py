@@ -25,7 +25,14 @@ from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import checkpoint_table
 
 from . import _sql_ops as ops
-from ._fair import NO_ADMISSION, Admission, FairGate, pool_capacity, sqlite_writer_gate
+from ._fair import (
+    NO_ADMISSION,
+    PATIENCE,
+    Admission,
+    FairGate,
+    pool_capacity,
+    sqlite_writer_gate,
+)
 from ._sql_engine import (
     engine_options as build_engine_options,
 )
@@ -160,7 +167,9 @@ def _admission(target: URL, args: dict[str, Any], budget: float | None = None) -
     """
     capacity = pool_capacity(args)
     timeout = args.get("pool_timeout", 30.0)
-    pool = None if capacity is None else FairGate(capacity, timeout, budget=budget)
+    pool = None
+    if capacity is not None:
+        pool = FairGate(capacity, timeout, patience=PATIENCE, budget=budget)
     writer = None
     if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
         busy = args.get("connect_args", {}).get("timeout")
