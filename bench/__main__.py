@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import latency, profiling, report, scale, throughput, turns
+from bench import telemetry as tracing
 from bench.common import Settings
 
 if TYPE_CHECKING:
     from bench.stores import Target
 from bench.targets import FACTORIES
 
-SECTIONS = ("latency", "throughput", "scale", "turns", "profile")
+SECTIONS = ("latency", "throughput", "scale", "turns", "telemetry", "profile")
 PACKAGES = (
     "agents-persistence",
     "pydantic",
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             if key == "turns":
                 _section(results, "turns", "LangGraph", _turns, targets, settings, results)
                 continue
+            if key == "telemetry":
+                _section(results, key, "memory and SQLite", _tracing, settings, out_dir, command)
+                continue
             for name, target in targets.items():
                 if key == "latency":
                     _section(results, key, name, latency.run, target, settings)
@@ -215,6 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"wrote {out_dir / 'latest.md'} and {out_dir / 'latest.png'}")
     _say("\n".join(report.summary_lines(results)))
     return 0
+
+
+def _tracing(settings: Settings, out_dir: Path, command: str) -> list[dict[str, Any]]:
+    """Tracing on against off (``bench.telemetry``); also writes ``telemetry.md``."""
+    figures = tracing.run(settings.quick)
+    (out_dir / "telemetry.md").write_text(tracing.markdown(figures, command, settings.quick))
+    return [
+        {"store": store, "op": op, "mode": mode, "wall_p50_us": wall, "cpu_us": cpu}
+        for store, by_op in figures.items()
+        for op, by_mode in by_op.items()
+        for mode, (wall, cpu) in by_mode.items()
+    ]
 
 
 def _turns(targets: dict[str, Target], settings: Settings, results: dict[str, Any]) -> list:

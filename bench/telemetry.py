@@ -77,6 +77,7 @@ def _timed(fn: Callable[[int], Any], ops: int) -> tuple[float, float]:
 
 
 Figures = dict[str, dict[str, tuple[float, float]]]
+Results = dict[str, Figures]
 
 
 def measure(cp: Any, reps: int, ops: int) -> Figures:
@@ -118,7 +119,7 @@ def measure(cp: Any, reps: int, ops: int) -> Figures:
     }
 
 
-def _table(results: dict[str, Figures], which: int) -> list[str]:
+def _table(results: Results, which: int) -> list[str]:
     lines = [
         "| store | operation | off | api | sdk | batch | api overhead | sdk overhead"
         " | batch overhead |",
@@ -135,27 +136,32 @@ def _table(results: dict[str, Figures], which: int) -> list[str]:
     return lines
 
 
-def main() -> None:
-    """Measure on memory and SQLite, print and write the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs and operations")
-    args = parser.parse_args()
-    reps, ops = (3, 300) if args.quick else (7, 1000)
+def run(quick: bool) -> Results:
+    """Measure on memory and SQLite: {store: {op: {mode: (wall p50, CPU mean)}}}."""
+    reps, ops = (3, 300) if quick else (7, 1000)
     was_enabled = telemetry.is_enabled()
-    results: dict[str, Figures] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        with MemoryCheckpointer() as memory:
-            results["memory"] = measure(memory, reps, ops)
-        url = f"sqlite:///{tmp}/bench.sqlite3"
-        with SQLCheckpointer.from_url(url, auto_migrate=True) as sqlite:
-            results["sqlite"] = measure(sqlite, reps, ops)
-    if not was_enabled:
-        telemetry.disable()
+    results: Results = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with MemoryCheckpointer() as memory:
+                results["memory"] = measure(memory, reps, ops)
+            url = f"sqlite:///{tmp}/bench.sqlite3"
+            with SQLCheckpointer.from_url(url, auto_migrate=True) as sqlite:
+                results["sqlite"] = measure(sqlite, reps, ops)
+    finally:
+        if not was_enabled:
+            telemetry.disable()
+    return results
+
+
+def markdown(results: Results, command: str, quick: bool) -> str:
+    """The tables of ``telemetry.md``: CPU time per call, then wall-clock p50."""
+    reps, ops = (3, 300) if quick else (7, 1000)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         "# Telemetry overhead (10 KB state, µs per call, median of runs)",
         "",
-        f"`python -m bench.telemetry{' --quick' if args.quick else ''}`: {reps} runs of {ops}"
+        f"`{command}`: {reps} runs of {ops}"
         f" calls per mode and operation; {os.cpu_count()} cores, load average {load} at the"
         " end. off = disabled (the path taken without opentelemetry installed); api = enabled,"
         " no SDK (the no-op API); sdk = enabled, the SDK sampling every span into a simple"
@@ -171,7 +177,16 @@ def main() -> None:
         "",
         *_table(results, 0),
     ]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Measure on memory and SQLite, print and write the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and operations")
+    args = parser.parse_args()
+    command = f"python -m bench.telemetry{' --quick' if args.quick else ''}"
+    text = markdown(run(args.quick), command, args.quick)
     print(text)
     RESULTS.write_text(text)
 

@@ -11,6 +11,7 @@ on the same data. Nothing here ever touches the machine's shared services.
   own port and socket; root without a password by default, or with one.
 - `RedisServer`: ``redis-server`` with or without AOF (``appendfsync`` always, everysec or
   no), optionally with ``requirepass``.
+- `MotoServer`: ``moto_server``, DynamoDB's API in memory (a stalled endpoint when paused).
 - `Blackhole`: a TCP socket that accepts connections and never answers.
 
 Every server takes ``extra_args`` (appended to its command line), so auth, TLS or tuning
@@ -38,6 +39,7 @@ Binaries: ``/usr/lib/postgresql/<major>/bin`` (or ``PG_BIN``), ``mariadb-install
 
 from ._base import HOST, ServerError, ServerProcess, accepts, free_port
 from .blackhole import Blackhole
+from .moto import MotoServer
 from .redis import RedisServer
 from .sql import MariaDBServer, PostgresServer
 
@@ -46,6 +48,7 @@ __all__ = [
     "SERVERS",
     "Blackhole",
     "MariaDBServer",
+    "MotoServer",
     "PostgresServer",
     "RedisServer",
     "ServerError",

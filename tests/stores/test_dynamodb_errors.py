@@ -242,7 +242,8 @@ def test_secrets_stay_out_of_repr(kit: DynamoDBKit) -> None:
 def test_url_opens_the_store_with_its_settings(kit: DynamoDBKit) -> None:
     url = (
         f"dynamodb://{kit.table}?region={REGION}&endpoint={kit.endpoint}"
-        "&connect_timeout=2&read_timeout=3.5&retries=1&index_shards=2&namespace=from-url&ttl=90"
+        "&call_timeout=6&connect_timeout=2&read_timeout=3.5&retries=1&index_shards=2"
+        "&namespace=from-url&ttl=90"
     )
     with open_checkpointer(url, **CREDENTIALS) as cp:
         assert isinstance(cp, DynamoDBCheckpointer)
@@ -256,6 +257,7 @@ def test_url_opens_the_store_with_its_settings(kit: DynamoDBKit) -> None:
             3.5,
             1,
         )
+        assert settings.call_timeout == 6.0
         cp.save_state("t", AgentStateSnapshot(scratchpad={"url": True}))
     with open_checkpointer(url, namespace="from-url", **CREDENTIALS) as again:
         assert again.load_state("t") == AgentStateSnapshot(scratchpad={"url": True})

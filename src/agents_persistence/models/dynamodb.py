@@ -132,6 +132,7 @@ class ConnectionSettings:
         connect_timeout: Seconds to wait for a connection.
         read_timeout: Seconds to wait for a response.
         max_retries: Retries after the first attempt for throttling, 5xx and network errors.
+        call_timeout: Seconds one call of the store may take in all, retries included.
         max_pool_connections: HTTP connections kept to the endpoint.
         aws_access_key_id: Explicit credentials; ``None`` uses the standard credential chain.
         aws_secret_access_key: Explicit credentials (with the key id).
@@ -141,9 +142,10 @@ class ConnectionSettings:
     table_name: str
     region: str | None = None
     endpoint_url: str | None = None
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
+    connect_timeout: float = 1.0
+    read_timeout: float = 2.0
     max_retries: int = 3
+    call_timeout: float = 5.0
     max_pool_connections: int = 10
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)

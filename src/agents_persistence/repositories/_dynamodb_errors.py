@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
@@ -21,6 +23,7 @@ from agents_persistence.errors import (
     AccessDeniedError,
     AuthenticationError,
     BackendUnavailableError,
+    CallTimeoutError,
     CheckpointerError,
     ConfigurationError,
     CorruptStateError,
@@ -122,6 +125,8 @@ def _translate(
     cause = exc.cause if isinstance(exc, PynamoDBException) else exc
     code, message = _code_and_message(exc)
     server_error = code in _UNAVAILABLE_CODES or (code.isdigit() and code.startswith("5"))
+    if isinstance(cause, ReadTimeoutError | ConnectTimeoutError):
+        return CallTimeoutError(f"DynamoDB did not answer in time (call_timeout): {message}")
     if isinstance(cause, BotoConnectionError | HTTPClientError) or server_error:
         return BackendUnavailableError(
             f"DynamoDB unavailable ({code or type(cause).__name__}): {message}"
@@ -167,7 +172,8 @@ def driver_errors(
     Raises:
         AuthenticationError: The service did not accept the keys, token or signature.
         AccessDeniedError: The credentials lack the IAM permission for the action.
-        BackendUnavailableError: Refused connections, timeouts, throttling, server errors.
+        CallTimeoutError: No connection or no reply in time (a `BackendUnavailableError`).
+        BackendUnavailableError: Refused connections, throttling, server errors.
         SchemaNotReadyError: The table or its index is missing.
         CorruptStateError: A stored item does not have the model's attribute types.
         StateTooLargeError: The service refused the item for its size.

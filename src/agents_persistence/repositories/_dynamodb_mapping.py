@@ -371,6 +371,7 @@ _URL_OPTIONS: dict[str, tuple[str, type[int] | type[float] | type[str]]] = {
     "region": ("region", str),
     "endpoint": ("endpoint_url", str),
     "endpoint_url": ("endpoint_url", str),
+    "call_timeout": ("call_timeout", float),
     "connect_timeout": ("connect_timeout", float),
     "read_timeout": ("read_timeout", float),
     "retries": ("max_retries", int),
@@ -385,9 +386,9 @@ def parse_url(url: str) -> ParsedURL:
     """Parse ``dynamodb://TABLE?region=...&endpoint=...`` into a table name and keywords.
 
     Query keys: ``region``, ``endpoint`` (``http://host:port`` of moto or LocalStack),
-    ``connect_timeout`` and ``read_timeout`` (seconds), ``retries``, ``index_shards``,
-    ``namespace``, ``ttl`` (seconds). Credentials never go in URLs: they come from the standard
-    AWS chain or from explicit keyword arguments.
+    ``call_timeout``, ``connect_timeout`` and ``read_timeout`` (seconds), ``retries``,
+    ``index_shards``, ``namespace``, ``ttl`` (seconds). Credentials never go in URLs: they come
+    from the standard AWS chain or from explicit keyword arguments.
     """
     parts = urlsplit(url)
     if parts.scheme.lower() != "dynamodb":

@@ -1,11 +1,12 @@
 """The DynamoDB store's I/O: PynamoDB calls, retries of conditional writes, error translation.
 
 `DynamoDBTable` is synchronous because PynamoDB is; the sync checkpointer calls it directly and
-the async one from a bounded pool of worker threads. It owns one PynamoDB `TableConnection`
-(public API: the model classes' own cached connection is private to PynamoDB and cannot be
-closed), builds its requests from the PynamoDB model's attributes and index, and turns items
-back into models with ``from_raw_data``. Every driver error passes through
-`agents_persistence.repositories._dynamodb_errors.driver_errors`.
+the async one from a bounded pool of worker threads. Each primitive runs within the settings'
+``call_timeout`` (see `agents_persistence.repositories._dynamodb_budget`). It owns one
+PynamoDB `TableConnection` (public API: the model classes' own cached connection is private
+to PynamoDB and cannot be closed), builds its requests from the PynamoDB model's attributes
+and index, and turns items back into models with ``from_raw_data``. Every driver error passes
+through `agents_persistence.repositories._dynamodb_errors.driver_errors`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pynamodb.pagination import ResultIterator
 from agents_persistence._core import Record
 from agents_persistence.errors import CheckpointerError, ConflictError
 from agents_persistence.models.dynamodb import CheckpointItem, ConnectionSettings
+from agents_persistence.repositories._call_budget import deadline
+from agents_persistence.repositories._dynamodb_budget import BudgetHooks
 from agents_persistence.repositories._dynamodb_errors import (
     ItemTooLargeError,
     driver_errors,
@@ -53,6 +56,7 @@ from agents_persistence.telemetry import note_recovery, note_retry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
     from datetime import datetime
 
     from pynamodb.expressions.condition import Condition
@@ -163,12 +167,28 @@ class DynamoDBTable:
         )
         self._used = False
         self._hints = _Hints(_HINTS)
+        self._budget = BudgetHooks(
+            settings.connect_timeout + settings.read_timeout, 1 + settings.max_retries
+        )
 
     @property
     def connection(self) -> TableConnection:
-        """PynamoDB's connection to the table (its ``connection.client`` is botocore's)."""
+        """PynamoDB's connection to the table (its ``connection.client`` is botocore's).
+
+        The client it makes (on first use) keeps its requests within the call's budget.
+        """
         self._used = True
+        self._budget.install(self._connection.connection.client)
         return self._connection
+
+    def _bounded(self) -> AbstractContextManager[None]:
+        """The call's deadline, started once the client exists.
+
+        The first call makes botocore's client (loading its service model, resolving
+        credentials): a one-off cost kept out of the budget of the call that happens to pay it.
+        """
+        _ = self.connection
+        return deadline(self.settings.call_timeout)
 
     def _errors(self, thread_id: str = "", oversize: ItemTooLargeError | None = None) -> Any:
         return driver_errors(self.settings.table_name, thread_id=thread_id, oversize=oversize)
@@ -229,7 +249,7 @@ class DynamoDBTable:
         tid = request.thread_id
         room = check_item_size(self.model, self.namespace, self.shards, request)
         token = write_token()
-        with self._errors(tid, ItemTooLargeError(tid, request.size, room)):
+        with self._errors(tid, ItemTooLargeError(tid, request.size, room)), self._bounded():
             meta, fresh = self._hints.get(tid), False
             if meta is None and request.size > _GUESS_MAX_BYTES and _may_exist(request):
                 meta, fresh = self._meta(tid), True
@@ -266,7 +286,7 @@ class DynamoDBTable:
 
     def read(self, thread_id: str, now: datetime) -> Record | None:
         """The live item with its state (strongly consistent), or ``None``."""
-        with self._errors(thread_id):
+        with self._errors(thread_id), self._bounded():
             item = self._get(thread_id)
             if item is None:
                 self._hints.drop(thread_id)
@@ -281,7 +301,7 @@ class DynamoDBTable:
         """Delete the item if it is live at ``now``; False if absent or expired."""
         condition = self.model.pk.exists() & condition_live(self.model, now)
         self._hints.drop(thread_id)
-        with self._errors(thread_id):
+        with self._errors(thread_id), self._bounded():
             return self._delete(self._key(thread_id), condition)
 
     def _query(
@@ -314,7 +334,7 @@ class DynamoDBTable:
         shards' results are merged by sort key, which is the contract's order.
         """
         start = None if after is None else sort_key(*after)
-        with self._errors():
+        with self._errors(), self._bounded():
             streams = [
                 self._query(
                     key,
@@ -336,18 +356,26 @@ class DynamoDBTable:
         """Delete the namespace's items expired at ``now``, a page at a time; return how many.
 
         Each delete is conditional on the item still being expired, so a thread saved again
-        since the index was read survives.
+        since the index was read survives. Each request has a ``call_timeout`` of its own:
+        what was removed stays removed, so a long backlog is not cut short by one budget.
         """
         removed = 0
         expired = condition_expired(self.model, now)
+        each = self.settings.call_timeout
         with self._errors():
             for key in listing_keys(self.namespace, self.shards):
-                stream = self._query(
-                    key, after=None, where=expired, page_size=_PURGE_PAGE_SIZE, limit=None
+                stream = iter(
+                    self._query(
+                        key, after=None, where=expired, page_size=_PURGE_PAGE_SIZE, limit=None
+                    )
                 )
-                for listed in stream:
-                    if self._delete(listed.pk, expired):
-                        removed += 1
+                while True:
+                    with deadline(each):
+                        listed = next(stream, None)
+                    if listed is None:
+                        break
+                    with deadline(each):
+                        removed += self._delete(listed.pk, expired)
         return removed
 
     def _exists(self) -> bool:

@@ -2,7 +2,12 @@
 
 Also the retry policy of the clients `from_url` opens: redis-py's `Retry`, except that it never
 retries refused credentials (redis-py derives its ``AuthenticationError`` from its
-``ConnectionError``, which ``Retry`` retries with backoff like an outage).
+``ConnectionError``, which ``Retry`` retries with backoff like an outage), and that it starts a
+retry only while the call's time budget covers it (see `_call_budget`).
+
+A timeout past which a call gives up is `CallTimeoutError` (a `BackendUnavailableError` and a
+`TimeoutError`): a reply that did not come within ``socket_timeout``, a connection attempt past
+``socket_connect_timeout``, or the asyncio twin's bound on the whole call.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from agents_persistence.errors import (
     AccessDeniedError,
     AuthenticationError,
     BackendUnavailableError,
+    CallTimeoutError,
     CheckpointerError,
     DatabaseNotFoundError,
 )
+from agents_persistence.repositories._call_budget import fits
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -39,6 +46,7 @@ _REFUSED_CREDENTIALS = (
 # responder refusing the certificate.
 _DENIED = (redis_errors.NoPermissionError, redis_errors.AuthorizationError)
 _NOT_RETRIED = _REFUSED_CREDENTIALS + _DENIED
+_TIMEOUTS = (redis_errors.TimeoutError, TimeoutError)
 _UNAVAILABLE = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
@@ -83,6 +91,8 @@ def translated(exc: BaseException) -> CheckpointerError | None:
             f"unknown Redis database: {exc} (the server has as many as its `databases` setting"
             " says, 16 by default: 0 to 15)"
         )
+    if isinstance(exc, _TIMEOUTS):
+        return CallTimeoutError(f"Redis did not answer in time (call_timeout): {exc}")
     if isinstance(exc, _UNAVAILABLE):
         return BackendUnavailableError(f"Redis is unavailable: {exc}")
     if isinstance(exc, redis_errors.RedisError):
@@ -117,24 +127,42 @@ def translate_errors() -> AbstractContextManager[None]:
             a password missing on a server that requires one).
         AccessDeniedError: the user's ACL lacks a command or key the store needs.
         DatabaseNotFoundError: the URL's database number is beyond the server's databases.
-        BackendUnavailableError: the server refused the connection, did not answer in time,
-            is loading, or the cluster cannot serve the slot.
+        CallTimeoutError: the server did not answer in time (a `BackendUnavailableError`).
+        BackendUnavailableError: the server refused the connection, is loading, or the
+            cluster cannot serve the slot.
         CheckpointerError: any other Redis error (a script error, a foreign key type...).
     """
     return _TRANSLATE_ERRORS
 
 
+def _final(error: Exception, retry_seconds: float) -> bool:
+    """Whether ``error`` ends the call: refused credentials, or no room left for a retry."""
+    return isinstance(error, _NOT_RETRIED) or not fits(retry_seconds)
+
+
 class RetryOutages(redis.retry.Retry):
-    """redis-py's `Retry` that gives up at once on refused credentials or missing rights."""
+    """redis-py's `Retry`, within the call's budget, never retrying refused credentials.
+
+    Args:
+        backoff: The delay before each retry.
+        retries: The most retries of one command (or connection attempt).
+        retry_seconds: A retry's worst case (backoff, reconnection and reply): a retry starts
+            only while the current call's budget has that much left, so a command that timed
+            out on a hung server is not retried when a second wait would overrun the budget.
+    """
+
+    def __init__(self, backoff: Any, retries: int, *, retry_seconds: float = 0.0) -> None:
+        super().__init__(backoff, retries)
+        self.retry_seconds = retry_seconds
 
     def call_with_retry(
         self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> T:
-        """Call ``do``, retrying outages; an authentication or ACL error is raised at once."""
+        """Call ``do``, retrying outages while the budget allows; credentials errors at once."""
 
         def fail_then_stop(error: Exception, *more: Any) -> None:
             fail(error, *more)  # the caller's clean-up (disconnect) runs as for any failure
-            if isinstance(error, _NOT_RETRIED):
+            if _final(error, self.retry_seconds):
                 raise error
 
         return super().call_with_retry(do, fail_then_stop, *args, **kwargs)
@@ -143,14 +171,18 @@ class RetryOutages(redis.retry.Retry):
 class AsyncRetryOutages(redis.asyncio.retry.Retry):
     """The asyncio twin of `RetryOutages`."""
 
+    def __init__(self, backoff: Any, retries: int, *, retry_seconds: float = 0.0) -> None:
+        super().__init__(backoff, retries)
+        self.retry_seconds = retry_seconds
+
     async def call_with_retry(
         self, do: Callable[[], Awaitable[T]], fail: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> T:
-        """Await ``do``, retrying outages; an authentication or ACL error is raised at once."""
+        """Await ``do``, retrying outages while the budget allows; credentials errors at once."""
 
         async def fail_then_stop(error: Exception, *more: Any) -> None:
             await fail(error, *more)
-            if isinstance(error, _NOT_RETRIED):
+            if _final(error, self.retry_seconds):
                 raise error
 
         return await super().call_with_retry(do, fail_then_stop, *args, **kwargs)

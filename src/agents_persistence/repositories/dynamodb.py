@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from agents_persistence._core import DEFAULT_NAMESPACE, Clock
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer, _Common
 from agents_persistence.contract import StateT
-from agents_persistence.errors import ConfigurationError
+from agents_persistence.errors import DEFAULT_CALL_TIMEOUT, CallTimeoutError, ConfigurationError
 from agents_persistence.models.dynamodb import ConnectionSettings
+from agents_persistence.repositories._call_budget import deadline
+from agents_persistence.repositories._dynamodb_budget import derive_timeouts
 from agents_persistence.repositories._dynamodb_mapping import (
     parse_url,
     validate_index_shards,
@@ -53,12 +55,6 @@ DEFAULT_MAX_THREADS = 10
 _T = TypeVar("_T")
 
 
-def _seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
 def _count(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(f"{name} must be an int of at least {minimum}, got {value!r}")
@@ -81,8 +77,9 @@ class _DynamoDBSetup(_Common[StateT]):
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
         max_retries: int = 3,
         max_pool_connections: int = 10,
         index_shards: int = 1,
@@ -107,13 +104,15 @@ class _DynamoDBSetup(_Common[StateT]):
             raise ConfigurationError(
                 "give both aws_access_key_id and aws_secret_access_key, or neither"
             )
+        budget, connect, read = derive_timeouts(call_timeout, connect_timeout, read_timeout)
         settings = ConnectionSettings(
             table_name=validate_table_name(table_name),
             region=region,
             endpoint_url=endpoint_url,
-            connect_timeout=_seconds(connect_timeout, "connect_timeout"),
-            read_timeout=_seconds(read_timeout, "read_timeout"),
+            connect_timeout=connect,
+            read_timeout=read,
             max_retries=_count(max_retries, "max_retries", 0),
+            call_timeout=budget,
             max_pool_connections=_count(max_pool_connections, "max_pool_connections", 1),
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
@@ -157,9 +156,14 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         aws_access_key_id: Explicit credentials; ``None`` uses the standard credential chain.
         aws_secret_access_key: Secret of explicit credentials.
         aws_session_token: Token of temporary explicit credentials.
-        connect_timeout: Seconds to wait for a connection.
-        read_timeout: Seconds to wait for a response.
-        max_retries: Retries after the first attempt (throttling, 5xx, network errors).
+        call_timeout: Seconds one call may take in all, requests, retries and backoff
+            included (5 s by default); past it the call raises `CallTimeoutError`.
+            `purge_expired` gets it per request.
+        connect_timeout: Seconds to wait for a connection (``None``: 20 % of call_timeout).
+        read_timeout: Seconds to wait for a response (``None``: 40 % of call_timeout).
+            ``connect_timeout + read_timeout`` may not exceed ``call_timeout``.
+        max_retries: Most retries after the first attempt (throttling, 5xx, network errors);
+            each starts only if its backoff and one more attempt fit in ``call_timeout``.
         max_pool_connections: HTTP connections kept to the endpoint.
         index_shards: Spread each namespace over this many index partitions (1 to 64) for
             namespaces with very many writes per second; listings merge one Query per shard.
@@ -180,8 +184,9 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
         max_retries: int = 3,
         max_pool_connections: int = 10,
         index_shards: int = 1,
@@ -198,6 +203,7 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
             aws_session_token=aws_session_token,
+            call_timeout=call_timeout,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_retries=max_retries,
@@ -220,6 +226,7 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
+        call_timeout: float | None = None,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         max_retries: int | None = None,
@@ -233,9 +240,9 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
     ) -> Self:
         """Open a checkpointer from ``dynamodb://TABLE?region=...&endpoint=...``.
 
-        Query keys: ``region``, ``endpoint``, ``connect_timeout``, ``read_timeout``,
-        ``retries``, ``index_shards``, ``namespace``, ``ttl``. Each keyword takes the
-        constructor's meaning; one left at ``None`` takes the URL's value, else the
+        Query keys: ``region``, ``endpoint``, ``call_timeout``, ``connect_timeout``,
+        ``read_timeout``, ``retries``, ``index_shards``, ``namespace``, ``ttl``. Each keyword
+        takes the constructor's meaning; one left at ``None`` takes the URL's value, else the
         constructor's default. Credentials never go in URLs: pass them here or let the
         standard AWS chain find them.
         """
@@ -247,6 +254,7 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
                 "aws_access_key_id": aws_access_key_id,
                 "aws_secret_access_key": aws_secret_access_key,
                 "aws_session_token": aws_session_token,
+                "call_timeout": call_timeout,
                 "connect_timeout": connect_timeout,
                 "read_timeout": read_timeout,
                 "max_retries": max_retries,
@@ -319,7 +327,9 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
             ``max_threads`` (at least 10).
 
     A cancelled call stops waiting, but the request already sent by its worker thread runs to
-    completion: a cancelled save may still have been stored.
+    completion: a cancelled save may still have been stored. ``call_timeout`` counts from the
+    call, the wait for a free worker thread included, and is a hard bound on the await; the
+    worker's own requests keep within the same deadline.
     """
 
     def __init__(
@@ -331,8 +341,9 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
         max_retries: int = 3,
         max_pool_connections: int | None = None,
         index_shards: int = 1,
@@ -351,6 +362,7 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
             aws_session_token=aws_session_token,
+            call_timeout=call_timeout,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_retries=max_retries,
@@ -378,6 +390,7 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
+        call_timeout: float | None = None,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         max_retries: int | None = None,
@@ -399,6 +412,7 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
                 "aws_access_key_id": aws_access_key_id,
                 "aws_secret_access_key": aws_secret_access_key,
                 "aws_session_token": aws_session_token,
+                "call_timeout": call_timeout,
                 "connect_timeout": connect_timeout,
                 "read_timeout": read_timeout,
                 "max_retries": max_retries,
@@ -416,23 +430,39 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
     async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run one blocking PynamoDB call in the worker pool: the only bridge to threads."""
         loop = asyncio.get_running_loop()
-        # In the caller's context, as `asyncio.to_thread` does: the current span stays the parent.
+        # In the caller's context, as `asyncio.to_thread` does: the current span stays the parent
+        # and the call's deadline, set here, holds in the worker too.
         call = partial(contextvars.copy_context().run, function, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
 
+    async def _bounded(self, function: Callable[..., _T], *args: Any) -> _T:
+        """`_call` within ``call_timeout``, the wait for a worker included."""
+        budget = self._table.settings.call_timeout
+        scope = asyncio.timeout(budget)
+        with deadline(budget, hard=True):
+            try:
+                async with scope:
+                    return await self._call(function, *args)
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise
+                raise CallTimeoutError(
+                    f"DynamoDB did not answer within call_timeout={budget:g} s"
+                ) from exc
+
     async def _write(self, request: WriteRequest) -> Record:
-        return await self._call(self._table.write, request)
+        return await self._bounded(self._table.write, request)
 
     async def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return await self._call(self._table.read, thread_id, now)
+        return await self._bounded(self._table.read, thread_id, now)
 
     async def _remove(self, thread_id: str, now: datetime) -> bool:
-        return await self._call(self._table.remove, thread_id, now)
+        return await self._bounded(self._table.remove, thread_id, now)
 
     async def _page(
         self, count: int, after: tuple[datetime, str] | None, now: datetime
     ) -> list[Record]:
-        return await self._call(self._table.page, count, after, now)
+        return await self._bounded(self._table.page, count, after, now)
 
     async def _purge(self, now: datetime) -> int:
         return await self._call(self._table.purge, now)

@@ -16,6 +16,7 @@ from agents_persistence.repositories import _redis_extra  # noqa: F401
 
 # isort: split
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
@@ -33,6 +34,7 @@ from agents_persistence.models.redis import (
     checkpoint_model,
     validate_key_prefix,
 )
+from agents_persistence.repositories._call_budget import deadline, require, validate_call_timeout
 from agents_persistence.repositories._redis_client import open_async_client, open_client
 from agents_persistence.repositories._redis_mapping import RecordMapping
 from agents_persistence.repositories._redis_ops import Call, Plan, RedisOps, translate_errors
@@ -72,6 +74,10 @@ def _bind(namespace: str, key_prefix: str) -> RedisOps:
     return RedisOps(RecordMapping.of(CheckpointHash), layout)
 
 
+def _call_timeout(value: float | None) -> float | None:
+    return None if value is None else validate_call_timeout(value)
+
+
 class RedisCheckpointer(BaseCheckpointer[StateT]):
     """Redis `Checkpointer` on a `redis.Redis` or `redis.cluster.RedisCluster` client.
 
@@ -86,6 +92,11 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         max_state_bytes: Largest encoded state accepted (8 MiB by default).
         clock: Returns the current aware time (tests move it by hand).
         key_prefix: First part of every key, ``agents_persistence`` by default.
+        call_timeout: Seconds one call may take in all; ``None`` (the default here) leaves
+            the bound to your client's own timeouts and retries. With a number, a call that
+            needs another round trip past it raises `CallTimeoutError` (a blocking read
+            itself is bounded only by the client's ``socket_timeout``). `from_url` sets one
+            and derives the client's timeouts from it.
 
     Example:
         >>> import redis
@@ -104,6 +115,7 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        call_timeout: float | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -117,6 +129,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
         self._client: Any = cast("Any", client)
         self._owned_close: Callable[[], None] | None = None
+        self._call_timeout = _call_timeout(call_timeout)
+        self._reply_seconds = 0.0
 
     @classmethod
     def from_url(
@@ -129,10 +143,11 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        call_timeout: float | None = None,
         max_connections: int = 50,
-        pool_timeout: float = 5.0,
-        socket_timeout: float = 5.0,
-        socket_connect_timeout: float = 2.0,
+        pool_timeout: float | None = None,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
         retries: int = 3,
         client_options: Mapping[str, Any] | None = None,
     ) -> Self:
@@ -150,20 +165,32 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
             max_state_bytes: Largest encoded state accepted (8 MiB by default).
             clock: Returns the current aware time (tests move it by hand).
             key_prefix: First part of every key.
+            call_timeout: Seconds one call may take in all: pool wait, connecting, replies
+                and retries (``None``: the URL's ``call_timeout``, else
+                `agents_persistence.errors.DEFAULT_CALL_TIMEOUT`, 5 s). Past it the call
+                raises `CallTimeoutError`.
             max_connections: Pool size (per node on a cluster).
             pool_timeout: Seconds a call waits for a free pooled connection.
             socket_timeout: Seconds a command waits for its reply.
             socket_connect_timeout: Seconds a connection attempt waits.
-            retries: Reconnection attempts with exponential backoff (50 ms doubling up to
-                0.5 s) after a timeout or a dropped connection.
+            retries: Most reconnection attempts per command, with exponential backoff (50 ms
+                doubling up to 0.5 s), after a timeout or a dropped connection; each starts
+                only if its backoff, a reconnection and a reply still fit in ``call_timeout``.
             client_options: Other redis-py client keywords, such as ``ssl_ca_certs`` or
                 ``username`` and ``password``.
 
+        The three timeouts (keywords, else the URL's query options, else derived) add up to
+        at most ``call_timeout``; those not given share what the others leave, 40 % pool
+        wait, 20 % connect, 40 % reply (2 s, 1 s and 2 s of the default 5 s). See
+        ``docs/redis.md``, "Time budget".
+
         Raises:
-            ConfigurationError: the URL or an option is invalid.
+            ConfigurationError: the URL or an option is invalid, or the timeouts given exceed
+                ``call_timeout``.
         """
         options = _client_options(
             {
+                "call_timeout": call_timeout,
                 "max_connections": max_connections,
                 "pool_timeout": pool_timeout,
                 "socket_timeout": socket_timeout,
@@ -173,7 +200,7 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
             client_options,
         )
         with translate_errors():
-            client, close = open_client(url, options)
+            client, close, limits = open_client(url, options)
         try:
             checkpointer = cls(
                 client,
@@ -183,11 +210,13 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
                 max_state_bytes=max_state_bytes,
                 clock=clock,
                 key_prefix=key_prefix,
+                call_timeout=limits.call_timeout,
             )
         except BaseException:
             close()
             raise
         checkpointer._owned_close = close
+        checkpointer._reply_seconds = limits.socket_timeout
         return checkpointer
 
     @property
@@ -204,12 +233,18 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         except NoScriptError:
             return self._client.eval(script.source, len(call.keys), *call.keys, *call.args)
 
-    def _run(self, plan: Plan[T]) -> T:
-        with translate_errors():
+    def _run(self, plan: Plan[T], *, per_round_trip: bool = False) -> T:
+        """Drive ``plan`` within one ``call_timeout`` (or one per round trip, for purges)."""
+        budget, each = (None, self._call_timeout) if per_round_trip else (self._call_timeout, None)
+        with translate_errors(), deadline(budget):
             try:
                 call = next(plan)
                 while True:
-                    call = plan.send(self._execute(call))
+                    with deadline(each):
+                        reply = self._execute(call)
+                    call = plan.send(reply)
+                    # Another round trip starts only while a reply wait still fits.
+                    require(self._reply_seconds, "another round trip to Redis")
             except StopIteration as done:
                 return cast("T", done.value)
             finally:
@@ -228,7 +263,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         return self._run(self._ops.page(count, after, now))
 
     def _purge(self, now: datetime) -> int:
-        return self._run(self._ops.purge(now))
+        # Each batch removed stays removed: a long backlog gets a budget per batch.
+        return self._run(self._ops.purge(now), per_round_trip=True)
 
     def _close(self) -> None:
         if self._owned_close is not None:
@@ -240,6 +276,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
     """Redis `AsyncCheckpointer` on a `redis.asyncio.Redis` or asyncio `RedisCluster` client.
 
     The same arguments, storage and semantics as `RedisCheckpointer`; both can share data.
+    ``call_timeout`` is a hard bound here, with your own client too: the call is cancelled
+    when it runs out (redis-py then drops the connection it was using).
     """
 
     _otel_store = "redis"
@@ -254,6 +292,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        call_timeout: float | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -267,6 +306,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
         self._client: Any = cast("Any", client)
         self._owned_close: Callable[[], Awaitable[None]] | None = None
+        self._call_timeout = _call_timeout(call_timeout)
         self._discover: Callable[[], Awaitable[object]] | None = (
             self._client.initialize if isinstance(client, AsyncRedisCluster) else None
         )
@@ -282,16 +322,18 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        call_timeout: float | None = None,
         max_connections: int = 50,
-        pool_timeout: float = 5.0,
-        socket_timeout: float = 5.0,
-        socket_connect_timeout: float = 2.0,
+        pool_timeout: float | None = None,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
         retries: int = 3,
         client_options: Mapping[str, Any] | None = None,
     ) -> Self:
         """Open a checkpointer that owns its connection pool; see `RedisCheckpointer.from_url`."""
         options = _client_options(
             {
+                "call_timeout": call_timeout,
                 "max_connections": max_connections,
                 "pool_timeout": pool_timeout,
                 "socket_timeout": socket_timeout,
@@ -301,7 +343,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
             client_options,
         )
         with translate_errors():
-            client, close = open_async_client(url, options)
+            client, close, limits = open_async_client(url, options)
         # Nothing is connected before the first call, so a refused option leaks nothing here.
         checkpointer = cls(
             client,
@@ -311,6 +353,7 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
             max_state_bytes=max_state_bytes,
             clock=clock,
             key_prefix=key_prefix,
+            call_timeout=limits.call_timeout,
         )
         checkpointer._owned_close = close
         return checkpointer
@@ -329,22 +372,35 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         except NoScriptError:
             return await self._client.eval(script.source, len(call.keys), *call.keys, *call.args)
 
-    async def _run(self, plan: Plan[T]) -> T:
-        with translate_errors():
-            if self._discover is not None:
-                # redis-py's asyncio cluster sends commands issued while it (re)discovers the
-                # cluster to arbitrary nodes; a burst of MOVED replies then makes it close
-                # every connection, failing concurrent calls. Discovering first avoids that;
-                # it returns at once when the slot map is already known.
-                await self._discover()
-            try:
-                call = next(plan)
-                while True:
-                    call = plan.send(await self._execute(call))
-            except StopIteration as done:
-                return cast("T", done.value)
-            finally:
-                plan.close()
+    async def _run(self, plan: Plan[T], *, per_round_trip: bool = False) -> T:
+        """Drive ``plan`` within one ``call_timeout`` (or one per round trip, for purges).
+
+        The budget is a hard bound here: `asyncio.timeout` cancels the call when it runs out
+        (its `TimeoutError` becomes `CallTimeoutError`); the deadline keeps retries within it.
+        """
+        budget, each = (None, self._call_timeout) if per_round_trip else (self._call_timeout, None)
+        with translate_errors(), deadline(budget, hard=True):
+            async with asyncio.timeout(budget):
+                return await self._drive(plan, each)
+
+    async def _drive(self, plan: Plan[T], each: float | None) -> T:
+        if self._discover is not None:
+            # redis-py's asyncio cluster sends commands issued while it (re)discovers the
+            # cluster to arbitrary nodes; a burst of MOVED replies then makes it close
+            # every connection, failing concurrent calls. Discovering first avoids that;
+            # it returns at once when the slot map is already known.
+            await self._discover()
+        try:
+            call = next(plan)
+            while True:
+                with deadline(each, hard=True):
+                    async with asyncio.timeout(each):
+                        reply = await self._execute(call)
+                call = plan.send(reply)
+        except StopIteration as done:
+            return cast("T", done.value)
+        finally:
+            plan.close()
 
     async def _write(self, request: WriteRequest) -> Record:
         return await self._run(self._ops.write(request, os.urandom(16).hex(), self._core.now()))
@@ -361,7 +417,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         return await self._run(self._ops.page(count, after, now))
 
     async def _purge(self, now: datetime) -> int:
-        return await self._run(self._ops.purge(now))
+        # Each batch removed stays removed: a long backlog gets a budget per batch.
+        return await self._run(self._ops.purge(now), per_round_trip=True)
 
     async def _close(self) -> None:
         if self._owned_close is not None:
