@@ -31,6 +31,7 @@ DOCUMENTS = [
     "docs/dynamodb.md",
     "docs/sql.md",
     "docs/migrations.md",
+    "docs/langgraph.md",
 ]
 MOTO_PORT = 5005
 _BLOCK = re.compile(

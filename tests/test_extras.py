@@ -71,6 +71,8 @@ CASES = [
     ("pynamodb", "from agents_persistence import DynamoDBCheckpointer", "dynamodb"),
     ("pynamodb", "agents_persistence.AsyncDynamoDBCheckpointer", "dynamodb"),
     ("pynamodb", "import agents_persistence.repositories.dynamodb", "dynamodb"),
+    ("langgraph", "import agents_persistence.langgraph", "langgraph"),
+    ("sqlalchemy", "from agents_persistence.langgraph import SQLCheckpointSaver", "sqlite"),
     ("sqlalchemy", "agents_persistence.open_checkpointer('sqlite:///x.db')", "sqlite"),
     ("sqlalchemy", "agents_persistence.open_checkpointer('postgresql://db/app')", "postgres"),
     ("sqlalchemy", "agents_persistence.open_async_checkpointer('mariadb://db/app')", "mysql"),

@@ -18,6 +18,7 @@ STORE_PACKAGES: dict[str, tuple[str, ...]] = {
     "sqlite": ("sqlalchemy", "alembic"),
     "redis": ("redis", "redis_om"),
     "dynamodb": ("pynamodb",),
+    "langgraph": ("langgraph.checkpoint.base",),
 }
 """Packages a store module imports, by the extra that installs them."""
 

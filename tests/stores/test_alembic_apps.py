@@ -33,6 +33,7 @@ from agents_persistence.migrations import (
 )
 from agents_persistence.migrations._app import is_migration_step
 from agents_persistence.migrations._settings import packaged_scripts
+from agents_persistence.models.langgraph import langgraph_table_names
 from tests.stores.conftest import run_command
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "migrations.md"
 BIN = Path(sys.executable).parent
 TABLE = "agent_checkpoints"
+LG = langgraph_table_names(TABLE)
 NO_DIFFERENCE = "No new upgrade operations detected"
 
 APP_MODELS = """
@@ -88,6 +90,7 @@ ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+psycopg",
     "mysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
 }
 
 
@@ -223,7 +226,7 @@ def test_the_apps_own_alembic_brings_and_keeps_the_library_table(
 
     _run(app, "alembic", "upgrade", "heads")
 
-    assert _tables(db_url) == {"app_items", "alembic_version", TABLE, version_table(TABLE)}
+    assert _tables(db_url) == {"app_items", "alembic_version", TABLE, version_table(TABLE), *LG}
     assert _versions(db_url) == {"app0001", head_revision()}
     assert current(db_url) == head_revision(), "the library's own record agrees"
     assert _save_and_load(db_url, "t-1") == AgentStateSnapshot(scratchpad={"thread": "t-1"})
@@ -242,7 +245,7 @@ def test_the_apps_own_alembic_brings_and_keeps_the_library_table(
 
     _run(app, "alembic", "downgrade", "app@base")
 
-    assert _tables(db_url) == {"alembic_version", TABLE, version_table(TABLE)}
+    assert _tables(db_url) == {"alembic_version", TABLE, version_table(TABLE), *LG}
     assert _versions(db_url) == {head_revision()}
     assert _load(db_url, "t-1") == AgentStateSnapshot(scratchpad={"thread": "t-1"})
 
@@ -348,7 +351,11 @@ def test_table_and_schema_come_from_alembic_ini(
 
     _run(app, "alembic", "upgrade", "heads")
 
-    assert _tables(postgresql_url, schema) == {"support_cp", version_table("support_cp")}
+    assert _tables(postgresql_url, schema) == {
+        "support_cp",
+        version_table("support_cp"),
+        *langgraph_table_names("support_cp"),
+    }
     assert TABLE not in _tables(postgresql_url)
     assert current(postgresql_url, table_name="support_cp", schema=schema) == head_revision()
     assert _save_and_load(postgresql_url, "t", table_name="support_cp", schema=schema) is not None

@@ -46,6 +46,7 @@ from agents_persistence.migrations import (
 )
 from agents_persistence.migrations._lock import advisory_key, lock_name
 from agents_persistence.migrations._settings import MigrationTarget
+from agents_persistence.models.langgraph import langgraph_models, langgraph_table_names
 from agents_persistence.models.sql import checkpoint_table
 from tests.kits.base import closed_port
 from tests.stores.conftest import POSTGRES_SERVER, run_command
@@ -106,14 +107,14 @@ def test_upgrade_creates_the_table_the_model_declares(db_url: str) -> None:
     upgrade(db_url)
 
     assert current(db_url) == head_revision()
-    assert _tables(db_url) == {TABLE, version_table(TABLE)}
+    assert _tables(db_url) == {TABLE, version_table(TABLE), *langgraph_table_names(TABLE)}
     model = checkpoint_table()
     columns = _inspect(db_url, lambda insp: insp.get_columns(TABLE))
     assert [c["name"] for c in columns] == [c.name for c in model.columns]
     assert {c["name"]: c["nullable"] for c in columns} == {c.name: c.nullable for c in model.c}
     pk = _inspect(db_url, lambda insp: insp.get_pk_constraint(TABLE))
     assert pk["constrained_columns"] == ["namespace", "thread_id"]
-    if _dialect(db_url) != "mysql":  # MySQL names every primary key PRIMARY
+    if _dialect(db_url) not in ("mysql", "mariadb"):  # MySQL names every primary key PRIMARY
         assert pk["name"] == f"pk_{TABLE}"
     indexes = _inspect(db_url, lambda insp: insp.get_indexes(TABLE))
     expected = {
@@ -123,6 +124,10 @@ def test_upgrade_creates_the_table_the_model_declares(db_url: str) -> None:
     if _dialect(db_url) == "postgresql":  # a partial index on states with interrupts
         expected[f"ix_{TABLE}_interrupts"] = ["namespace", "updated_at"]
     assert {ix["name"]: ix["column_names"] for ix in indexes} == expected
+    for lg_model in langgraph_models():
+        lg_table = lg_model.__table__
+        lg_columns = _inspect(db_url, lambda insp, name=lg_table.name: insp.get_columns(name))
+        assert [c["name"] for c in lg_columns] == [c.name for c in lg_table.columns]
     check(db_url)
 
 
@@ -218,7 +223,13 @@ def test_comparison_is_restricted_to_the_checkpoint_table(db_url: str) -> None:
     upgrade(db_url)
 
     check(db_url)
-    assert _tables(db_url) == {"other_app_table", "alembic_version", TABLE, version_table(TABLE)}
+    assert _tables(db_url) == {
+        "other_app_table",
+        "alembic_version",
+        TABLE,
+        version_table(TABLE),
+        *langgraph_table_names(TABLE),
+    }
 
 
 def test_custom_table_names_have_their_own_history(db_url: str) -> None:
@@ -227,15 +238,17 @@ def test_custom_table_names_have_their_own_history(db_url: str) -> None:
     assert _tables(db_url) == {
         TABLE,
         version_table(TABLE),
+        *langgraph_table_names(TABLE),
         "custom_cp",
         "custom_cp_alembic_version",
+        *langgraph_table_names("custom_cp"),
     }
     check(db_url, table_name="custom_cp")
 
     downgrade(db_url, "base", table_name="custom_cp")
 
     assert current(db_url, table_name="custom_cp") is None
-    assert "custom_cp" not in _tables(db_url)
+    assert not _tables(db_url) & {"custom_cp", *langgraph_table_names("custom_cp")}
     assert current(db_url) == head_revision()
     check(db_url)
 
@@ -249,7 +262,11 @@ def test_schema_parameter(request: pytest.FixtureRequest, backend: str) -> None:
     try:
         upgrade(url, table_name="custom_cp", schema=schema)
 
-        assert _tables(url, schema) == {"custom_cp", "custom_cp_alembic_version"}
+        assert _tables(url, schema) == {
+            "custom_cp",
+            "custom_cp_alembic_version",
+            *langgraph_table_names("custom_cp"),
+        }
         assert _tables(url) == set()
         assert current(url, table_name="custom_cp", schema=schema) == head_revision()
         assert current(url, table_name="custom_cp") is None
@@ -340,6 +357,7 @@ ASYNC_URLS = {
     "sqlite": lambda url: url.replace("sqlite://", "sqlite+aiosqlite://"),
     "postgresql": lambda url: url,
     "mysql": lambda url: url.replace("+pymysql", "+aiomysql"),
+    "mariadb": lambda url: url.replace("+pymysql", "+aiomysql"),
 }
 
 
@@ -397,7 +415,11 @@ def test_alembic_command_line_table_and_schema_arguments(sqlite_url: str) -> Non
     up = _alembic("-x", f"url={sqlite_url}", "-x", "table=cli_cp", "upgrade", "head")
     assert up.returncode == 0, up.stderr
     assert current(sqlite_url, table_name="cli_cp") == head_revision()
-    assert _tables(sqlite_url) == {"cli_cp", "cli_cp_alembic_version"}
+    assert _tables(sqlite_url) == {
+        "cli_cp",
+        "cli_cp_alembic_version",
+        *langgraph_table_names("cli_cp"),
+    }
 
     bad = _alembic("-x", f"url={sqlite_url}", "-x", "table=cli cp; --", "upgrade", "head")
     assert bad.returncode != 0
@@ -594,6 +616,7 @@ def test_an_apps_autogenerate_ignores_our_tables(
         "alembic_version",
         table_name,
         version_table(table_name),
+        *langgraph_table_names(table_name),
     }
     assert _scalars(db_url, "SELECT version_num FROM alembic_version") == ["app0001"]
     assert current(db_url, table_name=table_name) == head_revision()
@@ -604,6 +627,9 @@ def test_include_name_hides_only_our_objects() -> None:
     parents: Any = {"table_name": TABLE, "schema_name": None}
     assert not include_name(TABLE, "table", {"schema_name": None})
     assert not include_name(version_table(TABLE), "table", {"schema_name": "any"})
+    for lg_table in langgraph_table_names(TABLE):
+        assert not include_name(lg_table, "table", {"schema_name": None})
+        assert not include_name("blob", "column", {"table_name": lg_table, "schema_name": None})
     assert not include_name(f"ix_{TABLE}_namespace_expires_at", "index", parents)
     assert not include_name("state", "column", parents)
     assert include_name("agent_checkpoints_archive", "table", {"schema_name": None})

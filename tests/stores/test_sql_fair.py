@@ -19,10 +19,13 @@ from agents_persistence import (
     AgentStateSnapshot,
     AsyncSQLCheckpointer,
     BackendUnavailableError,
+    CallTimeoutError,
     SQLCheckpointer,
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from agents_persistence.repositories._fair import FairGate
 
     from ..kits.sql import SQLKit
@@ -136,6 +139,51 @@ def test_a_wait_past_pool_timeout_raises_within_the_bound(sql_kit: SQLKit, names
         finally:
             gate.release()
         assert cp.load_state("t") is None  # and the next call goes through
+    finally:
+        cp.close()
+
+
+def test_a_wait_cut_by_the_call_budget_is_a_call_timeout(sql_kit: SQLKit, namespace: str) -> None:
+    # pool_timeout defaults to call_timeout: the budget is what ends the wait.
+    cp = SQLCheckpointer.from_url(
+        sql_kit.sync_url(), pool_size=1, max_overflow=0, call_timeout=0.5, namespace=namespace
+    )
+    gate = cp._admission.pool
+    assert gate is not None
+    try:
+        cp.load_state("warm")
+        gate.acquire()
+        try:
+            started = time.monotonic()
+            with pytest.raises(CallTimeoutError, match="call_timeout"):
+                cp.load_state("t")
+            assert time.monotonic() - started < 0.5 + MARGIN
+        finally:
+            gate.release()
+        assert cp.load_state("t") is None
+    finally:
+        cp.close()
+
+
+def test_a_sqlite_writer_waiting_past_busy_timeout_is_a_call_timeout(
+    tmp_path: Path, namespace: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    cp = SQLCheckpointer.from_url(url, auto_migrate=True, busy_timeout=0.3, namespace=namespace)
+    writer = cp._admission.writer
+    assert writer is not None
+    try:
+        cp.save_state("t", AgentStateSnapshot())
+        writer.acquire()  # another writer of this process holds the file's write turn
+        try:
+            started = time.monotonic()
+            with pytest.raises(CallTimeoutError, match="busy_timeout"):
+                cp.save_state("t", AgentStateSnapshot())
+            assert time.monotonic() - started < 0.3 + MARGIN
+            assert cp.load_state("t") is not None  # readers do not wait for writers
+        finally:
+            writer.release()
+        assert cp.save_state("t", AgentStateSnapshot()).version == 2
     finally:
         cp.close()
 

@@ -34,6 +34,7 @@ from agents_persistence.migrations import (
     upgrade,
     version_table,
 )
+from agents_persistence.models.langgraph import langgraph_table_names
 from agents_persistence.models.sql import checkpoint_table
 from agents_persistence.repositories._sql_engine import to_async_url, to_sync_url
 from agents_persistence.repositories._sql_statements import PURGE_BATCH
@@ -67,8 +68,8 @@ def scratch_table(sql_kit: SQLKit) -> Iterator[str]:
     name = "cp_" + uuid.uuid4().hex[:12]
     yield name
     with sql_kit.engine.begin() as conn:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {version_table(name)}"))
+        for table in (*langgraph_table_names(name), name, version_table(name)):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
 
 
 # --- schema readiness ------------------------------------------------------------------------

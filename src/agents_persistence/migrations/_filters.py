@@ -1,8 +1,8 @@
 """Alembic ``include_name`` hooks: what autogenerate looks at, ours and an app's.
 
-Our environment compares only the checkpoint table (the database may hold anything else), and
-an app's environment passes `include_name` so that its autogenerate never proposes to drop our
-table, its indexes or our version table.
+Our environment compares only the checkpoint table and its LangGraph tables (the database may
+hold anything else), and an app's environment passes `include_name` so that its autogenerate
+never proposes to drop our tables, their indexes or our version table.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from agents_persistence.migrations._settings import MigrationTarget, version_table
+from agents_persistence.models.langgraph import langgraph_table_names
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME, DIALECTS_INFO_KEY
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> Inc
 
     Use it in an app's own ``env.py`` when the checkpoint tables have custom names (the
     default `include_name` covers ``agent_checkpoints``). Tables are matched by name in every
-    schema; their indexes, constraints and columns go with them, and so do their version tables.
+    schema; their indexes, constraints and columns go with them, and so do their version tables
+    and the LangGraph tables named after them (``<table>_lg_checkpoints``, ``_lg_blobs``,
+    ``_lg_writes``, ``_lg_threads``).
 
     Args:
         table_names: The checkpoint table names the app uses.
@@ -45,7 +48,11 @@ def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> Inc
     Raises:
         ConfigurationError: A name is not a valid table name.
     """
-    hidden = frozenset(name for table in table_names for name in (table, version_table(table)))
+    hidden = frozenset(
+        name
+        for table in table_names
+        for name in (table, version_table(table), *langgraph_table_names(table))
+    )
 
     def include_name(
         name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
@@ -64,7 +71,8 @@ table. Combine with the app's own filter by calling both."""
 
 
 def own_include_name(target: MigrationTarget) -> IncludeName:
-    """The hook of our own environment: only ``target``'s table (never its version table)."""
+    """The hook of our own environment: ``target``'s tables (never its version table)."""
+    own = frozenset((target.table_name, *langgraph_table_names(target.table_name)))
 
     def include(
         name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
@@ -72,8 +80,8 @@ def own_include_name(target: MigrationTarget) -> IncludeName:
         if type_ == "schema":
             return name == target.schema
         if type_ == "table":
-            return name == target.table_name and parent_names.get("schema_name") == target.schema
-        return parent_names.get("table_name") == target.table_name
+            return name in own and parent_names.get("schema_name") == target.schema
+        return parent_names.get("table_name") in own
 
     return include
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from agents_persistence.migrations._filters import own_include_name, own_include_object
 from agents_persistence.migrations._lock import session_lock, transaction_lock
 from agents_persistence.migrations._settings import TARGET_OPTION, resolve_target, resolve_url
+from agents_persistence.models.langgraph import langgraph_models
 from agents_persistence.models.sql import checkpoint_table
 
 if TYPE_CHECKING:
@@ -42,10 +43,13 @@ def _configure(**options: Any) -> None:
     # Revisions read the target from the context options (see migration_target()).
     options[TARGET_OPTION] = target
     context.configure(
-        target_metadata=checkpoint_table(target.table_name, target.schema).metadata,
+        target_metadata=[
+            checkpoint_table(target.table_name, target.schema).metadata,
+            langgraph_models(target.table_name, target.schema).metadata,
+        ],
         version_table=target.version_table,
         version_table_schema=target.schema,
-        # Compare only our table: the database usually holds the app's tables too.
+        # Compare only our tables: the database usually holds the app's tables too.
         include_schemas=target.schema is not None,
         include_name=own_include_name(target),
         include_object=own_include_object(_dialect_name(options)),

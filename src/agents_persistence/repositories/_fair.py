@@ -13,8 +13,7 @@ the time one call holds its slot, and it is bounded: past ``timeout`` the waitin
 and leaves the queue.
 
 One gate serves threads (`acquire`) and asyncio tasks on any event loop (`acquire_async`)
-alike; a slot freed by one kind of caller goes to the next in line, whichever kind it is.
-An uncontended pass costs one lock round trip; only a caller that must wait allocates anything.
+alike. An uncontended pass costs one lock round trip; only a caller that waits allocates.
 """
 
 from __future__ import annotations
@@ -44,12 +43,9 @@ __all__ = [
 PATIENCE = 0.1
 """Seconds the longest waiting caller lets running callers go first (see `FairGate`).
 
-Handing every freed connection to a waiting thread costs a wake-up each time, during which
-the connection sits idle; on a busy machine enough of them idle at once that SQLAlchemy's
-pool closes its overflow connections and opens new ones (measured with 50 threads on the
-default pool: several times more connects, half the throughput on MariaDB). A tenth of a
-second of patience keeps connections with running callers and the pool's throughput, and
-still bounds the worst wait far below the pool timeout.
+Handing each freed connection to a sleeping thread leaves it idle until that thread wakes; on
+a busy machine enough idle at once that the pool closes overflow connections and reopens them
+(50 threads, default pool: five times the connects, half the throughput on MariaDB).
 """
 
 WRITE_ACTIONS = frozenset({"save", "delete", "purge"})
@@ -119,6 +115,8 @@ class FairGate:
             about ``patience`` plus the queue's share of the pool.
         what: What is waited for, for the error message ("a database connection").
         setting: The setting that bounds the wait, for the error message ("pool_timeout").
+        error: The error a wait past ``timeout`` raises (`BackendUnavailableError` or a
+            subclass).
         budget: The call's time budget in seconds, when shorter waits are its doing: a wait
             cut short by it raises `CallTimeoutError`.
 
@@ -136,6 +134,7 @@ class FairGate:
         "_tickets",
         "_waiters",
         "capacity",
+        "error",
         "patience",
         "served",
         "setting",
@@ -151,6 +150,7 @@ class FairGate:
         patience: float = 0.0,
         what: str = "a database connection",
         setting: str = "pool_timeout",
+        error: type[BackendUnavailableError] = BackendUnavailableError,
         budget: float | None = None,
     ) -> None:
         if capacity < 1:
@@ -159,6 +159,7 @@ class FairGate:
         self.patience = patience
         self.what = what
         self.setting = setting
+        self.error = error
         self._budget = budget
         self._budget_bound = budget is not None and (timeout is None or budget <= timeout)
         self.timeout = budget if self._budget_bound else timeout
@@ -365,7 +366,7 @@ class FairGate:
                 " still queued)"
             )
         bound = self.timeout if timeout is None else timeout
-        raise BackendUnavailableError(
+        raise self.error(
             f"no turn for {self.what} within {self.setting}={bound} s"
             f" ({len(self._waiters)} callers still queued, {self.capacity} admitted at once)"
         )
@@ -490,7 +491,12 @@ def sqlite_writer_gate(path: str, timeout: float | None) -> FairGate:
         gate = _WRITERS.get(key)
         if gate is None:
             gate = FairGate(
-                1, timeout, patience=PATIENCE, what="SQLite's write lock", setting="busy_timeout"
+                1,
+                timeout,
+                patience=PATIENCE,
+                what="SQLite's write lock",
+                setting="busy_timeout",
+                error=CallTimeoutError,  # as SQLite's own "database is locked" past busy_timeout
             )
             _WRITERS[key] = gate
         return gate

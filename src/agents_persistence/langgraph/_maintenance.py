@@ -1,0 +1,212 @@
+"""Deleting, pruning and copying LangGraph checkpoints: the plans that remove or copy rows.
+
+Plans as in `_plans`: generators yielding statements, run by either twin in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, exists, select, tuple_
+
+from agents_persistence._core import as_utc, validate_thread_id
+from agents_persistence.errors import InvalidArgumentError
+from agents_persistence.langgraph import _statements as sql
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Mapping, Sequence
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import ColumnElement, Executable, Insert, Table
+
+    from agents_persistence._core import Clock
+    from agents_persistence.models.langgraph import LangGraphModels
+
+__all__ = ["PURGE_BATCH", "Maintenance"]
+
+_CHUNK = 500  # keys per ``IN`` list when deleting by key
+PURGE_BATCH = _CHUNK
+"""Expired threads one ``purge_expired`` transaction deletes."""
+_Step = tuple["Executable", Any]
+
+
+class Maintenance:
+    """Plans that delete, prune and copy (mixed into `Plans`, which sets the tables)."""
+
+    models: LangGraphModels
+    cp: Table
+    blobs: Table
+    writes: Table
+    threads: Table
+    ttl: timedelta | None
+    clock: Clock
+    _upsert_thread: Insert
+
+    # --- expiry --------------------------------------------------------------------------
+
+    def live(self, now: datetime) -> ColumnElement[bool]:
+        """Checkpoint rows of threads that have not expired at ``now``."""
+        t = self.threads.c
+        expired = exists().where(t.thread_id == self.cp.c.thread_id, t.expires_at <= now)
+        return ~expired
+
+    def drop_if_expired(self, thread_id: str, now: datetime) -> Generator[_Step, Any, bool]:
+        """Delete thread ``thread_id`` if it has expired at ``now``; whether it had."""
+        rows = yield (
+            select(self.threads.c.expires_at).where(self.threads.c.thread_id == thread_id),
+            None,
+        )
+        if not rows or as_utc(rows[0].expires_at) > now:
+            return False
+        yield from self.delete_threads([thread_id])
+        return True
+
+    def refresh(self, thread_id: str, now: datetime) -> Generator[_Step, Any, None]:
+        """Move the thread's expiry to ``now`` plus the TTL (if the saver has one)."""
+        if self.ttl is not None:
+            yield self._upsert_thread, {"thread_id": thread_id, "expires_at": now + self.ttl}
+
+    def purge_expired(self, now: datetime) -> Generator[_Step, Any, int]:
+        """Delete up to one batch of threads expired at ``now``; how many were deleted."""
+        rows = yield (
+            select(self.threads.c.thread_id)
+            .where(self.threads.c.expires_at <= now)
+            .order_by(self.threads.c.expires_at)
+            .limit(_CHUNK),
+            None,
+        )
+        yield from self.delete_threads(row.thread_id for row in rows)
+        return len(rows)
+
+    # --- deleting and copying ------------------------------------------------------------
+
+    def delete_threads(self, thread_ids: Iterable[str]) -> Generator[_Step, Any, None]:
+        """Delete every checkpoint, blob and write of ``thread_ids``, and their expiry."""
+        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            for table in (self.writes, self.blobs, self.cp, self.threads):
+                yield delete(table).where(table.c.thread_id.in_(chunk)), None
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> Generator[_Step, Any, None]:
+        """Delete the checkpoints ``run_ids`` made, their writes, and blobs no longer used."""
+        runs = sorted(set(run_ids))
+        if not runs:
+            return
+        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for start in range(0, len(runs), _CHUNK):
+            rows = yield (
+                select(self.cp.c.thread_id, self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id).where(
+                    self.cp.c.run_id.in_(runs[start : start + _CHUNK])
+                ),
+                None,
+            )
+            for row in rows:
+                doomed[(row.thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
+        yield from self._delete_checkpoints(doomed)
+
+    def keep_latest(self, thread_ids: Sequence[str], keep: int) -> Generator[_Step, Any, None]:
+        """Keep the newest ``keep`` checkpoints per thread and namespace, delete the others."""
+        ids = sorted({validate_thread_id(thread_id) for thread_id in thread_ids})
+        doomed: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for thread_id in ids:
+            rows = yield (
+                select(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id)
+                .where(self.cp.c.thread_id == thread_id)
+                .order_by(self.cp.c.checkpoint_ns, self.cp.c.checkpoint_id.desc()),
+                None,
+            )
+            seen: dict[str, int] = defaultdict(int)
+            for row in rows:
+                seen[row.checkpoint_ns] += 1
+                if seen[row.checkpoint_ns] > keep:
+                    doomed[(thread_id, row.checkpoint_ns)].append(row.checkpoint_id)
+        yield from self._delete_checkpoints(doomed)
+
+    def retain(self, thread_id: str, namespace: str, keep: int) -> Generator[_Step, Any, None]:
+        """Retention after a put: delete what lies beyond the newest ``keep`` of one namespace.
+
+        One indexed query when nothing is beyond (the primary key orders the namespace's ids).
+        """
+        c = self.cp.c
+        rows = yield (
+            select(c.checkpoint_id)
+            .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
+            .order_by(c.checkpoint_id.desc())
+            .offset(keep)
+            .limit(_CHUNK),
+            None,
+        )
+        if rows:
+            doomed = {(thread_id, namespace): [row.checkpoint_id for row in rows]}
+            yield from self._delete_checkpoints(doomed)
+
+    def _delete_checkpoints(
+        self, doomed: Mapping[tuple[str, str], Sequence[str]]
+    ) -> Generator[_Step, Any, None]:
+        for (thread_id, namespace), checkpoint_ids in doomed.items():
+            for start in range(0, len(checkpoint_ids), _CHUNK):
+                chunk = {(thread_id, namespace): checkpoint_ids[start : start + _CHUNK]}
+                for table in (self.writes, self.cp):
+                    yield delete(table).where(sql.keys_in(table, chunk, "checkpoint_id")), None
+            yield from self._collect_blobs(thread_id, namespace)
+
+    def _collect_blobs(self, thread_id: str, namespace: str) -> Generator[_Step, Any, None]:
+        """Delete the blobs of one thread and namespace that no checkpoint refers to any more."""
+        rows = yield (
+            select(self.cp.c.checkpoint).where(
+                self.cp.c.thread_id == thread_id, self.cp.c.checkpoint_ns == namespace
+            ),
+            None,
+        )
+        used = {
+            (channel, str(version))
+            for row in rows
+            for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
+        }
+        stored = yield (
+            select(self.blobs.c.channel, self.blobs.c.version).where(
+                self.blobs.c.thread_id == thread_id, self.blobs.c.checkpoint_ns == namespace
+            ),
+            None,
+        )
+        unused = sorted({(row.channel, row.version) for row in stored} - used)
+        for start in range(0, len(unused), _CHUNK):
+            yield (
+                delete(self.blobs).where(
+                    self.blobs.c.thread_id == thread_id,
+                    self.blobs.c.checkpoint_ns == namespace,
+                    tuple_(self.blobs.c.channel, self.blobs.c.version).in_(
+                        unused[start : start + _CHUNK]
+                    ),
+                ),
+                None,
+            )
+
+    def copy_thread(self, source: str, target: str) -> Generator[_Step, Any, None]:
+        """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
+
+        An expired source copies nothing; the target's expiry starts afresh with the TTL.
+
+        Raises:
+            InvalidArgumentError: ``target`` already has checkpoints (nothing is copied).
+        """
+        source, target = validate_thread_id(source), validate_thread_id(target)
+        if source == target:
+            raise InvalidArgumentError("copy_thread needs two different threads")
+        now = self.clock()
+        if (yield from self.drop_if_expired(source, now)):
+            return
+        yield from self.drop_if_expired(target, now)
+        existing = yield (
+            select(self.cp.c.checkpoint_id).where(self.cp.c.thread_id == target).limit(1),
+            None,
+        )
+        if existing:
+            raise InvalidArgumentError(
+                f"thread {target!r} already has checkpoints: delete it first or copy elsewhere"
+            )
+        for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
+            yield sql.copy_rows(model, source, target), None
+        yield from self.refresh(target, now)

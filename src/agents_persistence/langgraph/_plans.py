@@ -1,0 +1,426 @@
+"""What each saver operation does, as plans both twins run: the savers' logic without I/O.
+
+A plan is a generator that yields ``(statement, parameters)`` and is sent back the result (the
+rows of a query, the row count of anything else); its return value is the operation's. The
+sync saver runs plans on a `Connection`, the async one on an `AsyncConnection`, each plan in
+one transaction, so both twins share every line of logic here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import timedelta  # noqa: TC003 - an attribute's annotation
+from typing import TYPE_CHECKING, Any
+
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+)
+from sqlalchemy import and_, or_, select, tuple_
+
+from agents_persistence._core import Clock, utc_now, validate_thread_id
+from agents_persistence.errors import CorruptStateError, InvalidArgumentError
+from agents_persistence.langgraph import _statements as sql
+from agents_persistence.langgraph._maintenance import Maintenance
+from agents_persistence.models.langgraph import (
+    CHANNEL_LENGTH,
+    CHECKPOINT_NS_LENGTH,
+    ID_LENGTH,
+    RUN_ID_LENGTH,
+    LangGraphModels,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Mapping, Sequence
+
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+    from sqlalchemy import Executable
+
+__all__ = ["PAGE_SIZE", "Plans", "Step", "next_version"]
+
+Step = tuple["Executable", Any]
+"""A statement and its parameters (a dict, a list of dicts for many rows, or ``None``)."""
+
+PAGE_SIZE = 100
+"""Checkpoints a listing reads per query."""
+
+_EMPTY = "empty"  # blob type of a channel that has a version but no value
+
+
+def next_version(current: str | int | float | None) -> str:
+    """The version after ``current``: a zero-padded counter and a random tie-breaker.
+
+    Strings compare in the same order as the counters, and two writers forking the same
+    version get different versions.
+    """
+    if current is None:
+        counter = 0
+    elif isinstance(current, str):
+        counter = int(current.split(".")[0])
+    else:
+        counter = int(current)
+    return f"{counter + 1:032}.{random.random():016}"
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"the {what} must be JSON: {exc}") from exc
+
+
+def _length(value: str, limit: int, what: str) -> str:
+    if len(value) > limit:
+        raise InvalidArgumentError(f"{what} {value[:40]!r}... is longer than {limit} characters")
+    return value
+
+
+class Plans(Maintenance):
+    """The operations of one set of LangGraph tables on one dialect, with one serializer."""
+
+    def __init__(
+        self,
+        models: LangGraphModels,
+        dialect: str,
+        serde: SerializerProtocol,
+        *,
+        hex_blobs: bool = False,
+        keep_last: int | None = None,
+        ttl: timedelta | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.models = models
+        self.keep_last = keep_last
+        self.ttl = ttl
+        self.clock = clock
+        self.dialect = dialect
+        self.serde = serde
+        self.hex_blobs = hex_blobs
+        self.cp = models.checkpoints.__table__
+        self.blobs = models.blobs.__table__
+        self.writes = models.writes.__table__
+        self.threads = models.threads.__table__
+        self._upsert_thread = sql.upsert(dialect, models.threads, ("expires_at",))
+        self._insert_blobs = sql.insert_ignoring(dialect, models.blobs, hex_blobs)
+        self._insert_writes = sql.insert_ignoring(dialect, models.writes, hex_blobs)
+        self._upsert_writes = sql.upsert(
+            dialect, models.writes, ("channel", "type", "blob"), hex_blobs
+        )
+        self._upsert_checkpoint = sql.upsert(
+            dialect,
+            models.checkpoints,
+            ("parent_checkpoint_id", "run_id", "checkpoint", "metadata"),
+        )
+
+    # --- configs -------------------------------------------------------------------------
+
+    @staticmethod
+    def target(config: RunnableConfig) -> tuple[str, str, str | None]:
+        """``(thread_id, checkpoint_ns, checkpoint_id)`` of ``config``, validated."""
+        configurable = config.get("configurable") or {}
+        thread_id = validate_thread_id(configurable.get("thread_id"))
+        namespace = configurable.get("checkpoint_ns") or ""
+        if not isinstance(namespace, str):
+            raise InvalidArgumentError(f"checkpoint_ns must be a str, not {namespace!r:.40}")
+        _length(namespace, CHECKPOINT_NS_LENGTH, "checkpoint_ns")
+        checkpoint_id = configurable.get("checkpoint_id") or None
+        return thread_id, namespace, checkpoint_id
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _with_blob(self, row: dict[str, Any], blob: bytes | None) -> dict[str, Any]:
+        if self.hex_blobs:
+            row[sql.HEX_BLOB] = None if blob is None else blob.hex()
+        else:
+            row["blob"] = blob
+        return row
+
+    def _dump(self, value: Any, what: str) -> tuple[str, bytes]:
+        try:
+            return self.serde.dumps_typed(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"cannot serialize {what}: {exc}") from exc
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Generator[Step, Any, RunnableConfig]:
+        """Store the blobs of ``new_versions`` and the checkpoint, in one transaction.
+
+        An expired thread is deleted first: a write starts it afresh, it never revives it.
+        """
+        thread_id, namespace, parent_id = self.target(config)
+        now = self.clock()
+        body: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        body = _jsonable(body, "checkpoint (without its channel values)")
+        stored_metadata = _jsonable(
+            get_serializable_checkpoint_metadata(config, metadata), "checkpoint metadata"
+        )
+        run_id = stored_metadata.get("run_id")
+        run_id = _length(run_id, RUN_ID_LENGTH, "run_id") if isinstance(run_id, str) else None
+        values = checkpoint["channel_values"]
+        blobs = []
+        for channel, version in new_versions.items():
+            type_, blob = (
+                self._dump(values[channel], f"channel {channel!r}")
+                if channel in values
+                else (_EMPTY, None)
+            )
+            blobs.append(
+                self._with_blob(
+                    {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": namespace,
+                        "channel": _length(channel, CHANNEL_LENGTH, "channel name"),
+                        "version": _length(str(version), ID_LENGTH, "channel version"),
+                        "type": type_,
+                    },
+                    blob,
+                )
+            )
+        yield from self.drop_if_expired(thread_id, now)
+        # First: writers of one thread then queue on its expiry row, in one lock order.
+        yield from self.refresh(thread_id, now)
+        if blobs:
+            yield self._insert_blobs, blobs
+        yield (
+            self._upsert_checkpoint,
+            {
+                "thread_id": thread_id,
+                "checkpoint_ns": namespace,
+                "checkpoint_id": checkpoint["id"],
+                "parent_checkpoint_id": parent_id,
+                "run_id": run_id,
+                "checkpoint": body,
+                "metadata": stored_metadata,
+            },
+        )
+        if self.keep_last is not None:
+            yield from self.retain(thread_id, namespace, self.keep_last)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": namespace,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Generator[Step, Any, None]:
+        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay.
+
+        Writes to an expired thread are dropped with it (their checkpoint is gone).
+        """
+        thread_id, namespace, checkpoint_id = self.target(config)
+        now = self.clock()
+        if checkpoint_id is None:
+            raise InvalidArgumentError("put_writes needs a config with a checkpoint_id")
+        if not writes:
+            return
+        rows = []
+        for index, (channel, value) in enumerate(writes):
+            type_, blob = self._dump(value, f"the write to {channel!r}")
+            rows.append(
+                self._with_blob(
+                    {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": namespace,
+                        "checkpoint_id": checkpoint_id,
+                        "task_id": _length(task_id, ID_LENGTH, "task_id"),
+                        "idx": WRITES_IDX_MAP.get(channel, index),
+                        "channel": _length(channel, CHANNEL_LENGTH, "channel name"),
+                        "type": type_,
+                        "task_path": task_path,
+                    },
+                    blob,
+                )
+            )
+        if (yield from self.drop_if_expired(thread_id, now)):
+            return
+        yield from self.refresh(thread_id, now)
+        special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        yield (self._upsert_writes if special else self._insert_writes), rows
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _checkpoint_columns(self) -> Any:
+        return select(
+            self.cp.c.thread_id,
+            self.cp.c.checkpoint_ns,
+            self.cp.c.checkpoint_id,
+            self.cp.c.parent_checkpoint_id,
+            self.cp.c.checkpoint,
+            self.cp.c.metadata,
+        )
+
+    def get_tuple(self, config: RunnableConfig) -> Generator[Step, Any, CheckpointTuple | None]:
+        """The checkpoint ``config`` names, or the thread's latest in its namespace."""
+        thread_id, namespace, checkpoint_id = self.target(config)
+        query = self._checkpoint_columns().where(
+            self.cp.c.thread_id == thread_id,
+            self.cp.c.checkpoint_ns == namespace,
+            self.live(self.clock()),
+        )
+        if checkpoint_id is not None:
+            query = query.where(self.cp.c.checkpoint_id == checkpoint_id)
+        else:
+            query = query.order_by(self.cp.c.checkpoint_id.desc()).limit(1)
+        rows = yield query, None
+        if not rows:
+            return None
+        tuples = yield from self._assemble(rows)
+        return tuples[0]
+
+    def list_page(
+        self,
+        config: RunnableConfig | None,
+        wanted: Mapping[str, Any] | None,
+        before: RunnableConfig | None,
+        after_key: tuple[str, str, str] | None,
+        count: int,
+    ) -> Generator[Step, Any, tuple[list[CheckpointTuple], tuple[str, str, str] | None]]:
+        """Up to ``count`` matching checkpoints newest first after ``after_key``, and the next key.
+
+        The next key is ``None`` when no rows are left; a page may hold fewer than ``count``
+        tuples (rows the metadata filter rejects) and still have a next key.
+        """
+        c = self.cp.c
+        query = self._checkpoint_columns().where(self.live(self.clock()))
+        if config is not None:
+            configurable = config.get("configurable") or {}
+            if configurable.get("thread_id") is not None:
+                query = query.where(c.thread_id == validate_thread_id(configurable["thread_id"]))
+            if configurable.get("checkpoint_ns") is not None:
+                query = query.where(c.checkpoint_ns == configurable["checkpoint_ns"])
+            if configurable.get("checkpoint_id"):
+                query = query.where(c.checkpoint_id == configurable["checkpoint_id"])
+        if before is not None:
+            before_id = (before.get("configurable") or {}).get("checkpoint_id")
+            if before_id:
+                query = query.where(c.checkpoint_id < before_id)
+        if wanted:
+            query = query.where(*sql.metadata_prefilter(self.dialect, c.metadata, wanted))
+        if after_key is not None:
+            last_id, last_thread, last_ns = after_key
+            query = query.where(
+                or_(
+                    c.checkpoint_id < last_id,
+                    and_(
+                        c.checkpoint_id == last_id,
+                        or_(
+                            c.thread_id < last_thread,
+                            and_(c.thread_id == last_thread, c.checkpoint_ns < last_ns),
+                        ),
+                    ),
+                )
+            )
+        query = query.order_by(
+            c.checkpoint_id.desc(), c.thread_id.desc(), c.checkpoint_ns.desc()
+        ).limit(count)
+        rows = yield query, None
+        next_key = None
+        if len(rows) == count:
+            last = rows[-1]
+            next_key = (last.checkpoint_id, last.thread_id, last.checkpoint_ns)
+        kept = [row for row in rows if sql.matches(row.metadata, wanted)]
+        if not kept:
+            return [], next_key
+        tuples = yield from self._assemble(kept)
+        return tuples, next_key
+
+    def _assemble(self, rows: Sequence[Any]) -> Generator[Step, Any, list[CheckpointTuple]]:
+        """Checkpoint tuples of ``rows``, with their channel values and pending writes."""
+        wanted_blobs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        wanted_writes: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for row in rows:
+            key = (row.thread_id, row.checkpoint_ns)
+            versions = row.checkpoint.get("channel_versions") or {}
+            wanted_blobs[key].update((ch, str(v)) for ch, v in versions.items())
+            wanted_writes[key].add(row.checkpoint_id)
+        values: dict[tuple[str, str, str, str], Any] = {}
+        blob_clauses = [
+            and_(
+                self.blobs.c.thread_id == thread_id,
+                self.blobs.c.checkpoint_ns == namespace,
+                tuple_(self.blobs.c.channel, self.blobs.c.version).in_(sorted(pairs)),
+            )
+            for (thread_id, namespace), pairs in wanted_blobs.items()
+            if pairs
+        ]
+        if blob_clauses:
+            blob_rows = yield select(self.blobs).where(or_(*blob_clauses)), None
+            for blob in blob_rows:
+                if blob.type != _EMPTY:
+                    key4 = (blob.thread_id, blob.checkpoint_ns, blob.channel, blob.version)
+                    values[key4] = self._load(blob)
+        write_rows = yield (
+            select(self.writes)
+            .where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
+            .order_by(self.writes.c.task_path, self.writes.c.task_id, self.writes.c.idx),
+            None,
+        )
+        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
+        for write in write_rows:
+            pending[(write.thread_id, write.checkpoint_ns, write.checkpoint_id)].append(
+                (write.task_id, write.channel, self._load(write))
+            )
+        return [self._tuple(row, values, pending) for row in rows]
+
+    def _load(self, row: Any) -> Any:
+        """The value of a blob or write row; `CorruptStateError` if it cannot be decoded."""
+        try:
+            return self.serde.loads_typed((row.type, row.blob))
+        except Exception as exc:
+            raise CorruptStateError(
+                row.thread_id, f"channel {row.channel!r} ({row.type}): {exc}"
+            ) from exc
+
+    @staticmethod
+    def _tuple(
+        row: Any,
+        values: Mapping[tuple[str, str, str, str], Any],
+        pending: Mapping[tuple[str, str, str], list[tuple[str, str, Any]]],
+    ) -> CheckpointTuple:
+        thread_id, namespace = row.thread_id, row.checkpoint_ns
+        checkpoint = dict(row.checkpoint)
+        channel_values = {}
+        for channel, version in (checkpoint.get("channel_versions") or {}).items():
+            key = (thread_id, namespace, channel, str(version))
+            if key in values:
+                channel_values[channel] = values[key]
+        checkpoint["channel_values"] = channel_values
+        parent = None
+        if row.parent_checkpoint_id is not None:
+            parent = {
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": namespace,
+                    "checkpoint_id": row.parent_checkpoint_id,
+                }
+            }
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": namespace,
+                    "checkpoint_id": row.checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,  # type: ignore[arg-type]
+            metadata=dict(row.metadata),  # type: ignore[arg-type]
+            parent_config=parent,  # type: ignore[arg-type]
+            pending_writes=pending.get((thread_id, namespace, row.checkpoint_id), []),
+        )

@@ -1,0 +1,50 @@
+"""LangGraph's own conformance suite (``langgraph-checkpoint-conformance``) on the SQL savers.
+
+The suite calls the async API only. It runs on both twins: `AsyncSQLCheckpointSaver` runs its
+native coroutines, and `SQLCheckpointSaver`'s async methods call its sync methods (``put``,
+``get_tuple``, ``list``...) in a worker thread, so the second run takes the same cases through
+the sync API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+
+from agents_persistence.langgraph import AsyncSQLCheckpointSaver, SQLCheckpointSaver
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from langgraph.checkpoint.conformance.report import CapabilityReport
+
+
+def _run(name: str, url: str, twin: str) -> CapabilityReport:
+    async def factory() -> AsyncIterator[AsyncSQLCheckpointSaver | SQLCheckpointSaver]:
+        if twin == "async":
+            saver = AsyncSQLCheckpointSaver.from_url(url)
+            yield saver
+            await saver.aclose()
+        else:
+            with SQLCheckpointSaver.from_url(url) as sync_saver:
+                yield sync_saver
+
+    registered = checkpointer_test(name=name)(factory)
+    return asyncio.run(validate(registered))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", ["async", "sync"])
+def test_conformance_level_is_full(lg_url: str, twin: str) -> None:
+    report = _run(f"{twin}-{uuid.uuid4().hex[:8]}", lg_url, twin)
+
+    failures = {name: r.failures for name, r in report.results.items() if r.failures}
+    assert report.conformance_level() == "FULL", failures
+    assert {name for name, r in report.results.items() if r.detected and r.passed} == {
+        capability.value for capability in ALL_CAPABILITIES
+    }, "every capability, extended ones included, is implemented and passes"
