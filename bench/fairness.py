@@ -6,7 +6,7 @@ of 10 KB snapshots on its own threads, on a checkpointer made with the store's d
 connections. Reported over every call of every run: the p50, p99 and maximum time of a save
 and of a load, and on SQL stores of the wait for a connection (from the call's start to the
 pool's checkout, gate included). A worker still waiting at the deadline finishes its call, so
-the maximum is not capped by the run's length. Failed calls are counted, not retried.
+the maximum is not capped by the run's length. Failed calls are counted by kind, not retried.
 """
 
 from __future__ import annotations
@@ -35,8 +35,14 @@ class _Samples:
         self.loads: list[float] = []
         self.waits: list[float] = []
         self.errors = 0
+        self.kinds: dict[str, int] = {}
         self.ops = 0
         self.elapsed = 0.0
+
+
+def _kind(exc: BaseException) -> str:
+    """An error's type and the first words of its message, to tell causes apart."""
+    return f"{type(exc).__name__}: {str(exc)[:80]}"
 
 
 def _watch_checkouts(cp: Any, take_start: Callable[[], float | None], waits: list[float]) -> None:
@@ -68,6 +74,7 @@ def _sync_once(cp: Any, seconds: float, state: Any, out: _Samples, local: Any) -
         saves: list[float] = []
         loads: list[float] = []
         errors = 0
+        kinds: dict[str, int] = {}
         barrier.wait()
         i = 0
         while time.perf_counter() < deadline[0]:
@@ -79,8 +86,9 @@ def _sync_once(cp: Any, seconds: float, state: Any, out: _Samples, local: Any) -
                         cp.save_state(tid, state)
                     else:
                         cp.load_state(tid)
-                except CheckpointerError:
+                except CheckpointerError as exc:
                     errors += 1
+                    kinds[_kind(exc)] = kinds.get(_kind(exc), 0) + 1
                 local.start = None
                 into.append((time.perf_counter() - t0) * 1e3)
             i += 1
@@ -88,6 +96,8 @@ def _sync_once(cp: Any, seconds: float, state: Any, out: _Samples, local: Any) -
             out.saves += saves
             out.loads += loads
             out.errors += errors
+            for kind, count in kinds.items():
+                out.kinds[kind] = out.kinds.get(kind, 0) + count
 
     pool = [threading.Thread(target=work, args=(w,)) for w in range(WORKERS)]
     for thread in pool:
@@ -118,8 +128,9 @@ async def _async_once(
                         await cp.save_state(tid, state)
                     else:
                         await cp.load_state(tid)
-                except CheckpointerError:
+                except CheckpointerError as exc:
                     out.errors += 1
+                    out.kinds[_kind(exc)] = out.kinds.get(_kind(exc), 0) + 1
                 starts.pop(task, None)
                 into.append((time.perf_counter() - t0) * 1e3)
             i += 1
@@ -137,6 +148,7 @@ def _row(target: Target, mode: str, out: _Samples) -> dict[str, Any]:
         "pool": "shipped",
         "ops_s": (len(out.saves) + len(out.loads)) / out.elapsed,
         "errors": out.errors,
+        "error_kinds": out.kinds,
     }
     for name, samples in (("save", out.saves), ("load", out.loads), ("wait", out.waits)):
         if samples:

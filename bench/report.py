@@ -322,7 +322,13 @@ def _fairness_table(results: dict[str, Any]) -> list[str]:
         for r in rows
     ]
     heads = [f"{op} {q}" for op in ("save", "load", "wait") for q in ("p50", "p99", "max")]
-    return out + _table(["store", "mode", "ops/s", *heads, "errors"], body)
+    out += _table(["store", "mode", "ops/s", *heads, "errors"], body)
+    kinds = [
+        f"- {r['store']} {r['mode']}: {count} x {kind}"
+        for r in rows
+        for kind, count in r.get("error_kinds", {}).items()
+    ]
+    return out + ([*kinds, ""] if kinds else [])
 
 
 def _scale_section(results: dict[str, Any]) -> list[str]:
