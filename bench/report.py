@@ -265,9 +265,9 @@ def _telemetry_section(results: dict[str, Any]) -> list[str]:
 
 
 def _throughput_section(results: dict[str, Any]) -> list[str]:
-    rows = results.get("throughput", [])
+    rows = [r for r in results.get("throughput", []) if "pool" not in r]
     if not rows:
-        return []
+        return _fairness_table(results)
     out = [
         "## 3. Throughput (10 KB, each worker alternates save and load on its own threads)",
         "",
@@ -285,9 +285,50 @@ def _throughput_section(results: dict[str, Any]) -> list[str]:
         ]
         for r in rows
     ]
-    return out + _table(
+    out += _table(
         ["store", "mode", "workers", "ops/s", "save p50", "save p99", "load p50", "load p99"], body
     )
+    return out + _fairness_table(results)
+
+
+def _fairness_table(results: dict[str, Any]) -> list[str]:
+    rows = [r for r in results.get("throughput", []) if r.get("pool") == "shipped"]
+    if not rows:
+        return []
+    out = [
+        "",
+        "### 50 workers on the pool each store ships with (fair waiting)",
+        "",
+        "Every call of every run (not medians over runs). `wait`: from the call's start to the"
+        " SQL pool's checkout (SQL only).",
+        "",
+    ]
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        return _ms(r[key]) if key in r else "-"
+
+    body = [
+        [
+            r["store"],
+            r["mode"],
+            f"{r['ops_s']:.0f}",
+            *(
+                cell(r, f"{op}_{q}")
+                for op in ("save", "load", "wait")
+                for q in ("p50", "p99", "max")
+            ),
+            str(r.get("errors", 0)),
+        ]
+        for r in rows
+    ]
+    heads = [f"{op} {q}" for op in ("save", "load", "wait") for q in ("p50", "p99", "max")]
+    out += _table(["store", "mode", "ops/s", *heads, "errors"], body)
+    kinds = [
+        f"- {r['store']} {r['mode']}: {count} x {kind}"
+        for r in rows
+        for kind, count in r.get("error_kinds", {}).items()
+    ]
+    return out + ([*kinds, ""] if kinds else [])
 
 
 def _scale_section(results: dict[str, Any]) -> list[str]:
@@ -495,7 +536,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
             pts = [
                 r
                 for r in results.get("throughput", [])
-                if r["store"] == row_store and r["mode"] == mode
+                if r["store"] == row_store and r["mode"] == mode and "pool" not in r
             ]
             if pts:
                 ax.plot(
@@ -552,4 +593,7 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (out_dir / "latest.md").write_text(markdown(results))
-    chart(results, out_dir / "latest.png")
+    try:
+        chart(results, out_dir / "latest.png")
+    except ImportError as exc:  # the bench extra's matplotlib is missing: tables only
+        print(f"no chart: {exc}")

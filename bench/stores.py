@@ -79,6 +79,14 @@ class Target:
     async def async_(self, namespace: str, **options: Any) -> Any:
         raise NotImplementedError
 
+    def sync_shipped(self, namespace: str) -> Any:
+        """Our sync checkpointer with the pool it ships with (no sizing of the harness)."""
+        return self.sync(namespace)
+
+    async def async_shipped(self, namespace: str) -> Any:
+        """Our async checkpointer with the pool it ships with."""
+        return await self.async_(namespace)
+
     def raw(self, namespace: str) -> Any:
         raise NotImplementedError
 
@@ -180,6 +188,16 @@ class SQLTarget(Target):
         return AsyncSQLCheckpointer.from_url(
             self.url, pool_size=POOL_SIZE, max_overflow=0, namespace=namespace, **options
         )
+
+    def sync_shipped(self, namespace: str) -> Any:
+        from agents_persistence.repositories.sql import SQLCheckpointer
+
+        return SQLCheckpointer.from_url(self.url, namespace=namespace)
+
+    async def async_shipped(self, namespace: str) -> Any:
+        from agents_persistence.repositories.sql import AsyncSQLCheckpointer
+
+        return AsyncSQLCheckpointer.from_url(self.url, namespace=namespace)
 
     def cleanup(self, namespace: str) -> None:
         import sqlalchemy as sa

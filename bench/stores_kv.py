@@ -194,6 +194,16 @@ class DynamoDBTarget(Target):
             self.table, namespace=namespace, max_threads=16, **{**self.connection(), **options}
         )
 
+    def sync_shipped(self, namespace: str) -> Any:
+        from agents_persistence.repositories.dynamodb import DynamoDBCheckpointer
+
+        return DynamoDBCheckpointer(self.table, namespace=namespace, **self.connection())
+
+    async def async_shipped(self, namespace: str) -> Any:
+        from agents_persistence.repositories.dynamodb import AsyncDynamoDBCheckpointer
+
+        return AsyncDynamoDBCheckpointer(self.table, namespace=namespace, **self.connection())
+
     def raw(self, namespace: str) -> Any:
         return raw_kv.RawDynamoDB(self.client, self.table, namespace)
 

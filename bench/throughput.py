@@ -2,7 +2,8 @@
 
 Each worker owns its threads and alternates ``save_state`` and ``load_state`` of 10 KB
 snapshots until the deadline. Reported: operations per second over all workers, and the p99 of
-saves and of loads; medians over runs.
+saves and of loads; medians over runs. Then 50 workers on the pool each store ships with
+(`bench.fairness`): p50, p99 and maximum of each call and of its wait for a connection.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from bench import fairness
 from bench.common import SIZES, make_state, median, new_namespace, p50, p99, settle
 
 if TYPE_CHECKING:
@@ -144,4 +146,5 @@ async def _run_async(target: Target, settings: Settings) -> list[dict[str, Any]]
 
 
 def run(target: Target, settings: Settings) -> list[dict[str, Any]]:
-    return run_sync(target, settings) + asyncio.run(_run_async(target, settings))
+    rows = run_sync(target, settings) + asyncio.run(_run_async(target, settings))
+    return rows + fairness.run(target, settings)

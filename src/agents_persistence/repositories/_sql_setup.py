@@ -26,6 +26,14 @@ from agents_persistence.models.sql import checkpoint_table
 
 from . import _sql_ops as ops
 from ._call_budget import validate_call_timeout
+from ._fair import (
+    NO_ADMISSION,
+    PATIENCE,
+    Admission,
+    FairGate,
+    pool_capacity,
+    sqlite_writer_gate,
+)
 from ._sql_deadline import bounded_timeouts, ping_guard
 from ._sql_engine import (
     engine_options as build_engine_options,
@@ -165,6 +173,26 @@ def _tune(
         ping_when_idle(engine, ping_idle_after, ping_guard(call_timeout))
 
 
+def _admission(target: URL, args: dict[str, Any], budget: float | None = None) -> Admission:
+    """First come, first served waiting for an engine ``from_url`` made (see `_fair`).
+
+    A gate sized to the pool (``pool_size + max_overflow``, waits bounded by ``pool_timeout``,
+    or by ``budget``, the call's time budget, when that is shorter: `CallTimeoutError`) and, on
+    an SQLite file, the process's single-writer gate of that file (waits bounded by the busy
+    timeout).
+    """
+    capacity = pool_capacity(args)
+    timeout = args.get("pool_timeout", 30.0)
+    pool = None
+    if capacity is not None:
+        pool = FairGate(capacity, timeout, patience=PATIENCE, budget=budget)
+    writer = None
+    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
+        busy = args.get("connect_args", {}).get("timeout")
+        writer = sqlite_writer_gate(target.database, busy)
+    return Admission(pool, writer)
+
+
 _E = TypeVar("_E", Engine, AsyncEngine)
 
 SHOWN_ISOLATION = "READ COMMITTED"
@@ -215,6 +243,7 @@ class SQLSetup:
     _asynchronous: ClassVar[bool]
     _table: Table
     _owns_engine: bool
+    _admission: Admission = NO_ADMISSION
 
     def _attach(
         self,
@@ -284,6 +313,7 @@ class SQLSetup:
             # Already AUTOCOMMIT: no switch per checkout (each twin sets `_runner` in __init__).
             checkpointer._runner = engine  # type: ignore[attr-defined]
         checkpointer._owns_engine = True
+        checkpointer._admission = _admission(target, args, call_timeout)
         if lock_isolation_preset(target, args):
             checkpointer._table.isolation_preset()
         return checkpointer

@@ -224,7 +224,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         ):
             if not self._table.ready:
                 self._prepare(call)
-            with self._runner.connect() as conn, call.watching(conn):
+            with self._admission.admit(action), self._runner.connect() as conn, call.watching(conn):
                 return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
     def _prepare(self, call: Call) -> None:
@@ -374,7 +374,7 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
             async with call.limit():
                 if not self._table.ready:
                     await self._prepare(call)
-                async with self._runner.connect() as conn:
+                async with self._admission.admit(action), self._runner.connect() as conn:
                     with call.watching(conn.sync_connection):  # type: ignore[arg-type]
                         return await conn.run_sync(
                             op, self._table.statements, self.namespace, True, *args, **kwargs
