@@ -114,7 +114,7 @@ def test_upgrade_creates_the_table_the_model_declares(db_url: str) -> None:
     assert {c["name"]: c["nullable"] for c in columns} == {c.name: c.nullable for c in model.c}
     pk = _inspect(db_url, lambda insp: insp.get_pk_constraint(TABLE))
     assert pk["constrained_columns"] == ["namespace", "thread_id"]
-    if _dialect(db_url) != "mysql":  # MySQL names every primary key PRIMARY
+    if _dialect(db_url) not in ("mysql", "mariadb"):  # MySQL names every primary key PRIMARY
         assert pk["name"] == f"pk_{TABLE}"
     indexes = _inspect(db_url, lambda insp: insp.get_indexes(TABLE))
     expected = {
@@ -357,6 +357,7 @@ ASYNC_URLS = {
     "sqlite": lambda url: url.replace("sqlite://", "sqlite+aiosqlite://"),
     "postgresql": lambda url: url,
     "mysql": lambda url: url.replace("+pymysql", "+aiomysql"),
+    "mariadb": lambda url: url.replace("+pymysql", "+aiomysql"),
 }
 
 

@@ -6,9 +6,10 @@ is made). Both twins use everything here.
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -38,7 +39,7 @@ from agents_persistence.errors import (
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from sqlalchemy import Engine
 
@@ -55,6 +56,7 @@ __all__ = [
     "to_async_url",
     "to_sync_url",
     "translate_errors",
+    "WATCHDOG_GRACE",
 ]
 
 LOCK_ISOLATION = "READ COMMITTED"
@@ -171,6 +173,7 @@ def engine_options(
     pool_timeout: float,
     connect_timeout: float,
     busy_timeout: float,
+    call_timeout: float,
     extra: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``create_engine`` / ``create_async_engine`` of ``url``.
@@ -178,6 +181,11 @@ def engine_options(
     Pool sizing for every database (stale connections are caught by `ping_when_idle`, not
     by ``pool_pre_ping``); the connect timeout each driver understands; SQLite's busy
     timeout; READ COMMITTED on MySQL/MariaDB. ``extra`` (the caller's ``engine_options``) wins.
+
+    The call budget (``call_timeout``, seconds) adds server-side bounds that end a statement
+    or a lock wait without losing the connection: PostgreSQL's ``statement_timeout`` (unless
+    the URL sets ``options``), MySQL/MariaDB's ``innodb_lock_wait_timeout`` (whole seconds);
+    and PyMySQL's ``read_timeout`` / ``write_timeout`` (the budget plus `WATCHDOG_GRACE`).
     """
     backend = url.get_backend_name()
     options: dict[str, Any] = {}
@@ -196,8 +204,19 @@ def engine_options(
         if backend == "postgresql":
             # libpq counts whole seconds (and treats 1 as 2).
             connect_args["connect_timeout"] = max(1, round(connect_timeout))
+            if "options" not in url.query:
+                connect_args["options"] = f"-c statement_timeout={math.ceil(call_timeout * 1000)}"
         elif backend in ("mysql", "mariadb"):
             connect_args["connect_timeout"] = connect_timeout
+            # What the URL's query sets is kept (connect_args would override it).
+            if "init_command" not in url.query:
+                lock_wait = max(1, int(call_timeout))
+                connect_args["init_command"] = f"SET SESSION innodb_lock_wait_timeout={lock_wait}"
+            if url.get_driver_name() == "pymysql":
+                # Per socket operation; the call's own deadline is enforced around it.
+                for name in ("read_timeout", "write_timeout"):
+                    if name not in url.query:
+                        connect_args[name] = call_timeout + WATCHDOG_GRACE
             # Set once per connection, instead of before each locking write (see
             # `lock_isolation_preset`).
             options["isolation_level"] = LOCK_ISOLATION
@@ -221,13 +240,24 @@ def lock_isolation_preset(url: URL, options: dict[str, Any]) -> bool:
     )
 
 
+WATCHDOG_GRACE = 0.25
+"""Seconds past a call's deadline before the client cuts the call's connection."""
+
 PING_IDLE_AFTER = 1.0
 """Default seconds a pooled connection may sit idle before a checkout pings it (`from_url`)."""
 
 _IDLE_SINCE = "agents_persistence.idle_since"
 
 
-def ping_when_idle(engine: Engine, idle_after: float) -> None:
+def _unguarded(connection_record: Any) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+def ping_when_idle(
+    engine: Engine,
+    idle_after: float,
+    guard: Callable[[Any], AbstractContextManager[None]] = _unguarded,
+) -> None:
     """Ping a pooled connection at checkout when it sat idle longer than ``idle_after`` seconds.
 
     SQLAlchemy's ``pool_pre_ping`` pings on every checkout (one round trip per call); this pings
@@ -237,6 +267,7 @@ def ping_when_idle(engine: Engine, idle_after: float) -> None:
     `BackendUnavailableError`, and SQLAlchemy then recycles every older pooled connection.
     Public pool events only: ``checkin`` stamps the entry's ``info``, ``checkout`` pings with
     ``Dialect.do_ping`` and raises ``DisconnectionError`` for the pool to reconnect.
+    ``guard(connection_record)`` wraps the ping (the call's time budget bounds it).
     """
     dialect = engine.dialect
 
@@ -251,7 +282,8 @@ def ping_when_idle(engine: Engine, idle_after: float) -> None:
         if since is None or time.monotonic() - since <= idle_after:
             return
         try:
-            alive = dialect.do_ping(dbapi_connection)
+            with guard(connection_record):
+                alive = dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
         if not alive:

@@ -22,6 +22,7 @@ from agents_persistence._core import WriteRequest, as_utc
 from agents_persistence.errors import ConflictError
 from agents_persistence.telemetry import note_retry
 
+from ._sql_deadline import expired
 from ._sql_engine import driver_code
 from ._sql_statements import (
     PURGE_BATCH,
@@ -75,7 +76,7 @@ def write(
         try:
             return _write_locked(conn, stmts, params, request, owned)
         except DBAPIError as exc:
-            if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned):
+            if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned) or expired():
                 raise
             note_retry(
                 "sql", f"write contention (code {driver_code(exc)})", attempt, request.thread_id

@@ -25,6 +25,8 @@ from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.sql import checkpoint_table
 
 from . import _sql_ops as ops
+from ._call_budget import validate_call_timeout
+from ._sql_deadline import bounded_timeouts, ping_guard
 from ._sql_engine import (
     engine_options as build_engine_options,
 )
@@ -108,19 +110,24 @@ def _engine_args(
     asynchronous: bool,
     pool_size: int,
     max_overflow: int,
-    pool_timeout: float,
-    connect_timeout: float,
-    busy_timeout: float,
+    pool_timeout: float | None,
+    connect_timeout: float | None,
+    busy_timeout: float | None,
+    call_timeout: float,
     extra: dict[str, Any] | None,
 ) -> tuple[URL, dict[str, Any]]:
     target = to_async_url(url) if asynchronous else to_sync_url(url)
+    pool_wait, connect_wait, busy_wait = bounded_timeouts(
+        call_timeout, pool_timeout, connect_timeout, busy_timeout
+    )
     options = build_engine_options(
         target,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-        connect_timeout=connect_timeout,
-        busy_timeout=busy_timeout,
+        pool_timeout=pool_wait,
+        connect_timeout=connect_wait,
+        busy_timeout=busy_wait,
+        call_timeout=call_timeout,
         extra=extra,
     )
     return target, options
@@ -140,13 +147,13 @@ def _engine_creation(target: URL) -> Iterator[None]:
         raise ConfigurationError(f"cannot create an engine for {shown}: {exc}") from exc
 
 
-def _tune(engine: Engine, target: URL, ping_idle_after: float | None) -> None:
+def _tune(engine: Engine, target: URL, ping_idle_after: float | None, call_timeout: float) -> None:
     if target.get_backend_name() == "sqlite":
         # In-process: nothing goes stale between calls, there is nothing to ping.
         if target.database not in (None, "", ":memory:"):
             sqlite_tuning(engine, wal=True)
     elif ping_idle_after is not None:
-        ping_when_idle(engine, ping_idle_after)
+        ping_when_idle(engine, ping_idle_after, ping_guard(call_timeout))
 
 
 _E = TypeVar("_E", Engine, AsyncEngine)
@@ -191,14 +198,16 @@ class SQLSetup:
         *,
         pool_size: int,
         max_overflow: int,
-        pool_timeout: float,
-        connect_timeout: float,
-        busy_timeout: float,
+        pool_timeout: float | None,
+        connect_timeout: float | None,
+        busy_timeout: float | None,
         ping_idle_after: float | None,
         engine_options: dict[str, Any] | None,
+        call_timeout: float,
         **options: Any,
     ) -> Self:
         """`from_url` of both twins; ``options`` are the constructor's, named by its caller."""
+        call_timeout = validate_call_timeout(call_timeout)
         target, args = _engine_args(
             url,
             asynchronous=cls._asynchronous,
@@ -207,6 +216,7 @@ class SQLSetup:
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             busy_timeout=busy_timeout,
+            call_timeout=call_timeout,
             extra=engine_options,
         )
         if ping_idle_after == 0:
@@ -220,9 +230,9 @@ class SQLSetup:
             else:
                 engine = create_engine(target, **args)
         sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        _tune(sync_engine, target, ping_idle_after)
+        _tune(sync_engine, target, ping_idle_after, call_timeout)
         try:
-            checkpointer = cls(engine, **options)  # type: ignore[call-arg]
+            checkpointer = cls(engine, call_timeout=call_timeout, **options)  # type: ignore[call-arg]
         except BaseException:
             # Nothing was connected yet: dropping the pool needs no event loop.
             sync_engine.dispose(close=False)

@@ -25,9 +25,11 @@ from sqlalchemy import Connection, Engine
 from agents_persistence._core import DEFAULT_NAMESPACE
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
+from agents_persistence.errors import DEFAULT_CALL_TIMEOUT
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 
 from ._sql_bound import AsyncBoundSQLCheckpointer, AsyncSQLOps, BoundSQLCheckpointer, SQLOps
+from ._sql_deadline import Budget, Call
 from ._sql_engine import (
     PING_IDLE_AFTER,
     translate_errors,
@@ -70,6 +72,9 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
         max_state_bytes: Largest encoded state accepted (8 MiB by default).
         clock: Returns the current aware time (tests move it by hand).
+        call_timeout: Seconds one call may take (5 by default): past it, the call raises
+            `CallTimeoutError`. On an engine the application made, its own pool and connect
+            timeouts still apply; see docs/sql.md for what bounds what.
 
     Raises:
         ConfigurationError: ``engine`` is not an `Engine`, or a name is not a valid identifier.
@@ -89,6 +94,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -100,6 +106,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
         self._runner = runner(engine, self._table)
+        self._budget = Budget(call_timeout, engine, asynchronous=self._asynchronous)
         self._prepare_lock = threading.Lock()
 
     @classmethod
@@ -109,9 +116,10 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         *,
         pool_size: int = 5,
         max_overflow: int = 10,
-        pool_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        busy_timeout: float = 30.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        pool_timeout: float | None = None,
+        connect_timeout: float | None = None,
+        busy_timeout: float | None = None,
         ping_idle_after: float | None = PING_IDLE_AFTER,
         engine_options: dict[str, Any] | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
@@ -132,9 +140,14 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             url: The database URL.
             pool_size: Connections kept open in the pool.
             max_overflow: Extra connections opened under load.
-            pool_timeout: Seconds to wait for a free connection.
-            connect_timeout: Seconds to wait for the server when connecting.
-            busy_timeout: SQLite only: seconds a writer waits for another to finish.
+            call_timeout: Seconds one whole call may take, pool wait, connect, statements
+                and retries included (5 by default); past it, `CallTimeoutError`.
+            pool_timeout: Seconds to wait for a free connection (at most, and by default,
+                ``call_timeout``).
+            connect_timeout: Seconds to wait for the server when connecting (at most, and by
+                default, ``call_timeout``).
+            busy_timeout: SQLite only: seconds a writer waits for another to finish (at most,
+                and by default, ``call_timeout``).
             ping_idle_after: Ping a pooled connection at checkout when it sat idle longer
                 than this many seconds (a server restart or a dropped connection is then
                 noticed before the call); ``0`` pings on every checkout (SQLAlchemy's
@@ -157,6 +170,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             url,
             pool_size=pool_size,
             max_overflow=max_overflow,
+            call_timeout=call_timeout,
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             busy_timeout=busy_timeout,
@@ -204,18 +218,27 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        with translate_errors(self._table.not_ready, thread_id, action=action):
+        with (
+            translate_errors(self._table.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
             if not self._table.ready:
-                self._prepare()
-            with self._runner.connect() as conn:
+                self._prepare(call)
+            with self._runner.connect() as conn, call.watching(conn):
                 return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
-    def _prepare(self) -> None:
-        with self._prepare_lock:
+    def _prepare(self, call: Call) -> None:
+        if not self._prepare_lock.acquire(timeout=call.remaining()):
+            raise TimeoutError("waiting for another call's schema check")  # CallTimeoutError
+        try:
             if not self._table.ready:
-                with self._engine.connect() as conn:
+                # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
+                auto = self._table.auto_migrate
+                with self._engine.connect() as conn, call.watching(conn, enabled=not auto):
                     self._table.prepare(conn)
                 self._table.ready = True
+        finally:
+            self._prepare_lock.release()
 
     def _close(self) -> None:
         if self._owns_engine:
@@ -238,6 +261,7 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         state_type: The pydantic model stored.
         max_state_bytes: Largest encoded state accepted.
         clock: Returns the current aware time.
+        call_timeout: Seconds one call may take, as in `SQLCheckpointer`.
 
     Raises:
         ConfigurationError: ``engine`` is not an `AsyncEngine`, or a name is not valid.
@@ -257,6 +281,7 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -268,6 +293,7 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
         self._runner = runner(engine, self._table)
+        self._budget = Budget(call_timeout, engine, asynchronous=self._asynchronous)
         self._prepare_lock = asyncio.Lock()
 
     @classmethod
@@ -277,9 +303,10 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         *,
         pool_size: int = 5,
         max_overflow: int = 10,
-        pool_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        busy_timeout: float = 30.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        pool_timeout: float | None = None,
+        connect_timeout: float | None = None,
+        busy_timeout: float | None = None,
         ping_idle_after: float | None = PING_IDLE_AFTER,
         engine_options: dict[str, Any] | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
@@ -300,6 +327,7 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
             url,
             pool_size=pool_size,
             max_overflow=max_overflow,
+            call_timeout=call_timeout,
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             busy_timeout=busy_timeout,
@@ -339,20 +367,32 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        with translate_errors(self._table.not_ready, thread_id, action=action):
-            if not self._table.ready:
-                await self._prepare()
-            async with self._runner.connect() as conn:
-                return await conn.run_sync(
-                    op, self._table.statements, self.namespace, True, *args, **kwargs
-                )
+        with (
+            translate_errors(self._table.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
+            async with call.limit():
+                if not self._table.ready:
+                    await self._prepare(call)
+                async with self._runner.connect() as conn:
+                    with call.watching(conn.sync_connection):  # type: ignore[arg-type]
+                        return await conn.run_sync(
+                            op, self._table.statements, self.namespace, True, *args, **kwargs
+                        )
 
-    async def _prepare(self) -> None:
-        async with self._prepare_lock:
+    async def _prepare(self, call: Call) -> None:
+        async with asyncio.timeout(call.remaining()):  # TimeoutError: CallTimeoutError
+            await self._prepare_lock.acquire()
+        try:
             if not self._table.ready:
+                # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
+                auto = self._table.auto_migrate
                 async with self._engine.connect() as conn:
-                    await conn.run_sync(self._table.prepare)
+                    with call.watching(conn.sync_connection, enabled=not auto):  # type: ignore[arg-type]
+                        await conn.run_sync(self._table.prepare)
                 self._table.ready = True
+        finally:
+            self._prepare_lock.release()
 
     async def _close(self) -> None:
         if self._owns_engine:
