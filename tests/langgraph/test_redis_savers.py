@@ -26,9 +26,10 @@ from agents_persistence.errors import (
 )
 from agents_persistence.langgraph import AsyncRedisCheckpointSaver, RedisCheckpointSaver
 from agents_persistence.langgraph._redis_plans import ThreadKeys
+from tests.conftest import _ready
 from tests.kits.base import closed_port
-from tests.kits.redis import REDIS_URL
-from tests.langgraph.redis_support import delete_prefix, redis_prefix, server_url
+from tests.kits.redis import REDIS_URL, RedisClusterKit
+from tests.langgraph.redis_support import CLUSTER_KIT, delete_prefix, redis_prefix, server_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -442,3 +443,28 @@ def test_concurrent_writers_of_one_thread_all_succeed(redis_prefix: str, ttl: in
     assert len(listed) == 3
     for found in listed:
         assert found.checkpoint["channel_values"]["b"] == "unchanged", "no value collected early"
+
+
+def test_on_a_cluster_a_thread_lives_on_one_master(redis_prefix: str) -> None:
+    url = server_url("redis-cluster")
+    kit = _ready(CLUSTER_KIT)
+    assert isinstance(kit, RedisClusterKit)
+    assert kit.cluster is not None
+    threads = [f"thread-{n}" for n in range(12)]
+    try:
+        with RedisCheckpointSaver.from_url(url, key_prefix=redis_prefix, keep_last=2) as saver:
+            for thread_id in threads:
+                _chain(saver, thread_id, 3, writes=True, run_id=f"run-{thread_id}")
+                _chain(saver, thread_id, 1, ns="child:1")
+        placed: dict[str, set[int]] = {}
+        for node in kit.cluster.nodes:
+            with node.client() as direct:
+                for key in direct.scan_iter(match=f"{redis_prefix}:*", count=1000):
+                    thread_id = ThreadKeys(redis_prefix).thread_of(key)
+                    placed.setdefault(thread_id, set()).add(node.port)
+    finally:
+        delete_prefix(url, redis_prefix)
+
+    assert set(placed) == set(threads)
+    assert all(len(ports) == 1 for ports in placed.values()), placed
+    assert len(set().union(*placed.values())) > 1, "threads spread over the masters"
