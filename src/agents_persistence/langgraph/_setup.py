@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agents_persistence._core import Clock, _validate_ttl, utc_now
 from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
-from agents_persistence.errors import ConfigurationError
+from agents_persistence.errors import DEFAULT_CALL_TIMEOUT, ConfigurationError
 from agents_persistence.langgraph._plans import PAGE_SIZE, Plans
 from agents_persistence.langgraph._serde import NoPickleSerializer, default_serde
 from agents_persistence.migrations._settings import version_table
@@ -171,6 +171,7 @@ def make_engine(
         pool_timeout=pool_timeout,
         connect_timeout=connect_timeout,
         busy_timeout=busy_timeout,
+        call_timeout=DEFAULT_CALL_TIMEOUT,
         extra=extra,
     )
     if ping_idle_after == 0:
