@@ -54,6 +54,17 @@ def test_open_memory() -> None:
     assert isinstance(open_async_checkpointer("memory://"), AsyncMemoryCheckpointer)
 
 
+def test_memory_accepts_the_call_budget_every_store_takes() -> None:
+    with open_checkpointer("memory://", call_timeout=2.5) as cp:
+        assert isinstance(cp, MemoryCheckpointer)
+    assert isinstance(open_async_checkpointer("memory://", call_timeout=1), AsyncMemoryCheckpointer)
+    for bad in (0, -1.0, float("nan"), "5", True):
+        with pytest.raises(ConfigurationError, match="call_timeout"):
+            open_checkpointer("memory://", call_timeout=bad)
+        with pytest.raises(ConfigurationError, match="call_timeout"):
+            open_async_checkpointer("memory://", call_timeout=bad)
+
+
 @pytest.mark.parametrize("url", ["ftp://x", "nothing", "", "mongodb://localhost"])
 def test_unknown_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigurationError):

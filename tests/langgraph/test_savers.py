@@ -418,6 +418,8 @@ def test_concurrent_writers_of_one_thread_all_succeed(lg_url: str, ttl: int | No
         for worker in workers:
             worker.join()
         assert failures == []
+        # Writers of one thread take turns on its expiry row, so each prunes what the others
+        # committed: never more than keep_last remain.
         listed = list(saver.list(generate_config(shared)))
     assert len(listed) == 3
     assert {t.metadata["writer"] for t in listed} <= set(range(6))

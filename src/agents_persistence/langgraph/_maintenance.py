@@ -6,6 +6,7 @@ Plans as in `_plans`: generators yielding statements, run by either twin in one 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, select, tuple_
@@ -16,7 +17,7 @@ from agents_persistence.langgraph import _statements as sql
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable, Mapping, Sequence
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from sqlalchemy import ColumnElement, Executable, Insert, Table
 
@@ -29,6 +30,8 @@ _CHUNK = 500  # keys per ``IN`` list when deleting by key
 PURGE_BATCH = _CHUNK
 """Expired threads one ``purge_expired`` transaction deletes."""
 _Step = tuple["Executable", Any]
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+"""The expiry of a thread row written only to lock the thread (a saver without a TTL)."""
 
 
 class Maintenance:
@@ -40,8 +43,10 @@ class Maintenance:
     writes: Table
     threads: Table
     ttl: timedelta | None
+    keep_last: int | None
     clock: Clock
     _upsert_thread: Insert
+    _lock_thread: Insert
 
     # --- expiry --------------------------------------------------------------------------
 
@@ -63,9 +68,16 @@ class Maintenance:
         return True
 
     def refresh(self, thread_id: str, now: datetime) -> Generator[_Step, Any, None]:
-        """Move the thread's expiry to ``now`` plus the TTL (if the saver has one)."""
+        """Move the thread's expiry to ``now`` plus the TTL (if the saver has one).
+
+        Without a TTL but with retention, lock the thread's expiry row (made with no expiry if
+        missing, an existing one kept): writers of one thread then take turns, so each prunes
+        what the others committed and none deadlocks on another's checkpoint rows.
+        """
         if self.ttl is not None:
             yield self._upsert_thread, {"thread_id": thread_id, "expires_at": now + self.ttl}
+        elif self.keep_last is not None:
+            yield self._lock_thread, {"thread_id": thread_id, "expires_at": NEVER}
 
     def purge_expired(self, now: datetime) -> Generator[_Step, Any, int]:
         """Delete up to one batch of threads expired at ``now``; how many were deleted."""

@@ -106,6 +106,7 @@ class Plans(Maintenance):
         self.writes = models.writes.__table__
         self.threads = models.threads.__table__
         self._upsert_thread = sql.upsert(dialect, models.threads, ("expires_at",))
+        self._lock_thread = sql.upsert_keeping(dialect, models.threads, "expires_at")
         self._insert_blobs = sql.insert_ignoring(dialect, models.blobs, hex_blobs)
         self._insert_writes = sql.insert_ignoring(dialect, models.writes, hex_blobs)
         self._upsert_writes = sql.upsert(

@@ -16,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agents_persistence._core import Clock, _validate_ttl, utc_now
 from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
-from agents_persistence.errors import DEFAULT_CALL_TIMEOUT, ConfigurationError
+from agents_persistence.errors import ConfigurationError
 from agents_persistence.langgraph._plans import PAGE_SIZE, Plans
 from agents_persistence.langgraph._serde import NoPickleSerializer, default_serde
 from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.langgraph import langgraph_models
+from agents_persistence.repositories._call_budget import validate_call_timeout
+from agents_persistence.repositories._sql_deadline import bounded_timeouts
 from agents_persistence.repositories._sql_engine import (
     driver_code,
     engine_options,
@@ -156,22 +158,33 @@ def make_engine(
     asynchronous: bool,
     pool_size: int,
     max_overflow: int,
-    pool_timeout: float,
-    connect_timeout: float,
-    busy_timeout: float,
+    pool_timeout: float | None,
+    connect_timeout: float | None,
+    busy_timeout: float | None,
+    call_timeout: float,
     ping_idle_after: float | None,
     extra: dict[str, Any] | None,
 ) -> Engine | AsyncEngine:
-    """An engine for ``url`` with the SQL store's options, drivers and tuning."""
+    """An engine for ``url`` with the SQL store's options, drivers and tuning.
+
+    ``call_timeout`` bounds, as on the SQL store, the pool wait, connecting and SQLite's busy
+    wait (timeouts left ``None`` take it; larger ones are capped by it) and the server-side
+    waits (PostgreSQL's ``statement_timeout``, InnoDB lock waits, PyMySQL's reads and writes).
+    The savers have no client-side watchdog: a call to a hung PostgreSQL server is not cut.
+    """
+    call_timeout = validate_call_timeout(call_timeout)
     target = to_async_url(url) if asynchronous else to_sync_url(url)
+    pool_wait, connect_wait, busy_wait = bounded_timeouts(
+        call_timeout, pool_timeout, connect_timeout, busy_timeout
+    )
     options = engine_options(
         target,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-        connect_timeout=connect_timeout,
-        busy_timeout=busy_timeout,
-        call_timeout=DEFAULT_CALL_TIMEOUT,
+        pool_timeout=pool_wait,
+        connect_timeout=connect_wait,
+        busy_timeout=busy_wait,
+        call_timeout=call_timeout,
         extra=extra,
     )
     if ping_idle_after == 0:

@@ -83,6 +83,17 @@ def upsert(
     )
 
 
+def upsert_keeping(dialect: str, model: type[Any], column: str) -> Insert:
+    """``INSERT`` that leaves an existing row as it is, but locks it (a no-op update)."""
+    statement = _insert(dialect, model)
+    existing = model.__table__.c[column]
+    if dialect in ("mysql", "mariadb"):
+        return statement.on_duplicate_key_update({column: existing})  # type: ignore[no-any-return]
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=_primary_key(model), set_={column: existing}
+    )
+
+
 def copy_rows(model: type[Any], source: str, target: str) -> Insert:
     """``INSERT INTO model SELECT ...`` copying thread ``source``'s rows to thread ``target``."""
     table = model.__table__

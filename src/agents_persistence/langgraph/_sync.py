@@ -15,7 +15,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from agents_persistence._core import Clock  # noqa: TC001 - a constructor annotation
-from agents_persistence.errors import ConfigurationError, InvalidArgumentError, SchemaNotReadyError
+from agents_persistence.errors import (
+    DEFAULT_CALL_TIMEOUT,
+    ConfigurationError,
+    InvalidArgumentError,
+    SchemaNotReadyError,
+)
 from agents_persistence.langgraph._maintenance import PURGE_BATCH
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
@@ -112,9 +117,10 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
         *,
         pool_size: int = 5,
         max_overflow: int = 10,
-        pool_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        busy_timeout: float = 30.0,
+        pool_timeout: float | None = None,
+        connect_timeout: float | None = None,
+        busy_timeout: float | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
         ping_idle_after: float | None = PING_IDLE_AFTER,
         engine_options: dict[str, Any] | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
@@ -138,6 +144,7 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             busy_timeout=busy_timeout,
+            call_timeout=call_timeout,
             ping_idle_after=ping_idle_after,
             extra=engine_options,
         )

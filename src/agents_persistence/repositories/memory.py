@@ -18,6 +18,8 @@ from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError
 
+from ._call_budget import validate_call_timeout
+
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
@@ -188,6 +190,7 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        call_timeout: float | None = None,
     ) -> Self:
         """Open a private store from ``memory://`` (the URL carries no settings).
 
@@ -198,8 +201,17 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
             state_type: The pydantic model stored.
             max_state_bytes: Largest encoded state accepted.
             clock: Returns the current aware time.
+            call_timeout: Accepted, and checked, like every store's time budget per call, so
+                one configuration opens any URL; a memory call does no I/O and never waits
+                longer than other calls hold the store's lock.
+
+        Raises:
+            ConfigurationError: the URL is not ``memory://``, or ``call_timeout`` is not a
+                positive number.
         """
         _check_url(url)
+        if call_timeout is not None:
+            validate_call_timeout(call_timeout)
         return cls(
             namespace=namespace,
             ttl=ttl,
@@ -258,9 +270,12 @@ class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        call_timeout: float | None = None,
     ) -> Self:
         """See `MemoryCheckpointer.from_url`."""
         _check_url(url)
+        if call_timeout is not None:
+            validate_call_timeout(call_timeout)
         return cls(
             namespace=namespace,
             ttl=ttl,
