@@ -73,6 +73,7 @@ CASES = [
     ("pynamodb", "import agents_persistence.repositories.dynamodb", "dynamodb"),
     ("langgraph", "import agents_persistence.langgraph", "langgraph"),
     ("sqlalchemy", "from agents_persistence.langgraph import SQLCheckpointSaver", "sqlite"),
+    ("pynamodb", "from agents_persistence.langgraph import DynamoDBCheckpointSaver", "dynamodb"),
     ("sqlalchemy", "agents_persistence.open_checkpointer('sqlite:///x.db')", "sqlite"),
     ("sqlalchemy", "agents_persistence.open_checkpointer('postgresql://db/app')", "postgres"),
     ("sqlalchemy", "agents_persistence.open_async_checkpointer('mariadb://db/app')", "mysql"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -39,3 +40,25 @@ def lg_url(
     for url in _database(request.param, tmp_path_factory.mktemp("langgraph")):
         upgrade(url)
         yield url
+
+
+@pytest.fixture(scope="module")
+def dynamodb_options() -> Iterator[dict[str, Any]]:
+    """Keywords of a DynamoDB saver on a fresh table of a private moto server."""
+    pytest.importorskip("moto.server")
+    from agents_persistence.langgraph import DynamoDBCheckpointSaver
+    from tests.kits.dynamodb import CREDENTIALS, REGION, MotoServer
+
+    server = MotoServer()
+    try:
+        options: dict[str, Any] = {
+            "table_name": f"lg-{uuid.uuid4().hex[:12]}",
+            "region": REGION,
+            "endpoint_url": server.endpoint,
+            **CREDENTIALS,
+        }
+        with DynamoDBCheckpointSaver(**options) as saver:
+            saver.setup()
+        yield options
+    finally:
+        server.stop()

@@ -119,3 +119,48 @@ def test_the_idle_ping_works_on_async_engines(portal: Any) -> None:
             assert await cp.load_state("t1") is not None
 
     portal.call(scenario)
+
+
+PLAIN = [kit for kit in KITS if not isinstance(kit, Traced)]
+
+
+@pytest.mark.parametrize("kit", PLAIN, ids=[k.name for k in PLAIN])
+def test_a_connection_returned_mid_transaction_is_rolled_back(kit: SQLKit) -> None:
+    # from_url engines roll back on return only when the driver reports an open transaction:
+    # a DBAPI connection handed back with an uncommitted DELETE must come back clean.
+    kit = _ready(kit)
+    assert isinstance(kit, SQLKit)
+    namespace = "x" + uuid.uuid4().hex[:16]
+    with SQLCheckpointer.from_url(
+        kit.sync_url(), namespace=namespace, pool_size=1, max_overflow=0
+    ) as cp:
+        cp.save_state("t1", AgentStateSnapshot())
+        raw = cp.engine.raw_connection()
+        cursor = raw.cursor()
+        cursor.execute("BEGIN")  # also where the pool's connections are in autocommit
+        cursor.execute(f"DELETE FROM agent_checkpoints WHERE namespace = '{namespace}'")
+        cursor.close()
+        raw.close()  # back to the one-connection pool, the DELETE neither committed nor undone
+        # The same pooled connection serves the load: it would see its own DELETE.
+        assert cp.load_state("t1") is not None
+        cp.save_state("t1", AgentStateSnapshot())
+        assert cp.load_checkpoint("t1").info.version == 2  # type: ignore[union-attr]
+
+
+def test_a_postgresql_from_url_engine_keeps_transactions_for_the_application() -> None:
+    # The store's own calls run on an AUTOCOMMIT engine; `engine` is a view of it that is not.
+    kit = _ready(next(k for k in KITS if type(k) is PostgreSQLKit))
+    assert isinstance(kit, SQLKit)
+    namespace = "x" + uuid.uuid4().hex[:16]
+    delete = sa.text("DELETE FROM agent_checkpoints WHERE namespace = :ns")
+    with SQLCheckpointer.from_url(kit.sync_url(), namespace=namespace) as cp:
+        cp.save_state("t1", AgentStateSnapshot())
+        with cp.engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW transaction_isolation")).scalar() == "read committed"
+        with cp.engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(delete, {"ns": namespace})
+            transaction.rollback()
+        assert cp.load_state("t1") is not None
+        with cp.engine.begin() as conn:
+            conn.execute(delete, {"ns": namespace})
+        assert cp.load_state("t1") is None

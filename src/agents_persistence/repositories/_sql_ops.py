@@ -72,8 +72,11 @@ def write(
                 )
         version, created_at = rows[0]
         return written_record(request, version, created_at)
+    one_statement = _upsert_any(conn, stmts, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
+            if one_statement is not None:
+                return _write_upsert_any(conn, stmts, one_statement, params, request, owned)
             return _write_locked(conn, stmts, params, request, owned)
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned) or expired():
@@ -112,6 +115,40 @@ def _rows(
     if not result.returns_rows:
         return []
     return compiled.process(result.fetchall())
+
+
+def _upsert_any(conn: Connection, stmts: Statements, request: WriteRequest) -> Insert | None:
+    """`Statements.upsert_any` when it can perform ``request`` on ``conn``'s server, else None.
+
+    Only for an unconditional save that restores nothing: with no version to check, the one
+    statement's outcome is exact. Needs ``INSERT ... RETURNING`` (MariaDB 10.5+; not MySQL).
+    """
+    if (
+        stmts.upsert_any is None
+        or request.expected_version is not None
+        or request.version is not None
+        or request.created_at is not None
+        or not conn.dialect.insert_returning
+    ):
+        return None
+    return stmts.upsert_any
+
+
+def _write_upsert_any(
+    conn: Connection,
+    stmts: Statements,
+    statement: Insert,
+    params: dict[str, Any],
+    request: WriteRequest,
+    owned: bool,
+) -> Record:
+    with _transaction(conn, owned):
+        if owned and stmts.lock_isolation is not None:
+            # As for the locking save: no gap locks between first saves of new threads.
+            conn.exec_driver_sql(stmts.lock_isolation)
+        rows = _rows(conn, stmts, "upsert_any", statement, params)
+    version, created_at = rows[0]
+    return written_record(request, version, created_at)
 
 
 def _write_locked(

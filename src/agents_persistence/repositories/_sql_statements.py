@@ -14,7 +14,10 @@ Two write strategies exist:
   ``SELECT ... FOR UPDATE``, checks the version, then inserts or updates it. On MySQL/MariaDB
   that transaction runs at READ COMMITTED: no gap locks, so concurrent first saves of
   different threads never block each other, and two first saves of one thread end in a
-  duplicate key for the later one, which is retried and then sees the row.
+  duplicate key for the later one, which is retried and then sees the row. On MariaDB 10.5+
+  (``INSERT ... RETURNING``) an unconditional save is instead one ``INSERT ... ON DUPLICATE KEY
+  UPDATE ... RETURNING`` (`Statements.upsert_any`): there is no version to check, and the
+  server serialises writers on the row as for the upsert strategy.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from agents_persistence._core import Record, WriteRequest, as_utc
 from agents_persistence.errors import CorruptStateError
@@ -236,6 +239,10 @@ class Statements:
         lock_row: ``lock`` strategy: the row's version and timestamps, locked.
         insert_row: ``lock`` strategy: insert the row.
         update_row: ``lock`` strategy: overwrite the row.
+        upsert_any: ``lock`` strategy on MySQL/MariaDB: an unconditional save (no expected
+            version, no restored version or creation time) in one ``INSERT ... ON DUPLICATE KEY
+            UPDATE ... RETURNING version, created_at``, for servers with ``INSERT ...
+            RETURNING`` (MariaDB 10.5+); ``None`` for other dialects.
     """
 
     table: Table
@@ -253,6 +260,7 @@ class Statements:
     lock_row: Select[Any]
     insert_row: Insert
     update_row: Update
+    upsert_any: Insert | None
     _writes: dict[tuple[WriteKind, bool, bool], Insert | Update] = field(
         default_factory=dict, repr=False
     )
@@ -343,7 +351,40 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
             namespace=bindparam("ns"), thread_id=bindparam("tid"), **row
         ),
         update_row=update(table).where(key).values(**row),
+        upsert_any=_upsert_any(table) if dialect_name in _MYSQL_DIALECTS else None,
     )
+
+
+def _upsert_any(table: Table) -> Insert:
+    """MySQL/MariaDB: the unconditional save as one statement (see `Statements.upsert_any`).
+
+    MySQL applies ``ON DUPLICATE KEY UPDATE`` assignments left to right, each seeing the ones
+    before: ``created_at`` and ``version`` read the stored ``expires_at`` (the row counts as
+    absent when it expired at this save's time) before it is overwritten last.
+    """
+    c = table.c
+    new = mysql.insert(table).values(
+        namespace=bindparam("ns"),
+        thread_id=bindparam("tid"),
+        state=bindparam("payload", type_=Text()),
+        state_bytes=bindparam("size"),
+        version=bindparam("new_version"),
+        created_at=bindparam("new_created_at"),
+        updated_at=bindparam("now"),
+        expires_at=bindparam("new_expires_at"),
+    )
+    incoming = new.inserted
+    stale = and_(c.expires_at.is_not(None), c.expires_at <= incoming.updated_at)
+    return new.on_duplicate_key_update(
+        [
+            ("created_at", case((stale, incoming.created_at), else_=c.created_at)),
+            ("version", case((stale, incoming.version), else_=c.version + 1)),
+            ("state", incoming.state),
+            ("state_bytes", incoming.state_bytes),
+            ("updated_at", incoming.updated_at),
+            ("expires_at", incoming.expires_at),
+        ]
+    ).returning(c.version, c.created_at)
 
 
 def _state_bind(table: Table, dialect_name: str) -> ColumnElement[Any]:
