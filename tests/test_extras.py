@@ -72,6 +72,7 @@ CASES = [
     ("pynamodb", "agents_persistence.AsyncDynamoDBCheckpointer", "dynamodb"),
     ("pynamodb", "import agents_persistence.repositories.dynamodb", "dynamodb"),
     ("langgraph", "import agents_persistence.langgraph", "langgraph"),
+    ("deepagents", "import agents_persistence.cli._deep_agent", "deepagents"),
     ("sqlalchemy", "from agents_persistence.langgraph import SQLCheckpointSaver", "sqlite"),
     ("pynamodb", "from agents_persistence.langgraph import DynamoDBCheckpointSaver", "dynamodb"),
     ("sqlalchemy", "agents_persistence.open_checkpointer('sqlite:///x.db')", "sqlite"),

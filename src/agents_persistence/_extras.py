@@ -19,6 +19,7 @@ STORE_PACKAGES: dict[str, tuple[str, ...]] = {
     "redis": ("redis", "redis_om"),
     "dynamodb": ("pynamodb",),
     "langgraph": ("langgraph.checkpoint.base",),
+    "deepagents": ("langgraph.checkpoint.base", "deepagents"),
 }
 """Packages a store module imports, by the extra that installs them."""
 

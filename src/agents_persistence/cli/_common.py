@@ -35,6 +35,7 @@ from agents_persistence.errors import (
     CorruptStateError,
     DatabaseNotFoundError,
     InvalidArgumentError,
+    MissingExtraError,
     SchemaNotReadyError,
 )
 
@@ -258,6 +259,8 @@ _HINTS: list[tuple[type[BaseException], int, _Hint]] = [
         "the stored record cannot be read; remove it with: agents-persistence threads delete ID",
     ),
     (DatabaseNotFoundError, EXIT_USAGE, _database_hint),
+    # Its message already says what to install.
+    (MissingExtraError, EXIT_USAGE, ""),
     (ConfigurationError, EXIT_USAGE, "check --url and --namespace"),
     (InvalidArgumentError, EXIT_USAGE, ""),
     (CheckpointerError, EXIT_FAILED, ""),

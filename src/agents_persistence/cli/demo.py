@@ -221,6 +221,17 @@ def demo(
         bool,
         typer.Option("--create-table", help="DynamoDB: create the table first if it is missing."),
     ] = False,
+    langgraph: Annotated[
+        bool,
+        typer.Option(
+            "--langgraph",
+            help=(
+                "Run a scripted Deep Agents agent on a LangGraph checkpoint saver instead:"
+                " it stops at a tool a human must approve; the next run approves and finishes"
+                " (SQL URLs; needs the deepagents extra)."
+            ),
+        ),
+    ] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     as_json: JsonOption = False,
@@ -228,6 +239,11 @@ def demo(
 ) -> None:
     """Run a scripted agent that saves its state every turn; run it again to resume."""
     with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
+        if langgraph:
+            from agents_persistence.cli._langgraph_demo import run_langgraph
+
+            run_langgraph(run, thread)
+            return
         run.notice_default_url()
         family = scheme_family(run.url)
         options: dict[str, Any] = {}
