@@ -30,6 +30,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agents_persistence.cli import _deep_agent
 from agents_persistence.migrations import upgrade
+from tests.kits.redis import REDIS_URL
+from tests.langgraph.redis_support import delete_prefix
 
 from .conftest import _database
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL_SAVER = "agents_persistence.langgraph:SQLCheckpointSaver"
+REDIS_SAVER = "agents_persistence.langgraph:RedisCheckpointSaver"
 
 
 def _sql(dialect: str) -> Callable[[Path], Iterator[str]]:
@@ -47,6 +50,14 @@ def _sql(dialect: str) -> Callable[[Path], Iterator[str]]:
             yield url
 
     return database
+
+
+def _redis(tmp_path: Path) -> Iterator[str]:
+    # The savers' default key prefix on the test database; the run's keys are deleted after.
+    try:
+        yield REDIS_URL
+    finally:
+        delete_prefix(REDIS_URL, "agents_persistence:lg")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ STORES = [
     DeepStore("sqlite", SQL_SAVER, _sql("sqlite")),
     DeepStore("postgresql", SQL_SAVER, _sql("postgresql")),
     DeepStore("mariadb", SQL_SAVER, _sql("mariadb")),
+    DeepStore("redis", REDIS_SAVER, _redis),
 ]
 """Every store the resume test runs on; a new saver is one more entry here."""
 

@@ -6,6 +6,8 @@
 SQLite, PostgreSQL and MySQL/MariaDB, in tables the library's Alembic migrations create.
 `DynamoDBCheckpointSaver` and `AsyncDynamoDBCheckpointSaver` do the same on a DynamoDB table
 (extra ``dynamodb`` as well).
+`RedisCheckpointSaver` and `AsyncRedisCheckpointSaver` do the same on Redis 7 without modules,
+Redis Cluster included (extra ``redis`` as well).
 Values go through LangGraph's msgpack serializer without its pickle fallback (`default_serde`).
 """
 
@@ -29,13 +31,17 @@ from agents_persistence.langgraph._sync import SQLCheckpointSaver
 if TYPE_CHECKING:
     from agents_persistence.langgraph._dynamodb_async import AsyncDynamoDBCheckpointSaver
     from agents_persistence.langgraph._dynamodb_sync import DynamoDBCheckpointSaver
+    from agents_persistence.langgraph._redis_async import AsyncRedisCheckpointSaver
+    from agents_persistence.langgraph._redis_sync import RedisCheckpointSaver
 
 __all__ = [
     "DEFAULT_ALLOWLIST",
     "AsyncDynamoDBCheckpointSaver",
+    "AsyncRedisCheckpointSaver",
     "AsyncSQLCheckpointSaver",
     "DynamoDBCheckpointSaver",
     "NoPickleSerializer",
+    "RedisCheckpointSaver",
     "SQLCheckpointSaver",
     "default_serde",
 ]
@@ -51,4 +57,13 @@ def __getattr__(name: str) -> object:
         from agents_persistence.langgraph._dynamodb_async import AsyncDynamoDBCheckpointSaver
 
         return AsyncDynamoDBCheckpointSaver
+    # The Redis savers need the ``redis`` extra too.
+    if name == "RedisCheckpointSaver":
+        from agents_persistence.langgraph._redis_sync import RedisCheckpointSaver
+
+        return RedisCheckpointSaver
+    if name == "AsyncRedisCheckpointSaver":
+        from agents_persistence.langgraph._redis_async import AsyncRedisCheckpointSaver
+
+        return AsyncRedisCheckpointSaver
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
