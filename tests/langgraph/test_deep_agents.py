@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 SQL_SAVER = "agents_persistence.langgraph:SQLCheckpointSaver"
 REDIS_SAVER = "agents_persistence.langgraph:RedisCheckpointSaver"
+DYNAMODB_SAVER = "agents_persistence.langgraph:DynamoDBCheckpointSaver"
 
 
 def _sql(dialect: str) -> Callable[[Path], Iterator[str]]:
@@ -60,6 +62,34 @@ def _redis(tmp_path: Path) -> Iterator[str]:
         delete_prefix(REDIS_URL, "agents_persistence:lg")
 
 
+def _dynamodb(tmp_path: Path) -> Iterator[str]:
+    # A private moto server and a fresh table; the child processes take the test credentials
+    # from the environment (credentials never go in URLs).
+    from agents_persistence.langgraph import DynamoDBCheckpointSaver
+    from tests.kits.dynamodb import CREDENTIALS, REGION, MotoServer
+
+    server = MotoServer()
+    names = {
+        "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+        "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    }
+    saved = {env: os.environ.get(env) for env in names.values()}
+    try:
+        os.environ.update({names[key]: value for key, value in CREDENTIALS.items()})
+        table = f"deep-{uuid.uuid4().hex[:12]}"
+        url = f"dynamodb://{table}?region={REGION}&endpoint={server.endpoint}"
+        with DynamoDBCheckpointSaver.from_url(url) as saver:
+            saver.setup()
+        yield url
+    finally:
+        for env, value in saved.items():
+            if value is None:
+                os.environ.pop(env, None)
+            else:
+                os.environ[env] = value
+        server.stop()
+
+
 @dataclass(frozen=True)
 class DeepStore:
     """A store the deep agent runs on: its saver, and how to get a ready, private URL."""
@@ -77,6 +107,7 @@ STORES = [
     DeepStore("postgresql", SQL_SAVER, _sql("postgresql")),
     DeepStore("mariadb", SQL_SAVER, _sql("mariadb")),
     DeepStore("redis", REDIS_SAVER, _redis),
+    DeepStore("dynamodb", DYNAMODB_SAVER, _dynamodb),
 ]
 """Every store the resume test runs on; a new saver is one more entry here."""
 
