@@ -221,7 +221,12 @@ def test_async_from_url_owns_and_disposes_its_engine(
         return cp.engine.url.drivername, before, pool.checkedin()
 
     driver, before, after = portal.call(scenario)
-    assert driver in ("sqlite+aiosqlite", "postgresql+psycopg", "mysql+aiomysql", "mariadb+aiomysql")
+    assert driver in (
+        "sqlite+aiosqlite",
+        "postgresql+psycopg",
+        "mysql+aiomysql",
+        "mariadb+aiomysql",
+    )
     assert before >= 1
     assert after == 0
 
