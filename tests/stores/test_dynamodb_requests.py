@@ -4,6 +4,7 @@ conditional puts, sharded listings, and a bounded number of worker threads in th
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -192,3 +193,35 @@ def test_async_calls_run_in_a_bounded_pool(kit: DynamoDBKit, portal: Portal) -> 
     threads = {thread for _, _, thread in calls}
     assert 1 <= len(threads) <= 2
     assert all(name.startswith("agents-persistence-dynamodb") for name in threads)
+
+
+def test_purge_gives_each_query_page_a_budget_of_its_own(kit: DynamoDBKit) -> None:
+    """A backlog behind pages of live threads (which the filter empties) is purged whole.
+
+    Each Query page is slowed down before it is sent; three pages in one budget would not fit
+    in ``call_timeout`` (the third request would be refused), one page per budget does.
+    """
+    clock = FakeClock()
+    cp = kit.make(namespace=new_namespace(), ttl=60, clock=clock, call_timeout=1.5)
+    old = kit.make(namespace=cp.namespace, ttl=60, clock=FakeClock(), call_timeout=1.5)
+    try:
+        for n in range(5):  # expired first: the oldest, read last (newest first)
+            old.save_state(f"old-{n}", AgentStateSnapshot())
+        clock.advance(3600)
+        for n in range(230):  # live: 2 full pages of 100 before the expired ones
+            cp.save_state(f"live-{n}", AgentStateSnapshot())
+        client = cp._table.connection.connection.client  # the kit's own test hook, as above
+        queries: list[float] = []
+
+        def slow_page(params: dict[str, Any], model: Any, **_: Any) -> None:
+            if model.name == "Query":
+                queries.append(time.monotonic())
+                time.sleep(0.45)
+
+        client.meta.events.register("provide-client-params.dynamodb.Query", slow_page)
+        assert cp.purge_expired() == 5
+        assert len(queries) >= 3
+        assert {t.thread_id for t in cp.iter_threads()} == {f"live-{n}" for n in range(230)}
+    finally:
+        cp.close()
+        old.close()

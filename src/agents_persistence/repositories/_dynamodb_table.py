@@ -364,18 +364,26 @@ class DynamoDBTable:
         each = self.settings.call_timeout
         with self._errors():
             for key in listing_keys(self.namespace, self.shards):
-                stream = iter(
-                    self._query(
-                        key, after=None, where=expired, page_size=_PURGE_PAGE_SIZE, limit=None
-                    )
-                )
+                start: dict[str, Any] | None = None
                 while True:
+                    # One Query page per budget: a page the filter empties (live threads
+                    # only) still ends the request, where an iterator would go on reading.
                     with deadline(each):
-                        listed = next(stream, None)
-                    if listed is None:
+                        page = self.connection.query(
+                            key,
+                            filter_condition=expired,
+                            index_name=self.schema.index_name,
+                            scan_index_forward=False,
+                            limit=_PURGE_PAGE_SIZE,
+                            exclusive_start_key=start,
+                        )
+                    for raw in page.get("Items", ()):
+                        listed = self.model.from_raw_data(raw)
+                        with deadline(each):
+                            removed += self._delete(listed.pk, expired)
+                    start = page.get("LastEvaluatedKey")
+                    if not start:
                         break
-                    with deadline(each):
-                        removed += self._delete(listed.pk, expired)
         return removed
 
     def _exists(self) -> bool:
