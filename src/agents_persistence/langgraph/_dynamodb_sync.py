@@ -7,12 +7,8 @@ from agents_persistence.repositories import _dynamodb_extra  # noqa: F401
 
 # isort: split
 
-import asyncio
 import copy
-from functools import partial
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-
-from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agents_persistence._core import _validate_ttl, utc_now
 from agents_persistence.errors import (
@@ -24,6 +20,7 @@ from agents_persistence.langgraph._dynamodb_io import LangGraphTable
 from agents_persistence.langgraph._dynamodb_ops import Operations
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import no_pickle
+from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.dynamodb import ConnectionSettings
 from agents_persistence.repositories._call_budget import deadline, validate_call_timeout
 from agents_persistence.repositories._dynamodb_budget import TIMEOUT_SHARES, derive_timeouts
@@ -31,7 +28,7 @@ from agents_persistence.repositories._dynamodb_errors import driver_errors
 from agents_persistence.repositories._dynamodb_mapping import parse_url, validate_table_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+    from collections.abc import Callable, Collection, Iterator, Sequence
     from datetime import timedelta
     from types import TracebackType
 
@@ -75,7 +72,7 @@ def _thread(config: RunnableConfig | None) -> str:
     return thread_id if isinstance(thread_id, str) else ""
 
 
-class DynamoDBCheckpointSaver(BaseCheckpointSaver[str]):
+class DynamoDBCheckpointSaver(ThreadedSaver):
     """LangGraph checkpoints in a DynamoDB table, through PynamoDB.
 
     Needs the extras ``dynamodb`` and ``langgraph``. One partition per thread: a header item,
@@ -349,62 +346,3 @@ class DynamoDBCheckpointSaver(BaseCheckpointSaver[str]):
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version greater than ``current``, as a string that sorts like its counter."""
         return next_version(current)
-
-    # --- async methods: the sync ones in a worker thread ---------------------------------
-
-    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.to_thread(function, *args)
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """`get_tuple` in a worker thread."""
-        return await self._run(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """`list`, each checkpoint read in a worker thread."""
-        found = self.list(config, filter=filter, before=before, limit=limit)
-        done: Any = object()
-        while (item := await self._run(next, found, done)) is not done:
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """`put` in a worker thread."""
-        return await self._run(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """`put_writes` in a worker thread."""
-        await self._run(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """`delete_thread` in a worker thread."""
-        await self._run(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """`delete_for_runs` in a worker thread."""
-        await self._run(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """`copy_thread` in a worker thread."""
-        await self._run(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """`prune` in a worker thread."""
-        await self._run(partial(self.prune, strategy=strategy), thread_ids)

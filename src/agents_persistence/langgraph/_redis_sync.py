@@ -7,23 +7,21 @@ from agents_persistence.langgraph import _redis_common as common
 
 # isort: split
 
-import asyncio
 import copy
-from functools import partial
 from typing import TYPE_CHECKING, Any, Self, cast
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from redis.exceptions import NoScriptError
 
 from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._redis_plans import Call, Plan, matches
+from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.redis import DEFAULT_KEY_PREFIX
 from agents_persistence.repositories._call_budget import deadline, require
 from agents_persistence.repositories._redis_client import open_client
 from agents_persistence.repositories._redis_errors import translate_errors
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
     from datetime import timedelta
     from types import TracebackType
 
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisCheckpointSaver"]
 
 
-class RedisCheckpointSaver(BaseCheckpointSaver[str]):
+class RedisCheckpointSaver(ThreadedSaver):
     """LangGraph checkpoints on Redis 7 or Valkey, without modules, Redis Cluster included.
 
     A thread is eight keys sharing its cluster hash tag (``<prefix>:lg:{<thread_id>}:...``),
@@ -297,57 +295,3 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         return next_version(current)
 
     # --- async twins: the sync methods in a worker thread ---------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """`get_tuple` in a worker thread."""
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """`list`, each page read in a worker thread."""
-        pages = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
-        while (item := await asyncio.to_thread(next, pages, done)) is not done:
-            yield item  # type: ignore[misc]
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """`put` in a worker thread."""
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """`put_writes` in a worker thread."""
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """`delete_thread` in a worker thread."""
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """`delete_for_runs` in a worker thread."""
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """`copy_thread` in a worker thread."""
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """`prune` in a worker thread."""
-        await asyncio.to_thread(partial(self.prune, thread_ids, strategy=strategy))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import itertools
 import threading
@@ -10,7 +9,6 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -33,12 +31,13 @@ from agents_persistence.langgraph._setup import (
     page_counts,
     retry_after,
 )
+from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
     from datetime import timedelta
     from types import TracebackType
 
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLCheckpointSaver"]
 
 
-class SQLCheckpointSaver(BaseCheckpointSaver[str]):
+class SQLCheckpointSaver(ThreadedSaver):
     """LangGraph checkpoints in the library's SQL tables (SQLite, PostgreSQL, MySQL/MariaDB).
 
     The tables come from the library's Alembic migrations (`setup`, ``agents-persistence db
@@ -321,62 +320,6 @@ class SQLCheckpointSaver(BaseCheckpointSaver[str]):
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version greater than ``current``, as a string that sorts like its counter."""
         return next_version(current)
-
-    # --- async twins: the sync methods in a worker thread ---------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """`get_tuple` in a worker thread."""
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """`list`, each page read in a worker thread."""
-        pages = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
-        while (item := await asyncio.to_thread(next, pages, done)) is not done:
-            yield item  # type: ignore[misc]
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """`put` in a worker thread."""
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """`put_writes` in a worker thread."""
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """`delete_thread` in a worker thread."""
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """`delete_for_runs` in a worker thread."""
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """`copy_thread` in a worker thread."""
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """`prune` in a worker thread."""
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
 
 
 def _thread(config: RunnableConfig | None) -> str | None:
