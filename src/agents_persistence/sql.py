@@ -12,6 +12,8 @@ Everything an app on SQLAlchemy needs from one import (it requires SQLAlchemy, t
   schema: ``select()`` them and join the app's own tables on ``(namespace, thread_id)``.
 - `has_state_key`, a PostgreSQL JSONB key test; with ``"pending_interrupts"`` a partial index
   serves it.
+- `pieces_model` / `pieces_table`: the table ``<table>_pieces`` holding the transcript and the
+  large ``files``/``scratchpad`` entries of each state, outside ``state`` (which holds the rest).
 
 The model is for reading. Write through a checkpointer: it keeps versions, expiry and the
 payload's size consistent.
@@ -27,6 +29,8 @@ from agents_persistence.models.sql import (
     checkpoint_model,
     checkpoint_table,
     has_state_key,
+    pieces_model,
+    pieces_table,
 )
 from agents_persistence.repositories.sql import (
     AsyncBoundSQLCheckpointer,
@@ -47,4 +51,6 @@ __all__ = [
     "checkpoint_model",
     "checkpoint_table",
     "has_state_key",
+    "pieces_model",
+    "pieces_table",
 ]

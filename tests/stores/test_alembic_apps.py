@@ -34,6 +34,7 @@ from agents_persistence.migrations import (
 from agents_persistence.migrations._app import is_migration_step
 from agents_persistence.migrations._settings import packaged_scripts
 from agents_persistence.models.langgraph import langgraph_table_names
+from agents_persistence.models.sql import pieces_table_name
 from tests.stores.conftest import run_command
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "migrations.md"
 BIN = Path(sys.executable).parent
 TABLE = "agent_checkpoints"
-LG = langgraph_table_names(TABLE)
+LG = (pieces_table_name(TABLE), *langgraph_table_names(TABLE))
 NO_DIFFERENCE = "No new upgrade operations detected"
 
 APP_MODELS = """
@@ -354,6 +355,7 @@ def test_table_and_schema_come_from_alembic_ini(
     assert _tables(postgresql_url, schema) == {
         "support_cp",
         version_table("support_cp"),
+        pieces_table_name("support_cp"),
         *langgraph_table_names("support_cp"),
     }
     assert TABLE not in _tables(postgresql_url)

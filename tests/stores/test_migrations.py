@@ -47,7 +47,7 @@ from agents_persistence.migrations import (
 from agents_persistence.migrations._lock import advisory_key, lock_name
 from agents_persistence.migrations._settings import MigrationTarget
 from agents_persistence.models.langgraph import langgraph_models, langgraph_table_names
-from agents_persistence.models.sql import checkpoint_table
+from agents_persistence.models.sql import checkpoint_table, pieces_table_name
 from tests.kits.base import closed_port
 from tests.stores.conftest import POSTGRES_SERVER, run_command
 
@@ -55,6 +55,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLE = "agent_checkpoints"
 FIX_COMMANDS = ("agents-persistence db upgrade", "alembic upgrade head", "upgrade(engine)")
 WAIT_SECONDS = 60
+
+
+def _companions(table_name: str) -> tuple[str, ...]:
+    """The tables the migrations create next to the checkpoint table ``table_name``."""
+    return (pieces_table_name(table_name), *langgraph_table_names(table_name))
 
 
 def _inspect(url: str, fn: Any) -> Any:
@@ -107,7 +112,7 @@ def test_upgrade_creates_the_table_the_model_declares(db_url: str) -> None:
     upgrade(db_url)
 
     assert current(db_url) == head_revision()
-    assert _tables(db_url) == {TABLE, version_table(TABLE), *langgraph_table_names(TABLE)}
+    assert _tables(db_url) == {TABLE, version_table(TABLE), *_companions(TABLE)}
     model = checkpoint_table()
     columns = _inspect(db_url, lambda insp: insp.get_columns(TABLE))
     assert [c["name"] for c in columns] == [c.name for c in model.columns]
@@ -228,7 +233,7 @@ def test_comparison_is_restricted_to_the_checkpoint_table(db_url: str) -> None:
         "alembic_version",
         TABLE,
         version_table(TABLE),
-        *langgraph_table_names(TABLE),
+        *_companions(TABLE),
     }
 
 
@@ -238,17 +243,17 @@ def test_custom_table_names_have_their_own_history(db_url: str) -> None:
     assert _tables(db_url) == {
         TABLE,
         version_table(TABLE),
-        *langgraph_table_names(TABLE),
+        *_companions(TABLE),
         "custom_cp",
         "custom_cp_alembic_version",
-        *langgraph_table_names("custom_cp"),
+        *_companions("custom_cp"),
     }
     check(db_url, table_name="custom_cp")
 
     downgrade(db_url, "base", table_name="custom_cp")
 
     assert current(db_url, table_name="custom_cp") is None
-    assert not _tables(db_url) & {"custom_cp", *langgraph_table_names("custom_cp")}
+    assert not _tables(db_url) & {"custom_cp", *_companions("custom_cp")}
     assert current(db_url) == head_revision()
     check(db_url)
 
@@ -265,7 +270,7 @@ def test_schema_parameter(request: pytest.FixtureRequest, backend: str) -> None:
         assert _tables(url, schema) == {
             "custom_cp",
             "custom_cp_alembic_version",
-            *langgraph_table_names("custom_cp"),
+            *_companions("custom_cp"),
         }
         assert _tables(url) == set()
         assert current(url, table_name="custom_cp", schema=schema) == head_revision()
@@ -418,7 +423,7 @@ def test_alembic_command_line_table_and_schema_arguments(sqlite_url: str) -> Non
     assert _tables(sqlite_url) == {
         "cli_cp",
         "cli_cp_alembic_version",
-        *langgraph_table_names("cli_cp"),
+        *_companions("cli_cp"),
     }
 
     bad = _alembic("-x", f"url={sqlite_url}", "-x", "table=cli cp; --", "upgrade", "head")
@@ -616,7 +621,7 @@ def test_an_apps_autogenerate_ignores_our_tables(
         "alembic_version",
         table_name,
         version_table(table_name),
-        *langgraph_table_names(table_name),
+        *_companions(table_name),
     }
     assert _scalars(db_url, "SELECT version_num FROM alembic_version") == ["app0001"]
     assert current(db_url, table_name=table_name) == head_revision()

@@ -24,6 +24,7 @@ from agents_persistence import (
     InvalidArgumentError,
     SchemaNotReadyError,
     SQLCheckpointer,
+    TodoItem,
     open_async_checkpointer,
     open_checkpointer,
 )
@@ -35,7 +36,7 @@ from agents_persistence.migrations import (
     version_table,
 )
 from agents_persistence.models.langgraph import langgraph_table_names
-from agents_persistence.models.sql import checkpoint_table
+from agents_persistence.models.sql import checkpoint_table, pieces_table_name
 from agents_persistence.repositories._sql_engine import to_async_url, to_sync_url
 from agents_persistence.repositories._sql_statements import PURGE_BATCH
 
@@ -68,7 +69,12 @@ def scratch_table(sql_kit: SQLKit) -> Iterator[str]:
     name = "cp_" + uuid.uuid4().hex[:12]
     yield name
     with sql_kit.engine.begin() as conn:
-        for table in (*langgraph_table_names(name), name, version_table(name)):
+        for table in (
+            *langgraph_table_names(name),
+            pieces_table_name(name),
+            name,
+            version_table(name),
+        ):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
 
 
@@ -345,17 +351,20 @@ def test_datetimes_come_back_aware_utc(sql_kit: SQLKit, namespace: str) -> None:
 
 def test_nul_characters_in_states(sql_kit: SQLKit, namespace: str) -> None:
     cp = sql_kit.make(namespace=namespace)
-    state = AgentStateSnapshot(files={"bin.dat": "before\x00after"})
+    # Files, scratchpad and messages are pieces (bytes): U+0000 is kept on every dialect.
+    state = AgentStateSnapshot(files={"bin.dat": "before\x00after"}, scratchpad={"k": "\x00"})
+    cp.save_state("t", state)
+    assert cp.load_state("t") == state
+    in_head = AgentStateSnapshot(todos=[TodoItem(content="a\x00b", status="pending")])
     if sql_kit.name != "postgresql":
-        cp.save_state("t", state)
-        assert cp.load_state("t") == state
+        cp.save_state("t", in_head)
+        assert cp.load_state("t") == in_head
         return
-    # JSONB cannot hold U+0000: a typed error, and nothing written.
-    cp.save_state("t", AgentStateSnapshot(scratchpad={"old": True}))
+    # The head is JSONB, which cannot hold U+0000: a typed error, and nothing written.
     with pytest.raises(InvalidArgumentError, match="NUL"):
-        cp.save_state("t", state)
+        cp.save_state("t", in_head)
     checkpoint = cp.load_checkpoint("t")
-    assert checkpoint.state == AgentStateSnapshot(scratchpad={"old": True})
+    assert checkpoint.state == state
     assert checkpoint.info.version == 1
 
 

@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 
 from agents_persistence.migrations._settings import MigrationTarget, version_table
 from agents_persistence.models.langgraph import langgraph_table_names
-from agents_persistence.models.sql import DEFAULT_TABLE_NAME, DIALECTS_INFO_KEY
+from agents_persistence.models.sql import (
+    DEFAULT_TABLE_NAME,
+    DIALECTS_INFO_KEY,
+    pieces_table_name,
+)
 
 if TYPE_CHECKING:
     from alembic.runtime.environment import NameFilterParentNames, NameFilterType
@@ -35,9 +39,9 @@ def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> Inc
 
     Use it in an app's own ``env.py`` when the checkpoint tables have custom names (the
     default `include_name` covers ``agent_checkpoints``). Tables are matched by name in every
-    schema; their indexes, constraints and columns go with them, and so do their version tables
-    and the LangGraph tables named after them (``<table>_lg_checkpoints``, ``_lg_blobs``,
-    ``_lg_writes``, ``_lg_threads``).
+    schema; their indexes, constraints and columns go with them, and so do their version tables,
+    their pieces tables (``<table>_pieces``) and the LangGraph tables named after them
+    (``<table>_lg_checkpoints``, ``_lg_blobs``, ``_lg_writes``, ``_lg_threads``).
 
     Args:
         table_names: The checkpoint table names the app uses.
@@ -51,7 +55,12 @@ def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> Inc
     hidden = frozenset(
         name
         for table in table_names
-        for name in (table, version_table(table), *langgraph_table_names(table))
+        for name in (
+            table,
+            version_table(table),
+            pieces_table_name(table),
+            *langgraph_table_names(table),
+        )
     )
 
     def include_name(
@@ -66,13 +75,15 @@ def make_include_name(table_names: Iterable[str] = (DEFAULT_TABLE_NAME,)) -> Inc
 
 
 include_name: IncludeName = make_include_name()
-"""``include_name`` hook for an app's ``env.py``: ignores ``agent_checkpoints`` and its version
-table. Combine with the app's own filter by calling both."""
+"""``include_name`` hook for an app's ``env.py``: ignores ``agent_checkpoints``, its version
+table, its pieces table and its LangGraph tables. Combine with the app's own filter by calling
+both."""
 
 
 def own_include_name(target: MigrationTarget) -> IncludeName:
     """The hook of our own environment: ``target``'s tables (never its version table)."""
-    own = frozenset((target.table_name, *langgraph_table_names(target.table_name)))
+    table = target.table_name
+    own = frozenset((table, pieces_table_name(table), *langgraph_table_names(table)))
 
     def include(
         name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames

@@ -1,8 +1,13 @@
-"""The SQL model: one declarative table of agent checkpoints. No I/O here.
+"""The SQL model: the table of agent checkpoints and its pieces table. No I/O here.
 
 ``agent_checkpoints`` by default; `checkpoint_model` builds the same model under another table
 name or schema (each in its own `MetaData`). Applications query it with ``select()`` and join
 their own tables on ``(namespace, thread_id)``; ``agents_persistence.sql`` re-exports it.
+
+A row's ``state`` is the head of the stored state (`agents_persistence._layout`): every field
+but the transcript and the ``files``/``scratchpad`` maps, which live as immutable pieces in
+``<table>_pieces`` (`pieces_model`), named by the row's ``manifest``. A row whose ``manifest``
+is NULL holds the whole state in ``state`` (rows written before the layout existed).
 Column types are chosen per dialect: JSONB on PostgreSQL, JSON elsewhere; microsecond
 timestamps everywhere (``DATETIME(6)`` on MySQL/MariaDB); a binary, no-pad collation for thread
 ids on MySQL/MariaDB so that ``"a"``, ``"A"`` and ``"a "`` stay three different threads.
@@ -20,6 +25,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -36,12 +42,17 @@ __all__ = [
     "DEFAULT_TABLE_NAME",
     "NAMING_CONVENTION",
     "DIALECTS_INFO_KEY",
+    "TOKEN_LENGTH",
     "AgentCheckpoint",
     "CheckpointRow",
+    "PieceRow",
     "checkpoint_model",
     "checkpoint_table",
     "has_state_key",
     "interrupts_index_name",
+    "pieces_model",
+    "pieces_table",
+    "pieces_table_name",
 ]
 
 DEFAULT_TABLE_NAME = "agent_checkpoints"
@@ -58,6 +69,11 @@ them (also under SQLite's batch mode)."""
 
 _Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+_LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_Bytes = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+TOKEN_LENGTH = 32
+"""Longest manifest token (``manifest_token``) and, doubled, piece key the tables hold."""
 
 
 def _key(length: int) -> String:
@@ -109,9 +125,62 @@ class CheckpointRow:
     created_at: Mapped[datetime] = mapped_column(_Timestamp, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(_Timestamp, nullable=False)
     expires_at: Mapped[datetime | None] = mapped_column(_Timestamp, nullable=True)
+    manifest: Mapped[str | None] = mapped_column(_LongText, nullable=True)
+    """The pieces the row's state is made of (JSON); NULL: ``state`` is the whole state."""
+    manifest_token: Mapped[str | None] = mapped_column(_key(TOKEN_LENGTH), nullable=True)
+    """The token of ``manifest``, which a save compares to apply a delta (NULL with it)."""
+
+
+class PieceRow:
+    """The columns of a pieces table: one immutable piece of a stored state (a mixin)."""
+
+    namespace: Mapped[str] = mapped_column(_key(64), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(_key(256), primary_key=True)
+    piece: Mapped[str] = mapped_column(_key(2 * TOKEN_LENGTH), primary_key=True)
+    body: Mapped[bytes] = mapped_column(_Bytes, nullable=False)
+
+
+def pieces_table_name(table_name: str = DEFAULT_TABLE_NAME) -> str:
+    """The pieces table of the checkpoint table ``table_name``: ``<table_name>_pieces``."""
+    return f"{table_name}_pieces"
 
 
 @cache
+def _base(table_name: str, schema: str | None) -> type[DeclarativeBase]:
+    """The declarative base (and `MetaData`) of one checkpoint table and its pieces table."""
+    validate_identifier(table_name, "table name")
+    if schema is not None:
+        validate_identifier(schema, "schema name")
+
+    class Base(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    return Base
+
+
+def pieces_model(table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None) -> type[PieceRow]:
+    """The declarative model of the pieces of ``table_name`` (in the same `MetaData`).
+
+    Args:
+        table_name: The checkpoint table's name (validated); the model's table is
+            `pieces_table_name` of it.
+        schema: Its schema, as in `checkpoint_model`.
+    """
+    return _pieces_model(table_name, schema)
+
+
+@cache
+def _pieces_model(table_name: str, schema: str | None) -> type[PieceRow]:
+    base = _base(table_name, schema)
+    attrs: dict[str, Any] = {
+        "__tablename__": pieces_table_name(table_name),
+        "__table_args__": {"schema": schema},
+    }
+    model = type(f"Pieces_{table_name}", (PieceRow, base), attrs)
+    model.__qualname__ = f"pieces_model.<{schema}.{table_name}>"
+    return model
+
+
 def checkpoint_model(
     table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None
 ) -> type[CheckpointRow]:
@@ -121,13 +190,12 @@ def checkpoint_model(
         table_name: A SQL identifier (letters, digits, ``_``); validated, never pasted raw.
         schema: An optional schema (PostgreSQL) or database (MySQL) name, validated the same way.
     """
-    validate_identifier(table_name, "table name")
-    if schema is not None:
-        validate_identifier(schema, "schema name")
+    return _checkpoint_model(table_name, schema)
 
-    class Base(DeclarativeBase):
-        metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+@cache
+def _checkpoint_model(table_name: str, schema: str | None) -> type[CheckpointRow]:
+    base = _base(table_name, schema)
     interrupts = Index(
         interrupts_index_name(table_name),
         "namespace",
@@ -148,8 +216,9 @@ def checkpoint_model(
         ),
     }
     name = "AgentCheckpoint" if table_name == DEFAULT_TABLE_NAME else f"Checkpoint_{table_name}"
-    model = type(name, (CheckpointRow, Base), attrs)
+    model = type(name, (CheckpointRow, base), attrs)
     model.__qualname__ = f"checkpoint_model.<{schema}.{table_name}>"
+    pieces_model(table_name, schema)  # in the same MetaData: migrations compare both
     return model
 
 
@@ -160,4 +229,10 @@ AgentCheckpoint = checkpoint_model()
 def checkpoint_table(table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None) -> Table:
     """The `Table` of `checkpoint_model` (what Core statements and migrations use)."""
     table: Table = checkpoint_model(table_name, schema).__table__  # type: ignore[attr-defined]
+    return table
+
+
+def pieces_table(table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None) -> Table:
+    """The `Table` of `pieces_model`."""
+    table: Table = pieces_model(table_name, schema).__table__  # type: ignore[attr-defined]
     return table

@@ -19,16 +19,20 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agents_persistence._core import WriteRequest, as_utc
+from agents_persistence._layout import pack
 from agents_persistence.errors import ConflictError
 from agents_persistence.telemetry import note_retry
 
 from ._sql_deadline import expired
 from ._sql_engine import driver_code
+from ._sql_pieces import read_record
 from ._sql_statements import (
     PURGE_BATCH,
+    Statement,
     Statements,
+    delta_allowed,
     record_from_row,
-    record_from_values,
+    write_kind,
     write_params,
     written_record,
 )
@@ -37,9 +41,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from sqlalchemy import Connection, Insert, Select, Update
+    from sqlalchemy import Connection
 
     from agents_persistence._core import Record
+    from agents_persistence._layout import Layout
 
 __all__ = ["page", "purge", "read", "remove", "schema_problem", "upgrade_schema", "write"]
 
@@ -50,6 +55,9 @@ _LOCK_ATTEMPTS = 20
 _RETRY_CODES = frozenset({1213, 1020})
 _DUPLICATE_KEY = 1062
 _DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
+# aiomysql cannot send bytes with PyMySQL 1.2 (it calls a helper PyMySQL removed): the pieces'
+# bodies go as hexadecimal text, which the server decodes with UNHEX().
+_HEX_DRIVERS = frozenset({"aiomysql"})
 
 
 def write(
@@ -60,24 +68,12 @@ def write(
     ``owned``: the connection is the store's own, each write commits its transaction; else it
     is the caller's, which the write joins and never commits.
     """
-    params = write_params(namespace, request)
     if stmts.strategy == "upsert":
-        statement = stmts.write(request)
         with _transaction(conn, owned):
-            rows = _rows(conn, stmts, statement, statement, params)
-            if not rows:
-                live = _rows(conn, stmts, "live_version", stmts.live_version, params)
-                raise ConflictError(
-                    request.thread_id, params["expected"], live[0][0] if live else None
-                )
-        version, created_at = rows[0]
-        return written_record(request, version, created_at)
-    one_statement = _upsert_any(conn, stmts, request)
+            return _write_upsert(conn, stmts, namespace, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
-            if one_statement is not None:
-                return _write_upsert_any(conn, stmts, one_statement, params, request, owned)
-            return _write_locked(conn, stmts, params, request, owned)
+            return _write_locked(conn, stmts, namespace, request, owned)
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned) or expired():
                 raise
@@ -101,7 +97,7 @@ def _rows(
     conn: Connection,
     stmts: Statements,
     key: object,
-    statement: Select[Any] | Insert | Update,
+    statement: Statement,
     params: dict[str, Any],
 ) -> list[tuple[Any, ...]]:
     """Run a hot statement (compiled once per dialect) through ``exec_driver_sql``.
@@ -117,44 +113,64 @@ def _rows(
     return compiled.process(result.fetchall())
 
 
-def _upsert_any(conn: Connection, stmts: Statements, request: WriteRequest) -> Insert | None:
-    """`Statements.upsert_any` when it can perform ``request`` on ``conn``'s server, else None.
-
-    Only for an unconditional save that restores nothing: with no version to check, the one
-    statement's outcome is exact. Needs ``INSERT ... RETURNING`` (MariaDB 10.5+; not MySQL).
-    """
-    if (
-        stmts.upsert_any is None
-        or request.expected_version is not None
-        or request.version is not None
-        or request.created_at is not None
-        or not conn.dialect.insert_returning
-    ):
-        return None
-    return stmts.upsert_any
-
-
-def _write_upsert_any(
-    conn: Connection,
-    stmts: Statements,
-    statement: Insert,
-    params: dict[str, Any],
-    request: WriteRequest,
-    owned: bool,
+def _write_upsert(
+    conn: Connection, stmts: Statements, namespace: str, request: WriteRequest
 ) -> Record:
-    with _transaction(conn, owned):
-        if owned and stmts.lock_isolation is not None:
-            # As for the locking save: no gap locks between first saves of new threads.
-            conn.exec_driver_sql(stmts.lock_isolation)
-        rows = _rows(conn, stmts, "upsert_any", statement, params)
-    version, created_at = rows[0]
-    return written_record(request, version, created_at)
+    """``upsert`` strategy: the delta if the stored head still carries its base, else whole.
+
+    On PostgreSQL each attempt is one statement, pieces included (`Statements.combined`), so
+    in autocommit each is its own transaction and a failed delta changed nothing.
+    """
+    arrays = stmts.combined
+    layout = request.layout
+    if delta_allowed(request):
+        params = write_params(namespace, request, layout, arrays=arrays)
+        statement = stmts.delta(request)
+        rows = _rows(conn, stmts, ("delta", write_kind(request)), statement, params)
+        if rows:
+            if not arrays:
+                _write_pieces(conn, stmts, params, layout)
+            return written_record(request, layout, *rows[0])
+        layout = layout.full()
+    params = write_params(namespace, request, layout, arrays=arrays)
+    statement = stmts.write(request)
+    rows = _rows(conn, stmts, statement, statement, params)
+    if not rows:
+        live = _rows(conn, stmts, "live_version", stmts.live_version, params)
+        raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
+    if not arrays:
+        _write_pieces(conn, stmts, params, layout)
+    return written_record(request, layout, *rows[0])
+
+
+def _write_pieces(
+    conn: Connection, stmts: Statements, params: dict[str, Any], layout: Layout
+) -> None:
+    """After the head: remove what ``layout`` drops (every piece on a full write), add its new."""
+    pieces = stmts.pieces
+    thread = {"ns": params["ns"], "tid": params["tid"]}
+    if layout.base is None:
+        _rows(conn, stmts, "pieces_delete_all", pieces.delete_all, thread)
+    elif layout.drop:
+        conn.execute(pieces.delete_some, {**thread, "drop": list(layout.drop)})
+    if not layout.pieces:
+        return
+    if conn.dialect.driver in _HEX_DRIVERS:
+        compiled = stmts.compiled("pieces_insert_hex", pieces.insert_hex, conn.dialect)
+        rows = [
+            {**thread, "key": key, "body_hex": pack(body).hex()}
+            for key, body in layout.pieces.items()
+        ]
+    else:
+        compiled = stmts.compiled("pieces_insert", pieces.insert, conn.dialect)
+        rows = [{**thread, "key": key, "body": pack(body)} for key, body in layout.pieces.items()]
+    conn.exec_driver_sql(compiled.sql, [compiled.parameters(row) for row in rows])
 
 
 def _write_locked(
     conn: Connection,
     stmts: Statements,
-    params: dict[str, Any],
+    namespace: str,
     request: WriteRequest,
     owned: bool,
 ) -> Record:
@@ -163,29 +179,27 @@ def _write_locked(
             # Only at the start of the store's own transaction: in the caller's transaction
             # the isolation level is the caller's (MySQL refuses to change it midway).
             conn.exec_driver_sql(stmts.lock_isolation)
-        rows = _rows(conn, stmts, "lock_row", stmts.lock_row, params)
-        values = _locked_values(request, params, rows[0] if rows else None)
-        if rows:
-            _rows(conn, stmts, "update_row", stmts.update_row, values)
-        else:
-            _rows(conn, stmts, "insert_row", stmts.insert_row, values)
-    return written_record(request, values["new_version"], values["new_created_at"])
-
-
-def _locked_values(
-    request: WriteRequest, params: dict[str, Any], row: tuple[Any, ...] | None
-) -> dict[str, Any]:
-    """The insert or update values of a locking save, given the locked row (or ``None``).
-
-    ``row`` is ``(version, created_at, expires_at)`` as `Statements.lock_row` selects them.
-    Raises `ConflictError` when ``expected_version`` does not match the live version.
-    """
-    version, created, expires = (None, None, None) if row is None else row[:3]
-    live = row is not None and not request.is_expired(None if expires is None else as_utc(expires))
-    actual = version if live else None
-    request.check(actual)
-    created_at = request.created_at or (as_utc(created) if live else request.now)
-    return {**params, "new_version": request.next_version(actual), "new_created_at": created_at}
+        thread = {"ns": namespace, "tid": request.thread_id}
+        rows = _rows(conn, stmts, "lock_row", stmts.lock_row, thread)
+        version, created, expires, token = rows[0] if rows else (None, None, None, None)
+        live = bool(rows) and not request.is_expired(None if expires is None else as_utc(expires))
+        actual = version if live else None
+        request.check(actual)
+        layout = request.layout.against(token if live else None)
+        values = write_params(namespace, request, layout, arrays=False)
+        values["new_version"] = request.next_version(actual)
+        values["new_created_at"] = request.created_at or (as_utc(created) if live else request.now)
+        # The head first: a duplicate key (a racing first save) is then retried before any
+        # piece was written.
+        _rows(
+            conn,
+            stmts,
+            "update_row" if rows else "insert_row",
+            stmts.update_row if rows else stmts.insert_row,
+            values,
+        )
+        _write_pieces(conn, stmts, values, layout)
+    return written_record(request, layout, values["new_version"], values["new_created_at"])
 
 
 def _retryable(exc: DBAPIError, owned: bool) -> bool:
@@ -205,11 +219,11 @@ def read(
     thread_id: str,
     now: datetime,
 ) -> Record | None:
-    """The live record with its payload, or ``None``."""
-    # One statement, no explicit transaction: nothing to BEGIN or COMMIT around it.
+    """The live record with its whole state (head and pieces assembled), or ``None``."""
+    # One statement (head UNION ALL pieces), no explicit transaction: one snapshot, and
+    # nothing to BEGIN or COMMIT around it.
     params = {"ns": namespace, "tid": thread_id, "now": now}
-    rows = _rows(conn, stmts, "read", stmts.read, params)
-    return None if not rows else record_from_values(thread_id, rows[0], payload=True)
+    return read_record(thread_id, _rows(conn, stmts, "read", stmts.read, params))
 
 
 def remove(
@@ -220,13 +234,16 @@ def remove(
     thread_id: str,
     now: datetime,
 ) -> bool:
-    """Delete the thread; ``True`` only if it was live (an expired leftover goes too)."""
+    """Delete the thread and its pieces; ``True`` only if it was live (a leftover goes too)."""
     params = {"ns": namespace, "tid": thread_id, "now": now}
+    if stmts.remove is not None:
+        rows = conn.execute(stmts.remove, params).all()
+        return bool(rows) and bool(rows[0][0])
     with _transaction(conn, owned):
-        if conn.execute(stmts.remove_live, params).rowcount:
-            return True
-        conn.execute(stmts.remove_expired, params)
-    return False
+        live = bool(conn.execute(stmts.remove_live, params).rowcount)
+        if live or conn.execute(stmts.remove_expired, params).rowcount:
+            conn.execute(stmts.pieces.delete_all, params)
+    return live
 
 
 def page(
@@ -251,14 +268,29 @@ def page(
 
 
 def purge(conn: Connection, stmts: Statements, namespace: str, owned: bool, now: datetime) -> int:
-    """Delete the namespace's expired rows in batches (one short transaction each when owned)."""
-    params = {"ns": namespace, "now": now}
+    """Delete the namespace's expired rows and their pieces in batches.
+
+    Each batch is one short transaction when ``owned``.
+    """
+    params: dict[str, Any] = {"ns": namespace, "now": now}
     total = 0
     while True:
         with _transaction(conn, owned):
-            deleted = conn.execute(stmts.purge, params).rowcount
+            if stmts.purge_rows is None:
+                deleted = int(conn.execute(stmts.purge, params).scalar_one())
+                found = deleted
+            else:
+                tids = list(conn.execute(stmts.purge, params).scalars())
+                found = len(tids)
+                deleted = 0
+                if tids:
+                    batch = {**params, "tids": tids}
+                    deleted = conn.execute(stmts.purge_rows, batch).rowcount
+                    # Pieces of the heads just deleted; a thread saved again meanwhile has a
+                    # (live) head and keeps its pieces.
+                    conn.execute(stmts.pieces.delete_orphans, batch)
         total += deleted
-        if deleted < PURGE_BATCH:
+        if found < PURGE_BATCH:
             return total
 
 

@@ -4,20 +4,24 @@ Both twins (`SQLCheckpointer`, `AsyncSQLCheckpointer`) run exactly these stateme
 operations in `agents_persistence.repositories._sql_ops`. Statements are built once per (table,
 schema, dialect) and cached, so SQLAlchemy's compiled cache serves every later execution.
 
-Two write strategies exist:
+A row holds a state's head; its transcript and large map entries are pieces in the pieces
+table (`agents_persistence.repositories._sql_pieces`). Two write strategies exist:
 
-* ``upsert`` (PostgreSQL, SQLite): one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ...
-  RETURNING`` for unconditional and create-only saves, one ``UPDATE ... WHERE version =
-  :expected RETURNING`` for conditional ones. The database serialises writers on the row, so the
-  version check and the increment are one atomic step.
+* ``upsert`` (PostgreSQL, SQLite): a delta save (the checkpointer knows the stored manifest)
+  first tries ``UPDATE ... WHERE manifest_token = :base_token [AND version = :expected]
+  RETURNING``; when the stored head moved on (nothing returned), the save is a full write: one
+  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING`` for unconditional and create-only
+  saves, one ``UPDATE ... WHERE version = :expected RETURNING`` for conditional ones. The
+  database serialises writers on the row, so the token and version checks and the increment
+  are one atomic step. On PostgreSQL the piece writes are part of each statement (``WITH``
+  clauses); on SQLite they follow it in the same transaction.
 * ``lock`` (MySQL, MariaDB and any other dialect): one transaction that reads the row with
-  ``SELECT ... FOR UPDATE``, checks the version, then inserts or updates it. On MySQL/MariaDB
+  ``SELECT ... FOR UPDATE`` (version, expiry and manifest token), checks the version, chooses
+  delta or full write, then inserts or updates it and writes the pieces. On MySQL/MariaDB
   that transaction runs at READ COMMITTED: no gap locks, so concurrent first saves of
   different threads never block each other, and two first saves of one thread end in a
-  duplicate key for the later one, which is retried and then sees the row. On MariaDB 10.5+
-  (``INSERT ... RETURNING``) an unconditional save is instead one ``INSERT ... ON DUPLICATE KEY
-  UPDATE ... RETURNING`` (`Statements.upsert_any`): there is no version to check, and the
-  server serialises writers on the row as for the upsert strategy.
+  duplicate key for the later one, which is retried and then sees the row. The head is
+  written before the pieces, so such a retry starts with no piece written.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
+    CompoundSelect,
     Delete,
     Insert,
     Select,
@@ -43,11 +48,22 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from agents_persistence._core import Record, WriteRequest, as_utc
 from agents_persistence.errors import CorruptStateError
-from agents_persistence.models.sql import checkpoint_table
+from agents_persistence.models.sql import checkpoint_table, pieces_table
+
+from ._sql_pieces import (
+    PieceStatements,
+    head_values,
+    piece_params,
+    piece_statements,
+    purge_with_pieces,
+    read_statement,
+    remove_with_pieces,
+    with_pieces,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,11 +72,15 @@ if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row, Table
     from sqlalchemy.engine import Dialect
 
+    from agents_persistence._layout import Layout
+
 __all__ = [
     "PURGE_BATCH",
     "Compiled",
+    "Statement",
     "Statements",
     "WriteKind",
+    "delta_allowed",
     "record_from_row",
     "record_from_values",
     "statements",
@@ -75,6 +95,9 @@ PURGE_BATCH = 1000
 WriteKind = Literal["any", "create", "match"]
 """``any``: expected_version None; ``create``: 0; ``match``: a version n > 0."""
 
+Statement = Select[Any] | CompoundSelect[Any] | Insert | Update | Delete
+"""What `Compiled` compiles."""
+
 _UPSERT_DIALECTS = ("postgresql", "sqlite")
 _MYSQL_DIALECTS = ("mysql", "mariadb")
 _META = ("thread_id", "version", "created_at", "updated_at", "expires_at", "state_bytes")
@@ -87,16 +110,33 @@ def write_kind(request: WriteRequest) -> WriteKind:
     return "create" if request.expected_version == 0 else "match"
 
 
-def write_params(namespace: str, request: WriteRequest) -> dict[str, Any]:
-    """Bind values of a write: the row as it is when the thread is new (or at ``expected``).
+def delta_allowed(request: WriteRequest) -> bool:
+    """Whether ``request`` may be tried as a delta (a base, and nothing restored or created)."""
+    return (
+        request.layout.base is not None
+        and request.version is None
+        and request.created_at is None
+        and request.expected_version != 0
+    )
+
+
+def write_params(
+    namespace: str, request: WriteRequest, layout: Layout, *, arrays: bool
+) -> dict[str, Any]:
+    """Bind values of a write of ``layout``.
+
+    The row as it is when the thread is new (or at ``expected``), the head and its manifest
+    and, with ``arrays`` (PostgreSQL, whose statement writes the pieces too), the pieces as
+    ``keys`` / ``bodies`` and ``drop``.
 
     No name equals a column name: SQLAlchemy would add such parameters to an UPDATE's SET.
     """
     expected = request.expected_version
-    return {
+    params = {
         "ns": namespace,
         "tid": request.thread_id,
-        "payload": request.payload,
+        **head_values(layout),
+        "base_token": None if layout.base is None else layout.base.token,
         "size": request.size,
         # A "match" write only ever replaces version `expected`, so its result is known now.
         "new_version": request.next_version(expected or None),
@@ -105,10 +145,16 @@ def write_params(namespace: str, request: WriteRequest) -> dict[str, Any]:
         "new_expires_at": request.expires_at,
         "expected": expected,
     }
+    if arrays:
+        params["keys"], params["bodies"] = piece_params(layout)
+        params["drop"] = list(layout.drop)
+    return params
 
 
-def written_record(request: WriteRequest, version: int, created_at: datetime) -> Record:
-    """The metadata of a completed write (``updated_at`` and expiry come from the request)."""
+def written_record(
+    request: WriteRequest, layout: Layout, version: int, created_at: datetime
+) -> Record:
+    """The record of a completed write (``updated_at`` and expiry come from the request)."""
     return Record(
         thread_id=request.thread_id,
         version=version,
@@ -116,6 +162,8 @@ def written_record(request: WriteRequest, version: int, created_at: datetime) ->
         updated_at=request.now,
         expires_at=request.expires_at,
         size=request.size,
+        manifest=layout.manifest,
+        written=layout.written,
     )
 
 
@@ -164,7 +212,7 @@ class Compiled:
 
     __slots__ = ("_names", "_positional", "_results", "sql")
 
-    def __init__(self, statement: Select[Any] | Insert | Update, dialect: Dialect) -> None:
+    def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise RuntimeError("statement needs SQLAlchemy's parameter expansion")
@@ -222,52 +270,63 @@ class Statements:
         table: The mapped table.
         dialect_name: The SQLAlchemy dialect name the statements are built for.
         strategy: ``upsert`` or ``lock`` (see the module docstring).
-        autocommit: Run each operation in autocommit mode (PostgreSQL). Every ``upsert``
-            operation that must be atomic is a single statement, and psycopg would otherwise
-            spend two extra round trips per call on ``BEGIN`` and ``COMMIT``.
-        read: The live row with its payload as JSON text.
+        autocommit: Run each operation in autocommit mode (PostgreSQL). Every operation
+            that must be atomic is a single statement there (`combined`), and psycopg would
+            otherwise spend two extra round trips per call on ``BEGIN`` and ``COMMIT``.
+        combined: The piece writes are ``WITH`` clauses of the head's statements, and a
+            delete or purge is one statement (PostgreSQL).
+        pieces: The statements on the pieces table (run after the head's when not
+            `combined`).
+        read: The live head with its state as JSON text, and the thread's pieces.
         live_version: The live version only (what a conflict reports).
         page_first: The first page of a listing, newest first.
         page_after: A later page, strictly after a keyset position.
         remove_live: Delete the row if it is live.
         remove_expired: Delete the row if it has expired (clears a leftover; a row saved
-            again meanwhile is live and stays, also in PostgreSQL's autocommit).
-        purge: Delete up to `PURGE_BATCH` expired rows of the namespace.
+            again meanwhile is live and stays).
+        remove: `combined`: delete the row and its pieces, returning whether it was live.
+        purge: `combined`: delete up to `PURGE_BATCH` expired rows of the namespace and
+            their pieces, returning how many; otherwise select up to `PURGE_BATCH` expired
+            thread ids (locked where the dialect can), then `purge_rows` and
+            `PieceStatements.delete_orphans` delete them.
+        purge_rows: Delete the rows of the expanding ``tids`` that are still expired.
         lock_isolation: ``lock`` strategy: SQL that sets the isolation of the next transaction
             (MySQL/MariaDB: READ COMMITTED, so that locking a missing row takes no gap lock;
             under REPEATABLE READ, first saves of neighbouring new threads deadlock each other).
-        lock_row: ``lock`` strategy: the row's version and timestamps, locked.
+        lock_row: ``lock`` strategy: the row's version, timestamps and manifest token, locked.
         insert_row: ``lock`` strategy: insert the row.
         update_row: ``lock`` strategy: overwrite the row.
-        upsert_any: ``lock`` strategy on MySQL/MariaDB: an unconditional save (no expected
-            version, no restored version or creation time) in one ``INSERT ... ON DUPLICATE KEY
-            UPDATE ... RETURNING version, created_at``, for servers with ``INSERT ...
-            RETURNING`` (MariaDB 10.5+); ``None`` for other dialects.
     """
 
     table: Table
     dialect_name: str
     strategy: Literal["upsert", "lock"]
     autocommit: bool
-    read: Select[Any]
+    combined: bool
+    pieces: PieceStatements
+    read: CompoundSelect[Any]
     live_version: Select[Any]
     page_first: Select[Any]
     page_after: Select[Any]
     remove_live: Delete
     remove_expired: Delete
-    purge: Delete
+    remove: Select[Any] | None
+    purge: Select[Any]
+    purge_rows: Delete | None
     lock_isolation: str | None
     lock_row: Select[Any]
     insert_row: Insert
     update_row: Update
-    upsert_any: Insert | None
-    _writes: dict[tuple[WriteKind, bool, bool], Insert | Update] = field(
+    _writes: dict[tuple[Any, ...], Insert | Update | Select[Any]] = field(
         default_factory=dict, repr=False
     )
     _compiled: dict[tuple[Any, ...], Compiled] = field(default_factory=dict, repr=False)
 
     def compiled(
-        self, key: object, statement: Select[Any] | Insert | Update, dialect: Dialect
+        self,
+        key: object,
+        statement: Statement,
+        dialect: Dialect,
     ) -> Compiled:
         """``statement`` (cached under ``key``) compiled for ``dialect``'s driver, built once."""
         slot = (key, type(dialect), dialect.name, dialect.paramstyle, dialect.server_version_info)
@@ -276,8 +335,8 @@ class Statements:
             found = self._compiled[slot] = Compiled(statement, dialect)
         return found
 
-    def write(self, request: WriteRequest) -> Insert | Update:
-        """``upsert`` strategy: the one statement that performs ``request``.
+    def write(self, request: WriteRequest) -> Insert | Update | Select[Any]:
+        """``upsert`` strategy: the statement that writes ``request``'s head as a full write.
 
         A restore (``request.version`` / ``request.created_at`` set) overrides the computed
         version and creation time; there are a handful of variants, each built once.
@@ -285,7 +344,25 @@ class Statements:
         key = (write_kind(request), request.version is not None, request.created_at is not None)
         found = self._writes.get(key)
         if found is None:
-            found = self._writes[key] = _upsert(self, *key)
+            head = _upsert(self, *key)
+            found = self._writes[key] = (
+                with_pieces(head, self.pieces.table, delta=False) if self.combined else head
+            )
+        return found
+
+    def delta(self, request: WriteRequest) -> Insert | Update | Select[Any]:
+        """``upsert`` strategy: the statement that writes ``request`` as a delta.
+
+        Only over a stored head that still carries ``base_token`` (and ``expected``); it
+        returns nothing otherwise.
+        """
+        kind = write_kind(request)
+        found = self._writes.get(("delta", kind))
+        if found is None:
+            head = _delta(self, kind)
+            found = self._writes[("delta", kind)] = (
+                with_pieces(head, self.pieces.table, delta=True) if self.combined else head
+            )
         return found
 
 
@@ -293,6 +370,8 @@ class Statements:
 def statements(table_name: str, schema: str | None, dialect_name: str) -> Statements:
     """The statements of ``schema.table_name`` for ``dialect_name`` (built once, then cached)."""
     table = checkpoint_table(table_name, schema)
+    pieces = pieces_table(table_name, schema)
+    combined = dialect_name == "postgresql"
     c = table.c
     key = and_(c.namespace == bindparam("ns"), c.thread_id == bindparam("tid"))
     live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
@@ -313,12 +392,14 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         c.expires_at.is_not(None),
         c.expires_at <= bindparam("now"),
     )
-    if dialect_name in _MYSQL_DIALECTS:
-        # MySQL cannot delete from a table it selects from; a single-table DELETE takes LIMIT.
-        purge = delete(table).where(expired).with_dialect_options(mysql_limit=PURGE_BATCH)
+    purge_rows = None
+    if combined:
+        purge = purge_with_pieces(table, pieces, PURGE_BATCH)
     else:
-        batch = select(c.thread_id).where(expired).limit(PURGE_BATCH).scalar_subquery()
-        purge = delete(table).where(c.namespace == bindparam("ns"), c.thread_id.in_(batch))
+        purge = select(c.thread_id).where(expired).limit(PURGE_BATCH).with_for_update()
+        purge_rows = delete(table).where(
+            expired, c.thread_id.in_(bindparam("tids", expanding=True))
+        )
     row = {
         "state": _state_bind(table, dialect_name),
         "state_bytes": bindparam("size"),
@@ -326,15 +407,16 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         "created_at": bindparam("new_created_at"),
         "updated_at": bindparam("now"),
         "expires_at": bindparam("new_expires_at"),
+        **_manifest_binds(),
     }
     return Statements(
         table=table,
         dialect_name=dialect_name,
         strategy="upsert" if dialect_name in _UPSERT_DIALECTS else "lock",
         autocommit=dialect_name == "postgresql",
-        read=select(*(c[name] for name in _META), _payload_column(table, dialect_name)).where(
-            key, live
-        ),
+        combined=combined,
+        pieces=piece_statements(table, pieces),
+        read=read_statement(table, pieces, live, _payload_column(table, dialect_name)),
         live_version=select(c.version).where(key, live),
         page_first=page_first,
         page_after=page_first.where(after),
@@ -342,49 +424,52 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         remove_expired=delete(table).where(
             key, c.expires_at.is_not(None), c.expires_at <= bindparam("now")
         ),
+        remove=remove_with_pieces(table, pieces) if combined else None,
         purge=purge,
+        purge_rows=purge_rows,
         lock_isolation="SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
         if dialect_name in _MYSQL_DIALECTS
         else None,
-        lock_row=select(c.version, c.created_at, c.expires_at).where(key).with_for_update(),
+        lock_row=select(c.version, c.created_at, c.expires_at, c.manifest_token)
+        .where(key)
+        .with_for_update(),
         insert_row=insert(table).values(
             namespace=bindparam("ns"), thread_id=bindparam("tid"), **row
         ),
         update_row=update(table).where(key).values(**row),
-        upsert_any=_upsert_any(table) if dialect_name in _MYSQL_DIALECTS else None,
     )
 
 
-def _upsert_any(table: Table) -> Insert:
-    """MySQL/MariaDB: the unconditional save as one statement (see `Statements.upsert_any`).
+def _manifest_binds() -> dict[str, Any]:
+    return {"manifest": bindparam("manifest_json"), "manifest_token": bindparam("token")}
 
-    MySQL applies ``ON DUPLICATE KEY UPDATE`` assignments left to right, each seeing the ones
-    before: ``created_at`` and ``version`` read the stored ``expires_at`` (the row counts as
-    absent when it expired at this save's time) before it is overwritten last.
-    """
+
+def _delta(stmts: Statements, kind: WriteKind) -> Update:
+    """The head of a delta save: only over the stored head whose token is ``base_token``."""
+    table = stmts.table
     c = table.c
-    new = mysql.insert(table).values(
-        namespace=bindparam("ns"),
-        thread_id=bindparam("tid"),
-        state=bindparam("payload", type_=Text()),
-        state_bytes=bindparam("size"),
-        version=bindparam("new_version"),
-        created_at=bindparam("new_created_at"),
-        updated_at=bindparam("now"),
-        expires_at=bindparam("new_expires_at"),
+    live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+    where = [
+        c.namespace == bindparam("ns"),
+        c.thread_id == bindparam("tid"),
+        c.manifest_token == bindparam("base_token"),
+        live,
+    ]
+    if kind == "match":
+        where.append(c.version == bindparam("expected"))
+    return (
+        update(table)
+        .where(*where)
+        .values(
+            state=_state_bind(table, stmts.dialect_name),
+            state_bytes=bindparam("size"),
+            version=bindparam("new_version") if kind == "match" else c.version + 1,
+            updated_at=bindparam("now"),
+            expires_at=bindparam("new_expires_at"),
+            **_manifest_binds(),
+        )
+        .returning(c.version, c.created_at)
     )
-    incoming = new.inserted
-    stale = and_(c.expires_at.is_not(None), c.expires_at <= incoming.updated_at)
-    return new.on_duplicate_key_update(
-        [
-            ("created_at", case((stale, incoming.created_at), else_=c.created_at)),
-            ("version", case((stale, incoming.version), else_=c.version + 1)),
-            ("state", incoming.state),
-            ("state_bytes", incoming.state_bytes),
-            ("updated_at", incoming.updated_at),
-            ("expires_at", incoming.expires_at),
-        ]
-    ).returning(c.version, c.created_at)
 
 
 def _state_bind(table: Table, dialect_name: str) -> ColumnElement[Any]:
@@ -416,6 +501,7 @@ def _upsert(
             "version": bindparam("new_version"),
             "updated_at": bindparam("now"),
             "expires_at": bindparam("new_expires_at"),
+            **_manifest_binds(),
         }
         if created_given:
             values["created_at"] = bindparam("new_created_at")
@@ -441,6 +527,7 @@ def _upsert(
         created_at=bindparam("new_created_at"),
         updated_at=bindparam("now"),
         expires_at=bindparam("new_expires_at"),
+        **_manifest_binds(),
     )
     incoming = new.excluded
     # The stored row counts as absent when it expired at this save's time: start it again.
@@ -456,6 +543,8 @@ def _upsert(
         else case((stale, incoming.created_at), else_=c.created_at),
         "updated_at": incoming.updated_at,
         "expires_at": incoming.expires_at,
+        "manifest": incoming.manifest,
+        "manifest_token": incoming.manifest_token,
     }
     return new.on_conflict_do_update(
         index_elements=[c.namespace, c.thread_id],
