@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import subprocess
 import sys
 import textwrap
@@ -640,3 +641,71 @@ def test_include_name_hides_only_our_objects() -> None:
     assert include_name("agent_checkpoints_archive", "table", {"schema_name": None})
     assert include_name(None, "schema", {})
     assert include_name("ix_app", "index", {"table_name": "app_items", "schema_name": None})
+
+
+# --- the state pieces revision (5e8d2b6c1f04) ------------------------------------------------
+
+PREVIOUS = "72a7f3de7a0f"
+"""The revision before the pieces table: rows hold the whole state in ``state``."""
+
+
+def test_rows_of_the_previous_revision_load_after_the_upgrade_and_convert_on_save(
+    db_url: str,
+) -> None:
+    from agents_persistence import AgentMessage, AgentStateSnapshot, SQLCheckpointer
+
+    upgrade(db_url, revision=PREVIOUS)
+    assert "manifest" not in {c["name"] for c in _inspect(db_url, lambda i: i.get_columns(TABLE))}
+    whole = AgentStateSnapshot(
+        messages=[AgentMessage.text("User", f"message {n} " + "m" * 300) for n in range(6)],
+        files={"big.txt": "b" * 4000, "small.txt": "s"},
+        scratchpad={"k": [1, 2]},
+    )
+    text = whole.model_dump_json().replace("'", "''")
+    # As the previous store wrote a row: the whole state's JSON in `state`.
+    _execute(
+        db_url,
+        f"INSERT INTO {TABLE} (namespace, thread_id, state, state_bytes, version, created_at,"
+        f" updated_at) VALUES ('ns', 't', '{text}', {len(text)}, 7, '2026-01-01 00:00:00',"
+        " '2026-01-01 00:00:00')",
+    )
+
+    upgrade(db_url)
+    check(db_url)
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    try:
+        cp = SQLCheckpointer(engine, namespace="ns")
+        checkpoint = cp.load_checkpoint("t")
+        assert checkpoint is not None
+        assert checkpoint.state == whole
+        assert checkpoint.info.version == 7
+        grown = whole.model_copy(
+            update={"messages": [*whole.messages, AgentMessage.text("Agent", "new")]}
+        )
+        assert cp.save_state("t", grown, expected_version=7).version == 8
+        assert _scalars(db_url, f"SELECT count(*) FROM {TABLE} WHERE manifest IS NULL") == [0]
+        assert _scalars(db_url, f"SELECT count(*) FROM {TABLE}_pieces")[0] >= 2
+        assert SQLCheckpointer(engine, namespace="ns").load_state("t") == grown
+
+        # Back to the previous revision: the state is whole in `state` again.
+        downgrade(db_url, PREVIOUS)
+        assert current(db_url) == PREVIOUS
+        assert f"{TABLE}_pieces" not in _tables(db_url)
+        (stored,) = _scalars(db_url, f"SELECT state FROM {TABLE}")
+        loaded = stored if isinstance(stored, dict) else json.loads(stored)
+        assert AgentStateSnapshot.model_validate(loaded) == grown
+    finally:
+        engine.dispose()
+
+
+def test_a_store_on_the_previous_revision_names_the_upgrade(db_url: str) -> None:
+    from agents_persistence import SQLCheckpointer
+
+    upgrade(db_url, revision=PREVIOUS)
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    try:
+        with pytest.raises(SchemaNotReadyError, match=PREVIOUS) as excinfo:
+            SQLCheckpointer(engine).load_state("t")
+    finally:
+        engine.dispose()
+    assert any(fix in str(excinfo.value) for fix in FIX_COMMANDS)

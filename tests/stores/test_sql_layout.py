@@ -1,0 +1,289 @@
+"""The SQL store's layout: a head row plus pieces, so that a save sends what changed.
+
+On SQLite, PostgreSQL and MariaDB (the kits without listeners; each test adds its own to a
+private engine): bytes sent per save, edits and truncations, two checkpointers with their own
+caches on one thread, a save interrupted between the head and its pieces, rows written whole
+before the layout existed, deletes and purges that take the pieces along, and a 10 MB state.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+
+from agents_persistence import AgentMessage, AgentStateSnapshot, SQLCheckpointer, TodoItem
+from agents_persistence.models.sql import checkpoint_table, pieces_table
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..kits.sql import SQLKit
+
+TABLE = checkpoint_table()
+PIECES = pieces_table()
+
+
+@pytest.fixture
+def engine(sql_kit: SQLKit) -> Iterator[sa.Engine]:
+    """A private engine on the kit's (migrated) database, for listeners of this test only."""
+    private = sa.create_engine(sql_kit.sync_url(), poolclass=sa.NullPool)
+    sql_kit.tune(private)
+    yield private
+    private.dispose()
+
+
+class Sent:
+    """Bytes of the statement parameters sent to the database, per call."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.total = 0
+        sa.event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, conn: Any, cursor: Any, statement: str, params: Any, *rest: Any) -> None:
+        rows = params if isinstance(params, list) else [params]
+        for row in rows:
+            values = row.values() if isinstance(row, dict) else row or ()
+            self.total += sum(_length(value) for value in values)
+
+    def during(self, call: Any) -> int:
+        before = self.total
+        call()
+        return self.total - before
+
+
+def _length(value: Any) -> int:
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(_length(item) for item in value)
+    wrapped = getattr(value, "obj", None)  # psycopg's Binary wraps the bytes it sends
+    return 8 if wrapped is None else _length(wrapped)
+
+
+def _message(n: int, size: int = 200) -> AgentMessage:
+    return AgentMessage.text("User" if n % 2 else "Agent", f"turn {n}: " + "x" * size)
+
+
+def _noise(size: int, seed: int = 12) -> str:
+    """Random base64 text of ``size`` characters: it compresses poorly, like real data."""
+    return base64.b64encode(random.Random(seed).randbytes(size * 3 // 4)).decode()
+
+
+def _namespace() -> str:
+    return "l" + uuid.uuid4().hex[:16]
+
+
+def _pieces(engine: sa.Engine, namespace: str) -> list[str]:
+    query = sa.select(PIECES.c.piece).where(PIECES.c.namespace == namespace)
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def test_late_saves_of_a_long_conversation_send_what_changed(engine: sa.Engine) -> None:
+    cp = SQLCheckpointer(engine, namespace=_namespace())
+    sent = Sent(engine)
+    state = AgentStateSnapshot(files={"notes.md": _noise(5000)}, scratchpad={"step": 0})
+    costs = []
+    for turn in range(100):
+        state = state.model_copy(
+            update={
+                "messages": [*state.messages, _message(turn)],
+                "scratchpad": {"step": turn},
+                "todos": [TodoItem(content=f"todo {turn}", status="pending")],
+            }
+        )
+        costs.append(sent.during(lambda s=state: cp.save_state("t", s)))
+    size = len(state.model_dump_json())
+    assert size > 25_000
+    assert costs[0] > 3000  # the first save sends the whole state (compressed)
+    # Late saves send the new message, the head and its manifest: far less than the state.
+    assert max(costs[-10:]) < size / 5, (costs[-10:], size)
+    fresh = SQLCheckpointer(engine, namespace=cp.namespace)
+    assert fresh.load_state("t") == state
+
+
+def test_edits_truncations_and_removals_load_what_was_saved(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    big = {f"f{n}.txt": f"{n}" * 3000 for n in range(4)}
+    messages = [_message(n) for n in range(30)]
+    edited = [*messages[:5], _message(999), *messages[6:]]
+    states = [
+        AgentStateSnapshot(messages=messages, files=big, scratchpad={"a": 1, "b": "x" * 2000}),
+        AgentStateSnapshot(messages=edited, files=big, scratchpad={"a": 1, "b": "x" * 2000}),
+        AgentStateSnapshot(messages=edited[:10], files=big, scratchpad={"a": 2}),
+        AgentStateSnapshot(
+            messages=[*edited[:10], _message(31)],
+            files={k: v for k, v in big.items() if k != "f1.txt"},
+        ),
+        AgentStateSnapshot(files={"f0.txt": "changed", "f2.txt": big["f2.txt"]}),
+        AgentStateSnapshot(messages=[_message(1)]),
+        AgentStateSnapshot(),
+    ]
+    for state in states:
+        cp.save_state("t", state)
+        assert cp.load_state("t") == state
+        assert SQLCheckpointer(engine, namespace=namespace).load_state("t") == state
+    # Nothing of the earlier versions is left behind.
+    assert _pieces(engine, namespace) == []
+
+
+def test_two_checkpointers_alternating_on_one_thread_never_mix_states(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    first = SQLCheckpointer(engine, namespace=namespace)
+    second = SQLCheckpointer(engine, namespace=namespace)
+    messages: list[AgentMessage] = []
+    for turn in range(12):
+        writer = first if turn % 2 else second
+        messages.append(_message(turn))
+        # Each writer's cache holds its own last save: the stored head moved past it.
+        state = AgentStateSnapshot(
+            messages=list(messages), files={"f": f"{turn}" * 1500}, scratchpad={"turn": turn}
+        )
+        info = writer.save_state("t", state)
+        assert info.version == turn + 1
+        for reader in (first, second):
+            assert reader.load_state("t") == state
+    # A save based on a version read before another writer's save is whole, and exact.
+    stale = first.load_state("t")
+    assert stale is not None
+    second.save_state("t", stale.model_copy(update={"messages": messages[:3]}))
+    first.save_state("t", stale)
+    assert second.load_state("t") == stale
+
+
+def test_a_save_interrupted_after_its_head_leaves_the_previous_version(
+    engine: sa.Engine,
+) -> None:
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    before = AgentStateSnapshot(messages=[_message(1)], files={"a": "1" * 2000})
+    cp.save_state("t", before)
+    after = AgentStateSnapshot(messages=[_message(1), _message(2)], files={"a": "2" * 2000})
+
+    def crash(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        # The statement that adds the pieces (after the head on SQLite and MariaDB; part of
+        # the head's statement on PostgreSQL).
+        if "INSERT INTO agent_checkpoints_pieces" in statement:
+            raise RuntimeError("the process died here")
+
+    sa.event.listen(engine, "before_cursor_execute", crash)
+    for _ in range(2):  # a delta, then (the base forgotten) a full write
+        with pytest.raises(RuntimeError, match="died"):
+            cp.save_state("t", after)
+        checkpoint = SQLCheckpointer(engine, namespace=namespace).load_checkpoint("t")
+        assert checkpoint is not None
+        assert checkpoint.state == before
+        assert checkpoint.info.version == 1
+    sa.event.remove(engine, "before_cursor_execute", crash)
+    assert cp.save_state("t", after).version == 2
+    assert SQLCheckpointer(engine, namespace=namespace).load_state("t") == after
+
+
+def _insert_whole(engine: sa.Engine, namespace: str, thread_id: str, state: Any) -> None:
+    """A row as the store wrote it before the layout: the whole state in ``state``."""
+    now = datetime.now(UTC)
+    text = state.model_dump_json()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(TABLE).values(
+                namespace=namespace,
+                thread_id=thread_id,
+                state=json.loads(text),
+                state_bytes=len(text.encode()),
+                version=3,
+                created_at=now,
+                updated_at=now,
+                expires_at=None,
+            )
+        )
+
+
+def test_a_row_stored_whole_loads_and_its_next_save_converts_it(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    whole = AgentStateSnapshot(
+        messages=[_message(n) for n in range(5)], files={"a.txt": "a" * 3000}, scratchpad={"k": 1}
+    )
+    _insert_whole(engine, namespace, "t", whole)
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    checkpoint = cp.load_checkpoint("t")
+    assert checkpoint is not None
+    assert checkpoint.state == whole
+    assert checkpoint.info.version == 3
+
+    grown = whole.model_copy(update={"messages": [*whole.messages, _message(5)]})
+    assert cp.save_state("t", grown, expected_version=3).version == 4
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(TABLE.c.manifest, TABLE.c.manifest_token).where(
+                TABLE.c.namespace == namespace
+            )
+        ).one()
+    assert row.manifest is not None
+    assert row.manifest_token is not None
+    assert _pieces(engine, namespace)
+    assert SQLCheckpointer(engine, namespace=namespace).load_state("t") == grown
+
+
+def test_the_head_column_holds_what_queries_on_state_see(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    state = AgentStateSnapshot.model_validate(
+        {
+            "todos": [{"content": "ship it", "status": "in_progress"}],
+            "messages": [_message(1).model_dump(mode="json")],
+            "files": {"a": "b"},
+            "scratchpad": {"k": "v"},
+            "custom": {"kept": True},
+        }
+    )
+    cp.save_state("t", state)
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(TABLE.c.state).where(TABLE.c.namespace == namespace))
+        stored = head.scalar_one()
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored["todos"] == [{"content": "ship it", "status": "in_progress"}]
+    assert stored["custom"] == {"kept": True}
+    assert not {"messages", "files", "scratchpad"} & set(stored)
+
+
+def test_delete_and_purge_remove_the_pieces(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    moment = [datetime(2026, 1, 1, tzinfo=UTC)]
+    cp = SQLCheckpointer(engine, namespace=namespace, ttl=60, clock=lambda: moment[0])
+    state = AgentStateSnapshot(messages=[_message(1)], files={"a": "a" * 2000})
+    for thread in ("gone", "expired", "kept"):
+        cp.save_state(thread, state)
+    per_thread = len(_pieces(engine, namespace)) // 3
+    assert per_thread == 2  # the transcript and the large file
+    assert cp.delete_thread("gone")
+    assert len(_pieces(engine, namespace)) == 2 * per_thread
+    moment[0] += timedelta(seconds=30)
+    cp.save_state("kept", state)
+    moment[0] += timedelta(seconds=31)
+    assert cp.purge_expired() == 1
+    assert len(_pieces(engine, namespace)) == per_thread
+    assert cp.load_state("kept") == state
+
+
+def test_a_10_mb_state_saves_and_loads(engine: sa.Engine) -> None:
+    state = AgentStateSnapshot(
+        messages=[AgentMessage.text("Tool", _noise(500_000, n)) for n in range(10)],
+        files={f"blob{n}.b64": _noise(1_000_000, 100 + n) for n in range(5)},
+    )
+    assert len(state.model_dump_json()) > 10_000_000
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace, call_timeout=60)
+    cp.save_state("big", state)
+    assert SQLCheckpointer(engine, namespace=namespace, call_timeout=60).load_state("big") == state
+    grown = state.model_copy(update={"messages": [*state.messages, _message(1)]})
+    sent = Sent(engine)
+    assert sent.during(lambda: cp.save_state("big", grown)) < 50_000  # a delta
+    assert cp.load_state("big") == grown
