@@ -223,7 +223,10 @@ def read(
     # One statement (head UNION ALL pieces), no explicit transaction: one snapshot, and
     # nothing to BEGIN or COMMIT around it.
     params = {"ns": namespace, "tid": thread_id, "now": now}
-    return read_record(thread_id, _rows(conn, stmts, "read", stmts.read, params))
+    compiled = stmts.compiled("read", stmts.read, conn.dialect)
+    rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
+    # Only the head row needs the column types' processing (timestamps on SQLite).
+    return read_record(thread_id, rows, compiled.process)
 
 
 def remove(

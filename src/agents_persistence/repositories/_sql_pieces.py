@@ -15,6 +15,7 @@ statements after the head's, in the operation's transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -42,7 +43,7 @@ from agents_persistence._layout import Layout, Manifest, assemble, pack, unpack
 from agents_persistence.errors import CorruptStateError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sqlalchemy import ColumnElement, CompoundSelect, Table, Update
 
@@ -231,9 +232,29 @@ def piece_params(layout: Layout) -> tuple[list[str], list[bytes]]:
     return list(layout.pieces), [pack(body) for body in layout.pieces.values()]
 
 
-def read_record(thread_id: str, rows: Sequence[tuple[Any, ...]]) -> Record | None:
-    """The `Record` of a `read_statement` result (whole state assembled), or ``None``."""
-    head: tuple[Any, ...] | None = None
+@lru_cache(maxsize=1024)
+def _parsed(text: str) -> Manifest:
+    return Manifest.from_json("", text)
+
+
+def _manifest(thread_id: str, text: str) -> Manifest:
+    """The stored manifest ``text`` parsed (the recent ones once: loads repeat them)."""
+    try:
+        return _parsed(text)
+    except CorruptStateError:
+        return Manifest.from_json(thread_id, text)  # raises, naming the thread
+
+
+def read_record(
+    thread_id: str,
+    rows: Sequence[Any],
+    process: Callable[[Sequence[Any]], list[tuple[Any, ...]]],
+) -> Record | None:
+    """The `Record` of a `read_statement` result (whole state assembled), or ``None``.
+
+    ``process`` applies the result processors of the head's column types to the head row.
+    """
+    head: Any = None
     bodies: dict[str, Any] = {}
     for row in rows:
         if row[0] is None:
@@ -242,11 +263,13 @@ def read_record(thread_id: str, rows: Sequence[tuple[Any, ...]]) -> Record | Non
             bodies[row[0]] = row[-1]
     if head is None:
         return None
-    _, version, created_at, updated_at, expires_at, size, state, manifest_text, _ = head
+    _, version, created_at, updated_at, expires_at, size, state, manifest_text, _ = process(
+        [head]
+    )[0]
     manifest = None
     payload = state
     if manifest_text is not None:
-        manifest = Manifest.from_json(thread_id, manifest_text)
+        manifest = _manifest(thread_id, manifest_text)
         needed = manifest.keys()
         found = {
             key: unpack(thread_id, bytes(body)) for key, body in bodies.items() if key in needed
