@@ -263,9 +263,8 @@ def read_record(
             bodies[row[0]] = row[-1]
     if head is None:
         return None
-    _, version, created_at, updated_at, expires_at, size, state, manifest_text, _ = process(
-        [head]
-    )[0]
+    processed = process([head])[0]
+    _, version, created_at, updated_at, expires_at, size, state, manifest_text, _ = processed
     manifest = None
     payload = state
     if manifest_text is not None:

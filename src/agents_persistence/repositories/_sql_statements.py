@@ -54,6 +54,7 @@ from agents_persistence._core import Record, WriteRequest, as_utc
 from agents_persistence.errors import CorruptStateError
 from agents_persistence.models.sql import checkpoint_table, pieces_table
 
+from ._sql_compiled import Compiled, Statement
 from ._sql_pieces import (
     PieceStatements,
     head_values,
@@ -66,7 +67,6 @@ from ._sql_pieces import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from datetime import datetime
 
     from sqlalchemy import ColumnElement, Row, Table
@@ -82,7 +82,6 @@ __all__ = [
     "WriteKind",
     "delta_allowed",
     "record_from_row",
-    "record_from_values",
     "statements",
     "write_kind",
     "write_params",
@@ -94,9 +93,6 @@ PURGE_BATCH = 1000
 
 WriteKind = Literal["any", "create", "match"]
 """``any``: expected_version None; ``create``: 0; ``match``: a version n > 0."""
-
-Statement = Select[Any] | CompoundSelect[Any] | Insert | Update | Delete
-"""What `Compiled` compiles."""
 
 _UPSERT_DIALECTS = ("postgresql", "sqlite")
 _MYSQL_DIALECTS = ("mysql", "mariadb")
@@ -181,85 +177,6 @@ def record_from_row(row: Row[Any], *, payload: bool) -> Record:
         )
     except (AttributeError, TypeError, ValueError) as exc:
         raise CorruptStateError(str(row.thread_id), f"unreadable metadata: {exc}") from exc
-
-
-def record_from_values(thread_id: str, values: tuple[Any, ...], *, payload: bool) -> Record:
-    """`record_from_row` for a plain tuple in ``read`` column order (the direct DBAPI path)."""
-    try:
-        _, version, created_at, updated_at, expires_at, size, *rest = values
-        return Record(
-            thread_id=thread_id,
-            version=version,
-            created_at=as_utc(created_at),
-            updated_at=as_utc(updated_at),
-            expires_at=None if expires_at is None else as_utc(expires_at),
-            size=size,
-            payload=rest[0] if payload else None,
-        )
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise CorruptStateError(thread_id, f"unreadable metadata: {exc}") from exc
-
-
-class Compiled:
-    """A statement compiled once for one dialect, run with ``Connection.exec_driver_sql``.
-
-    Holds the SQL string, the binds in the dialect's parameter order (a tuple for a positional
-    paramstyle, a dict for a named one) and the bind and result processors of the column types
-    (``TypeEngine.bind_processor`` / ``result_processor`` of each type's dialect
-    implementation), so values cross the driver exactly as through `Connection.execute`, while
-    SQLAlchemy's execution layer (events, error handling, invalidation) still runs.
-    """
-
-    __slots__ = ("_names", "_positional", "_results", "sql")
-
-    def __init__(self, statement: Statement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        if compiled.literal_execute_params or compiled.post_compile_params:
-            raise RuntimeError("statement needs SQLAlchemy's parameter expansion")
-        self.sql = compiled.string
-        escaped = getattr(compiled, "escaped_bind_names", None) or {}
-        self._positional = bool(compiled.positional)
-        order = list(compiled.positiontup or ()) if self._positional else list(compiled.binds)
-        # (bind name, SQL name, processor or None, value): a literal of the statement
-        # (``version + 1``) has no bind name and its processed value; the others are looked up.
-        names: list[tuple[str | None, str, Any, Any]] = []
-        for name in order:
-            bind = compiled.binds[name]
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if bind.required:
-                names.append((bind.key, escaped.get(name, name), processor, None))
-            else:
-                value = bind.effective_value
-                value = value if processor is None else processor(value)
-                names.append((None, escaped.get(name, name), None, value))
-        self._names = tuple(names)
-        self._results = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.exported_columns
-        )
-
-    def parameters(self, params: dict[str, Any]) -> Any:
-        """The DBAPI parameters for ``params`` (keyed by bind name)."""
-        values = [
-            value if key is None else params[key] if proc is None else proc(params[key])
-            for key, _, proc, value in self._names
-        ]
-        if self._positional:
-            return tuple(values)
-        return {entry[1]: value for entry, value in zip(self._names, values, strict=True)}
-
-    def process(self, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """``rows`` with the result processors applied."""
-        results = self._results
-        if not any(results):
-            return [tuple(row) for row in rows]
-        return [
-            tuple(
-                value if proc is None or value is None else proc(value)
-                for proc, value in zip(results, row, strict=True)
-            )
-            for row in rows
-        ]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
