@@ -8,6 +8,7 @@ before the layout existed, deletes and purges that take the pieces along, and a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -17,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from agents_persistence import AgentMessage, AgentStateSnapshot, SQLCheckpointer, TodoItem
+from agents_persistence import (
+    AgentMessage,
+    AgentStateSnapshot,
+    AsyncSQLCheckpointer,
+    SQLCheckpointer,
+    TodoItem,
+)
 from agents_persistence.models.sql import checkpoint_table, pieces_table
 
 if TYPE_CHECKING:
@@ -287,3 +295,46 @@ def test_a_10_mb_state_saves_and_loads(engine: sa.Engine) -> None:
     sent = Sent(engine)
     assert sent.during(lambda: cp.save_state("big", grown)) < 50_000  # a delta
     assert cp.load_state("big") == grown
+
+
+def test_a_rolled_back_unit_of_work_never_serves_as_a_base(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    first = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(2000)})
+    cp.save_state("t", first)
+    undone = first.model_copy(update={"messages": [_message(1), _message(2)]})
+    with engine.connect() as conn:
+        with conn.begin() as transaction:
+            cp.using(conn).save_state("t", undone)
+            transaction.rollback()
+        # The checkpointer remembers the undone version's manifest; the stored head moved
+        # back, so this save is written whole, in the caller's transaction again.
+        after = first.model_copy(update={"messages": [_message(1), _message(3)]})
+        with conn.begin():
+            assert cp.using(conn).save_state("t", after).version == 2
+    assert SQLCheckpointer(engine, namespace=namespace).load_state("t") == after
+
+
+def test_the_async_twin_saves_deltas_and_loads_them(sql_kit: SQLKit) -> None:
+    async def run() -> list[bool]:
+        async_engine = create_async_engine(sql_kit.async_url(), poolclass=sa.NullPool)
+        try:
+            cp = AsyncSQLCheckpointer(async_engine, namespace=_namespace())
+            loaded = []
+            state = AgentStateSnapshot(files={"big": _noise(6000)})
+            for turn in range(5):
+                state = state.model_copy(
+                    update={
+                        "messages": [*state.messages, _message(turn)],
+                        "files": {"big": _noise(6000, turn // 2)},
+                    }
+                )
+                await cp.save_state("t", state)
+                loaded.append(await cp.load_state("t") == state)
+            fresh = AsyncSQLCheckpointer(async_engine, namespace=cp.namespace)
+            loaded.append(await fresh.load_state("t") == state)
+            return loaded
+        finally:
+            await async_engine.dispose()
+
+    assert asyncio.run(run()) == [True] * 6
