@@ -315,10 +315,10 @@ class Splitter:
         to_json = self.serializer.to_json
         if not self.split_fields or base is None or not base.keys():
             # A small state is one head: a delta would not write less than the whole of it.
-            whole = to_json(state)
-            if not self.split_fields or len(whole) < SMALL_STATE_BYTES:
-                _check(thread_id, whole, b"", b"")
-                return Layout(whole, Manifest(token), {}, (), None, len(whole))
+            entire = to_json(state)
+            if not self.split_fields or len(entire) < SMALL_STATE_BYTES:
+                _check(thread_id, entire, b"", b"")
+                return Layout(entire, Manifest(token), {}, (), None, len(entire))
         head = to_json(state, exclude=self.split_fields)
         _check(thread_id, head, b"", b"")
         pieces: dict[str, bytes] = {}
