@@ -265,3 +265,17 @@ def test_large_pieces_are_compressed_and_a_damaged_frame_is_corrupt() -> None:
         unpack("t", packed[:-3])
     assert b"".join(chunks(packed, 7)) == packed
     assert chunks(b"", 7) == [b""]
+
+
+def test_a_small_state_on_a_small_base_is_a_delta_with_nothing_to_remove() -> None:
+    store = Stored()
+    state = _state(1, files=1)
+    store.save(state)
+    state.scratchpad["turn"] = 2
+    layout = SPLIT.split("t", state, store.manifest)
+    assert layout.base is store.manifest
+    assert (layout.pieces, layout.drop) == ({}, ())
+    assert layout.against(store.manifest) is layout
+    full = layout.against("another token")
+    assert full.base is None
+    assert full.head == layout.head

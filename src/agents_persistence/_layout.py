@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, cast, get_origin
 
@@ -213,8 +213,10 @@ class Layout:
 
     def full(self) -> Layout:
         """The same state as a full write (for a store whose stored head moved past ``base``)."""
-        if self.base is None or self._whole is None:
+        if self.base is None:
             return self
+        if self._whole is None:  # one head, no pieces: the same write without a base
+            return replace(self, base=None)
         return self._whole.layout(self.head, self.size)
 
 
@@ -318,7 +320,9 @@ class Splitter:
             entire = to_json(state)
             if not self.split_fields or len(entire) < SMALL_STATE_BYTES:
                 _check(thread_id, entire, b"", b"")
-                return Layout(entire, Manifest(token), {}, (), None, len(entire))
+                # On a base without pieces this is a delta with nothing to remove: a store
+                # need not look for pieces when the stored head still carries that base.
+                return Layout(entire, Manifest(token), {}, (), base, len(entire))
         head = to_json(state, exclude=self.split_fields)
         _check(thread_id, head, b"", b"")
         pieces: dict[str, bytes] = {}
