@@ -106,7 +106,7 @@ class Pass:
 
 
 def _refused(turn: int, exc: StateTooLargeError) -> str:
-    return f"refused at turn {turn}: {type(exc).__name__} ({exc})"
+    return f"StateTooLargeError at turn {turn} ({exc.size:,} B, limit {exc.limit:,} B)"
 
 
 def timed_pass(cp: Any, thread_id: str, steps: list[Turn]) -> Pass:
@@ -308,10 +308,13 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         return []
     last = rows[0]["turns"]
     body = [[r["label"], *_verdicts(r)] for r in rows]
+    stated = (
+        "" if last == max(POINTS) else f"; stated for turn {max(POINTS):,}, judged here at {last}"
+    )
     return [
         f"Long conversation ({last} turns, one thread, load then save per turn): save p50 at"
-        f" turn {last} against turn 10 (target: within {SAVE_TARGET}x on every store), and"
-        " bytes written per save per byte the turn changed, at turn 10 / at the last turn"
+        f" turn {last} against turn 10 (target: within {SAVE_TARGET}x on every store{stated}),"
+        " and bytes written per save per byte the turn changed, at turn 10 / at the last turn"
         f" (target: proportional to the change, i.e. not growing by more than {WRITE_TARGET}x):",
         "",
         *_row_table(
