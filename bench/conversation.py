@@ -150,6 +150,42 @@ def _save_sums(reader: Any) -> dict[str, float]:
     return sums
 
 
+def _naming_provider(provider: Any, names: set[str]) -> Any:
+    """``provider`` behind a meter provider that notes the name of every instrument created.
+
+    A histogram nobody recorded into is not exported, so this is how the section tells an
+    instrument the library lacks from one a store did not record.
+    """
+    from opentelemetry import metrics
+
+    class Meter:
+        def __init__(self, meter: Any) -> None:
+            self.meter = meter
+
+        def __getattr__(self, attr: str) -> Any:
+            found = getattr(self.meter, attr)
+            if not attr.startswith("create_"):
+                return found
+
+            def create(name: str, *args: Any, **kwargs: Any) -> Any:
+                names.add(name)
+                return found(name, *args, **kwargs)
+
+            return create
+
+    class Provider(metrics.MeterProvider):
+        def get_meter(
+            self,
+            name: str,
+            version: str | None = None,
+            schema_url: str | None = None,
+            attributes: Any = None,
+        ) -> Any:
+            return Meter(provider.get_meter(name, version, schema_url, attributes))
+
+    return Provider()
+
+
 def measuring_pass(cp: Any, thread_id: str, steps: list[Turn]) -> tuple[list[float], str]:
     """The same turns with the library's metrics on: bytes written by each save, and a status.
 
@@ -162,9 +198,10 @@ def measuring_pass(cp: Any, thread_id: str, steps: list[Turn]) -> tuple[list[flo
         return [], f"n/a (opentelemetry-sdk not installed: {exc})"
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
+    created: set[str] = set()
     was_enabled = telemetry.is_enabled()
     try:
-        telemetry.enable(meter_provider=provider)
+        telemetry.enable(meter_provider=_naming_provider(provider, created))
     except ConfigurationError as exc:
         return [], f"n/a ({exc})"
     written: list[float] = []
@@ -180,9 +217,8 @@ def measuring_pass(cp: Any, thread_id: str, steps: list[Turn]) -> tuple[list[flo
                 break
             sums = _save_sums(reader)
             seen.update(sums)
-            if WRITE_METRIC in sums:
-                written.append(sums[WRITE_METRIC] - previous)
-                previous = sums[WRITE_METRIC]
+            written.append(sums.get(WRITE_METRIC, 0.0) - previous)  # 0: nothing recorded
+            previous = sums.get(WRITE_METRIC, 0.0)
     finally:
         if was_enabled:
             telemetry.enable()
@@ -191,6 +227,8 @@ def measuring_pass(cp: Any, thread_id: str, steps: list[Turn]) -> tuple[list[flo
         provider.shutdown()
     if WRITE_METRIC in seen:
         return written, "measured"
+    if WRITE_METRIC in created:
+        return [], "n/a (not recorded by this store's saves)"
     if PAYLOAD_METRIC in seen:
         return [], "n/a (instrument missing)"
     return [], "n/a (the library recorded no metrics)"
@@ -412,8 +450,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Run on {env['date']} with `{env['command']}` ({mode} mode). Library at commit"
         f" {env['commit']}. Machine: {env['cpu']}, {env['cores']} cores, {env['memory']},"
-        f" {env['os']}; Python {env['python']}; shared with other work, so compare figures of"
-        " the same run. One pass per store (no repetition).",
+        f" {env['os']}; Python {env['python']}; shared with other work (load average"
+        f" {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end of the section), so"
+        " compare figures of the same run. One pass per store (no repetition).",
         "",
         f"Versions: {versions}",
         "",

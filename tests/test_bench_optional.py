@@ -119,3 +119,19 @@ def test_latest_md_quotes_nothing_but_its_own_run(tmp_path: Path) -> None:
     quoted = [line for line in notes if len(line) > 30 and line in latest]
     assert quoted == []
     assert "bench/NOTES.md" in latest
+
+
+def test_conversation_reads_the_bytes_each_save_wrote() -> None:
+    """The section's measuring pass finds the library's write.size metric, one value a save."""
+    from bench import conversation
+
+    from agents_persistence import MemoryCheckpointer, telemetry
+
+    steps = conversation.workload(12)
+    was_enabled = telemetry.is_enabled()
+    with MemoryCheckpointer() as cp:
+        written, status = conversation.measuring_pass(cp, "t", steps)
+    assert status == "measured"
+    assert len(written) == len(steps)
+    assert all(size > 0 for size in written)
+    assert telemetry.is_enabled() == was_enabled
