@@ -29,12 +29,14 @@ from agents_persistence._core import Core, Record
 from agents_persistence._layout import Manifest, assemble, pack, unpack
 from agents_persistence.encryption import (
     FORMAT_BYTE,
+    Envelope,
     KeyProvider,
     KmsKeyProvider,
     LocalKeyring,
     associated_data,
     generate_key,
     is_sealed,
+    join_head,
     key_id_of,
     needs_rotation,
     new_data_key,
@@ -42,6 +44,7 @@ from agents_persistence.encryption import (
     reseal,
     rewrap,
     seal,
+    split_head,
     unseal,
 )
 from agents_persistence.errors import (
@@ -482,33 +485,35 @@ def _state(turns: int) -> AgentStateSnapshot:
     )
 
 
-def _sealed_save(core: Core[Any], keys: LocalKeyring, state: Any, base: Manifest | None) -> Any:
-    """What ``Core.encode`` is to produce under encryption: sealed head and pieces."""
+def _sealed_save(core: Core[Any], envelope: Envelope, state: Any, base: Manifest | None) -> Any:
+    """What a save is to store under encryption: a sealed head (manifest inside) and pieces."""
     layout = core.encode("thread-1", state, base)
     token = layout.manifest.token
-    data_key = new_data_key(keys)
-    ns = core.namespace
-    head = seal(keys, layout.head, associated_data(ns, "thread-1", token), data_key=data_key)
+    data_key = envelope.data_key()
+    head = envelope.seal_head(
+        "thread-1", token, join_head(layout.manifest.to_json(), layout.head), data_key
+    )
     pieces = {
-        key: seal(keys, pack(body), associated_data(ns, "thread-1", key), data_key=data_key)
+        key: envelope.seal_piece("thread-1", key, pack(body), data_key)
         for key, body in layout.pieces.items()
     }
     return layout, head, pieces
 
 
 def _sealed_load(
-    core: Core[Any], keys: LocalKeyring, manifest: Manifest, head: bytes, pieces: dict[str, bytes]
+    core: Core[Any], envelope: Envelope, token: str, head: bytes, pieces: dict[str, bytes]
 ) -> Any:
-    """What ``Core.decode`` is to do: open, unpack, assemble, validate."""
-    ns, cache = core.namespace, {}
-    opened = open_stored(keys, head, associated_data(ns, "thread-1", manifest.token), cache=cache)
+    """What a load is to do: open the head, read its manifest, open and unpack the pieces."""
+    cache: dict[tuple[str, bytes], bytes] = {}
+    manifest_json, head_json = split_head(
+        "thread-1", envelope.open_head("thread-1", token, head, cache)
+    )
+    manifest = Manifest.from_json("thread-1", manifest_json)
     bodies = {
-        key: unpack(
-            "thread-1", open_stored(keys, blob, associated_data(ns, "thread-1", key), cache=cache)
-        )
+        key: unpack("thread-1", envelope.open_piece("thread-1", key, blob, cache))
         for key, blob in pieces.items()
     }
-    payload = assemble("thread-1", opened, manifest, bodies)
+    payload = assemble("thread-1", head_json, manifest, bodies)
     return core.decode(Record("thread-1", 1, NOW, NOW, None, len(payload), payload))
 
 
@@ -519,26 +524,50 @@ def test_a_layout_sealed_piece_by_piece_loads_back_and_pieces_are_bound() -> Non
     core: Core[AgentStateSnapshot] = Core(
         namespace="ns", ttl=None, state_type=None, max_state_bytes=10**8, clock=None
     )
-    keys = keyring()
+    keys = CountingKeyring()
+    envelope = Envelope(keys, "ns", allow_plaintext=False)
     first = _state(3)
-    layout, head, pieces = _sealed_save(core, keys, first, None)
+    layout, head, pieces = _sealed_save(core, envelope, first, None)
+    assert keys.wraps == 1
+    assert len(pieces) > 2
     assert all(SECRET.encode() not in blob for blob in (head, *pieces.values()))
-    assert _sealed_load(core, keys, layout.manifest, head, pieces) == first
+    assert all(b"secret.md" not in blob for blob in (head, *pieces.values()))
+    assert _sealed_load(core, envelope, layout.manifest.token, head, pieces) == first
+    assert keys.unwraps == 1
     # A delta save seals only its new pieces; the old ones keep opening under their keys.
     second = _state(4)
-    delta, head2, new = _sealed_save(core, keys, second, layout.manifest)
+    delta, head2, new = _sealed_save(core, envelope, second, layout.manifest)
     assert delta.base is not None
     assert len(new) < len(pieces)
     stored = {k: v for k, v in {**pieces, **new}.items() if k not in delta.drop}
-    assert _sealed_load(core, keys, delta.manifest, head2, stored) == second
+    token = delta.manifest.token
+    assert _sealed_load(core, envelope, token, head2, stored) == second
     # A piece moved under another key, or the previous save's head, does not open.
     segment = delta.manifest.segments[-1][0]
     other = next(key for key in stored if key != segment)
     swapped = {**stored, other: stored[segment]}
     with pytest.raises(DecryptionError):
-        _sealed_load(core, keys, delta.manifest, head2, swapped)
+        _sealed_load(core, envelope, token, head2, swapped)
     with pytest.raises(DecryptionError):
-        _sealed_load(core, keys, delta.manifest, head, stored)
+        _sealed_load(core, envelope, token, head, stored)
+    with pytest.raises(DecryptionError):
+        Envelope(keys, "other").open_head("thread-1", token, head2)
+    # A plaintext piece slipped in is refused once plaintext is no longer allowed.
+    plain = {**stored, segment: pack(delta.pieces[segment])}
+    with pytest.raises(DecryptionError, match="not encrypted"):
+        _sealed_load(core, envelope, token, head2, plain)
+    assert _sealed_load(core, Envelope(keys, "ns"), token, head2, plain) == second
+
+
+def test_an_envelope_needs_a_key_provider_and_a_head_its_manifest() -> None:
+    with pytest.raises(ConfigurationError):
+        Envelope(object(), "ns")  # type: ignore[arg-type]
+    envelope = Envelope(keyring(), "ns")
+    assert K1.hex() not in repr(envelope)
+    sealed = envelope.seal_head("t", "tok", b'{"todos":[]}', envelope.data_key())
+    with pytest.raises(DecryptionError, match="no manifest"):
+        split_head("t", envelope.open_head("t", "tok", sealed))
+    assert split_head("t", join_head('{"f":1}', b"{}")) == (b'{"f":1}', b"{}")
 
 
 # --- no state content in exceptions -----------------------------------------------------------

@@ -44,42 +44,50 @@ value (retiring an old KEK); `reseal` decrypts and seals again with a fresh data
 active KEK (and seals a plaintext value: encrypting an existing store is the same operation).
 `needs_rotation` says whether a stored value is plaintext or under a non-active key.
 
-How the stores use this (the integration, store-independent):
+How a checkpointer uses this (one `Envelope` per checkpointer: its key provider and namespace):
 
-* ``Core.encode``: after `agents_persistence._layout.pack`, each new piece body is sealed with
-  ``associated_data(namespace, thread_id, piece_key)``; the head (with the manifest's piece
-  names and digests, which reveal map keys such as file paths) is sealed with
-  ``associated_data(namespace, thread_id, token)``; one `new_data_key` may serve every value of
-  one save (each value still gets its own nonce), so a KMS-backed save costs one KMS call.
-* ``Core.decode``: each stored body goes through `open_stored` (unseal when `is_sealed`, else
-  plaintext as before) and then ``unpack``; one ``cache`` dict per load avoids unwrapping the
-  same data key twice.
-* In clear, for listing and thread metadata without keys: namespace, thread id, version,
-  created/updated/expires timestamps, size, the save's token, the piece keys, and the key id in
-  each blob's header (`key_id_of`).
+* Save, before the store's atomic step: ``data_key = envelope.data_key()``, the one key-service
+  request of a save (every value of the save shares the data key; each gets its own nonce).
+  Sealing cannot happen in ``Core.encode`` itself: ``Layout.full()`` rebuilds plaintext
+  pieces when the stored head has moved, so values are sealed once the store has chosen
+  ``layout.against(stored)``: each piece as ``envelope.seal_piece(thread_id, key, pack(body),
+  data_key)``, the head as ``envelope.seal_head(thread_id, token, join_head(manifest JSON,
+  head), data_key)``. Sealing is local and takes microseconds, so it may run inside a
+  transaction or between a Lua script's attempts.
+* Load: ``cache = {}``; ``split_head(thread_id, envelope.open_head(thread_id, token, stored,
+  cache))`` gives the manifest and the head; each piece is ``unpack(thread_id,
+  envelope.open_piece(thread_id, key, stored, cache))``; then ``assemble`` as before. Plaintext
+  values (``is_sealed`` false) pass through while ``allow_plaintext`` is set.
+* In clear, for listing, expiry and rotation without keys: namespace, thread id, version,
+  created/updated/expires timestamps, size, the save's token, the piece keys, and each blob's
+  key id (`key_id_of`). The manifest's entry names (map keys such as file paths) and digests
+  of plaintext pieces travel inside the sealed head.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import struct
-from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from agents_persistence.errors import (
-    AccessDeniedError,
-    BackendUnavailableError,
-    CheckpointerError,
-    ConfigurationError,
-    DecryptionError,
-    MissingExtraError,
-    UnknownKeyError,
+from agents_persistence._keys import (
+    DATA_KEY_BYTES,
+    NONCE_BYTES,
+    TAG_BYTES,
+    KeyProvider,
+    LocalKeyring,
+    aesgcm,
+    generate_key,
+    invalid_tag,
+    valid_key_id,
+    validate_key_id,
 )
+from agents_persistence._kms import KmsKeyProvider
+from agents_persistence.errors import ConfigurationError, DecryptionError, UnknownKeyError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from collections.abc import MutableMapping
 
 __all__ = [
     "DATA_KEY_BYTES",
@@ -87,12 +95,14 @@ __all__ = [
     "NONCE_BYTES",
     "AssociatedData",
     "DataKey",
+    "Envelope",
     "KeyProvider",
     "KmsKeyProvider",
     "LocalKeyring",
     "associated_data",
     "generate_key",
     "is_sealed",
+    "join_head",
     "key_id_of",
     "needs_rotation",
     "new_data_key",
@@ -100,6 +110,7 @@ __all__ = [
     "reseal",
     "rewrap",
     "seal",
+    "split_head",
     "unseal",
     "validate_key_id",
 ]
@@ -110,53 +121,7 @@ FORMAT_BYTE = 0xF5
 _SEALED_FROM = 0xF5
 """Bytes from here on start a sealed blob (0xF6 to 0xFF: formats this version cannot read)."""
 
-DATA_KEY_BYTES = 32
-"""Length of data keys and of `LocalKeyring` keys: AES-256."""
-
-NONCE_BYTES = 12
-"""AES-GCM nonce length."""
-
-_TAG_BYTES = 16
-_KEY_ID_RE = re.compile(r"[A-Za-z0-9_.:/+=@-]{1,255}")
 _AAD_PREFIX = b"agents-persistence sealed value\x00"
-_WRAP_PREFIX = b"agents-persistence data key\x00"
-_EXTRA = "encryption"
-
-
-def validate_key_id(key_id: object) -> str:
-    """Return ``key_id`` if it is 1 to 255 of ``A-Z a-z 0-9 _ . : / + = @ -``, else raise.
-
-    The set covers local ids (``2026-11``) and KMS key ids, ARNs and aliases. Raises
-    `ConfigurationError`.
-    """
-    if not isinstance(key_id, str) or not _KEY_ID_RE.fullmatch(key_id):
-        raise ConfigurationError(
-            f"invalid key id {key_id!r:.80}: use 1 to 255 of A-Z a-z 0-9 _ . : / + = @ -"
-        )
-    return key_id
-
-
-def generate_key() -> bytes:
-    """A new random 32-byte key-encryption key for a `LocalKeyring`."""
-    return os.urandom(DATA_KEY_BYTES)
-
-
-def _aesgcm(key: bytes) -> AESGCM:
-    try:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    except ModuleNotFoundError as exc:
-        raise MissingExtraError(
-            f"encryption needs cryptography: pip install 'agents-persistence[{_EXTRA}]'",
-            extra=_EXTRA,
-            name=exc.name,
-        ) from exc
-    return AESGCM(key)
-
-
-def _invalid_tag() -> type[Exception]:
-    from cryptography.exceptions import InvalidTag
-
-    return InvalidTag
 
 
 # --- associated data -------------------------------------------------------------------------
@@ -207,236 +172,6 @@ def associated_data(namespace: str, thread_id: str, binding: str | int) -> Assoc
     if isinstance(binding, bool) or not isinstance(binding, str | int):
         raise ConfigurationError(f"binding must be a str or an int, not {type(binding).__name__}")
     return AssociatedData(namespace, thread_id, binding)
-
-
-# --- key providers ---------------------------------------------------------------------------
-
-
-@runtime_checkable
-class KeyProvider(Protocol):
-    """Holds key-encryption keys: wraps new data keys under the active key, unwraps old ones.
-
-    `unwrap` raises `LookupError` when it does not hold ``key_id`` and `ValueError` when the
-    wrapped key does not unwrap (wrong key, tampered bytes); `unseal` turns these into
-    `UnknownKeyError` and `DecryptionError`. Other errors (an unreachable key service:
-    `BackendUnavailableError`) pass through. Neither method's errors may quote key material.
-    """
-
-    @property
-    def active_key_id(self) -> str:
-        """The id of the key new data keys are wrapped under."""
-        ...
-
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
-        """Wrap ``data_key`` under the active key: ``(key id, wrapped bytes)``."""
-        ...
-
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        """The data key ``wrapped`` under the key ``key_id``."""
-        ...
-
-
-class LocalKeyring:
-    """Key-encryption keys held by the application: the active one and older ones for reading.
-
-    Data keys are wrapped with AES-256-GCM under the key (a random nonce, the key id as
-    associated data): the wrapped key is 60 bytes.
-
-    Args:
-        active: The id of the key new values are sealed under; must be in ``keys``.
-        keys: Every key this keyring may read with, by id: 32 random bytes each
-            (`generate_key`). Keep a retired key here until `rewrap` or `reseal` has moved
-            every value off it.
-    """
-
-    __slots__ = ("_active", "_ciphers", "_keys")
-
-    def __init__(self, *, active: str, keys: Mapping[str, bytes]) -> None:
-        if not isinstance(keys, Mapping) or not keys:
-            raise ConfigurationError("keys must be a non-empty mapping of key id to 32-byte key")
-        checked: dict[str, bytes] = {}
-        for key_id, key in keys.items():
-            validate_key_id(key_id)
-            if not isinstance(key, bytes) or len(key) != DATA_KEY_BYTES:
-                # The key's value is never quoted: only its type and length.
-                length = len(key) if isinstance(key, bytes) else None
-                raise ConfigurationError(
-                    f"key {key_id!r} must be {DATA_KEY_BYTES} bytes"
-                    f" (got {type(key).__name__}{'' if length is None else f' of {length}'})"
-                )
-            checked[key_id] = key
-        validate_key_id(active)
-        if active not in checked:
-            raise ConfigurationError(f"the active key {active!r} is not among the keys")
-        self._active = active
-        self._keys = checked
-        self._ciphers: dict[str, AESGCM] = {}
-
-    def __repr__(self) -> str:
-        return f"LocalKeyring(active={self._active!r}, key_ids={sorted(self._keys)!r})"
-
-    @property
-    def active_key_id(self) -> str:
-        """The id of the key new data keys are wrapped under."""
-        return self._active
-
-    @property
-    def key_ids(self) -> frozenset[str]:
-        """The ids of every key this keyring reads with."""
-        return frozenset(self._keys)
-
-    def _cipher(self, key_id: str) -> AESGCM:
-        cipher = self._ciphers.get(key_id)
-        if cipher is None:
-            key = self._keys.get(key_id)
-            if key is None:
-                raise LookupError(key_id)
-            cipher = self._ciphers[key_id] = _aesgcm(key)
-        return cipher
-
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
-        """Wrap ``data_key`` under the active key: ``(key id, nonce + ciphertext + tag)``."""
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self._cipher(self._active).encrypt(
-            nonce, data_key, _WRAP_PREFIX + self._active.encode()
-        )
-        return self._active, nonce + sealed
-
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        """The data key ``wrapped`` under ``key_id``; `LookupError` or `ValueError` if not."""
-        cipher = self._cipher(key_id)
-        if len(wrapped) != NONCE_BYTES + DATA_KEY_BYTES + _TAG_BYTES:
-            raise ValueError("wrapped data key has the wrong length")
-        try:
-            return cipher.decrypt(
-                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _WRAP_PREFIX + key_id.encode()
-            )
-        except _invalid_tag() as exc:
-            raise ValueError("wrapped data key does not open under this key") from exc
-
-
-class KmsKeyProvider:
-    """Key-encryption keys in AWS KMS: data keys are wrapped by KMS ``Encrypt``/``Decrypt``.
-
-    A blob records the ARN of the KMS key that wrapped its data key (from the ``Encrypt``
-    reply), so a key given by alias keeps working after the alias moves. Only the active key and
-    the ``previous`` keys are accepted for reading: a blob naming another KMS key, even one this
-    principal may use, raises `UnknownKeyError`. Key ids are resolved to ARNs with
-    ``DescribeKey`` on first use. Every wrap and unwrap is a KMS request (share one data key per
-    save with `new_data_key`, and one ``cache`` per load, to keep them few).
-
-    Args:
-        key_id: The active KMS key: key id, ARN, alias (``alias/name``) or alias ARN.
-        previous: Older KMS keys, readable only.
-        client: A boto3 KMS client to use (not closed here); by default one is created from
-            ``region_name`` / ``endpoint_url`` and the usual AWS credential chain.
-        region_name: Region of the created client.
-        endpoint_url: Endpoint of the created client (a local KMS server).
-        encryption_context: KMS encryption context of every wrap (not secret; logged by
-            CloudTrail); the default names this library.
-
-    Raises:
-        MissingExtraError: boto3 is not installed (extra ``encryption-kms``).
-    """
-
-    def __init__(
-        self,
-        key_id: str,
-        *,
-        previous: tuple[str, ...] | list[str] = (),
-        client: Any = None,
-        region_name: str | None = None,
-        endpoint_url: str | None = None,
-        encryption_context: Mapping[str, str] | None = None,
-    ) -> None:
-        self._configured = (validate_key_id(key_id), *(validate_key_id(k) for k in previous))
-        if client is None:
-            try:
-                import boto3  # type: ignore[import-untyped]
-            except ModuleNotFoundError as exc:
-                raise MissingExtraError(
-                    "KmsKeyProvider needs boto3: pip install 'agents-persistence[encryption-kms]'",
-                    extra="encryption-kms",
-                    name=exc.name,
-                ) from exc
-            client = boto3.client("kms", region_name=region_name, endpoint_url=endpoint_url)
-        self._client = client
-        self._context = dict(encryption_context or {"library": "agents-persistence"})
-        self._arns: tuple[str, ...] | None = None
-
-    def __repr__(self) -> str:
-        return f"KmsKeyProvider({self._configured[0]!r}, previous={list(self._configured[1:])!r})"
-
-    def _resolved(self) -> tuple[str, ...]:
-        if self._arns is None:
-            arns = []
-            for key_id in self._configured:
-                reply = self._call("DescribeKey", key_id, KeyId=key_id)
-                arns.append(str(reply["KeyMetadata"]["Arn"]))
-            self._arns = tuple(arns)
-        return self._arns
-
-    @property
-    def active_key_id(self) -> str:
-        """The ARN of the active KMS key (resolved once with ``DescribeKey``)."""
-        return self._resolved()[0]
-
-    @property
-    def key_ids(self) -> frozenset[str]:
-        """The ARNs of every KMS key accepted for reading."""
-        return frozenset(self._resolved())
-
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
-        """Wrap ``data_key`` with KMS ``Encrypt`` under the active key: ``(key ARN, blob)``."""
-        active = self.active_key_id
-        reply = self._call(
-            "Encrypt", active, KeyId=active, Plaintext=data_key, EncryptionContext=self._context
-        )
-        return str(reply["KeyId"]), bytes(reply["CiphertextBlob"])
-
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        """The data key of ``wrapped``, by KMS ``Decrypt``; only accepted keys are used."""
-        if key_id not in self._resolved():
-            raise LookupError(key_id)
-        reply = self._call(
-            "Decrypt",
-            key_id,
-            KeyId=key_id,
-            CiphertextBlob=wrapped,
-            EncryptionContext=self._context,
-        )
-        return bytes(reply["Plaintext"])
-
-    def _call(self, operation: str, key_id: str, **kwargs: Any) -> Any:
-        """One KMS request, its errors translated (never quoting what was sent)."""
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
-
-        method = {"Encrypt": "encrypt", "Decrypt": "decrypt", "DescribeKey": "describe_key"}
-        try:
-            return getattr(self._client, method[operation])(**kwargs)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            where = f"KMS {operation} with key {key_id!r} failed ({code})"
-            if code in ("InvalidCiphertextException", "IncorrectKeyException"):
-                raise ValueError(where) from exc
-            if code in ("NotFoundException", "DisabledException", "KMSInvalidStateException"):
-                if operation == "Decrypt":
-                    raise LookupError(key_id) from exc
-                raise ConfigurationError(where) from exc
-            if code in ("AccessDeniedException", "UnrecognizedClientException"):
-                raise AccessDeniedError(where) from exc
-            if code in (
-                "ThrottlingException",
-                "LimitExceededException",
-                "KMSInternalException",
-                "DependencyTimeoutException",
-            ):
-                raise BackendUnavailableError(where) from exc
-            raise CheckpointerError(where) from exc
-        except BotoCoreError as exc:
-            raise BackendUnavailableError(
-                f"KMS {operation} with key {key_id!r} failed ({type(exc).__name__})"
-            ) from exc
 
 
 # --- sealing ---------------------------------------------------------------------------------
@@ -497,7 +232,7 @@ def _header(blob: bytes, thread_id: str) -> _Header:
     except (IndexError, struct.error, UnicodeDecodeError) as exc:
         raise DecryptionError(thread_id, "the sealed value's header is damaged") from exc
     body = 4 + n + m
-    if not _KEY_ID_RE.fullmatch(key_id) or m == 0 or len(blob) < body + NONCE_BYTES + _TAG_BYTES:
+    if not valid_key_id(key_id) or m == 0 or len(blob) < body + NONCE_BYTES + TAG_BYTES:
         raise DecryptionError(thread_id, "the sealed value's header is damaged")
     return _Header(key_id, bytes(blob[4 + n : body]), body)
 
@@ -540,7 +275,7 @@ def seal(
     """
     dk = new_data_key(keys) if data_key is None else data_key
     nonce = os.urandom(NONCE_BYTES)
-    sealed = _aesgcm(dk.key).encrypt(nonce, plaintext, bytes((FORMAT_BYTE,)) + aad.encode())
+    sealed = aesgcm(dk.key).encrypt(nonce, plaintext, bytes((FORMAT_BYTE,)) + aad.encode())
     return _pack(dk, nonce, sealed)
 
 
@@ -593,10 +328,10 @@ def unseal(
     key = _data_key(keys, header, thread_id, cache)
     nonce = blob[header.body : header.body + NONCE_BYTES]
     try:
-        return _aesgcm(key).decrypt(
+        return aesgcm(key).decrypt(
             nonce, blob[header.body + NONCE_BYTES :], bytes((FORMAT_BYTE,)) + aad.encode()
         )
-    except _invalid_tag() as exc:
+    except invalid_tag() as exc:
         raise DecryptionError(
             thread_id,
             "the encrypted value does not open: tampered, or stored for another namespace,"
@@ -682,3 +417,96 @@ def reseal(
     """
     plaintext = open_stored(keys, stored, aad, cache=cache)
     return seal(keys, plaintext, aad, data_key=data_key)
+
+
+# --- one checkpointer's values ---------------------------------------------------------------
+
+
+def join_head(manifest_json: str | bytes, head: bytes) -> bytes:
+    """The plaintext of a sealed head: the full manifest, a newline, the head's JSON object.
+
+    The manifest names map entries (file paths, scratchpad keys) and holds digests of the
+    plaintext pieces, so under encryption it travels inside the sealed head; the store keeps
+    only the save's token (and the piece keys it needs) in clear. Compact JSON has no raw
+    newline, so the first newline separates the two.
+    """
+    manifest = manifest_json.encode() if isinstance(manifest_json, str) else manifest_json
+    return manifest + b"\n" + head
+
+
+def split_head(thread_id: str, plaintext: bytes) -> tuple[bytes, bytes]:
+    """``(manifest JSON, head JSON)`` of an opened head (`join_head` undone)."""
+    manifest, newline, head = plaintext.partition(b"\n")
+    if not newline:
+        raise DecryptionError(thread_id, "the opened head has no manifest")
+    return manifest, head
+
+
+class Envelope:
+    """Seals and opens the stored values of one checkpointer: its key provider and namespace.
+
+    The call sites, for a save: ``data_key = envelope.data_key()`` once per save, before the
+    store's atomic step (the one key-service request of a save); then, once the store knows
+    which pieces it writes (``Layout.against``/``Layout.full``), ``seal_piece`` on each
+    ``pack``-ed piece body and ``seal_head`` on ``join_head(manifest JSON, head)``. For a
+    load: ``cache = {}`` per load, ``open_head`` then ``split_head``, and ``open_piece`` then
+    ``unpack`` on each piece.
+
+    Args:
+        keys: The key provider.
+        namespace: The checkpointer's namespace (part of every value's associated data).
+        allow_plaintext: Read plaintext values as they are (a store being encrypted); set
+            ``False`` once every value is sealed, so an unencrypted value is refused.
+    """
+
+    __slots__ = ("allow_plaintext", "keys", "namespace")
+
+    def __init__(self, keys: KeyProvider, namespace: str, *, allow_plaintext: bool = True) -> None:
+        if not isinstance(keys, KeyProvider):
+            raise ConfigurationError(f"keys must be a KeyProvider, not {type(keys).__name__}")
+        self.keys = keys
+        self.namespace = namespace
+        self.allow_plaintext = allow_plaintext
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.keys!r}, namespace={self.namespace!r})"
+
+    def data_key(self) -> DataKey:
+        """A fresh data key for the values of one save."""
+        return new_data_key(self.keys)
+
+    def seal_head(self, thread_id: str, token: str, head: bytes, data_key: DataKey) -> bytes:
+        """A head's stored bytes, bound to the save's ``token``."""
+        aad = associated_data(self.namespace, thread_id, token)
+        return seal(self.keys, head, aad, data_key=data_key)
+
+    def seal_piece(self, thread_id: str, key: str, body: bytes, data_key: DataKey) -> bytes:
+        """A piece's stored bytes (``body`` already packed), bound to its ``key``."""
+        aad = associated_data(self.namespace, thread_id, key)
+        return seal(self.keys, body, aad, data_key=data_key)
+
+    def open_head(
+        self,
+        thread_id: str,
+        token: str,
+        stored: bytes,
+        cache: MutableMapping[tuple[str, bytes], bytes] | None = None,
+    ) -> bytes:
+        """A stored head's plaintext (plaintext heads as they are, if allowed)."""
+        aad = associated_data(self.namespace, thread_id, token)
+        return open_stored(
+            self.keys, stored, aad, allow_plaintext=self.allow_plaintext, cache=cache
+        )
+
+    def open_piece(
+        self,
+        thread_id: str,
+        key: str,
+        stored: bytes,
+        cache: MutableMapping[tuple[str, bytes], bytes] | None = None,
+    ) -> bytes:
+        """A stored piece's body as packed (plaintext pieces as they are, if allowed)."""
+        aad = associated_data(self.namespace, thread_id, key)
+        return open_stored(
+            self.keys, stored, aad, allow_plaintext=self.allow_plaintext, cache=cache
+        )
