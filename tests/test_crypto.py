@@ -359,23 +359,27 @@ def test_one_data_key_per_save_and_one_unwrap_per_load() -> None:
 # --- AWS KMS on moto -------------------------------------------------------------------------
 
 
+def _kms_client(endpoint: str, **options: Any) -> Any:
+    boto3 = pytest.importorskip("boto3")
+    return boto3.client(
+        "kms",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
 def kms() -> Iterator[Any]:
-    boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    client = boto3.client(
-        "kms",
-        region_name="us-east-1",
-        endpoint_url=f"http://{host}:{port}",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    yield client
+    yield _kms_client(f"http://{host}:{port}")
     server.stop()
 
 
@@ -434,15 +438,10 @@ def test_kms_unknown_active_key_is_a_configuration_error(kms: Any) -> None:
 
 
 def test_kms_unreachable_is_backend_unavailable() -> None:
-    boto3 = pytest.importorskip("boto3")
     from botocore.config import Config
 
-    client = boto3.client(
-        "kms",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{closed_port()}",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+    client = _kms_client(
+        f"http://127.0.0.1:{closed_port()}",
         config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
     )
     with pytest.raises(BackendUnavailableError):
