@@ -478,7 +478,7 @@ def test_sealing_without_cryptography_names_the_extra() -> None:
 
 def _state(turns: int) -> AgentStateSnapshot:
     return AgentStateSnapshot(
-        files={"secret.md": SECRET * 200, "a.txt": "short"},
+        files={"secret.md": SECRET * 1000, "a.txt": "short"},
         scratchpad={"k": "v"},
         messages=[AgentMessage.text("User", f"{SECRET} turn {n}") for n in range(turns)],
     )
@@ -556,6 +556,18 @@ def test_a_layout_sealed_piece_by_piece_loads_back_and_pieces_are_bound() -> Non
     with pytest.raises(DecryptionError, match="not encrypted"):
         _sealed_load(core, envelope, token, head2, plain)
     assert _sealed_load(core, Envelope(keys, "ns"), token, head2, plain) == second
+
+
+def test_a_small_state_sealed_as_one_head_loads_back() -> None:
+    core: Core[AgentStateSnapshot] = Core(
+        namespace="ns", ttl=None, state_type=None, max_state_bytes=10**8, clock=None
+    )
+    envelope = Envelope(keyring(), "ns", allow_plaintext=False)
+    small = AgentStateSnapshot(files={"secret.md": SECRET})
+    layout, head, pieces = _sealed_save(core, envelope, small, None)
+    assert pieces == {}
+    assert SECRET.encode() not in head
+    assert _sealed_load(core, envelope, layout.manifest.token, head, pieces) == small
 
 
 def test_an_envelope_needs_a_key_provider_and_a_head_its_manifest() -> None:
