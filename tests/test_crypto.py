@@ -609,10 +609,6 @@ def test_a_decoding_error_message_does_not_quote_the_state(payload: str) -> None
     assert SECRET not in error.detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Core.decode chains pydantic's ValidationError, whose str() quotes input_value",
-)
 @pytest.mark.parametrize("payload", BAD_PAYLOADS)
 def test_a_decoding_error_cause_does_not_quote_the_state(payload: str) -> None:
     _assert_clean(_decode_error(CORE, payload), SECRET)
@@ -629,10 +625,6 @@ class GuardedState(BaseModel):
         return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Core.decode quotes errors()[0]['msg']; a validator's ValueError text is in it",
-)
 def test_a_validator_message_is_not_quoted() -> None:
     core: Core[GuardedState] = Core(
         namespace="ns", ttl=None, state_type=GuardedState, max_state_bytes=10**6, clock=None
