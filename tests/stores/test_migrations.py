@@ -658,7 +658,7 @@ def test_rows_of_the_previous_revision_load_after_the_upgrade_and_convert_on_sav
     assert "manifest" not in {c["name"] for c in _inspect(db_url, lambda i: i.get_columns(TABLE))}
     whole = AgentStateSnapshot(
         messages=[AgentMessage.text("User", f"message {n} " + "m" * 300) for n in range(6)],
-        files={"big.txt": "b" * 4000, "small.txt": "s"},
+        files={"big.txt": "b" * 20_000, "small.txt": "s"},
         scratchpad={"k": [1, 2]},
     )
     text = whole.model_dump_json().replace("'", "''")

@@ -1,5 +1,8 @@
 """The SQL store's layout: a head row plus pieces, so that a save sends what changed.
 
+States below `SMALL_STATE_BYTES` are one head without pieces: the states here that must have
+pieces carry a large file.
+
 On SQLite, PostgreSQL and MariaDB (the kits without listeners; each test adds its own to a
 private engine): bytes sent per save, edits and truncations, two checkpointers with their own
 caches on one thread, a save interrupted between the head and its pieces, rows written whole
@@ -27,6 +30,7 @@ from agents_persistence import (
     SQLCheckpointer,
     TodoItem,
 )
+from agents_persistence._layout import SMALL_STATE_BYTES
 from agents_persistence.models.sql import checkpoint_table, pieces_table
 
 if TYPE_CHECKING:
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 
 TABLE = checkpoint_table()
 PIECES = pieces_table()
+LARGE = SMALL_STATE_BYTES + 2000
+"""A file this long makes any state large enough to be split."""
 
 
 @pytest.fixture
@@ -110,7 +116,7 @@ def test_late_saves_of_a_long_conversation_send_what_changed(engine: sa.Engine) 
         costs.append(sent.during(lambda s=state: cp.save_state("t", s)))
     size = len(state.model_dump_json())
     assert size > 25_000
-    assert costs[0] > 3000  # the first save sends the whole state (compressed)
+    assert costs[0] > 5000  # the first save sends the whole state (one head: it is small)
     # Late saves send the new message, the head and its manifest: far less than the state.
     assert max(costs[-10:]) < size / 5, (costs[-10:], size)
     fresh = SQLCheckpointer(engine, namespace=cp.namespace)
@@ -153,7 +159,9 @@ def test_two_checkpointers_alternating_on_one_thread_never_mix_states(engine: sa
         messages.append(_message(turn))
         # Each writer's cache holds its own last save: the stored head moved past it.
         state = AgentStateSnapshot(
-            messages=list(messages), files={"f": f"{turn}" * 1500}, scratchpad={"turn": turn}
+            messages=list(messages),
+            files={"f": f"{turn}" * 1500, "large": _noise(LARGE, turn // 3)},
+            scratchpad={"turn": turn},
         )
         info = writer.save_state("t", state)
         assert info.version == turn + 1
@@ -172,9 +180,9 @@ def test_a_save_interrupted_after_its_head_leaves_the_previous_version(
 ) -> None:
     namespace = _namespace()
     cp = SQLCheckpointer(engine, namespace=namespace)
-    before = AgentStateSnapshot(messages=[_message(1)], files={"a": "1" * 2000})
+    before = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(LARGE, 1)})
     cp.save_state("t", before)
-    after = AgentStateSnapshot(messages=[_message(1), _message(2)], files={"a": "2" * 2000})
+    after = AgentStateSnapshot(messages=[_message(1), _message(2)], files={"a": _noise(LARGE, 2)})
 
     def crash(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
         # The statement that adds the pieces (after the head on SQLite and MariaDB; part of
@@ -217,7 +225,9 @@ def _insert_whole(engine: sa.Engine, namespace: str, thread_id: str, state: Any)
 def test_a_row_stored_whole_loads_and_its_next_save_converts_it(engine: sa.Engine) -> None:
     namespace = _namespace()
     whole = AgentStateSnapshot(
-        messages=[_message(n) for n in range(5)], files={"a.txt": "a" * 3000}, scratchpad={"k": 1}
+        messages=[_message(n) for n in range(5)],
+        files={"a.txt": _noise(LARGE)},
+        scratchpad={"k": 1},
     )
     _insert_whole(engine, namespace, "t", whole)
     cp = SQLCheckpointer(engine, namespace=namespace)
@@ -247,7 +257,7 @@ def test_the_head_column_holds_what_queries_on_state_see(engine: sa.Engine) -> N
         {
             "todos": [{"content": "ship it", "status": "in_progress"}],
             "messages": [_message(1).model_dump(mode="json")],
-            "files": {"a": "b"},
+            "files": {"a": "b", "large": _noise(LARGE)},
             "scratchpad": {"k": "v"},
             "custom": {"kept": True},
         }
@@ -266,7 +276,7 @@ def test_delete_and_purge_remove_the_pieces(engine: sa.Engine) -> None:
     namespace = _namespace()
     moment = [datetime(2026, 1, 1, tzinfo=UTC)]
     cp = SQLCheckpointer(engine, namespace=namespace, ttl=60, clock=lambda: moment[0])
-    state = AgentStateSnapshot(messages=[_message(1)], files={"a": "a" * 2000})
+    state = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(LARGE)})
     for thread in ("gone", "expired", "kept"):
         cp.save_state(thread, state)
     per_thread = len(_pieces(engine, namespace)) // 3
@@ -300,7 +310,7 @@ def test_a_10_mb_state_saves_and_loads(engine: sa.Engine) -> None:
 def test_a_rolled_back_unit_of_work_never_serves_as_a_base(engine: sa.Engine) -> None:
     namespace = _namespace()
     cp = SQLCheckpointer(engine, namespace=namespace)
-    first = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(2000)})
+    first = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(LARGE)})
     cp.save_state("t", first)
     undone = first.model_copy(update={"messages": [_message(1), _message(2)]})
     with engine.connect() as conn:
@@ -321,12 +331,12 @@ def test_the_async_twin_saves_deltas_and_loads_them(sql_kit: SQLKit) -> None:
         try:
             cp = AsyncSQLCheckpointer(async_engine, namespace=_namespace())
             loaded = []
-            state = AgentStateSnapshot(files={"big": _noise(6000)})
+            state = AgentStateSnapshot(files={"big": _noise(LARGE)})
             for turn in range(5):
                 state = state.model_copy(
                     update={
                         "messages": [*state.messages, _message(turn)],
-                        "files": {"big": _noise(6000, turn // 2)},
+                        "files": {"big": _noise(LARGE, turn // 2)},
                     }
                 )
                 await cp.save_state("t", state)
