@@ -4,8 +4,9 @@ JSONB stores numbers as ``numeric``. pydantic writes floats of magnitude 1e16 an
 exponent form (``1e+16``); ``numeric`` keeps no exponent and renders them as integers, so they
 come back as the ``int`` of the same value. ``-0.0`` comes back as ``0.0``. Every other number
 comes back as written. This applies to the fields kept in the ``state`` column (the head: todos,
-interrupts, unknown fields); the transcript, ``files`` and ``scratchpad`` are pieces, stored as
-the JSON text written, like the other stores keep everything.
+interrupts, unknown fields, and the whole of a state too small to be split); the transcript,
+``files`` and ``scratchpad`` of a split state are pieces, stored as the JSON text written, like
+the other stores keep everything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from agents_persistence import AgentStateSnapshot, SQLCheckpointer
+from agents_persistence._layout import SMALL_STATE_BYTES
 
 from ..kits.sql import PostgreSQLKit
 
@@ -61,8 +63,12 @@ CASES = [
 def test_jsonb_numbers_follow_the_documented_rule(engine: Engine) -> None:
     cp = SQLCheckpointer(engine, namespace="n" + uuid.uuid4().hex[:12])
     numbers = {str(i): written for i, (written, _, _) in enumerate(CASES)}
-    # "numbers" is an unknown top-level field: kept in the head (JSONB).
-    state = AgentStateSnapshot.model_validate({"scratchpad": numbers, "numbers": numbers})
+    # "numbers" is an unknown top-level field: kept in the head (JSONB). The large file makes
+    # the state large enough to be split: its scratchpad is a piece.
+    large = "x" * (SMALL_STATE_BYTES + 100)
+    state = AgentStateSnapshot.model_validate(
+        {"scratchpad": numbers, "numbers": numbers, "files": {"large": large}}
+    )
     cp.save_state("numbers", state)
     loaded = cp.load_state("numbers")
     assert loaded is not None

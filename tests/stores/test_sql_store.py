@@ -28,6 +28,7 @@ from agents_persistence import (
     open_async_checkpointer,
     open_checkpointer,
 )
+from agents_persistence._layout import SMALL_STATE_BYTES
 from agents_persistence.migrations import (
     current,
     downgrade,
@@ -351,18 +352,26 @@ def test_datetimes_come_back_aware_utc(sql_kit: SQLKit, namespace: str) -> None:
 
 def test_nul_characters_in_states(sql_kit: SQLKit, namespace: str) -> None:
     cp = sql_kit.make(namespace=namespace)
-    # Files, scratchpad and messages are pieces (bytes): U+0000 is kept on every dialect.
-    state = AgentStateSnapshot(files={"bin.dat": "before\x00after"}, scratchpad={"k": "\x00"})
+    # The files, scratchpad and messages of a state large enough to be split are pieces
+    # (bytes): U+0000 is kept there on every dialect.
+    large = "x" * (SMALL_STATE_BYTES + 100)
+    state = AgentStateSnapshot(
+        files={"bin.dat": "before\x00after", "large": large}, scratchpad={"k": "\x00"}
+    )
     cp.save_state("t", state)
     assert cp.load_state("t") == state
     in_head = AgentStateSnapshot(todos=[TodoItem(content="a\x00b", status="pending")])
+    small = AgentStateSnapshot(files={"bin.dat": "before\x00after"})  # one head, whole
     if sql_kit.name != "postgresql":
-        cp.save_state("t", in_head)
-        assert cp.load_state("t") == in_head
+        for written in (in_head, small):
+            cp.save_state("t", written)
+            assert cp.load_state("t") == written
         return
     # The head is JSONB, which cannot hold U+0000: a typed error, and nothing written.
-    with pytest.raises(InvalidArgumentError, match="NUL"):
-        cp.save_state("t", in_head)
+    # (A checkpointer that read nothing writes the small state whole.)
+    for refused in (in_head, small):
+        with pytest.raises(InvalidArgumentError, match="NUL"):
+            SQLCheckpointer(cp.engine, namespace=namespace).save_state("t", refused)
     checkpoint = cp.load_checkpoint("t")
     assert checkpoint.state == state
     assert checkpoint.info.version == 1
