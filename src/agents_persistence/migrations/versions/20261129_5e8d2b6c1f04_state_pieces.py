@@ -94,25 +94,15 @@ def _store_whole(table: str, pieces: str, schema: str | None) -> None:
         return  # offline SQL: no rows to read
     conn = op.get_bind()
     meta = sa.MetaData()
-    rows = sa.Table(
-        table,
-        meta,
-        sa.Column("namespace", sa.String),
-        sa.Column("thread_id", sa.String),
-        sa.Column("state", sa.Text),
-        sa.Column("manifest", sa.Text),
-        sa.Column("manifest_token", sa.String),
-        schema=schema,
+
+    def thread_table(name: str, *columns: tuple[str, Any]) -> sa.Table:
+        keys = (("namespace", sa.String), ("thread_id", sa.String), *columns)
+        return sa.Table(name, meta, *(sa.Column(*c) for c in keys), schema=schema)
+
+    rows = thread_table(
+        table, ("state", sa.Text), ("manifest", sa.Text), ("manifest_token", sa.String)
     )
-    parts = sa.Table(
-        pieces,
-        meta,
-        sa.Column("namespace", sa.String),
-        sa.Column("thread_id", sa.String),
-        sa.Column("piece", sa.String),
-        sa.Column("body", sa.LargeBinary),
-        schema=schema,
-    )
+    parts = thread_table(pieces, ("piece", sa.String), ("body", sa.LargeBinary))
     on_postgresql = conn.dialect.name == "postgresql"
     state_text: Any = sa.cast(rows.c.state, sa.Text) if on_postgresql else rows.c.state
     whole: Any = sa.bindparam("whole", type_=sa.Text)
