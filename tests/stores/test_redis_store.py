@@ -30,11 +30,12 @@ from agents_persistence import (
     open_async_checkpointer,
     open_checkpointer,
 )
+from agents_persistence._layout import Manifest
 from agents_persistence.models.redis import FIELDS
 from agents_persistence.repositories._redis_ops import PAGE_DANGLING_BUDGET
 
 from ..conftest import _ready
-from ..kits.redis import KITS, RedisKit, free_port, listening, thread_key
+from ..kits.redis import KITS, RedisKit, free_port, listening, pieces_key, thread_key
 from ..support import FakeClock
 
 if TYPE_CHECKING:
@@ -85,19 +86,24 @@ def test_key_layout_and_hash_fields(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
     info = cp.save_state("a:b{c}", state(1))
-    key = thread_key(ns, "a:b{c}")
+    key, pieces = thread_key(ns, "a:b{c}"), pieces_key(ns, "a:b{c}")
     updated, expires = index_keys(ns)
-    assert namespace_keys(client, ns) == {key, updated, expires}
+    assert namespace_keys(client, ns) == {key, pieces, updated, expires}
     fields = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
-    assert tuple(fields) == FIELDS  # no thread id, no redis-om "pk" beside them
+    assert sorted(fields) == sorted(FIELDS)  # no thread id, no redis-om "pk" beside them
     assert fields["version"] == "1"
-    assert fields["state"] == state(1).model_dump_json()
+    # The head holds every field but the transcript and the maps, whose pieces the manifest names.
+    assert fields["state"] == state(1).model_dump_json(exclude={"files", "scratchpad", "messages"})
+    manifest = Manifest.from_json("a:b{c}", fields["manifest"])
+    stored = {name.decode(): body for name, body in client.hgetall(pieces).items()}
+    assert set(stored) == manifest.keys()
+    assert list(stored.values()) == [b'"n":1']  # the scratchpad's one group piece
     assert int(fields["updated_at"]) == int(info.updated_at.timestamp() * 1_000_000)
     assert fields["expires_at"] == str(int(fields["updated_at"]) + 60_000_000)
     assert client.zscore(updated, "a:b{c}") == int(fields["updated_at"])
     assert client.zscore(expires, "a:b{c}") == int(fields["expires_at"])
     # The hash tag is the namespace alone: every key of the namespace shares its slot.
-    slots = {key_slot(name.encode()) for name in (key, updated, expires)}
+    slots = {key_slot(name.encode()) for name in (key, pieces, updated, expires)}
     assert slots == {key_slot(ns.encode())}
 
 
@@ -125,14 +131,16 @@ def test_every_key_gets_the_ttl_and_each_save_refreshes_it(client: Any, ns: str)
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
     cp.save_state("t", state())
-    key = thread_key(ns, "t")
+    key, pieces = thread_key(ns, "t"), pieces_key(ns, "t")
     updated, expires = index_keys(ns)
-    for name in (key, updated, expires):
+    for name in (key, pieces, updated, expires):
         assert 55_000 < client.pttl(name) <= 60_000
     client.pexpire(key, 5_000)  # as if most of the TTL had passed
+    client.pexpire(pieces, 5_000)
     clock.advance(30)
     cp.save_state("t", state(2))
     assert 55_000 < client.pttl(key) <= 60_000
+    assert 55_000 < client.pttl(pieces) <= 60_000
 
 
 def test_indexes_outlive_their_longest_lived_member(client: Any, ns: str) -> None:
@@ -156,6 +164,7 @@ def test_saving_without_ttl_removes_the_ttl(client: Any, ns: str) -> None:
     info = RedisCheckpointer(client, namespace=ns).save_state("t", state(2))
     assert info.expires_at is None
     assert client.pttl(thread_key(ns, "t")) == -1
+    assert client.pttl(pieces_key(ns, "t")) == -1
     assert client.zscore(index_keys(ns)[1], "t") is None
 
 
@@ -278,7 +287,8 @@ def test_purge_works_in_batches(client: Any, ns: str) -> None:
     cp.save_state("young", state())
     clock.advance(31)
     assert cp.purge_expired() == 450
-    assert namespace_keys(client, ns) == {thread_key(ns, "young"), *index_keys(ns)}
+    young = {thread_key(ns, "young"), pieces_key(ns, "young")}
+    assert namespace_keys(client, ns) == {*young, *index_keys(ns)}
 
 
 # -- corrupt records --------------------------------------------------------------------------
