@@ -350,7 +350,7 @@ def test_thousands_of_pieces_in_one_save_and_one_drop(kit: RedisKit, ns: str) ->
 
 def test_delete_restore_and_purge_remove_the_pieces(kit: RedisKit, ns: str) -> None:
     cp = RedisCheckpointer(kit.client, namespace=ns, ttl=60)
-    state = conversation(5)
+    state = conversation(10)
     info = cp.save_state("t", state)
     assert pieces_key(ns, "t") in stored_keys(kit, ns)
     assert cp.delete_thread("t") is True

@@ -79,13 +79,18 @@ def state(n: int = 0) -> AgentStateSnapshot:
     return AgentStateSnapshot(scratchpad={"n": n})
 
 
+def big_state(n: int = 0) -> AgentStateSnapshot:
+    """A state large enough to be stored as a head and pieces (small ones are one head)."""
+    return AgentStateSnapshot(scratchpad={"n": n}, files={"big.md": "b" * 20_000})
+
+
 # -- layout -------------------------------------------------------------------------------
 
 
 def test_key_layout_and_hash_fields(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
-    info = cp.save_state("a:b{c}", state(1))
+    info = cp.save_state("a:b{c}", big_state(1))
     key, pieces = thread_key(ns, "a:b{c}"), pieces_key(ns, "a:b{c}")
     updated, expires = index_keys(ns)
     assert namespace_keys(client, ns) == {key, pieces, updated, expires}
@@ -93,11 +98,15 @@ def test_key_layout_and_hash_fields(client: Any, ns: str) -> None:
     assert sorted(fields) == sorted(FIELDS)  # no thread id, no redis-om "pk" beside them
     assert fields["version"] == "1"
     # The head holds every field but the transcript and the maps, whose pieces the manifest names.
-    assert fields["state"] == state(1).model_dump_json(exclude={"files", "scratchpad", "messages"})
+    assert fields["state"] == big_state(1).model_dump_json(
+        exclude={"files", "scratchpad", "messages"}
+    )
     manifest = Manifest.from_json("a:b{c}", fields["manifest"])
     stored = {name.decode(): body for name, body in client.hgetall(pieces).items()}
     assert set(stored) == manifest.keys()
-    assert list(stored.values()) == [b'"n":1']  # the scratchpad's one group piece
+    # The scratchpad's one group piece, and the file's own piece, compressed (a zstd frame).
+    assert sorted(stored.values(), key=len)[0] == b'"n":1'
+    assert sorted(stored.values(), key=len)[1].startswith(b"\x28\xb5\x2f\xfd")
     assert int(fields["updated_at"]) == int(info.updated_at.timestamp() * 1_000_000)
     assert fields["expires_at"] == str(int(fields["updated_at"]) + 60_000_000)
     assert client.zscore(updated, "a:b{c}") == int(fields["updated_at"])
@@ -130,7 +139,7 @@ def test_bad_key_prefix_is_refused(client: Any, prefix: Any) -> None:
 def test_every_key_gets_the_ttl_and_each_save_refreshes_it(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
-    cp.save_state("t", state())
+    cp.save_state("t", big_state())
     key, pieces = thread_key(ns, "t"), pieces_key(ns, "t")
     updated, expires = index_keys(ns)
     for name in (key, pieces, updated, expires):
@@ -138,7 +147,7 @@ def test_every_key_gets_the_ttl_and_each_save_refreshes_it(client: Any, ns: str)
     client.pexpire(key, 5_000)  # as if most of the TTL had passed
     client.pexpire(pieces, 5_000)
     clock.advance(30)
-    cp.save_state("t", state(2))
+    cp.save_state("t", big_state(2))
     assert 55_000 < client.pttl(key) <= 60_000
     assert 55_000 < client.pttl(pieces) <= 60_000
 
@@ -160,8 +169,8 @@ def test_indexes_outlive_their_longest_lived_member(client: Any, ns: str) -> Non
 
 
 def test_saving_without_ttl_removes_the_ttl(client: Any, ns: str) -> None:
-    RedisCheckpointer(client, namespace=ns, ttl=60).save_state("t", state())
-    info = RedisCheckpointer(client, namespace=ns).save_state("t", state(2))
+    RedisCheckpointer(client, namespace=ns, ttl=60).save_state("t", big_state())
+    info = RedisCheckpointer(client, namespace=ns).save_state("t", big_state(2))
     assert info.expires_at is None
     assert client.pttl(thread_key(ns, "t")) == -1
     assert client.pttl(pieces_key(ns, "t")) == -1
@@ -282,9 +291,9 @@ def test_purge_works_in_batches(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
     for n in range(450):
-        cp.save_state(f"t{n}", state(n))
+        cp.save_state(f"t{n}", big_state(n) if n % 2 else state(n))
     clock.advance(30)
-    cp.save_state("young", state())
+    cp.save_state("young", big_state())
     clock.advance(31)
     assert cp.purge_expired() == 450
     young = {thread_key(ns, "young"), pieces_key(ns, "young")}
