@@ -186,9 +186,16 @@ local record = redis.call('HGETALL', KEYS[1])
 if #record == 0 then
   return {}
 end
-local head = redis.call('HMGET', KEYS[1], $expires_at, $manifest)
-local expires = head[1] and tonumber(head[1])
-if not head[2] or head[2] == '' or (expires and expires <= tonumber(ARGV[1])) then
+local expires, manifest = nil, nil
+for i = 1, #record, 2 do
+  local name = record[i]
+  if name == $expires_at then
+    expires = tonumber(record[i + 1])
+  elseif name == $manifest then
+    manifest = record[i + 1]
+  end
+end
+if not manifest or manifest == '' or (expires and expires <= tonumber(ARGV[1])) then
   return {record, {}}
 end
 return {record, redis.call('HGETALL', KEYS[2])}

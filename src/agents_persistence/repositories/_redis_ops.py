@@ -205,8 +205,8 @@ class RedisOps:
         if _expired(record, now):
             return None
         manifest = record.manifest
-        if manifest is None or record.payload is None:
-            return record  # stored whole, before the layout: its state is the whole state
+        if manifest is None or not (manifest.transcript or manifest.maps):
+            return record  # one head (a small state, or stored before the layout): all of it
         wanted = manifest.keys()
         bodies = {
             key: unpack(thread_id, body)
