@@ -183,7 +183,8 @@ def test_restore_of_an_expired_checkpoint_stores_nothing(client: Any, ns: str) -
     info = source.save_state("t", state())
     clock.advance(10)
     target = RedisCheckpointer(client, namespace=ns, clock=clock)
-    target.save_state("t", state(1))
+    target.save_state("t", big_state(1))
+    assert client.exists(pieces_key(ns, "t"))
     restored = target.restore_checkpoint("t", state(), info)
     assert restored.expires_at == info.expires_at
     assert target.load_state("t") is None
@@ -206,14 +207,23 @@ def test_restore_of_a_live_checkpoint_gets_the_remaining_ttl(client: Any, ns: st
 
 def test_conflicting_save_changes_no_key(client: Any, ns: str) -> None:
     cp = RedisCheckpointer(client, namespace=ns, ttl=60)
-    cp.save_state("t", state(1))
-    key = thread_key(ns, "t")
+    cp.save_state("t", big_state(1))
+    key, pieces = thread_key(ns, "t"), pieces_key(ns, "t")
     updated, expires = index_keys(ns)
-    before = (client.hgetall(key), client.zscore(updated, "t"), client.zscore(expires, "t"))
+
+    def stored() -> tuple[Any, ...]:
+        return (
+            client.hgetall(key),
+            client.hgetall(pieces),
+            client.zscore(updated, "t"),
+            client.zscore(expires, "t"),
+        )
+
+    before = stored()
     client.pexpire(key, 30_000)
     with pytest.raises(ConflictError):
-        cp.save_state("t", state(2), expected_version=7)
-    after = (client.hgetall(key), client.zscore(updated, "t"), client.zscore(expires, "t"))
+        cp.save_state("t", big_state(2), expected_version=7)
+    after = stored()
     assert after == before
     assert client.pttl(key) <= 30_000
 
@@ -395,6 +405,24 @@ def test_integers_in_other_spellings_read_as_the_model_reads_them(
     client.hset(thread_key(ns, "t"), "version", value)
     assert cp.load_checkpoint("t").info.version == 7
     assert [t.version for t in cp.list_threads().threads] == [7]
+
+
+def test_a_foreign_value_at_the_pieces_key_fails_the_save_before_it_writes(
+    client: Any, ns: str
+) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state(1))
+    before = client.hgetall(thread_key(ns, "t"))
+    client.set(pieces_key(ns, "t"), "not a hash")
+    with pytest.raises(CheckpointerError, match="WRONGTYPE"):
+        cp.save_state("t", big_state(2))
+    assert client.hgetall(thread_key(ns, "t")) == before
+    with pytest.raises(CheckpointerError, match="WRONGTYPE"):
+        cp.load_state("t")
+    client.delete(pieces_key(ns, "t"))
+    assert cp.load_state("t") == state(1)
+    assert cp.save_state("t", big_state(2)).version == 2
+    assert cp.load_state("t") == big_state(2)
 
 
 def test_a_foreign_value_at_an_index_key_is_a_checkpointer_error(client: Any, ns: str) -> None:

@@ -1,9 +1,10 @@
 """The Redis record: one redis-om `HashModel`, declared once, and the keys around it.
 
-One thread is one record hash plus one hash of pieces. The record's fields are its metadata
+One thread is one record hash plus a hash of its pieces. The record's fields are its metadata
 beside the state's head (the JSON object of every field but the transcript and the large maps)
-and the manifest naming the pieces of the version (`agents_persistence._layout`); a record
-without a manifest was written whole, before that layout, and its ``state`` is the whole state.
+and the manifest naming the pieces of the version (`agents_persistence._layout`). A small state
+is one head whose manifest names no piece (no pieces hash); a record without a manifest was
+written whole, before that layout, and its ``state`` is the whole state too.
 Timestamps are integer microseconds since the Unix epoch (UTC), so they keep their precision
 (redis-om's own datetime fields are float seconds, which cannot hold every microsecond).
 
