@@ -200,3 +200,15 @@ class KeyLayout:
     def pieces_key(self, thread_id: str) -> str:
         """The key of the hash of one thread's pieces."""
         return self.pieces_prefix + thread_id
+
+    def thread_keys(self, thread_id: str) -> tuple[str, str, str, str]:
+        """The keys a save or delete of one thread touches, in the order its script takes them.
+
+        The thread's hash, the ``updated`` and ``expires`` indexes, the hash of its pieces.
+        """
+        return (
+            self.thread_prefix + thread_id,
+            self.updated_index,
+            self.expiry_index,
+            self.pieces_prefix + thread_id,
+        )

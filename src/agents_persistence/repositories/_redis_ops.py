@@ -148,19 +148,12 @@ class RedisOps:
         if request.expires_at is not None:
             remaining = to_epoch_micros(request.expires_at) - to_epoch_micros(now)
             ttl_ms = str(-(-remaining // 1000))  # rounded up: never before the logical expiry
-        keys = self.layout
         thread_id = request.thread_id
+        keys = self.layout.thread_keys(thread_id)
         layout = request.layout
         while True:
             reply = yield Call(
-                self.mapping.scripts.write,
-                (
-                    keys.thread_key(thread_id),
-                    keys.updated_index,
-                    keys.expiry_index,
-                    keys.pieces_key(thread_id),
-                ),
-                self.write_args(request, layout, write_id, ttl_ms),
+                self.mapping.scripts.write, keys, self.write_args(request, layout, write_id, ttl_ms)
             )
             status = _text(reply[0])
             if status != "full" or layout.base is None:
@@ -218,15 +211,9 @@ class RedisOps:
 
     def remove(self, thread_id: str, now: datetime) -> Plan[bool]:
         """Delete a thread with its index entries; ``True`` if it was live."""
-        layout = self.layout
         deleted = yield Call(
             self.mapping.scripts.remove,
-            (
-                layout.thread_key(thread_id),
-                layout.updated_index,
-                layout.expiry_index,
-                layout.pieces_key(thread_id),
-            ),
+            self.layout.thread_keys(thread_id),
             (thread_id, str(to_epoch_micros(now))),
         )
         return bool(int(deleted))
