@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 
 from agents_persistence._core import DEFAULT_NAMESPACE, validate_namespace
-from agents_persistence.errors import ConfigurationError
+from agents_persistence.errors import BackendUnavailableError, ConfigurationError
 from agents_persistence.migrations import (
     _connect,
     _translated,
@@ -60,6 +60,8 @@ __all__ = [
     "compatibility_index_names",
     "rust_statements",
 ]
+
+_LOCK_NOT_AVAILABLE = "55P03"
 
 ADOPTED_REVISION = "4c1d2a9e7b30"
 """The library revision whose schema the adoption's ALTERs produce; stamped, then upgraded."""
@@ -110,11 +112,13 @@ def _names(target: MigrationTarget) -> dict[str, str]:
     }
 
 
-def rust_statements(table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None) -> dict[str, str]:
-    """The SQL the Rust SDK's PostgreSQL checkpointer runs, as it runs it (``$1``/``$2`` as
-    ``:thread_id``/``:state``): ``save``, ``load``, ``delete``, ``list``.
+def rust_statements(
+    table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None
+) -> dict[str, str]:
+    """The statements of the Rust PostgreSQL checkpointer: ``save``, ``load``, ``delete``, ``list``.
 
-    Used to prove an adopted table still serves the Rust service.
+    As the Rust source writes them, with ``$1``/``$2`` as ``:thread_id``/``:state``. Used to
+    prove an adopted table still serves the Rust service.
     """
     table = MigrationTarget(table_name, schema).qualified_name
     return {
@@ -155,9 +159,7 @@ $$
 
 
 def _refuse(target: MigrationTarget, why: str) -> AdoptionRefusedError:
-    return AdoptionRefusedError(
-        f"cannot adopt {target.qualified_name}: {why}; nothing was changed"
-    )
+    return AdoptionRefusedError(f"cannot adopt {target.qualified_name}: {why}; nothing was changed")
 
 
 def _check_layout(conn: Connection, target: MigrationTarget) -> int:
@@ -172,7 +174,7 @@ def _check_layout(conn: Connection, target: MigrationTarget) -> int:
     ).all()
     if not rows:
         raise _refuse(target, "no such table")
-    columns = {name: kind for name, kind in rows}
+    columns: dict[str, str] = {str(name): str(kind) for name, kind in rows}
     if current_revision(conn, table_name=target.table_name, schema=schema) is not None:
         raise _refuse(
             target,
@@ -186,13 +188,17 @@ def _check_layout(conn: Connection, target: MigrationTarget) -> int:
             f"its columns ({found}) are not the Rust SDK's (thread_id text, state jsonb,"
             " created_at and updated_at timestamptz)",
         )
-    bad = conn.execute(
-        text(
-            f"SELECT thread_id FROM {_names(target)['qualified']}"  # noqa: S608 - validated
-            " WHERE length(thread_id) NOT BETWEEN 1 AND 256 OR thread_id ~ '[[:cntrl:]]'"
-            " LIMIT 5"
+    bad = (
+        conn.execute(
+            text(
+                f"SELECT thread_id FROM {_names(target)['qualified']}"
+                " WHERE length(thread_id) NOT BETWEEN 1 AND 256 OR thread_id ~ '[[:cntrl:]]'"
+                " LIMIT 5"
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     if bad:
         shown = ", ".join(repr(value[:80]) for value in bad)
         raise _refuse(
@@ -201,7 +207,9 @@ def _check_layout(conn: Connection, target: MigrationTarget) -> int:
             f" {shown}; copy the others with `agents-persistence copy --from rust+postgresql://...`"
             " or fix these rows first",
         )
-    count: int = conn.execute(text(f"SELECT count(*) FROM {_names(target)['qualified']}")).scalar_one()  # noqa: S608
+    count: int = conn.execute(
+        text(f"SELECT count(*) FROM {_names(target)['qualified']}")
+    ).scalar_one()
     return count
 
 
@@ -225,7 +233,7 @@ def _alter(conn: Connection, target: MigrationTarget, namespace: str) -> None:
         " ADD COLUMN version INTEGER NOT NULL DEFAULT 1,"
         " ADD COLUMN expires_at TIMESTAMP WITH TIME ZONE,"
         " ALTER COLUMN thread_id TYPE VARCHAR(256)",
-        f"UPDATE {table} SET state_bytes = octet_length(state::text)",  # noqa: S608
+        f"UPDATE {table} SET state_bytes = octet_length(state::text)",
     ]
     if pkey is not None:
         statements.append(f'ALTER TABLE {table} DROP CONSTRAINT "{pkey}"')
@@ -243,6 +251,12 @@ def _alter(conn: Connection, target: MigrationTarget, namespace: str) -> None:
         conn.execute(text(statement))
 
 
+_PROBE_STATES: tuple[dict[str, Any], ...] = (
+    {"todos": [], "files": {}, "scratchpad": {}},
+    {"todos": [], "files": {"probe.txt": "second write"}, "scratchpad": {}},
+)
+
+
 def _probe(conn: Connection, target: MigrationTarget, namespace: str) -> None:
     """Run the Rust service's statements on the upgraded table, then undo them.
 
@@ -255,14 +269,19 @@ def _probe(conn: Connection, target: MigrationTarget, namespace: str) -> None:
     state = bindparam("state", type_=JSONB)
     save = text(sql["save"]).bindparams(state)
     check = text(
-        f"SELECT namespace, version, state_bytes, expires_at FROM {_names(target)['qualified']}"  # noqa: S608
+        f"SELECT namespace, version, state_bytes, expires_at FROM {_names(target)['qualified']}"
         " WHERE thread_id = :thread_id"
     )
     savepoint = conn.begin_nested()
     try:
-        conn.execute(save, {"thread_id": probe, "state": {"todos": [], "files": {}, "scratchpad": {}}})
+        conn.execute(
+            save, {"thread_id": probe, "state": {"todos": [], "files": {}, "scratchpad": {}}}
+        )
         first = conn.execute(check, {"thread_id": probe}).one()
-        conn.execute(save, {"thread_id": probe, "state": {"todos": [], "files": {"a": "b"}, "scratchpad": {}}})
+        conn.execute(
+            save,
+            {"thread_id": probe, "state": {"todos": [], "files": {"a": "b"}, "scratchpad": {}}},
+        )
         second = conn.execute(check, {"thread_id": probe}).one()
         loaded = conn.execute(text(sql["load"]), {"thread_id": probe}).scalar_one()
         conn.execute(text(sql["list"])).first()
@@ -278,7 +297,12 @@ def _probe(conn: Connection, target: MigrationTarget, namespace: str) -> None:
     savepoint.rollback()
     expected = ((namespace, 1, None), (namespace, 2, None))
     got = ((first[0], first[1], first[3]), (second[0], second[1], second[3]))
-    if got != expected or first[2] <= 0 or loaded != {"todos": [], "files": {"a": "b"}, "scratchpad": {}} or deleted != 1:
+    if (
+        got != expected
+        or first[2] <= 0
+        or loaded != {"todos": [], "files": {"a": "b"}, "scratchpad": {}}
+        or deleted != 1
+    ):
         raise _refuse(
             target,
             f"after the upgrade to head a Rust write no longer keeps the library's columns"
@@ -350,10 +374,17 @@ def adopt_rust_table(
         with _translated(f"adoption of {target.qualified_name}"):
             try:
                 count = _adopt(conn, target, namespace, lock_timeout)
+            except DBAPIError as exc:
+                conn.rollback()
+                if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                    raise BackendUnavailableError(
+                        f"cannot adopt {target.qualified_name}: its lock was not granted within"
+                        f" {lock_timeout:g}s (long Rust transactions in flight); nothing was"
+                        " changed, run it again"
+                    ) from exc
+                raise
             except BaseException:
                 conn.rollback()
                 raise
             conn.commit()
     return AdoptionReport(target.qualified_name, namespace, count, head_revision())
-
-

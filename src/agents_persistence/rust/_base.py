@@ -8,7 +8,6 @@ not decode is reported by thread id instead of ending a listing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Self
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +18,7 @@ from agents_persistence.snapshot import AgentStateSnapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
     from types import TracebackType
 
 __all__ = ["RUST_SCHEMES", "RustRecord", "RustSource", "decode_record", "query_options"]

@@ -129,7 +129,9 @@ class DynamoDBRustSource(RustSource):
 
     def describe(self) -> str:
         where = self.endpoint_url or "AWS"
-        return f"Rust DynamoDB table {self.table_name!r} ({where}, {self.region or 'default region'})"
+        return (
+            f"Rust DynamoDB table {self.table_name!r} ({where}, {self.region or 'default region'})"
+        )
 
     @contextmanager
     def _errors(self, thread_id: str = "") -> Iterator[None]:
@@ -145,14 +147,16 @@ class DynamoDBRustSource(RustSource):
     def iter_thread_ids(self, *, page_size: int = 500) -> Iterator[str]:
         start: Any = None
         while True:
+            request: dict[str, Any] = {
+                "TableName": self.table_name,
+                "ProjectionExpression": "thread_id",
+                "Limit": page_size,
+                "ConsistentRead": True,
+            }
+            if start:
+                request["ExclusiveStartKey"] = start
             with self._errors():
-                page = self.connection.scan(
-                    self.table_name,
-                    attributes_to_get=["thread_id"],
-                    limit=page_size,
-                    exclusive_start_key=start,
-                    consistent_read=True,
-                )
+                page = self.connection.client.scan(**request)
             for item in page.get("Items", []):
                 value = item.get("thread_id", {}).get("S")
                 if isinstance(value, str):
@@ -163,7 +167,11 @@ class DynamoDBRustSource(RustSource):
 
     def load(self, thread_id: str) -> RustRecord | None:
         with self._errors(thread_id):
-            reply = self.connection.get_item(self.table_name, thread_id, consistent_read=True)
+            reply = self.connection.client.get_item(
+                TableName=self.table_name,
+                Key={"thread_id": {"S": thread_id}},
+                ConsistentRead=True,
+            )
         item = reply.get("Item")
         if not item:
             return None
@@ -173,7 +181,9 @@ class DynamoDBRustSource(RustSource):
             try:
                 expires_at = datetime.fromtimestamp(float(ttl["N"]), UTC)
             except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                raise CorruptStateError(thread_id, f"attribute 'ttl' is not a number: {ttl!r:.80}") from exc
+                raise CorruptStateError(
+                    thread_id, f"attribute 'ttl' is not a number: {ttl!r:.80}"
+                ) from exc
             if expires_at <= utc_now():
                 return None  # past its TTL; DynamoDB has not removed it yet
         updated_at = None
@@ -182,8 +192,9 @@ class DynamoDBRustSource(RustSource):
             try:
                 updated_at = as_utc(datetime.fromisoformat(updated))
             except ValueError as exc:
-                raise CorruptStateError(thread_id, f"'updated_at' is not RFC 3339: {updated!r:.60}") from exc
+                raise CorruptStateError(
+                    thread_id, f"'updated_at' is not RFC 3339: {updated!r:.60}"
+                ) from exc
         return RustRecord(
             thread_id, _text(item, "state", thread_id), updated_at=updated_at, expires_at=expires_at
         )
-
