@@ -312,6 +312,11 @@ def _probe(conn: Connection, target: MigrationTarget, namespace: str) -> None:
 
 
 def _adopt(conn: Connection, target: MigrationTarget, namespace: str, lock_timeout: float) -> int:
+    found = conn.execute(
+        text("SELECT to_regclass(:table)"), {"table": _names(target)["qualified"]}
+    ).scalar()
+    if found is None:
+        raise _refuse(target, "no such table")
     conn.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"))
     conn.execute(text(f"LOCK TABLE {_names(target)['qualified']} IN ACCESS EXCLUSIVE MODE"))
     count = _check_layout(conn, target)
