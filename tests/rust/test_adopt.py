@@ -30,6 +30,7 @@ from agents_persistence.rust import (
     AdoptionRefusedError,
     adopt_rust_table,
     rust_statements,
+    verify_rust_writes,
 )
 
 from .conftest import (
@@ -320,7 +321,27 @@ def test_cli_adopt_rust(rust_pg: PostgresLayout) -> None:
     again = runner.invoke(
         app, ["db", "adopt-rust", "--url", POSTGRES_URL, "--table", rust_pg.table]
     )
-    assert again.exit_code == 2
+    assert again.exit_code == 1
     assert "already under" in again.stderr
     wrong = runner.invoke(app, ["db", "adopt-rust", "--url", "redis://localhost/0"])
     assert wrong.exit_code == 2
+
+
+def test_verify_catches_a_change_that_breaks_rust_writes(
+    rust_pg: PostgresLayout, engine: Engine
+) -> None:
+    rust_pg.write("t", RUST_STATES["plain"])
+    adopt_rust_table(engine, table_name=rust_pg.table)
+    verify_rust_writes(engine, table_name=rust_pg.table)
+    runner = CliRunner()
+    args = ["db", "adopt-rust", "--verify", "--url", POSTGRES_URL, "--table", rust_pg.table]
+    assert runner.invoke(app, args).exit_code == 0
+    # What a later schema change could do: the unique index ON CONFLICT (thread_id) needs.
+    rust_pg.conn.execute(f'DROP INDEX "uq_{rust_pg.table}_rust_thread_id"')
+    with pytest.raises(AdoptionRefusedError, match="Rust service's own statements fail"):
+        verify_rust_writes(engine, table_name=rust_pg.table)
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1
+    assert "ON CONFLICT" in failed.stderr
+    assert rust_pg.load("t") is not None  # verifying wrote nothing
+    assert rust_pg.conn.execute(f"SELECT count(*) FROM {rust_pg.table}").fetchone() == (1,)

@@ -264,6 +264,16 @@ def db_adopt_rust(
             help="How long to wait for the table lock before giving up, changing nothing.",
         ),
     ] = 30.0,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help=(
+                "Change nothing: check that an adopted table still serves the Rust service"
+                " (run it after upgrading the library)."
+            ),
+        ),
+    ] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     as_json: JsonOption = False,
@@ -280,7 +290,16 @@ def db_adopt_rust(
                 "db adopt-rust needs the PostgreSQL URL of the Rust table's database"
                 f" (postgresql+psycopg://...), not {redact(run.url)}"
             )
-        from agents_persistence.rust import adopt_rust_table
+        from agents_persistence.rust import adopt_rust_table, verify_rust_writes
+
+        if verify:
+            verify_rust_writes(run.url, table_name=table_name or "agent_checkpoints", schema=schema)
+            table = _table(table_name, schema)
+            if run.as_json:
+                run.emit({"table": table, "rust_writes": "ok"})
+            else:
+                run.out.print(f"{table}: the Rust service's statements work on it", markup=False)
+            return
 
         report = adopt_rust_table(
             run.url,

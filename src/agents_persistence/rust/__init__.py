@@ -25,6 +25,7 @@ from ._adopt import (
     adopt_rust_table,
     compatibility_index_names,
     rust_statements,
+    verify_rust_writes,
 )
 from ._base import RUST_SCHEMES, RustRecord, RustSource, decode_record
 from ._copy import CopyReport, Failure, copy_from_rust
@@ -45,6 +46,7 @@ __all__ = [
     "is_rust_url",
     "open_rust_source",
     "rust_statements",
+    "verify_rust_writes",
 ]
 
 

@@ -34,7 +34,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 
 from agents_persistence._core import DEFAULT_NAMESPACE, validate_namespace
-from agents_persistence.errors import BackendUnavailableError, ConfigurationError
+from agents_persistence.errors import (
+    BackendUnavailableError,
+    CheckpointerError,
+    ConfigurationError,
+)
 from agents_persistence.migrations import (
     _connect,
     _translated,
@@ -59,6 +63,7 @@ __all__ = [
     "adopt_rust_table",
     "compatibility_index_names",
     "rust_statements",
+    "verify_rust_writes",
 ]
 
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -74,8 +79,11 @@ _RUST_COLUMNS = {
 }
 
 
-class AdoptionRefusedError(ConfigurationError):
-    """The table cannot be adopted as it is; nothing was changed. The message says why."""
+class AdoptionRefusedError(CheckpointerError):
+    """The table cannot be adopted (or no longer serves the Rust service); the message says why.
+
+    Nothing was changed.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,57 +265,49 @@ _PROBE_STATES: tuple[dict[str, Any], ...] = (
 )
 
 
-def _probe(conn: Connection, target: MigrationTarget, namespace: str) -> None:
-    """Run the Rust service's statements on the upgraded table, then undo them.
+def _probe(conn: Connection, target: MigrationTarget, namespace: str | None) -> None:
+    """Run the Rust service's statements on the table inside a savepoint, then undo them.
 
     Raises:
         AdoptionRefusedError: One of them fails, or the row it writes does not carry the
-            namespace, a moving version and a size as the library needs.
+            namespace (``namespace``, or the column default when ``None``), a version that
+            moves with each write, a size, and no expiry.
     """
     sql = rust_statements(target.table_name, target.schema)
     probe = f"agents-persistence-adoption-probe-{uuid.uuid4().hex}"
-    state = bindparam("state", type_=JSONB)
-    save = text(sql["save"]).bindparams(state)
+    save = text(sql["save"]).bindparams(bindparam("state", type_=JSONB))
     check = text(
         f"SELECT namespace, version, state_bytes, expires_at FROM {_names(target)['qualified']}"
         " WHERE thread_id = :thread_id"
     )
+    where = target.qualified_name
     savepoint = conn.begin_nested()
     try:
-        conn.execute(
-            save, {"thread_id": probe, "state": {"todos": [], "files": {}, "scratchpad": {}}}
-        )
+        conn.execute(save, {"thread_id": probe, "state": _PROBE_STATES[0]})
         first = conn.execute(check, {"thread_id": probe}).one()
-        conn.execute(
-            save,
-            {"thread_id": probe, "state": {"todos": [], "files": {"a": "b"}, "scratchpad": {}}},
-        )
+        conn.execute(save, {"thread_id": probe, "state": _PROBE_STATES[1]})
         second = conn.execute(check, {"thread_id": probe}).one()
         loaded = conn.execute(text(sql["load"]), {"thread_id": probe}).scalar_one()
         conn.execute(text(sql["list"])).first()
         deleted = conn.execute(text(sql["delete"]), {"thread_id": probe}).rowcount
     except DBAPIError as exc:
-        savepoint.rollback()
-        raise _refuse(
-            target,
-            "after the upgrade to head the Rust service's own statements fail on it"
-            f" ({str(exc.orig).strip().splitlines()[0]}): both cannot be served by this version"
-            " of the library; copy the threads instead (`agents-persistence copy --from ...`)",
+        detail = str(exc.orig).strip().splitlines()[0]
+        raise AdoptionRefusedError(
+            f"the Rust service's own statements fail on {where} at the library's head revision"
+            f" ({detail}): both cannot be served by this version of the library; copy the"
+            " threads instead (`agents-persistence copy --from rust+postgresql://...`)"
         ) from exc
-    savepoint.rollback()
-    expected = ((namespace, 1, None), (namespace, 2, None))
+    finally:
+        savepoint.rollback()
+    expected_namespace = first[0] if namespace is None else namespace
+    expected = ((expected_namespace, 1, None), (expected_namespace, 2, None))
     got = ((first[0], first[1], first[3]), (second[0], second[1], second[3]))
-    if (
-        got != expected
-        or first[2] <= 0
-        or loaded != {"todos": [], "files": {"a": "b"}, "scratchpad": {}}
-        or deleted != 1
-    ):
-        raise _refuse(
-            target,
-            f"after the upgrade to head a Rust write no longer keeps the library's columns"
-            f" right (namespace, version, expires_at: {got}, expected {expected}); copy the"
-            " threads instead",
+    if got != expected or first[2] <= 0 or loaded != _PROBE_STATES[1] or deleted != 1:
+        raise AdoptionRefusedError(
+            f"a Rust write on {where} no longer keeps the library's columns right at its head"
+            f" revision ((namespace, version, expires_at) of two writes: {got}, expected"
+            f" {expected}): both cannot be served by this version of the library; copy the"
+            " threads instead"
         )
 
 
@@ -326,8 +326,36 @@ def _adopt(conn: Connection, target: MigrationTarget, namespace: str, lock_timeo
         opts={"version_table": target.version_table, "version_table_schema": target.schema},
     ).stamp(packaged_scripts(), ADOPTED_REVISION)
     upgrade_connection(conn, table_name=target.table_name, schema=target.schema)
-    _probe(conn, target, namespace)
+    try:
+        _probe(conn, target, namespace)
+    except AdoptionRefusedError as exc:
+        raise _refuse(target, str(exc)) from exc
     return count
+
+
+def verify_rust_writes(
+    engine_or_url: Engine | str,
+    *,
+    table_name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+) -> None:
+    """Prove that an adopted table still serves the Rust service; changes nothing.
+
+    Runs the Rust statements (`rust_statements`) on the table in a transaction that is rolled
+    back, as the adoption does before it commits. Run it after upgrading the library on a
+    database with an adopted table: a new revision could change what the Rust writes need.
+
+    Raises:
+        AdoptionRefusedError: A Rust statement fails, or its row lacks what the library needs.
+        BackendUnavailableError: The database cannot be reached.
+    """
+    refuse_nested_run("agents_persistence.rust.verify_rust_writes()")
+    target = MigrationTarget(table_name, schema)
+    with _connect(engine_or_url) as conn, _translated(f"verifying {target.qualified_name}"):
+        try:
+            _probe(conn, target, None)
+        finally:
+            conn.rollback()
 
 
 def adopt_rust_table(
