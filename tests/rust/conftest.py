@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from ..cli.conftest import dynamodb_kit
 from ..kits.base import IN_CI, tcp_reachable
 
 if TYPE_CHECKING:
@@ -225,20 +226,6 @@ class DynamoDBLayout(Layout):
 
     def close(self) -> None:
         self.client.delete_table(TableName=self.table)
-
-
-def dynamodb_kit(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The session's moto server; credentials the standard AWS way (moto accepts any)."""
-    from ..conftest import KITS, _ready
-
-    kit = _ready(next(kit for kit in KITS if kit.name == "dynamodb"))
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    return kit
 
 
 def make_layout(name: str, monkeypatch: pytest.MonkeyPatch) -> Layout:

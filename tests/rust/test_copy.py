@@ -150,3 +150,18 @@ def test_cli_copy_from_an_unreachable_rust_store_fails_cleanly() -> None:
     )
     assert result.exit_code == 1
     assert "BackendUnavailableError" in result.stderr
+
+
+def test_rust_urls_are_not_checkpointers_and_url_works_like_from(layout: Layout) -> None:
+    from agents_persistence.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="read only"):
+        open_checkpointer(layout.url)
+    layout.write("t", RUST_STATES["plain"])
+    result = _cli("copy", "--url", layout.url, "--to", "memory://", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["copied"] == 1
+    conflicting = CliRunner().invoke(
+        app, ["copy", "--from", layout.url, "--url", "memory://", "--to", "memory://"]
+    )
+    assert conflicting.exit_code == 2

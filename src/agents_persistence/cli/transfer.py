@@ -301,8 +301,8 @@ def copy_threads(
         raise typer.BadParameter("give the source once: --from or --url", param_hint="--from")
     with Run(ctx, url=from_url or url, namespace=namespace, as_json=as_json, debug=debug) as run:
         target_namespace = to_namespace or run.namespace
-        if from_url is not None and from_url.lower().startswith("rust+"):
-            copy_rust(run, from_url, to, target_namespace, _progress)
+        if run.url.lower().startswith("rust+"):
+            copy_rust(run, run.url, to, target_namespace, _progress)
             return
         run.notice_default_url()
         if to == run.url and target_namespace == run.namespace:
