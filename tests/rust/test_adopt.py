@@ -345,3 +345,31 @@ def test_verify_catches_a_change_that_breaks_rust_writes(
     assert "ON CONFLICT" in failed.stderr
     assert rust_pg.load("t") is not None  # verifying wrote nothing
     assert rust_pg.conn.execute(f"SELECT count(*) FROM {rust_pg.table}").fetchone() == (1,)
+
+
+def test_a_table_where_rust_cannot_read_library_writes_is_not_adopted(
+    rust_pg: PostgresLayout, engine: Engine
+) -> None:
+    # Stands in for a storage format that keeps part of a state outside the state column: a
+    # trigger of the team's own drops "files" from rows that carry a transcript (only the
+    # library writes one). The adoption's probe must notice that the Rust load loses them.
+    rust_pg.conn.execute(
+        f"""CREATE FUNCTION {rust_pg.table}_strip() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.state ? 'messages' THEN NEW.state := NEW.state - 'files'; END IF;
+            RETURN NEW;
+        END $$"""
+    )
+    rust_pg.conn.execute(
+        f"CREATE TRIGGER zz_strip BEFORE INSERT OR UPDATE ON {rust_pg.table}"
+        f" FOR EACH ROW EXECUTE FUNCTION {rust_pg.table}_strip()"
+    )
+    rust_pg.write("t", RUST_STATES["plain"])
+    before = _columns(rust_pg)
+    try:
+        with pytest.raises(AdoptionRefusedError, match="Rust service loads it"):
+            adopt_rust_table(engine, table_name=rust_pg.table)
+        assert _columns(rust_pg) == before
+        assert migrations.current(engine, table_name=rust_pg.table) is None
+    finally:
+        rust_pg.conn.execute(f"DROP FUNCTION {rust_pg.table}_strip() CASCADE")

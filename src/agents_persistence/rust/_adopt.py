@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from alembic.runtime.migration import MigrationContext
@@ -52,6 +53,12 @@ from agents_persistence.migrations._filters import (
 )
 from agents_persistence.migrations._settings import MigrationTarget, packaged_scripts
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.snapshot import (
+    AgentMessage,
+    AgentStateSnapshot,
+    HumanInLoopInterrupt,
+    TodoItem,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -259,6 +266,9 @@ def _alter(conn: Connection, target: MigrationTarget, namespace: str) -> None:
         conn.execute(text(statement))
 
 
+_RUST_FIELDS = ("todos", "files", "scratchpad", "pending_interrupts")
+"""The fields of the Rust ``AgentStateSnapshot``: what the Rust service reads of a row."""
+
 _PROBE_STATES: tuple[dict[str, Any], ...] = (
     {"todos": [], "files": {}, "scratchpad": {}},
     {"todos": [], "files": {"probe.txt": "second write"}, "scratchpad": {}},
@@ -300,6 +310,7 @@ def _probe(conn: Connection, target: MigrationTarget, namespace: str | None) -> 
     finally:
         savepoint.rollback()
     expected_namespace = first[0] if namespace is None else namespace
+    _probe_library_write(conn, target, expected_namespace, probe)
     expected = ((expected_namespace, 1, None), (expected_namespace, 2, None))
     got = ((first[0], first[1], first[3]), (second[0], second[1], second[3]))
     if got != expected or first[2] <= 0 or loaded != _PROBE_STATES[1] or deleted != 1:
@@ -308,6 +319,69 @@ def _probe(conn: Connection, target: MigrationTarget, namespace: str | None) -> 
             f" revision ((namespace, version, expires_at) of two writes: {got}, expected"
             f" {expected}): both cannot be served by this version of the library; copy the"
             " threads instead"
+        )
+
+
+def _probe_state() -> AgentStateSnapshot:
+    """A state with every part the Rust snapshot has, a large file and a transcript."""
+    return AgentStateSnapshot(
+        todos=[TodoItem(content="probe", status="in_progress")],
+        files={"small.txt": "s", "large.txt": "x" * 50_000},
+        scratchpad={"n": 1, "nested": {"a": [1, 2.5, None, True]}},
+        pending_interrupts=[
+            HumanInLoopInterrupt(
+                tool_name="probe",
+                tool_args={"a": 1},
+                created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                call_id="probe-call",
+            )
+        ],
+        messages=[AgentMessage.text("User", "probe")],
+    )
+
+
+def _probe_library_write(
+    conn: Connection, target: MigrationTarget, namespace: str, probe: str
+) -> None:
+    """Save through the library (in a savepoint), read it back with the Rust statement.
+
+    Raises:
+        AdoptionRefusedError: The Rust load fails, or the JSON it gets is not the saved state
+            as the Rust snapshot knows it (its fields, whole): the library's storage format at
+            head is not one the Rust service can read.
+    """
+    from agents_persistence.repositories.sql import SQLCheckpointer
+
+    where = target.qualified_name
+    state = _probe_state()
+    rust_view = state.model_dump(mode="json", include=set(_RUST_FIELDS))
+    savepoint = conn.begin_nested()
+    try:
+        checkpointer = SQLCheckpointer(
+            conn.engine, table_name=target.table_name, schema=target.schema, namespace=namespace
+        )
+        try:
+            checkpointer.using(conn).save_state(probe, state)
+        finally:
+            checkpointer.close()
+        loaded = conn.execute(
+            text(rust_statements(target.table_name, target.schema)["load"]), {"thread_id": probe}
+        ).scalar_one()
+    except (DBAPIError, CheckpointerError) as exc:
+        raise AdoptionRefusedError(
+            f"a state saved by the library on {where} at its head revision cannot be read with"
+            f" the Rust service's load ({exc}): both cannot be served by this version of the"
+            " library; copy the threads instead"
+        ) from exc
+    finally:
+        savepoint.rollback()
+    seen = {key: loaded.get(key) for key in _RUST_FIELDS} if isinstance(loaded, dict) else loaded
+    if seen != rust_view:
+        raise AdoptionRefusedError(
+            f"a state saved by the library on {where} at its head revision is not the Rust"
+            " snapshot JSON when the Rust service loads it (the library's storage format keeps"
+            " parts of it elsewhere): both cannot be served by this version of the library;"
+            " copy the threads instead"
         )
 
 
