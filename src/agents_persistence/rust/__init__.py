@@ -13,9 +13,11 @@ See docs/from-rust.md.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from agents_persistence._extras import missing_extra
 from agents_persistence.errors import ConfigurationError
 
 from ._adopt import (
@@ -73,27 +75,30 @@ def open_rust_source(url: str, **options: Any) -> RustSource:
             " rust+redis:// or rust+dynamodb://)"
         )
     family = urlsplit(url).scheme.lower().removeprefix("rust+").split("+", 1)[0]
-    if family in ("postgresql", "postgres"):
-        _no_options(options, family)
-        from ._postgresql import PostgresRustSource
-
-        return PostgresRustSource.from_url(url)
-    if family in ("redis", "rediss"):
-        _no_options(options, family)
-        from ._redis import RedisRustSource
-
-        return RedisRustSource.from_url(url)
-    if family == "dynamodb":
-        from ._dynamodb import DynamoDBRustSource
-
-        return DynamoDBRustSource.from_url(url, **options)
-    raise ConfigurationError(
-        f"unknown Rust SDK store scheme {urlsplit(url).scheme!r}; known: {', '.join(RUST_SCHEMES)}"
-    )
-
-
-def _no_options(options: dict[str, Any], family: str) -> None:
-    if options:
+    known = {
+        "postgresql": ("_postgresql", "PostgresRustSource", "postgres"),
+        "postgres": ("_postgresql", "PostgresRustSource", "postgres"),
+        "redis": ("_redis", "RedisRustSource", "redis"),
+        "rediss": ("_redis", "RedisRustSource", "redis"),
+        "dynamodb": ("_dynamodb", "DynamoDBRustSource", "dynamodb"),
+    }
+    if family not in known:
+        raise ConfigurationError(
+            f"unknown Rust SDK store scheme {urlsplit(url).scheme!r};"
+            f" known: {', '.join(RUST_SCHEMES)}"
+        )
+    module_name, class_name, extra = known[family]
+    if family != "dynamodb" and options:
         raise ConfigurationError(
             f"the Rust {family} source takes no options ({', '.join(sorted(options))})"
         )
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        if extra == "redis":
+            importlib.import_module("redis")
+        elif extra == "dynamodb":
+            importlib.import_module("pynamodb")
+    except ImportError as exc:
+        raise missing_extra(f"reading {urlsplit(url).scheme}://", extra, exc.name) from exc
+    source: RustSource = getattr(module, class_name).from_url(url, **options)
+    return source
