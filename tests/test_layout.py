@@ -14,6 +14,7 @@ from agents_persistence import AgentMessage, AgentStateSnapshot, TodoItem
 from agents_persistence._layout import (
     ENTRY_PIECE_BYTES,
     MAX_SEGMENTS,
+    SMALL_STATE_BYTES,
     Layout,
     Manifest,
     assemble,
@@ -52,7 +53,7 @@ class Stored:
 def _state(turns: int, files: int = 5) -> AgentStateSnapshot:
     state = AgentStateSnapshot(
         todos=[TodoItem(content="plan")],
-        files={f"f{i}.md": "x" * 2000 for i in range(files)},
+        files={f"f{i}.md": "x" * 4000 for i in range(files)},
         scratchpad={"turn": 0},
     )
     for turn in range(turns):
@@ -183,6 +184,24 @@ def test_a_malformed_or_newer_manifest_is_corrupt() -> None:
     assert Manifest.from_json("t", manifest.to_json()) == manifest
 
 
+def test_a_small_state_is_one_head_until_it_grows() -> None:
+    store = Stored()
+    state = _state(3, files=1)
+    layout = store.save(state)
+    assert layout.size < SMALL_STATE_BYTES
+    assert layout.pieces == {}
+    assert layout.head == state.model_dump_json().encode()  # the whole state, as before
+    while layout.size < SMALL_STATE_BYTES:
+        state.messages.append(AgentMessage.text("User", "m" * 500))
+        layout = store.save(state, store.manifest)
+        assert store.load() == state
+    assert layout.pieces  # past the threshold, split
+    state.messages.clear()
+    state.files.clear()
+    store.save(state, store.manifest)
+    assert store.load() == state
+
+
 def test_other_state_models_are_stored_whole_in_the_head() -> None:
     class Other(BaseModel):
         messages: dict[str, int] = {}
@@ -246,3 +265,17 @@ def test_large_pieces_are_compressed_and_a_damaged_frame_is_corrupt() -> None:
         unpack("t", packed[:-3])
     assert b"".join(chunks(packed, 7)) == packed
     assert chunks(b"", 7) == [b""]
+
+
+def test_a_small_state_on_a_small_base_is_a_delta_with_nothing_to_remove() -> None:
+    store = Stored()
+    state = _state(1, files=1)
+    store.save(state)
+    state.scratchpad["turn"] = 2
+    layout = SPLIT.split("t", state, store.manifest)
+    assert layout.base is store.manifest
+    assert (layout.pieces, layout.drop) == ({}, ())
+    assert layout.against(store.manifest) is layout
+    full = layout.against("another token")
+    assert full.base is None
+    assert full.head == layout.head

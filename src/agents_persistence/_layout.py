@@ -22,7 +22,8 @@ stored head still carries that manifest's token, in the same atomic step as the 
 and otherwise writes the whole state (`Layout.full`).
 
 Only fields that keep their name in JSON are split (no alias): ``messages`` as a list, ``files``
-and ``scratchpad`` as dicts. Any other state model is stored as one head, as before.
+and ``scratchpad`` as dicts. Any other state model, and any state whose JSON is shorter than
+`SMALL_STATE_BYTES`, is stored as one head (no pieces), as before.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, cast, get_origin
 
@@ -48,6 +49,7 @@ __all__ = [
     "ENTRY_PIECE_BYTES",
     "FORMAT",
     "MAX_SEGMENTS",
+    "SMALL_STATE_BYTES",
     "Layout",
     "Manifest",
     "Splitter",
@@ -63,6 +65,9 @@ FORMAT = 1
 
 MAX_SEGMENTS = 64
 """Transcript segments a thread may hold; the save that would add one more rewrites them as one."""
+
+SMALL_STATE_BYTES = 16 * 1024
+"""States whose JSON is shorter are stored as one head, without pieces."""
 
 ENTRY_PIECE_BYTES = 1024
 """Map entries whose ``"key":value`` JSON is at least this long are pieces of their own."""
@@ -208,8 +213,10 @@ class Layout:
 
     def full(self) -> Layout:
         """The same state as a full write (for a store whose stored head moved past ``base``)."""
-        if self.base is None or self._whole is None:
+        if self.base is None:
             return self
+        if self._whole is None:  # one head, no pieces: the same write without a base
+            return replace(self, base=None)
         return self._whole.layout(self.head, self.size)
 
 
@@ -308,7 +315,15 @@ class Splitter:
         """
         token = secrets.token_hex(6)
         to_json = self.serializer.to_json
-        head = to_json(state, exclude=self.split_fields) if self.split_fields else to_json(state)
+        if not self.split_fields or base is None or not base.keys():
+            # A small state is one head: a delta would not write less than the whole of it.
+            entire = to_json(state)
+            if not self.split_fields or len(entire) < SMALL_STATE_BYTES:
+                _check(thread_id, entire, b"", b"")
+                # On a base without pieces this is a delta with nothing to remove: a store
+                # need not look for pieces when the stored head still carries that base.
+                return Layout(entire, Manifest(token), {}, (), base, len(entire))
+        head = to_json(state, exclude=self.split_fields)
         _check(thread_id, head, b"", b"")
         pieces: dict[str, bytes] = {}
         drop: list[str] = []
