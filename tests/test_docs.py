@@ -32,6 +32,7 @@ DOCUMENTS = [
     "docs/sql.md",
     "docs/migrations.md",
     "docs/langgraph.md",
+    "docs/encryption.md",
     "docs/from-rust.md",
 ]
 MOTO_PORT = 5005
