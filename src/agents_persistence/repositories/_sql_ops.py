@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Insert
 
     from agents_persistence._core import Record
     from agents_persistence._layout import Layout
@@ -71,8 +71,11 @@ def write(
     if stmts.strategy == "upsert":
         with _transaction(conn, owned):
             return _write_upsert(conn, stmts, namespace, request)
+    one_statement = _upsert_any(conn, stmts, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
+            if one_statement is not None:
+                return _write_upsert_any(conn, stmts, one_statement, namespace, request, owned)
             return _write_locked(conn, stmts, namespace, request, owned)
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned) or expired():
@@ -165,6 +168,49 @@ def _write_pieces(
         compiled = stmts.compiled("pieces_insert", pieces.insert, conn.dialect)
         rows = [{**thread, "key": key, "body": pack(body)} for key, body in layout.pieces.items()]
     conn.exec_driver_sql(compiled.sql, [compiled.parameters(row) for row in rows])
+
+
+def _upsert_any(conn: Connection, stmts: Statements, request: WriteRequest) -> Insert | None:
+    """`Statements.upsert_any` when it can perform ``request`` on ``conn``'s server, else None.
+
+    Only for an unconditional save that restores nothing: with no version to check, the one
+    statement's outcome is exact. Needs ``INSERT ... RETURNING`` (MariaDB 10.5+; not MySQL).
+    """
+    if (
+        stmts.upsert_any is None
+        or request.expected_version is not None
+        or request.version is not None
+        or request.created_at is not None
+        or not conn.dialect.insert_returning
+    ):
+        return None
+    return stmts.upsert_any
+
+
+def _write_upsert_any(
+    conn: Connection,
+    stmts: Statements,
+    statement: Insert,
+    namespace: str,
+    request: WriteRequest,
+    owned: bool,
+) -> Record:
+    """The head in one statement; the pieces as a delta if it replaced the base, else whole."""
+    with _transaction(conn, owned):
+        if owned and stmts.lock_isolation is not None:
+            # As for the locking save: no gap locks between first saves of new threads.
+            conn.exec_driver_sql(stmts.lock_isolation)
+        layout = request.layout
+        values = write_params(namespace, request, layout, arrays=False)
+        version, created_at, token = _rows(conn, stmts, "upsert_any", statement, values)[0]
+        if token != layout.manifest.token:
+            # The row replaced was not the base (or there was none): a full write, in the
+            # same transaction, with the full layout's manifest.
+            layout = layout.full()
+            values = write_params(namespace, request, layout, arrays=False)
+            _rows(conn, stmts, "set_manifest", stmts.set_manifest, values)
+        _write_pieces(conn, stmts, values, layout)
+    return written_record(request, layout, version, created_at)
 
 
 def _write_locked(

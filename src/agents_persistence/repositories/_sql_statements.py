@@ -21,7 +21,13 @@ table (`agents_persistence.repositories._sql_pieces`). Two write strategies exis
   that transaction runs at READ COMMITTED: no gap locks, so concurrent first saves of
   different threads never block each other, and two first saves of one thread end in a
   duplicate key for the later one, which is retried and then sees the row. The head is
-  written before the pieces, so such a retry starts with no piece written.
+  written before the pieces, so such a retry starts with no piece written. On MariaDB 10.5+
+  (``INSERT ... RETURNING``) an unconditional save is instead one ``INSERT ... ON DUPLICATE
+  KEY UPDATE ... RETURNING`` (`Statements.upsert_any`) that writes the head and returns the
+  stored manifest's fate: its token when the replaced head carried the save's base (the delta
+  then applies), else a marked token, and the same transaction completes a full write
+  (`Statements.set_manifest`, all pieces replaced). No version is checked there, and the server
+  serialises writers on the row.
 """
 
 from __future__ import annotations
@@ -42,13 +48,14 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    func,
     insert,
     or_,
     select,
     type_coerce,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from agents_persistence._core import Record, WriteRequest, as_utc
 from agents_persistence.errors import CorruptStateError
@@ -76,6 +83,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PURGE_BATCH",
+    "UNMATCHED",
     "Compiled",
     "Statement",
     "Statements",
@@ -213,6 +221,14 @@ class Statements:
         lock_row: ``lock`` strategy: the row's version, timestamps and manifest token, locked.
         insert_row: ``lock`` strategy: insert the row.
         update_row: ``lock`` strategy: overwrite the row.
+        upsert_any: ``lock`` strategy on MySQL/MariaDB: an unconditional save (no expected
+            version, nothing restored) in one ``INSERT ... ON DUPLICATE KEY UPDATE ...
+            RETURNING version, created_at, manifest_token``, for servers with ``INSERT ...
+            RETURNING`` (MariaDB 10.5+); ``None`` for other dialects. The token returned is
+            the save's own when the row replaced was live and carried ``base_token``, else
+            `UNMATCHED` followed by it (a new row included).
+        set_manifest: Overwrite the row's manifest and token (completes a full write after
+            `upsert_any`).
     """
 
     table: Table
@@ -234,6 +250,8 @@ class Statements:
     lock_row: Select[Any]
     insert_row: Insert
     update_row: Update
+    upsert_any: Insert | None
+    set_manifest: Update
     _writes: dict[tuple[Any, ...], Insert | Update | Select[Any]] = field(
         default_factory=dict, repr=False
     )
@@ -354,7 +372,52 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
             namespace=bindparam("ns"), thread_id=bindparam("tid"), **row
         ),
         update_row=update(table).where(key).values(**row),
+        upsert_any=_upsert_any(table) if dialect_name in _MYSQL_DIALECTS else None,
+        set_manifest=update(table).where(key).values(**_manifest_binds()),
     )
+
+
+UNMATCHED = "!"
+"""Prefix of the token `Statements.upsert_any` returns when the save's base was not stored."""
+
+
+def _upsert_any(table: Table) -> Insert:
+    """MySQL/MariaDB: the unconditional save as one statement (see `Statements.upsert_any`).
+
+    MySQL applies ``ON DUPLICATE KEY UPDATE`` assignments left to right, each seeing the ones
+    before: the token is compared first, and ``created_at`` and ``version`` read the stored
+    ``expires_at`` (the row counts as absent when it expired at this save's time) before it is
+    overwritten last.
+    """
+    c = table.c
+    unmatched = func.concat(UNMATCHED, bindparam("token"))
+    new = mysql.insert(table).values(
+        namespace=bindparam("ns"),
+        thread_id=bindparam("tid"),
+        state=bindparam("payload", type_=Text()),
+        state_bytes=bindparam("size"),
+        version=bindparam("new_version"),
+        created_at=bindparam("new_created_at"),
+        updated_at=bindparam("now"),
+        expires_at=bindparam("new_expires_at"),
+        manifest=bindparam("manifest_json"),
+        manifest_token=unmatched,
+    )
+    incoming = new.inserted
+    stale = and_(c.expires_at.is_not(None), c.expires_at <= incoming.updated_at)
+    carried = and_(c.manifest_token == bindparam("base_token"), ~stale)
+    return new.on_duplicate_key_update(
+        [
+            ("manifest_token", case((carried, bindparam("token")), else_=unmatched)),
+            ("created_at", case((stale, incoming.created_at), else_=c.created_at)),
+            ("version", case((stale, incoming.version), else_=c.version + 1)),
+            ("state", incoming.state),
+            ("state_bytes", incoming.state_bytes),
+            ("manifest", incoming.manifest),
+            ("updated_at", incoming.updated_at),
+            ("expires_at", incoming.expires_at),
+        ]
+    ).returning(c.version, c.created_at, c.manifest_token)
 
 
 def _manifest_binds() -> dict[str, Any]:
