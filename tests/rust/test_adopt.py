@@ -373,3 +373,29 @@ def test_a_table_where_rust_cannot_read_library_writes_is_not_adopted(
         assert migrations.current(engine, table_name=rust_pg.table) is None
     finally:
         rust_pg.conn.execute(f"DROP FUNCTION {rust_pg.table}_strip() CASCADE")
+
+
+def test_library_saves_on_an_adopted_table_stay_whole_for_the_rust_service(
+    rust_pg: PostgresLayout, engine: Engine
+) -> None:
+    from agents_persistence import AgentMessage
+
+    rust_pg.write("t", RUST_STATES["plain"])
+    adopt_rust_table(engine, table_name=rust_pg.table, namespace=NAMESPACE)
+    # Large enough to be split into pieces on a table of the library's own.
+    state = AgentStateSnapshot(
+        files={"large.txt": "x" * 40_000},
+        messages=[AgentMessage.text("User", f"m{n}") for n in range(3)],
+    )
+    with _open(rust_pg) as cp:
+        for turn in range(3):  # a first save, then saves the store could make deltas
+            state = state.model_copy(update={"scratchpad": {"turn": turn}})
+            cp.save_state("t", state)
+            assert rust_pg.load("t") == state.model_dump(mode="json", exclude_defaults=False)
+            assert cp.load_state("t") == state
+    with engine.connect() as conn:
+        pieces = conn.execute(text(f"SELECT count(*) FROM {rust_pg.table}_pieces")).scalar_one()
+        manifests = conn.execute(
+            text(f"SELECT count(*) FROM {rust_pg.table} WHERE manifest IS NOT NULL")
+        ).scalar_one()
+    assert (pieces, manifests) == (0, 0)

@@ -12,6 +12,7 @@ of work) it joins the caller's transaction and never commits or rolls it back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from ._sql_statements import (
     Statements,
     delta_allowed,
     record_from_row,
+    whole_params,
     write_kind,
     write_params,
     written_record,
@@ -46,7 +48,16 @@ if TYPE_CHECKING:
     from agents_persistence._core import Record
     from agents_persistence._layout import Layout
 
-__all__ = ["page", "purge", "read", "remove", "schema_problem", "upgrade_schema", "write"]
+__all__ = [
+    "page",
+    "purge",
+    "read",
+    "remove",
+    "schema_problem",
+    "shared_whole",
+    "upgrade_schema",
+    "write",
+]
 
 _LOCK_ATTEMPTS = 20
 # MySQL/MariaDB: a deadlock (rare at READ COMMITTED: several first inserts of one thread whose
@@ -126,6 +137,8 @@ def _write_upsert(
     """
     arrays = stmts.combined
     layout = request.layout
+    if stmts.whole:
+        return _write_whole(conn, stmts, namespace, request)
     if delta_allowed(request):
         params = write_params(namespace, request, layout, arrays=arrays)
         statement = stmts.delta(request)
@@ -144,6 +157,26 @@ def _write_upsert(
     if not arrays:
         _write_pieces(conn, stmts, params, layout)
     return written_record(request, layout, *rows[0])
+
+
+def _write_whole(
+    conn: Connection, stmts: Statements, namespace: str, request: WriteRequest
+) -> Record:
+    """``upsert`` strategy on a table read whole by another service: the state in ``state``."""
+    params = whole_params(namespace, request, arrays=stmts.combined)
+    statement = stmts.write(request)
+    rows = _rows(conn, stmts, statement, statement, params)
+    if not rows:
+        live = _rows(conn, stmts, "live_version", stmts.live_version, params)
+        raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
+    if not stmts.combined:
+        _rows(conn, stmts, "pieces_delete_all", stmts.pieces.delete_all, params)
+    version, created_at = rows[0]
+    return dataclasses.replace(
+        written_record(request, request.layout, version, created_at),
+        manifest=None,
+        written=len(params["payload"]),
+    )
 
 
 def _write_pieces(
@@ -341,6 +374,21 @@ def purge(conn: Connection, stmts: Statements, namespace: str, owned: bool, now:
         total += deleted
         if found < PURGE_BATCH:
             return total
+
+
+def shared_whole(conn: Connection, table_name: str, schema: str | None) -> bool:
+    """Whether the table is shared with a service reading ``state`` whole (`Statements.whole`).
+
+    A table adopted from the Rust SDK (PostgreSQL) keeps the unique index on ``thread_id`` the
+    Rust service's ``ON CONFLICT (thread_id)`` needs; its saves must stay readable there.
+    """
+    if conn.dialect.name != "postgresql":
+        return False
+    from agents_persistence.migrations._filters import rust_compatibility_index_names
+
+    marker = rust_compatibility_index_names(table_name)[1]
+    indexes = inspect(conn).get_indexes(table_name, schema=schema)
+    return any(index["name"] == marker for index in indexes)
 
 
 def schema_problem(

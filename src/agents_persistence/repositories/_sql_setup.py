@@ -64,7 +64,7 @@ class Table:
     Shared by both twins; holds no connection.
     """
 
-    __slots__ = ("auto_migrate", "ready", "schema", "statements", "table_name", "url")
+    __slots__ = ("auto_migrate", "ready", "schema", "statements", "table_name", "url", "whole")
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class Table:
         self.statements = statements(table_name, schema, dialect_name)
         self.url = url.render_as_string(hide_password=True)
         self.ready = False
+        self.whole = False
 
     def isolation_preset(self) -> None:
         """The engine sets READ COMMITTED per connection: no ``SET TRANSACTION`` per write."""
@@ -98,6 +99,11 @@ class Table:
         problem = ops.schema_problem(conn, self.table_name, self.schema)
         if problem is not None:
             raise SchemaNotReadyError(self.not_ready(problem))
+        if ops.shared_whole(conn, self.table_name, self.schema):
+            self.whole = True
+            self.statements = dataclasses.replace(self.statements, whole=True)
+        if conn.in_transaction():
+            conn.rollback()
 
     def check_joined(self, conn: Connection) -> Statements:
         """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
@@ -109,8 +115,9 @@ class Table:
             problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
             if problem is not None:
                 raise SchemaNotReadyError(self.not_ready(problem))
+            self.whole = ops.shared_whole(conn, self.table_name, self.schema)
             self.ready = True
-        return statements(self.table_name, self.schema, conn.dialect.name)
+        return statements(self.table_name, self.schema, conn.dialect.name, self.whole)
 
 
 def _engine_args(

@@ -89,6 +89,7 @@ __all__ = [
     "Statements",
     "WriteKind",
     "delta_allowed",
+    "whole_params",
     "record_from_row",
     "statements",
     "write_kind",
@@ -155,6 +156,16 @@ def write_params(
     return params
 
 
+def whole_params(namespace: str, request: WriteRequest, *, arrays: bool) -> dict[str, Any]:
+    """`write_params` of a save written whole (`Statements.whole`): no manifest, no pieces."""
+    layout = request.layout.full()
+    params = write_params(namespace, request, layout, arrays=arrays)
+    params.update(payload=request.payload, manifest_json=None, token=None, base_token=None)
+    if arrays:
+        params.update(keys=[], bodies=[], drop=[])
+    return params
+
+
 def written_record(
     request: WriteRequest, layout: Layout, version: int, created_at: datetime
 ) -> Record:
@@ -200,6 +211,9 @@ class Statements:
             otherwise spend two extra round trips per call on ``BEGIN`` and ``COMMIT``.
         combined: The piece writes are ``WITH`` clauses of the head's statements, and a
             delete or purge is one statement (PostgreSQL).
+        whole: Saves write the whole state in ``state`` (``manifest`` NULL, no pieces), as
+            before the layout: the table is shared with a service that reads ``state`` whole
+            (adopted from the Rust SDK, `agents_persistence.rust.adopt_rust_table`).
         pieces: The statements on the pieces table (run after the head's when not
             `combined`).
         read: The live head with its state as JSON text, and the thread's pieces.
@@ -236,6 +250,7 @@ class Statements:
     strategy: Literal["upsert", "lock"]
     autocommit: bool
     combined: bool
+    whole: bool
     pieces: PieceStatements
     read: CompoundSelect[Any]
     live_version: Select[Any]
@@ -302,8 +317,14 @@ class Statements:
 
 
 @cache
-def statements(table_name: str, schema: str | None, dialect_name: str) -> Statements:
-    """The statements of ``schema.table_name`` for ``dialect_name`` (built once, then cached)."""
+def statements(
+    table_name: str, schema: str | None, dialect_name: str, whole: bool = False
+) -> Statements:
+    """The statements of ``schema.table_name`` for ``dialect_name`` (built once, then cached).
+
+    ``whole``: the table is shared with a service that reads ``state`` as the whole state (a
+    table adopted from the Rust SDK): saves write whole states there (see `Statements.whole`).
+    """
     table = checkpoint_table(table_name, schema)
     pieces = pieces_table(table_name, schema)
     combined = dialect_name == "postgresql"
@@ -350,6 +371,7 @@ def statements(table_name: str, schema: str | None, dialect_name: str) -> Statem
         strategy="upsert" if dialect_name in _UPSERT_DIALECTS else "lock",
         autocommit=dialect_name == "postgresql",
         combined=combined,
+        whole=whole,
         pieces=piece_statements(table, pieces),
         read=read_statement(table, pieces, live, _payload_column(table, dialect_name)),
         live_version=select(c.version).where(key, live),
