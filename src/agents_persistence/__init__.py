@@ -37,6 +37,7 @@ from agents_persistence.errors import (
     MissingExtraError,
     SchemaNotReadyError,
     StateTooLargeError,
+    ThreadForkError,
     TransactionAbortedError,
 )
 from agents_persistence.repositories.memory import (
@@ -103,6 +104,7 @@ __all__ = [
     "SQLCheckpointer",
     "SchemaNotReadyError",
     "StateTooLargeError",
+    "ThreadForkError",
     "TextContent",
     "ThreadInfo",
     "ThreadPage",

@@ -109,6 +109,12 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
             once, a write starts it afresh; DynamoDB's Time to Live removes its header later
             and `purge_expired` deletes the rest. ``None``: no expiry.
         clock: Returns the current aware time (tests); the system's UTC clock by default.
+        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
+            its config) is not the thread's latest checkpoint in that namespace raises
+            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
+            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
+            The checkpoint is written in one transaction with the namespace's head item,
+            conditioned on the head the check read.
 
     Raises:
         ConfigurationError: Invalid table name, timeouts, counts, or a serializer with pickle.
@@ -132,6 +138,7 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         super().__init__(serde=no_pickle(serde))
         if endpoint_url is not None and not endpoint_url.startswith(("http://", "https://")):
@@ -170,6 +177,7 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
             ttl=_validate_ttl(ttl),
             keep_last=keep_last,
             clock=clock or utc_now,
+            exclusive=bool(exclusive_writes),
         )
 
     @classmethod

@@ -67,16 +67,19 @@ class Maintenance:
         yield from self.delete_threads([thread_id])
         return True
 
-    def refresh(self, thread_id: str, now: datetime) -> Generator[_Step, Any, None]:
+    def refresh(
+        self, thread_id: str, now: datetime, *, lock: bool = False
+    ) -> Generator[_Step, Any, None]:
         """Move the thread's expiry to ``now`` plus the TTL (if the saver has one).
 
-        Without a TTL but with retention, lock the thread's expiry row (made with no expiry if
-        missing, an existing one kept): writers of one thread then take turns, so each prunes
-        what the others committed and none deadlocks on another's checkpoint rows.
+        Without a TTL but with retention (or ``lock``), lock the thread's expiry row (made with
+        no expiry if missing, an existing one kept): writers of one thread then take turns, so
+        each prunes what the others committed and none deadlocks on another's checkpoint rows.
+        Either statement locks the row until the transaction ends.
         """
         if self.ttl is not None:
             yield self._upsert_thread, {"thread_id": thread_id, "expires_at": now + self.ttl}
-        elif self.keep_last is not None:
+        elif lock or self.keep_last is not None:
             yield self._lock_thread, {"thread_id": thread_id, "expires_at": NEVER}
 
     def purge_expired(self, now: datetime) -> Generator[_Step, Any, int]:

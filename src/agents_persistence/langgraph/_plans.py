@@ -22,7 +22,7 @@ from langgraph.checkpoint.base import (
 from sqlalchemy import and_, or_, select, tuple_
 
 from agents_persistence._core import Clock, utc_now, validate_thread_id
-from agents_persistence.errors import CorruptStateError, InvalidArgumentError
+from agents_persistence.errors import CorruptStateError, InvalidArgumentError, ThreadForkError
 from agents_persistence.langgraph import _statements as sql
 from agents_persistence.langgraph._maintenance import Maintenance
 from agents_persistence.models.langgraph import (
@@ -93,9 +93,11 @@ class Plans(Maintenance):
         keep_last: int | None = None,
         ttl: timedelta | None = None,
         clock: Clock = utc_now,
+        exclusive: bool = False,
     ) -> None:
         self.models = models
         self.keep_last = keep_last
+        self.exclusive = exclusive
         self.ttl = ttl
         self.clock = clock
         self.dialect = dialect
@@ -189,7 +191,9 @@ class Plans(Maintenance):
             )
         yield from self.drop_if_expired(thread_id, now)
         # First: writers of one thread then queue on its expiry row, in one lock order.
-        yield from self.refresh(thread_id, now)
+        yield from self.refresh(thread_id, now, lock=self.exclusive)
+        if self.exclusive:
+            yield from self.own(thread_id, namespace, parent_id, checkpoint["id"])
         if blobs:
             yield self._insert_blobs, blobs
         yield (
@@ -254,6 +258,38 @@ class Plans(Maintenance):
         yield from self.refresh(thread_id, now)
         special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
         yield (self._upsert_writes if special else self._insert_writes), rows
+
+    def own(
+        self, thread_id: str, namespace: str, parent_id: str | None, checkpoint_id: str
+    ) -> Generator[Step, Any, None]:
+        """Write ownership: `ThreadForkError` unless ``parent_id`` is the namespace's latest.
+
+        Runs after `refresh` has locked the thread's row, so writers of the thread take turns
+        between this check and their commit. The latest is read with a locking read (MySQL's
+        and MariaDB's repeatable read would otherwise answer from the transaction's snapshot).
+        A put of the latest checkpoint again, with the same parent, passes: a retry after a
+        lost reply.
+        """
+        c = self.cp.c
+        rows = yield (
+            select(c.checkpoint_id, c.parent_checkpoint_id)
+            .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
+            .order_by(c.checkpoint_id.desc())
+            .limit(1)
+            .with_for_update(),
+            None,
+        )
+        latest = rows[0] if rows else None
+        if latest is None:
+            if parent_id is None:
+                return
+        elif latest.checkpoint_id == parent_id or (
+            latest.checkpoint_id == checkpoint_id and latest.parent_checkpoint_id == parent_id
+        ):
+            return
+        raise ThreadForkError(
+            thread_id, namespace, parent_id, None if latest is None else latest.checkpoint_id
+        )
 
     # --- reading -------------------------------------------------------------------------
 

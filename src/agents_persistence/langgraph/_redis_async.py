@@ -67,9 +67,10 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         common.check_client(client)
-        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl)
+        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl, exclusive_writes)
         super().__init__(serde=self._plans.serde)
         self._client = client
         self._call_timeout = common.call_timeout(call_timeout)
@@ -89,6 +90,7 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
         max_connections: int = 50,
         pool_timeout: float | None = None,
         socket_timeout: float | None = None,
@@ -118,6 +120,7 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
             keep_last=keep_last,
             ttl=ttl,
             call_timeout=limits.call_timeout,
+            exclusive_writes=exclusive_writes,
         )
         saver._owned_close = close
         return saver

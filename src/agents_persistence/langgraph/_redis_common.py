@@ -35,6 +35,7 @@ def plans_for(
     serde: SerializerProtocol | None,
     keep_last: int | None,
     ttl: float | timedelta | None,
+    exclusive_writes: bool = False,
 ) -> RedisPlans:
     """The plans of a saver, its arguments validated."""
     if keep_last is not None and (
@@ -46,6 +47,7 @@ def plans_for(
         no_pickle(serde),
         keep_last=keep_last,
         ttl=_validate_ttl(ttl),
+        exclusive=bool(exclusive_writes),
     )
 
 

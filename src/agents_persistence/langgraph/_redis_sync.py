@@ -62,6 +62,11 @@ class RedisCheckpointSaver(ThreadedSaver):
             starts it afresh. ``None``: writes keep the thread's current expiry, if any.
         call_timeout: Seconds one call may take in all; ``None`` leaves the bound to the
             client's own timeouts (`from_url` sets one, 5 s by default).
+        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
+            its config) is not the thread's latest checkpoint in that namespace raises
+            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
+            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
+            Checked inside the ``put`` script.
 
     Raises:
         ConfigurationError: invalid arguments, a client that decodes replies, or a serializer
@@ -77,9 +82,10 @@ class RedisCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         common.check_client(client)
-        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl)
+        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl, exclusive_writes)
         super().__init__(serde=self._plans.serde)
         self._client = client
         self._call_timeout = common.call_timeout(call_timeout)
@@ -96,6 +102,7 @@ class RedisCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
         max_connections: int = 50,
         pool_timeout: float | None = None,
         socket_timeout: float | None = None,
@@ -134,6 +141,7 @@ class RedisCheckpointSaver(ThreadedSaver):
                 keep_last=keep_last,
                 ttl=ttl,
                 call_timeout=limits.call_timeout,
+                exclusive_writes=exclusive_writes,
             )
         except BaseException:
             close()

@@ -94,6 +94,7 @@ class Binding:
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         if keep_last is not None and (
             isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
@@ -113,6 +114,7 @@ class Binding:
             keep_last=keep_last,
             ttl=_validate_ttl(ttl),
             clock=clock or utc_now,
+            exclusive=bool(exclusive_writes),
         )
         self.ready = False
 
@@ -130,6 +132,7 @@ class Binding:
             keep_last=plans.keep_last,
             ttl=plans.ttl,
             clock=plans.clock,
+            exclusive=plans.exclusive,
         )
         return clone
 

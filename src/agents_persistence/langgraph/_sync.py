@@ -79,6 +79,11 @@ class SQLCheckpointSaver(ThreadedSaver):
             once to every saver on these tables, a write starts it afresh, and
             ``purge_expired`` deletes the rows. ``None``: no expiry.
         clock: Returns the current aware time (tests); the system's UTC clock by default.
+        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
+            its config) is not the thread's latest checkpoint in that namespace raises
+            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
+            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
+            Checked in the ``put``'s transaction, with the thread's row locked.
 
     Raises:
         ConfigurationError: Not a sync engine, invalid names, or a serializer with pickle.
@@ -95,6 +100,7 @@ class SQLCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -104,7 +110,15 @@ class SQLCheckpointSaver(ThreadedSaver):
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
         self._binding = Binding(
-            engine, table_name, schema, self.serde, auto_migrate, keep_last, ttl, clock
+            engine,
+            table_name,
+            schema,
+            self.serde,
+            auto_migrate,
+            keep_last,
+            ttl,
+            clock,
+            exclusive_writes,
         )
         self._owns_engine = False
         self._ready_lock = threading.Lock()
@@ -129,6 +143,7 @@ class SQLCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> Self:
         """Create and own an engine for ``url`` (as `SQLCheckpointer.from_url`); `close` ends it.
 
@@ -158,6 +173,7 @@ class SQLCheckpointSaver(ThreadedSaver):
                 keep_last=keep_last,
                 ttl=ttl,
                 clock=clock,
+                exclusive_writes=exclusive_writes,
             )
         except BaseException:
             engine.dispose()
