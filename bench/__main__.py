@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import latency, profiling, report, scale, throughput, turns
+from bench import latency, profiling, report, savers, scale, throughput, turns
 from bench import telemetry as tracing
 from bench.common import Settings
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from bench.stores import Target
 from bench.targets import FACTORIES
 
-SECTIONS = ("latency", "throughput", "scale", "turns", "telemetry", "profile")
+SECTIONS = ("latency", "throughput", "scale", "turns", "savers", "telemetry", "profile")
 PACKAGES = (
     "agents-persistence",
     "pydantic",
@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             if key == "turns":
                 _section(results, "turns", "LangGraph", _turns, targets, settings, results)
                 continue
+            if key == "savers":
+                _section(results, "savers", "LangGraph", _savers, targets, settings, results)
+                continue
             if key == "telemetry":
                 _section(results, key, "memory and SQLite", _tracing, settings, out_dir, command)
                 continue
@@ -235,6 +238,12 @@ def _tracing(settings: Settings, out_dir: Path, command: str) -> list[dict[str, 
 
 def _turns(targets: dict[str, Target], settings: Settings, results: dict[str, Any]) -> list:
     rows, skipped = turns.run(targets, settings)
+    results["skipped"].extend(skipped)
+    return rows
+
+
+def _savers(targets: dict[str, Target], settings: Settings, results: dict[str, Any]) -> list:
+    rows, skipped = savers.run(targets, settings)
     results["skipped"].extend(skipped)
     return rows
 

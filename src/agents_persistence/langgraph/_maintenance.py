@@ -142,20 +142,40 @@ class Maintenance:
     def retain(self, thread_id: str, namespace: str, keep: int) -> Generator[_Step, Any, None]:
         """Retention after a put: delete what lies beyond the newest ``keep`` of one namespace.
 
-        One indexed query when nothing is beyond (the primary key orders the namespace's ids).
+        One read when nothing is beyond; otherwise three deletes more: the doomed checkpoints'
+        writes, the checkpoints, and the values only they referred to (the versions they name
+        that no kept checkpoint names; every value is written with a checkpoint naming it).
         """
         c = self.cp.c
         rows = yield (
-            select(c.checkpoint_id)
+            select(c.checkpoint_id, c.checkpoint)
             .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
             .order_by(c.checkpoint_id.desc())
-            .offset(keep)
-            .limit(_CHUNK),
+            .limit(keep + _CHUNK),
             None,
         )
-        if rows:
-            doomed = {(thread_id, namespace): [row.checkpoint_id for row in rows]}
-            yield from self._delete_checkpoints(doomed)
+        if len(rows) <= keep:
+            return
+        doomed, kept = rows[keep:], rows[:keep]
+        group = {(thread_id, namespace): [row.checkpoint_id for row in doomed]}
+        for table in (self.writes, self.cp):
+            yield delete(table).where(sql.keys_in(table, group, "checkpoint_id")), None
+        if len(rows) == keep + _CHUNK:  # older checkpoints beyond this read may share values
+            yield from self._collect_blobs(thread_id, namespace)
+            return
+        unused = sorted(_versions(doomed) - _versions(kept))
+        for start in range(0, len(unused), _CHUNK):
+            yield self._delete_blobs(thread_id, namespace, unused[start : start + _CHUNK]), None
+
+    def _delete_blobs(
+        self, thread_id: str, namespace: str, pairs: Sequence[tuple[str, str]]
+    ) -> Executable:
+        b = self.blobs.c
+        return delete(self.blobs).where(
+            b.thread_id == thread_id,
+            b.checkpoint_ns == namespace,
+            tuple_(b.channel, b.version).in_(pairs),
+        )
 
     def _delete_checkpoints(
         self, doomed: Mapping[tuple[str, str], Sequence[str]]
@@ -175,11 +195,7 @@ class Maintenance:
             ),
             None,
         )
-        used = {
-            (channel, str(version))
-            for row in rows
-            for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
-        }
+        used = _versions(rows)
         stored = yield (
             select(self.blobs.c.channel, self.blobs.c.version).where(
                 self.blobs.c.thread_id == thread_id, self.blobs.c.checkpoint_ns == namespace
@@ -188,16 +204,7 @@ class Maintenance:
         )
         unused = sorted({(row.channel, row.version) for row in stored} - used)
         for start in range(0, len(unused), _CHUNK):
-            yield (
-                delete(self.blobs).where(
-                    self.blobs.c.thread_id == thread_id,
-                    self.blobs.c.checkpoint_ns == namespace,
-                    tuple_(self.blobs.c.channel, self.blobs.c.version).in_(
-                        unused[start : start + _CHUNK]
-                    ),
-                ),
-                None,
-            )
+            yield self._delete_blobs(thread_id, namespace, unused[start : start + _CHUNK]), None
 
     def copy_thread(self, source: str, target: str) -> Generator[_Step, Any, None]:
         """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
@@ -225,3 +232,12 @@ class Maintenance:
         for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
             yield sql.copy_rows(model, source, target), None
         yield from self.refresh(target, now)
+
+
+def _versions(rows: Iterable[Any]) -> set[tuple[str, str]]:
+    """The ``(channel, version)`` pairs the checkpoints of ``rows`` name."""
+    return {
+        (channel, str(version))
+        for row in rows
+        for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
+    }

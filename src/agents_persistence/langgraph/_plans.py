@@ -19,7 +19,19 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     get_serializable_checkpoint_metadata,
 )
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    cast,
+    false,
+    literal_column,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 
 from agents_persistence._core import Clock, utc_now, validate_thread_id
 from agents_persistence.errors import CorruptStateError, InvalidArgumentError, ThreadForkError
@@ -388,32 +400,56 @@ class Plans(Maintenance):
             wanted_blobs[key].update((ch, str(v)) for ch, v in versions.items())
             wanted_writes[key].add(row.checkpoint_id)
         values: dict[tuple[str, str, str, str], Any] = {}
+        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
+        b, w = self.blobs.c, self.writes.c
         blob_clauses = [
             and_(
-                self.blobs.c.thread_id == thread_id,
-                self.blobs.c.checkpoint_ns == namespace,
-                tuple_(self.blobs.c.channel, self.blobs.c.version).in_(sorted(pairs)),
+                b.thread_id == thread_id,
+                b.checkpoint_ns == namespace,
+                tuple_(b.channel, b.version).in_(sorted(pairs)),
             )
             for (thread_id, namespace), pairs in wanted_blobs.items()
             if pairs
         ]
-        if blob_clauses:
-            blob_rows = yield select(self.blobs).where(or_(*blob_clauses)), None
-            for blob in blob_rows:
-                if blob.type != _EMPTY:
-                    key4 = (blob.thread_id, blob.checkpoint_ns, blob.channel, blob.version)
-                    values[key4] = self._load(blob)
-        write_rows = yield (
-            select(self.writes)
-            .where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
-            .order_by(self.writes.c.task_path, self.writes.c.task_id, self.writes.c.idx),
+        # Values and writes in one round trip: rows of kind 0 are values, 1 writes.
+        blob_query = select(
+            literal_column("0").label("kind"),
+            b.thread_id,
+            b.checkpoint_ns,
+            b.channel,
+            b.version.label("key"),
+            cast(null(), String).label("task_id"),
+            cast(null(), Integer).label("idx"),
+            cast(null(), String).label("task_path"),
+            b.type,
+            b.blob,
+        ).where(or_(*blob_clauses) if blob_clauses else false())
+        write_query = select(
+            literal_column("1"),
+            w.thread_id,
+            w.checkpoint_ns,
+            w.channel,
+            w.checkpoint_id,
+            w.task_id,
+            w.idx,
+            w.task_path,
+            w.type,
+            w.blob,
+        ).where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
+        found = yield (
+            union_all(blob_query, write_query).order_by("kind", "task_path", "task_id", "idx"),
             None,
         )
-        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
-        for write in write_rows:
-            pending[(write.thread_id, write.checkpoint_ns, write.checkpoint_id)].append(
-                (write.task_id, write.channel, self._load(write))
-            )
+        for row in found:
+            if row.kind == 0:
+                if row.type != _EMPTY:
+                    values[(row.thread_id, row.checkpoint_ns, row.channel, row.key)] = self._load(
+                        row
+                    )
+            else:
+                pending[(row.thread_id, row.checkpoint_ns, row.key)].append(
+                    (row.task_id, row.channel, self._load(row))
+                )
         return [self._tuple(row, values, pending) for row in rows]
 
     def _load(self, row: Any) -> Any:
