@@ -9,7 +9,8 @@ tool's reply; a user message every 10th step), ``todos`` (8 items, one status ch
 3rd step) and ``files`` (deepagents' file records, one of 5 files of about 2 KB rewritten every
 5th step). The pending writes are the tool's message, and the file it wrote on file steps.
 
-Ours (`SQLCheckpointSaver` with ``keep_last=10``, and the same with ``exclusive_writes``) and
+Ours (`SQLCheckpointSaver` with ``keep_last=10``; the same with ``exclusive_writes``; and
+without retention, to show what retention costs) and
 LangGraph's (`SqliteSaver`, `PostgresSaver`, no retention: they have none) run on the same
 database, one run after the other in rotating order; run 0 warms up. Each operation's p50
 and p99 are over every measured step of every run.
@@ -25,7 +26,7 @@ import uuid
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from bench.common import _text, new_namespace, p50, p99, settle
+from bench.common import _text, p50, p99, settle
 
 if TYPE_CHECKING:
     from bench.common import Settings
@@ -75,9 +76,7 @@ def _step_messages(step: int) -> tuple[list[Any], Any]:
         AIMessage(
             _text(rng, 300),
             id=f"ai-{step}",
-            tool_calls=[
-                {"name": name, "args": {"file_path": FILES[step % 5]}, "id": call_id}
-            ],
+            tool_calls=[{"name": name, "args": {"file_path": FILES[step % 5]}, "id": call_id}],
         )
     )
     added.append(ToolMessage(_text(rng, 300), tool_call_id=call_id, id=f"tool-{step}"))
@@ -215,7 +214,7 @@ def _family(
 def _ours(url: str, **options: Any) -> Any:
     from agents_persistence.langgraph import SQLCheckpointSaver
 
-    return SQLCheckpointSaver.from_url(url, keep_last=KEEP_LAST, **options)
+    return SQLCheckpointSaver.from_url(url, **{"keep_last": KEEP_LAST, **options})
 
 
 def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
@@ -241,6 +240,7 @@ def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, 
             sides = {
                 "ours": stack.enter_context(_ours(url)),
                 "ours, exclusive_writes": stack.enter_context(_ours(url, exclusive_writes=True)),
+                "ours, no retention": stack.enter_context(_ours(url, keep_last=None)),
                 "theirs": theirs,
             }
 
@@ -263,6 +263,7 @@ def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, 
                 "ours, exclusive_writes": stack.enter_context(
                     _ours(target.url, exclusive_writes=True)
                 ),
+                "ours, no retention": stack.enter_context(_ours(target.url, keep_last=None)),
                 "theirs": theirs,
             }
             conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))

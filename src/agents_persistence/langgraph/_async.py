@@ -32,6 +32,7 @@ from agents_persistence.langgraph._setup import (
     retry_after,
 )
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.repositories._sql_deadline import Budget, Call, expired
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
@@ -81,6 +82,11 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
             thread; a ``put`` without a parent passes only on a thread with no checkpoint.
             Checked in the ``put``'s transaction, with the thread's row locked.
+        call_timeout: Seconds one call may take in all (waiting for a connection, retries
+            after deadlocks and each statement included), as on the SQL store: past it the
+            call raises `CallTimeoutError`; a PostgreSQL connection that does not answer is
+            cut by the store's watchdog, MySQL/MariaDB and SQLite are bounded by their driver
+            timeouts. `from_url` also sets the engine's timeouts from it.
 
     Raises:
         ConfigurationError: Not an async engine, invalid names, or a serializer with pickle.
@@ -98,6 +104,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
         exclusive_writes: bool = False,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
@@ -117,6 +124,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             clock,
             exclusive_writes,
         )
+        self._budget = Budget(call_timeout, engine, asynchronous=True)
         self._owns_engine = False
         self._ready_lock = asyncio.Lock()
         try:
@@ -175,6 +183,7 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                 ttl=ttl,
                 clock=clock,
                 exclusive_writes=exclusive_writes,
+                call_timeout=call_timeout,
             )
         except BaseException:
             engine.sync_engine.dispose(close=False)
@@ -195,7 +204,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             async with self._engine.connect() as conn:
                 await conn.run_sync(migrate)
         binding.ready = False
-        await self._ensure_ready()
+        with self._budget.call("schema check") as call:
+            await self._ensure_ready(call)
 
     async def aclose(self) -> None:
         """Dispose of the engine if `from_url` made it."""
@@ -222,11 +232,13 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         clone._owns_engine = False
         return clone
 
-    async def _ensure_ready(self) -> None:
+    async def _ensure_ready(self, call: Call) -> None:
         binding = self._binding
         if binding.ready:
             return
-        async with self._ready_lock:
+        async with asyncio.timeout(call.remaining()):  # TimeoutError: CallTimeoutError
+            await self._ready_lock.acquire()
+        try:
             if binding.ready:
                 return
 
@@ -235,27 +247,43 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                     upgrade_schema(conn, binding.table_name, binding.schema)
                 return schema_problem(conn, binding.table_name, binding.schema)
 
+            # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
             with translate_errors(binding.not_ready, action="schema check"):
                 async with self._engine.connect() as conn:
-                    problem = await conn.run_sync(check)
+                    sync_conn: Any = conn.sync_connection
+                    with call.watching(sync_conn, enabled=not binding.auto_migrate):
+                        problem = await conn.run_sync(check)
             if problem is not None:
                 raise SchemaNotReadyError(binding.not_ready(problem))
             binding.ready = True
+        finally:
+            self._ready_lock.release()
 
     async def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
-        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it."""
+        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it.
+
+        The whole call, retries included, runs within ``call_timeout`` (see
+        `SQLCheckpointSaver`; aiomysql calls under an asyncio timeout).
+        """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        await self._ensure_ready()
-        with translate_errors(self._binding.not_ready, thread_id, action=action):
-            for attempt in itertools.count(1):
-                try:
-                    async with self._engine.begin() as conn:
-                        return await drive_async(plan(), conn)
-                except DBAPIError as exc:
-                    if not retry_after(exc, attempt, thread_id):
-                        raise
-                await asyncio.sleep(backoff(attempt))
+        with (
+            translate_errors(self._binding.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
+            async with call.limit():
+                await self._ensure_ready(call)
+                for attempt in itertools.count(1):
+                    try:
+                        async with self._engine.connect() as conn:
+                            sync_conn: Any = conn.sync_connection
+                            with call.watching(sync_conn):
+                                async with conn.begin():
+                                    return await drive_async(plan(), conn)
+                    except DBAPIError as exc:
+                        if expired() or not retry_after(exc, attempt, thread_id):
+                            raise
+                    await asyncio.sleep(min(backoff(attempt), call.remaining()))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _sync(self, call: Coroutine[Any, Any, Any]) -> Any:

@@ -22,7 +22,7 @@ from agents_persistence.langgraph._serde import NoPickleSerializer, default_serd
 from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.langgraph import langgraph_models
 from agents_persistence.repositories._call_budget import validate_call_timeout
-from agents_persistence.repositories._sql_deadline import bounded_timeouts
+from agents_persistence.repositories._sql_deadline import bounded_timeouts, ping_guard
 from agents_persistence.repositories._sql_engine import (
     driver_code,
     engine_options,
@@ -173,7 +173,9 @@ def make_engine(
     ``call_timeout`` bounds, as on the SQL store, the pool wait, connecting and SQLite's busy
     wait (timeouts left ``None`` take it; larger ones are capped by it) and the server-side
     waits (PostgreSQL's ``statement_timeout``, InnoDB lock waits, PyMySQL's reads and writes).
-    The savers have no client-side watchdog: a call to a hung PostgreSQL server is not cut.
+    The savers' calls also run under the SQL store's watchdog (`Budget`), which cuts a
+    PostgreSQL connection that does not answer within the budget; so does the ping of a
+    connection idle longer than ``ping_idle_after``.
     """
     call_timeout = validate_call_timeout(call_timeout)
     target = to_async_url(url) if asynchronous else to_sync_url(url)
@@ -206,7 +208,7 @@ def make_engine(
         if target.database not in (None, "", ":memory:"):
             sqlite_tuning(sync_engine, wal=True)
     elif ping_idle_after is not None:
-        ping_when_idle(sync_engine, ping_idle_after)
+        ping_when_idle(sync_engine, ping_idle_after, ping_guard(call_timeout))
     return engine
 
 

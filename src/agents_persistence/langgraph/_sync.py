@@ -33,6 +33,7 @@ from agents_persistence.langgraph._setup import (
 )
 from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.repositories._sql_deadline import Budget, Call, expired
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
@@ -84,6 +85,11 @@ class SQLCheckpointSaver(ThreadedSaver):
             `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
             thread; a ``put`` without a parent passes only on a thread with no checkpoint.
             Checked in the ``put``'s transaction, with the thread's row locked.
+        call_timeout: Seconds one call may take in all (waiting for a connection, retries
+            after deadlocks and each statement included), as on the SQL store: past it the
+            call raises `CallTimeoutError`; a PostgreSQL connection that does not answer is
+            cut by the store's watchdog, MySQL/MariaDB and SQLite are bounded by their driver
+            timeouts. `from_url` also sets the engine's timeouts from it.
 
     Raises:
         ConfigurationError: Not a sync engine, invalid names, or a serializer with pickle.
@@ -101,6 +107,7 @@ class SQLCheckpointSaver(ThreadedSaver):
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
         exclusive_writes: bool = False,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -120,6 +127,7 @@ class SQLCheckpointSaver(ThreadedSaver):
             clock,
             exclusive_writes,
         )
+        self._budget = Budget(call_timeout, engine, asynchronous=False)
         self._owns_engine = False
         self._ready_lock = threading.Lock()
 
@@ -174,6 +182,7 @@ class SQLCheckpointSaver(ThreadedSaver):
                 ttl=ttl,
                 clock=clock,
                 exclusive_writes=exclusive_writes,
+                call_timeout=call_timeout,
             )
         except BaseException:
             engine.dispose()
@@ -189,7 +198,8 @@ class SQLCheckpointSaver(ThreadedSaver):
         with translate_errors(binding.not_ready, action="setup"), self._engine.connect() as conn:
             upgrade_schema(conn, binding.table_name, binding.schema)
         binding.ready = False
-        self._ensure_ready()
+        with self._budget.call("schema check") as call:
+            self._ensure_ready(call)
 
     def close(self) -> None:
         """Dispose of the engine if `from_url` made it."""
@@ -216,16 +226,20 @@ class SQLCheckpointSaver(ThreadedSaver):
         clone._owns_engine = False
         return clone
 
-    def _ensure_ready(self) -> None:
+    def _ensure_ready(self, call: Call) -> None:
         binding = self._binding
         if binding.ready:
             return
-        with self._ready_lock:
+        if not self._ready_lock.acquire(timeout=call.remaining()):
+            raise TimeoutError("waiting for another call's schema check")  # CallTimeoutError
+        try:
             if binding.ready:
                 return
+            # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
             with (
                 translate_errors(binding.not_ready, action="schema check"),
                 self._engine.connect() as conn,
+                call.watching(conn, enabled=not binding.auto_migrate),
             ):
                 if binding.auto_migrate:
                     upgrade_schema(conn, binding.table_name, binding.schema)
@@ -233,19 +247,28 @@ class SQLCheckpointSaver(ThreadedSaver):
             if problem is not None:
                 raise SchemaNotReadyError(binding.not_ready(problem))
             binding.ready = True
+        finally:
+            self._ready_lock.release()
 
     def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
-        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it."""
-        self._ensure_ready()
-        with translate_errors(self._binding.not_ready, thread_id, action=action):
+        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it.
+
+        The whole call, retries included, runs within ``call_timeout``: the SQL store's
+        watchdog cuts a PostgreSQL connection that does not answer by then.
+        """
+        with (
+            translate_errors(self._binding.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
+            self._ensure_ready(call)
             for attempt in itertools.count(1):
                 try:
-                    with self._engine.begin() as conn:
+                    with self._engine.connect() as conn, call.watching(conn), conn.begin():
                         return drive(plan(), conn)
                 except DBAPIError as exc:
-                    if not retry_after(exc, attempt, thread_id):
+                    if expired() or not retry_after(exc, attempt, thread_id):
                         raise
-                time.sleep(backoff(attempt))
+                time.sleep(min(backoff(attempt), call.remaining()))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the saver API -------------------------------------------------------------------
