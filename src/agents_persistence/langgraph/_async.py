@@ -8,7 +8,6 @@ import itertools
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,26 +19,25 @@ from agents_persistence.errors import (
     SchemaNotReadyError,
 )
 from agents_persistence.langgraph._maintenance import PURGE_BATCH
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
     Binding,
     Plan,
     backoff,
     drive_async,
-    make_engine,
     no_pickle,
+    owned_saver,
     page_counts,
     retry_after,
 )
+from agents_persistence.langgraph._threaded import LoopSaver
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 from agents_persistence.repositories._sql_deadline import Budget, Call, expired
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Sequence
+    from collections.abc import AsyncIterator, Collection, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -56,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncSQLCheckpointSaver"]
 
 
-class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
+class AsyncSQLCheckpointSaver(LoopSaver):
     """The asyncio twin of `SQLCheckpointSaver`, on an `AsyncEngine` (same tables, same rows).
 
     The sync methods serve LangGraph's sync entry points called from another thread while the
@@ -91,6 +89,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
     Raises:
         ConfigurationError: Not an async engine, invalid names, or a serializer with pickle.
     """
+
+    sync_twin = "SQLCheckpointSaver"
 
     def __init__(
         self,
@@ -159,36 +159,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         Plain URLs get the async drivers the library ships: psycopg 3 for ``postgresql://``,
         aiomysql for ``mysql://`` and ``mariadb://``, aiosqlite for ``sqlite:///path``.
         """
-        engine = make_engine(
-            url,
-            asynchronous=True,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            busy_timeout=busy_timeout,
-            call_timeout=call_timeout,
-            ping_idle_after=ping_idle_after,
-            extra=engine_options,
-        )
-        assert isinstance(engine, AsyncEngine)
-        try:
-            saver = cls(
-                engine,
-                table_name=table_name,
-                schema=schema,
-                serde=serde,
-                auto_migrate=auto_migrate,
-                keep_last=keep_last,
-                ttl=ttl,
-                clock=clock,
-                exclusive_writes=exclusive_writes,
-                call_timeout=call_timeout,
-            )
-        except BaseException:
-            engine.sync_engine.dispose(close=False)
-            raise
-        saver._owns_engine = True
+        options = {k: v for k, v in locals().items() if k not in ("cls", "url")}
+        saver: Self = owned_saver(cls, url, asynchronous=True, options=options)
         return saver
 
     # --- life cycle ----------------------------------------------------------------------
@@ -211,17 +183,6 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         """Dispose of the engine if `from_url` made it."""
         if self._owns_engine:
             await self._engine.dispose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -285,22 +246,6 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                             raise
                     await asyncio.sleep(min(backoff(attempt), call.remaining()))
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _sync(self, call: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``call`` on the saver's loop from another thread, and wait for its result."""
-        loop = self._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop or loop.is_closed():
-            call.close()
-            raise ConfigurationError(
-                "AsyncSQLCheckpointSaver's sync methods run its coroutines on its event loop"
-                " from another thread: call the async methods (aget_tuple, aput...) on the loop,"
-                " or use SQLCheckpointSaver for sync code"
-            )
-        return asyncio.run_coroutine_threadsafe(call, loop).result()
 
     # --- the saver API -------------------------------------------------------------------
 
@@ -394,75 +339,6 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
-
-    # --- sync twins: the coroutines on the saver's loop -----------------------------------
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """`aget_tuple`, from a thread other than the loop's."""
-        result: CheckpointTuple | None = self._sync(self.aget_tuple(config))
-        return result
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """`alist`, from a thread other than the loop's."""
-        pages = self.alist(config, filter=filter, before=before, limit=limit)
-
-        async def following() -> CheckpointTuple:
-            return await anext(pages)
-
-        while True:
-            try:
-                item: CheckpointTuple = self._sync(following())
-            except StopAsyncIteration:
-                return
-            yield item
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """`aput`, from a thread other than the loop's."""
-        stored: RunnableConfig = self._sync(self.aput(config, checkpoint, metadata, new_versions))
-        return stored
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """`aput_writes`, from a thread other than the loop's."""
-        self._sync(self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """`adelete_thread`, from a thread other than the loop's."""
-        self._sync(self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """`adelete_for_runs`, from a thread other than the loop's."""
-        self._sync(self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """`acopy_thread`, from a thread other than the loop's."""
-        self._sync(self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """`aprune`, from a thread other than the loop's."""
-        self._sync(self.aprune(thread_ids, strategy=strategy))
 
 
 def _thread(config: RunnableConfig | None) -> str | None:

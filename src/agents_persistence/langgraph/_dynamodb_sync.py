@@ -18,9 +18,8 @@ from agents_persistence.errors import (
 )
 from agents_persistence.langgraph._dynamodb_io import LangGraphTable
 from agents_persistence.langgraph._dynamodb_ops import Operations
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import no_pickle
-from agents_persistence.langgraph._threaded import ThreadedSaver
+from agents_persistence.langgraph._threaded import ThreadedSaver, check_keep_last
 from agents_persistence.models.dynamodb import ConnectionSettings
 from agents_persistence.repositories._call_budget import deadline, validate_call_timeout
 from agents_persistence.repositories._dynamodb_budget import TIMEOUT_SHARES, derive_timeouts
@@ -30,7 +29,6 @@ from agents_persistence.repositories._dynamodb_mapping import parse_url, validat
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -149,8 +147,7 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
             raise ConfigurationError(
                 "give both aws_access_key_id and aws_secret_access_key, or neither"
             )
-        if keep_last is not None:
-            _positive(keep_last, "keep_last", 1)
+        check_keep_last(keep_last)
         budget = validate_call_timeout(call_timeout)
         if connect_timeout is None:
             connect_timeout = min(_CONNECT_TIMEOUT, budget * TIMEOUT_SHARES["connect_timeout"])
@@ -249,17 +246,6 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
         """Close the client's HTTP connections."""
         self._table.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
         serde = self.serde.with_msgpack_allowlist(extra_allowlist)  # type: ignore[attr-defined]
@@ -350,7 +336,3 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
         """
         with driver_errors(self.table_name):
             return self._ops.purge_expired(self._ops.clock())
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)

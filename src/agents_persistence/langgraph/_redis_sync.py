@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from redis.exceptions import NoScriptError
 
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._redis_plans import Call, Plan, matches
 from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.redis import DEFAULT_KEY_PREFIX
@@ -23,7 +22,6 @@ from agents_persistence.repositories._redis_errors import translate_errors
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -158,17 +156,6 @@ class RedisCheckpointSaver(ThreadedSaver):
             with translate_errors():
                 self._owned_close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
         serde = self.serde.with_msgpack_allowlist(extra_allowlist)  # type: ignore[attr-defined]
@@ -297,9 +284,5 @@ class RedisCheckpointSaver(ThreadedSaver):
                 self.delete_thread(thread_id)
             else:
                 self._run(self._plans.keep_latest([thread_id], keep))
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
 
     # --- async twins: the sync methods in a worker thread ---------------------------------

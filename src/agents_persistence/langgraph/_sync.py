@@ -20,14 +20,13 @@ from agents_persistence.errors import (
     SchemaNotReadyError,
 )
 from agents_persistence.langgraph._maintenance import PURGE_BATCH
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
     Binding,
     Plan,
     backoff,
     drive,
-    make_engine,
     no_pickle,
+    owned_saver,
     page_counts,
     retry_after,
 )
@@ -40,7 +39,6 @@ from agents_persistence.repositories._sql_ops import schema_problem, upgrade_sch
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -158,36 +156,8 @@ class SQLCheckpointSaver(ThreadedSaver):
         Plain URLs get the drivers the library ships: psycopg 3 for ``postgresql://``, PyMySQL
         for ``mysql://`` and ``mariadb://``, the standard library for ``sqlite:///path``.
         """
-        engine = make_engine(
-            url,
-            asynchronous=False,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            busy_timeout=busy_timeout,
-            call_timeout=call_timeout,
-            ping_idle_after=ping_idle_after,
-            extra=engine_options,
-        )
-        assert isinstance(engine, Engine)
-        try:
-            saver = cls(
-                engine,
-                table_name=table_name,
-                schema=schema,
-                serde=serde,
-                auto_migrate=auto_migrate,
-                keep_last=keep_last,
-                ttl=ttl,
-                clock=clock,
-                exclusive_writes=exclusive_writes,
-                call_timeout=call_timeout,
-            )
-        except BaseException:
-            engine.dispose()
-            raise
-        saver._owns_engine = True
+        options = {k: v for k, v in locals().items() if k not in ("cls", "url")}
+        saver: Self = owned_saver(cls, url, asynchronous=False, options=options)
         return saver
 
     # --- life cycle ----------------------------------------------------------------------
@@ -205,17 +175,6 @@ class SQLCheckpointSaver(ThreadedSaver):
         """Dispose of the engine if `from_url` made it."""
         if self._owns_engine:
             self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -355,10 +314,6 @@ class SQLCheckpointSaver(ThreadedSaver):
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
 
 
 def _thread(config: RunnableConfig | None) -> str | None:
