@@ -230,14 +230,25 @@ class Operations(Maintenance):
         if owned is None:
             self.table.batch_write([head])
         elif not self.table.put_both(owned[0], owned[1], head):
-            # Another owner stored first: what this put wrote is nobody's (fresh versions).
-            self.table.batch_write(deletes=self._keys([*children, *parts]))
             latest = next(
                 checkpoint_items(self.table, thread_id, namespace, str(gen), page_size=1), None
             )
-            raise ThreadForkError(
-                thread_id, namespace, parent_id, None if latest is None else latest.checkpoint_id
+            # The client may have sent the transaction again after a reply it did not get:
+            # then the head it fails on is this put's own, and the checkpoint is stored.
+            mine = (
+                latest is not None
+                and latest.checkpoint_id == checkpoint["id"]
+                and latest.parent_id == parent_id
             )
+            if not mine:
+                # Another owner stored first: what this put wrote is nobody's (fresh versions).
+                self.table.batch_write(deletes=self._keys([*children, *parts]))
+                raise ThreadForkError(
+                    thread_id,
+                    namespace,
+                    parent_id,
+                    None if latest is None else latest.checkpoint_id,
+                )
         if self.keep_last is not None:
             self.retain(thread_id, namespace, str(gen), self.keep_last)
         return _config(thread_id, namespace, checkpoint["id"])
