@@ -47,6 +47,12 @@ class Maintenance:
     clock: Clock
     _upsert_thread: Insert
     _lock_thread: Insert
+    # Built once by `Plans` (bound parameters ``thread_id``, ``ns``, ``ids``, ``pairs``...).
+    _expiry: Executable
+    _newest: Executable
+    _delete_writes_of: Executable
+    _delete_checkpoints_of: Executable
+    _delete_values_of: Executable
 
     # --- expiry --------------------------------------------------------------------------
 
@@ -58,10 +64,7 @@ class Maintenance:
 
     def drop_if_expired(self, thread_id: str, now: datetime) -> Generator[_Step, Any, bool]:
         """Delete thread ``thread_id`` if it has expired at ``now``; whether it had."""
-        rows = yield (
-            select(self.threads.c.expires_at).where(self.threads.c.thread_id == thread_id),
-            None,
-        )
+        rows = yield self._expiry, {"thread_id": thread_id}
         if not rows or as_utc(rows[0].expires_at) > now:
             return False
         yield from self.delete_threads([thread_id])
@@ -146,26 +149,20 @@ class Maintenance:
         writes, the checkpoints, and the values only they referred to (the versions they name
         that no kept checkpoint names; every value is written with a checkpoint naming it).
         """
-        c = self.cp.c
-        rows = yield (
-            select(c.checkpoint_id, c.checkpoint)
-            .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
-            .order_by(c.checkpoint_id.desc())
-            .limit(keep + _CHUNK),
-            None,
-        )
+        key = {"thread_id": thread_id, "ns": namespace}
+        rows = yield self._newest, {**key, "count": keep + _CHUNK}
         if len(rows) <= keep:
             return
         doomed, kept = rows[keep:], rows[:keep]
-        group = {(thread_id, namespace): [row.checkpoint_id for row in doomed]}
-        for table in (self.writes, self.cp):
-            yield delete(table).where(sql.keys_in(table, group, "checkpoint_id")), None
+        ids = [row.checkpoint_id for row in doomed]
+        yield self._delete_writes_of, {**key, "ids": ids}
+        yield self._delete_checkpoints_of, {**key, "ids": ids}
         if len(rows) == keep + _CHUNK:  # older checkpoints beyond this read may share values
             yield from self._collect_blobs(thread_id, namespace)
             return
         unused = sorted(_versions(doomed) - _versions(kept))
         for start in range(0, len(unused), _CHUNK):
-            yield self._delete_blobs(thread_id, namespace, unused[start : start + _CHUNK]), None
+            yield self._delete_values_of, {**key, "pairs": unused[start : start + _CHUNK]}
 
     def _delete_blobs(
         self, thread_id: str, namespace: str, pairs: Sequence[tuple[str, str]]

@@ -23,7 +23,10 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    bindparam,
     cast,
+    delete,
+    exists,
     false,
     literal_column,
     null,
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
     from langgraph.checkpoint.serde.base import SerializerProtocol
-    from sqlalchemy import Executable
+    from sqlalchemy import BindParameter, Executable
 
 __all__ = ["PAGE_SIZE", "Plans", "Step", "next_version"]
 
@@ -130,6 +133,58 @@ class Plans(Maintenance):
             dialect,
             models.checkpoints,
             ("parent_checkpoint_id", "run_id", "checkpoint", "metadata"),
+        )
+        self._prebuild()
+
+    def _prebuild(self) -> None:
+        """The hot path's statements, built once: bound parameters instead of values.
+
+        SQLAlchemy then neither builds them nor computes their cache keys again per call.
+        """
+        c, b, w, t = self.cp.c, self.blobs.c, self.writes.c, self.threads.c
+        thread: BindParameter[str] = bindparam("thread_id")
+        ns: BindParameter[str] = bindparam("ns")
+        live = ~exists().where(t.thread_id == c.thread_id, t.expires_at <= bindparam("now"))
+        one = self._checkpoint_columns().where(c.thread_id == thread, c.checkpoint_ns == ns, live)
+        self._latest = one.order_by(c.checkpoint_id.desc()).limit(1)
+        self._by_id = one.where(c.checkpoint_id == bindparam("checkpoint_id"))
+        self._values_and_writes = self._values_and_writes_query(
+            and_(
+                b.thread_id == thread,
+                b.checkpoint_ns == ns,
+                tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
+            ),
+            and_(
+                w.thread_id == thread,
+                w.checkpoint_ns == ns,
+                w.checkpoint_id.in_(bindparam("ids", expanding=True)),
+            ),
+        )
+        self._expiry = select(t.expires_at).where(t.thread_id == thread)
+        self._latest_locked = (
+            select(c.checkpoint_id, c.parent_checkpoint_id)
+            .where(c.thread_id == thread, c.checkpoint_ns == ns)
+            .order_by(c.checkpoint_id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        self._newest = (
+            select(c.checkpoint_id, c.checkpoint)
+            .where(c.thread_id == thread, c.checkpoint_ns == ns)
+            .order_by(c.checkpoint_id.desc())
+            .limit(bindparam("count", type_=Integer, literal_execute=True))
+        )
+        ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+        self._delete_writes_of = delete(self.writes).where(
+            w.thread_id == thread, w.checkpoint_ns == ns, w.checkpoint_id.in_(ids)
+        )
+        self._delete_checkpoints_of = delete(self.cp).where(
+            c.thread_id == thread, c.checkpoint_ns == ns, c.checkpoint_id.in_(ids)
+        )
+        self._delete_values_of = delete(self.blobs).where(
+            b.thread_id == thread,
+            b.checkpoint_ns == ns,
+            tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
         )
 
     # --- configs -------------------------------------------------------------------------
@@ -282,15 +337,7 @@ class Plans(Maintenance):
         A put of the latest checkpoint again, with the same parent, passes: a retry after a
         lost reply.
         """
-        c = self.cp.c
-        rows = yield (
-            select(c.checkpoint_id, c.parent_checkpoint_id)
-            .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
-            .order_by(c.checkpoint_id.desc())
-            .limit(1)
-            .with_for_update(),
-            None,
-        )
+        rows = yield self._latest_locked, {"thread_id": thread_id, "ns": namespace}
         latest = rows[0] if rows else None
         if latest is None:
             if parent_id is None:
@@ -318,16 +365,11 @@ class Plans(Maintenance):
     def get_tuple(self, config: RunnableConfig) -> Generator[Step, Any, CheckpointTuple | None]:
         """The checkpoint ``config`` names, or the thread's latest in its namespace."""
         thread_id, namespace, checkpoint_id = self.target(config)
-        query = self._checkpoint_columns().where(
-            self.cp.c.thread_id == thread_id,
-            self.cp.c.checkpoint_ns == namespace,
-            self.live(self.clock()),
-        )
+        params = {"thread_id": thread_id, "ns": namespace, "now": self.clock()}
         if checkpoint_id is not None:
-            query = query.where(self.cp.c.checkpoint_id == checkpoint_id)
+            rows = yield self._by_id, {**params, "checkpoint_id": checkpoint_id}
         else:
-            query = query.order_by(self.cp.c.checkpoint_id.desc()).limit(1)
-        rows = yield query, None
+            rows = yield self._latest, params
         if not rows:
             return None
         tuples = yield from self._assemble(rows)
@@ -390,28 +432,9 @@ class Plans(Maintenance):
         tuples = yield from self._assemble(kept)
         return tuples, next_key
 
-    def _assemble(self, rows: Sequence[Any]) -> Generator[Step, Any, list[CheckpointTuple]]:
-        """Checkpoint tuples of ``rows``, with their channel values and pending writes."""
-        wanted_blobs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
-        wanted_writes: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for row in rows:
-            key = (row.thread_id, row.checkpoint_ns)
-            versions = row.checkpoint.get("channel_versions") or {}
-            wanted_blobs[key].update((ch, str(v)) for ch, v in versions.items())
-            wanted_writes[key].add(row.checkpoint_id)
-        values: dict[tuple[str, str, str, str], Any] = {}
-        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
+    def _values_and_writes_query(self, values_where: Any, writes_where: Any) -> Any:
+        """Values and pending writes in one round trip: rows of kind 0 are values, 1 writes."""
         b, w = self.blobs.c, self.writes.c
-        blob_clauses = [
-            and_(
-                b.thread_id == thread_id,
-                b.checkpoint_ns == namespace,
-                tuple_(b.channel, b.version).in_(sorted(pairs)),
-            )
-            for (thread_id, namespace), pairs in wanted_blobs.items()
-            if pairs
-        ]
-        # Values and writes in one round trip: rows of kind 0 are values, 1 writes.
         blob_query = select(
             literal_column("0").label("kind"),
             b.thread_id,
@@ -423,7 +446,7 @@ class Plans(Maintenance):
             cast(null(), String).label("task_path"),
             b.type,
             b.blob,
-        ).where(or_(*blob_clauses) if blob_clauses else false())
+        ).where(values_where)
         write_query = select(
             literal_column("1"),
             w.thread_id,
@@ -435,11 +458,49 @@ class Plans(Maintenance):
             w.task_path,
             w.type,
             w.blob,
-        ).where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
-        found = yield (
-            union_all(blob_query, write_query).order_by("kind", "task_path", "task_id", "idx"),
-            None,
-        )
+        ).where(writes_where)
+        return union_all(blob_query, write_query).order_by("kind", "task_path", "task_id", "idx")
+
+    def _assemble(self, rows: Sequence[Any]) -> Generator[Step, Any, list[CheckpointTuple]]:
+        """Checkpoint tuples of ``rows``, with their channel values and pending writes."""
+        wanted_blobs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        wanted_writes: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for row in rows:
+            key = (row.thread_id, row.checkpoint_ns)
+            versions = row.checkpoint.get("channel_versions") or {}
+            wanted_blobs[key].update((ch, str(v)) for ch, v in versions.items())
+            wanted_writes[key].add(row.checkpoint_id)
+        values: dict[tuple[str, str, str, str], Any] = {}
+        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
+        if len(wanted_writes) == 1:  # one thread and namespace: the statement built once
+            [(thread_id, namespace)] = wanted_writes
+            found = yield (
+                self._values_and_writes,
+                {
+                    "thread_id": thread_id,
+                    "ns": namespace,
+                    "pairs": sorted(wanted_blobs[(thread_id, namespace)]),
+                    "ids": sorted(wanted_writes[(thread_id, namespace)]),
+                },
+            )
+        else:
+            b = self.blobs.c
+            blob_clauses = [
+                and_(
+                    b.thread_id == thread_id,
+                    b.checkpoint_ns == namespace,
+                    tuple_(b.channel, b.version).in_(sorted(pairs)),
+                )
+                for (thread_id, namespace), pairs in wanted_blobs.items()
+                if pairs
+            ]
+            found = yield (
+                self._values_and_writes_query(
+                    or_(*blob_clauses) if blob_clauses else false(),
+                    sql.keys_in(self.writes, wanted_writes, "checkpoint_id"),
+                ),
+                None,
+            )
         for row in found:
             if row.kind == 0:
                 if row.type != _EMPTY:
