@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -17,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, cast
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError, from_json
+from pydantic_core import PydanticSerializationError
 
+from agents_persistence._layout import Layout, Manifest, assemble, splitter
 from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
 from agents_persistence.errors import (
     ConfigurationError,
@@ -59,6 +61,9 @@ MAX_VERSION = 2**31 - 1
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_REPLACEMENT = "\ufffd".encode()
+MAX_REMEMBERED = 4096
+"""Threads whose last read or written manifest a checkpointer keeps (the least recent go)."""
 
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware."""
@@ -177,8 +182,9 @@ class WriteRequest:
 
     Attributes:
         thread_id: Validated thread id.
-        payload: The state as JSON text (what is stored).
-        size: ``len(payload.encode())``.
+        layout: The state split for storage (`agents_persistence._layout`): a delta on the
+            version the checkpointer last read or wrote, or a full write.
+        size: Bytes of the whole state's JSON.
         expected_version: As given to ``save_state``.
         now: The save's timestamp; becomes ``updated_at`` (and ``created_at`` for a new thread).
         expires_at: ``now + ttl`` or ``None``.
@@ -189,13 +195,19 @@ class WriteRequest:
     """
 
     thread_id: str
-    payload: str
+    layout: Layout
     size: int
     expected_version: int | None
     now: datetime
     expires_at: datetime | None
     version: int | None = None
     created_at: datetime | None = None
+
+    @property
+    def payload(self) -> str:
+        """The whole state as JSON text, for stores that keep one document per thread."""
+        full = self.layout.full()
+        return assemble(self.thread_id, full.head, full.manifest, full.pieces).decode()
 
     def next_version(self, live_version: int | None) -> int:
         """The version this write stores, given the live version (``None`` when absent)."""
@@ -218,7 +230,10 @@ class Record:
     """A stored thread as a store returns it, before decoding.
 
     ``payload`` is ``None`` in listings, JSON text (``str``/``bytes``) or an already decoded JSON
-    object (drivers that decode JSON columns themselves).
+    object (drivers that decode JSON columns themselves). ``manifest`` is the stored layout's
+    manifest (``None`` for a record stored whole, as before the layout existed), which the
+    checkpointer keeps to make its next save of the thread a delta. ``written`` is what a
+    save sent (bytes before compression), for telemetry.
     """
 
     thread_id: str
@@ -228,6 +243,8 @@ class Record:
     expires_at: datetime | None
     size: int
     payload: str | bytes | Mapping[str, Any] | None = None
+    manifest: Manifest | None = None
+    written: int = 0
 
     def info(self) -> CheckpointInfo:
         """The public metadata of this record."""
@@ -263,7 +280,16 @@ class Core(Generic[StateT]):
         clock: Returns the current aware time; for tests that move time without sleeping.
     """
 
-    __slots__ = ("clock", "max_state_bytes", "namespace", "state_type", "ttl")
+    __slots__ = (
+        "_bases",
+        "_bases_lock",
+        "_splitter",
+        "clock",
+        "max_state_bytes",
+        "namespace",
+        "state_type",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -290,6 +316,37 @@ class Core(Generic[StateT]):
             )
         self.max_state_bytes = max_state_bytes
         self.clock: Clock = clock or utc_now
+        self._splitter = splitter(self.state_type)
+        self._bases: dict[str, tuple[int, Manifest]] = {}
+        self._bases_lock = threading.Lock()
+
+    # --- the manifests a save is based on ------------------------------------------------------
+
+    def remember(self, record: Record | None) -> None:
+        """Keep the manifest of a record just read or written: the next save's base."""
+        if record is None or record.manifest is None:
+            return
+        with self._bases_lock:
+            bases = self._bases
+            bases.pop(record.thread_id, None)
+            bases[record.thread_id] = (record.version, record.manifest)
+            if len(bases) > MAX_REMEMBERED:
+                del bases[next(iter(bases))]
+
+    def forget(self, thread_id: str) -> None:
+        """Drop a thread's base (after a failed save or a delete): its next save is whole."""
+        with self._bases_lock:
+            self._bases.pop(thread_id, None)
+
+    def _base(self, thread_id: str, expected_version: int | None) -> Manifest | None:
+        with self._bases_lock:
+            found = self._bases.get(thread_id)
+        if found is None:
+            return None
+        version, manifest = found
+        if expected_version is not None and expected_version != version:
+            return None
+        return manifest
 
     def now(self) -> datetime:
         """The current time from the clock, as aware UTC with microsecond precision."""
@@ -298,42 +355,36 @@ class Core(Generic[StateT]):
             raise ConfigurationError("the clock must return timezone-aware datetimes")
         return moment.astimezone(UTC)
 
-    def encode(self, thread_id: str, state: object) -> tuple[str, int]:
-        """Encode ``state`` to JSON text and its size, enforcing the type and size limit.
+    def encode(self, thread_id: str, state: object, base: Manifest | None = None) -> Layout:
+        """Split ``state`` for storage, enforcing the type and size limit.
 
-        Fails closed: the text is parsed back with the parser every load uses, so a state that
-        could not be loaded (nesting deeper than the parser accepts, NaN or infinities written
-        as constants) raises `InvalidStateError` here, before anything is written. Lone
-        surrogates, which pydantic replaces with U+FFFD in dict keys, are refused like the
-        same surrogates in values.
+        Fails closed: every fragment written is parsed back with the parser every load uses, so
+        a state that could not be loaded (nesting deeper than the parser accepts, NaN or
+        infinities written as constants) raises `InvalidStateError` here, before anything is
+        written. Lone surrogates, which pydantic replaces with U+FFFD in dict keys, are refused
+        like the same surrogates in values.
         """
         if not isinstance(state, self.state_type):
             raise InvalidStateError(
                 f"state must be a {self.state_type.__name__}, not {type(state).__name__}"
             )
         try:
-            payload = state.model_dump_json()
+            layout = self._splitter.split(thread_id, state, base)
         except PydanticSerializationError as exc:
             raise InvalidStateError(
                 f"state of thread {thread_id!r} cannot be encoded: {exc}"
             ) from exc
-        try:
-            from_json(payload, allow_inf_nan=False, cache_strings=False)
-        except ValueError as exc:
-            raise InvalidStateError(
-                f"state of thread {thread_id!r} could not be loaded back ({exc}): NaN and"
-                " infinities have no JSON form, and nesting is limited to what the JSON"
-                " parser accepts (about 200 levels); nothing was written"
-            ) from exc
-        if "\ufffd" in payload and _has_surrogate(state.model_dump()):
+        replaced = _REPLACEMENT in layout.head or any(
+            _REPLACEMENT in body for body in layout.pieces.values()
+        )
+        if replaced and _has_surrogate(state.model_dump()):
             raise InvalidStateError(
                 f"state of thread {thread_id!r} cannot be encoded: a dict key holds a lone"
                 " surrogate, which JSON text cannot carry; nothing was written"
             )
-        size = len(payload.encode())
-        if size > self.max_state_bytes:
-            raise StateTooLargeError(thread_id, size, self.max_state_bytes)
-        return payload, size
+        if layout.size > self.max_state_bytes:
+            raise StateTooLargeError(thread_id, layout.size, self.max_state_bytes)
+        return layout
 
     def prepare_write(
         self, thread_id: object, state: object, expected_version: object
@@ -350,16 +401,18 @@ class Core(Generic[StateT]):
                 f"expected_version must be None or an int from 0 to {MAX_VERSION - 1},"
                 f" got {expected_version!r:.40}"
             )
-        payload, size = self.encode(tid, state)
+        layout = self.encode(tid, state, self._base(tid, expected_version))
         now = self.now()
         expires_at = None if self.ttl is None else now + self.ttl
-        return WriteRequest(tid, payload, size, expected_version, now, expires_at)
+        return WriteRequest(tid, layout, layout.size, expected_version, now, expires_at)
 
     def prepare_restore(
         self, thread_id: object, state: object, info: CheckpointInfo, expected_version: object
     ) -> WriteRequest:
         """Validate and encode a restore: the state with the version and timestamps of ``info``."""
-        request = self.prepare_write(thread_id, state, expected_version)
+        tid = validate_thread_id(thread_id)
+        self.forget(tid)
+        request = self.prepare_write(tid, state, expected_version)
         if not isinstance(info, CheckpointInfo) or not 1 <= info.version <= MAX_VERSION:
             raise InvalidArgumentError(
                 f"info must be a CheckpointInfo with a version from 1 to {MAX_VERSION}"
@@ -389,7 +442,9 @@ class Core(Generic[StateT]):
         """Turn a read record into a `Checkpoint` (or pass ``None`` through)."""
         if record is None:
             return None
-        return Checkpoint(self.decode(record), record.info())
+        checkpoint = Checkpoint(self.decode(record), record.info())
+        self.remember(record)
+        return checkpoint
 
     @staticmethod
     def page_args(limit: object, cursor: object) -> tuple[int, tuple[datetime, str] | None]:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseAsyncCheckpointer", "BaseCheckpointer"]
 
-DEFAULT_MAX_STATE_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_STATE_BYTES = 32 * 1024 * 1024
 
 
 class _Common(Generic[StateT]):
@@ -127,8 +127,17 @@ class BaseCheckpointer(_Common[StateT], ABC):
     def _save_call(
         self, thread_id: str, state: StateT, expected_version: int | None
     ) -> CheckpointInfo:
-        request = self._open_core().prepare_write(thread_id, state, expected_version)
-        return self._write(request).info()
+        core = self._open_core()
+        request = core.prepare_write(thread_id, state, expected_version)
+        return self._store(core, request)
+
+    def _store(self, core: Core[StateT], request: WriteRequest) -> CheckpointInfo:
+        try:
+            record = self._write(request)
+        except BaseException:
+            core.forget(request.thread_id)
+            raise
+        return _written(core, record)
 
     def restore_checkpoint(
         self,
@@ -152,7 +161,7 @@ class BaseCheckpointer(_Common[StateT], ABC):
     ) -> CheckpointInfo:
         core = self._open_core()
         request = core.prepare_restore(thread_id, state, info, expected_version)
-        return self._write(request).info()
+        return self._store(core, request)
 
     def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
         """The thread's state and metadata, or ``None``."""
@@ -173,7 +182,9 @@ class BaseCheckpointer(_Common[StateT], ABC):
 
     def _delete_call(self, thread_id: str) -> bool:
         core = self._open_core()
-        return self._remove(_tid(thread_id), core.now())
+        tid = _tid(thread_id)
+        core.forget(tid)
+        return self._remove(tid, core.now())
 
     def list_threads(self, *, limit: int = 100, cursor: str | None = None) -> ThreadPage:
         """One page of live threads, most recently updated first."""
@@ -256,8 +267,17 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
     async def _save_call(
         self, thread_id: str, state: StateT, expected_version: int | None
     ) -> CheckpointInfo:
-        request = self._open_core().prepare_write(thread_id, state, expected_version)
-        return (await self._write(request)).info()
+        core = self._open_core()
+        request = core.prepare_write(thread_id, state, expected_version)
+        return await self._store(core, request)
+
+    async def _store(self, core: Core[StateT], request: WriteRequest) -> CheckpointInfo:
+        try:
+            record = await self._write(request)
+        except BaseException:
+            core.forget(request.thread_id)
+            raise
+        return _written(core, record)
 
     async def restore_checkpoint(
         self,
@@ -277,7 +297,7 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
     ) -> CheckpointInfo:
         core = self._open_core()
         request = core.prepare_restore(thread_id, state, info, expected_version)
-        return (await self._write(request)).info()
+        return await self._store(core, request)
 
     async def load_checkpoint(self, thread_id: str) -> Checkpoint[StateT] | None:
         """See `BaseCheckpointer.load_checkpoint`."""
@@ -298,7 +318,9 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
 
     async def _delete_call(self, thread_id: str) -> bool:
         core = self._open_core()
-        return await self._remove(_tid(thread_id), core.now())
+        tid = _tid(thread_id)
+        core.forget(tid)
+        return await self._remove(tid, core.now())
 
     async def list_threads(self, *, limit: int = 100, cursor: str | None = None) -> ThreadPage:
         """See `BaseCheckpointer.list_threads`."""
@@ -343,6 +365,14 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _written(core: Core[StateT], record: Record) -> CheckpointInfo:
+    """Keep a written record's manifest for the thread's next save; report what was sent."""
+    core.remember(record)
+    if record.written:
+        telemetry.note_written(record.written)
+    return record.info()
 
 
 _tid = validate_thread_id

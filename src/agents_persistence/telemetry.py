@@ -60,6 +60,7 @@ _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 _SIZE_BUCKETS = tuple(float(4**k * 256) for k in range(9))  # 256 B to 16 MiB
 
 _retries: ContextVar[list[int] | None] = ContextVar("agents_persistence_retries", default=None)
+"""The call in progress's [retries, bytes written]."""
 
 
 def note_retry(
@@ -85,6 +86,13 @@ def note_retry(
     counter = _retries.get()
     if counter is not None:
         counter[0] += 1
+
+
+def note_written(size: int) -> None:
+    """Record the bytes the save in progress sent to its store (before compression)."""
+    counter = _retries.get()
+    if counter is not None:
+        counter[1] = size
 
 
 def note_recovery(store: str, what: str, thread_id: str | None = None) -> None:
@@ -191,6 +199,12 @@ class _Instruments:
             PREFIX + "payload.size",
             unit="By",
             description="Encoded state size written by saves and read by loads",
+            explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
+        )
+        self.written = meter.create_histogram(
+            PREFIX + "write.size",
+            unit="By",
+            description="Bytes a save sent to its store: the head and the pieces that changed",
             explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
         )
         self.conflicts = meter.create_counter(
@@ -306,7 +320,7 @@ class _Call:
         kind = instruments.internal if store.internal else instruments.client
         span = self.span = instruments.tracer.start_span(name, kind=kind, attributes=attrs)
         self.context = instruments.attach(instruments.in_context(span))
-        self.counter = [0]
+        self.counter = [0, 0]
         self.retries_token = _retries.set(self.counter)
         self.started = time.perf_counter()
 
@@ -320,6 +334,10 @@ class _Call:
             attrs[prefix + "version"] = info.version
             attrs[prefix + "payload.size"] = info.size
             self.instruments.payload.record(info.size, self.metric)
+        written = self.counter[1]
+        if written:
+            attrs[prefix + "write.size"] = written
+            self.instruments.written.record(written, self.metric)
         if operation in ("load_state", "load_checkpoint", "delete_thread"):
             attrs[prefix + "found"] = result is not None and result is not False
         elif isinstance(result, ThreadPage):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
 from agents_persistence._core import DEFAULT_NAMESPACE, Record, WriteRequest, to_epoch_micros
+from agents_persistence._layout import assemble
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
 from agents_persistence.contract import StateT
 from agents_persistence.errors import ConfigurationError
@@ -31,12 +32,17 @@ _Key = tuple[int, str]
 
 
 class _Namespace:
-    """Records of one namespace plus a sorted (updated_at, thread_id) index for listing."""
+    """Records of one namespace plus a sorted (updated_at, thread_id) index for listing.
 
-    __slots__ = ("index", "records")
+    A record keeps its head and manifest; ``pieces`` holds each thread's piece bodies (the
+    layout of `agents_persistence._layout`), shared between versions like a store's rows.
+    """
+
+    __slots__ = ("index", "pieces", "records")
 
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
+        self.pieces: dict[str, dict[str, bytes]] = {}
         self.index: list[_Key] = []
 
     def unlink(self, record: Record) -> None:
@@ -44,6 +50,7 @@ class _Namespace:
         position = bisect_left(self.index, key)
         del self.index[position]
         del self.records[record.thread_id]
+        self.pieces.pop(record.thread_id, None)
 
 
 class MemoryStore:
@@ -70,6 +77,14 @@ class MemoryStore:
             actual = None if current is None else current.version
             request.check(actual)
             created_at = request.now if current is None else current.created_at
+            layout = request.layout.against(None if current is None else current.manifest)
+            if layout.base is None:
+                pieces = dict(layout.pieces)
+            else:
+                pieces = ns.pieces[request.thread_id].copy()
+                for key in layout.drop:
+                    del pieces[key]
+                pieces.update(layout.pieces)
             record = Record(
                 thread_id=request.thread_id,
                 version=request.next_version(actual),
@@ -77,21 +92,29 @@ class MemoryStore:
                 updated_at=request.now,
                 expires_at=request.expires_at,
                 size=request.size,
-                payload=request.payload,
+                payload=layout.head,
+                manifest=layout.manifest,
+                written=layout.written,
             )
             if current is not None:
                 ns.unlink(current)
             ns.records[record.thread_id] = record
+            ns.pieces[record.thread_id] = pieces
             insort(ns.index, (to_epoch_micros(record.updated_at), record.thread_id))
             return record
 
     def read(self, namespace: str, thread_id: str, now: datetime) -> Record | None:
         """The live record of a thread, or ``None``."""
         with self._lock:
-            record = self._ns(namespace).records.get(thread_id)
+            ns = self._ns(namespace)
+            record = ns.records.get(thread_id)
+            pieces = ns.pieces.get(thread_id, {})
         if record is None or (record.expires_at is not None and record.expires_at <= now):
             return None
-        return record
+        if record.manifest is None or not isinstance(record.payload, bytes):
+            return record
+        state = assemble(thread_id, record.payload, record.manifest, pieces)
+        return replace(record, payload=state, written=0)
 
     def remove(self, namespace: str, thread_id: str, now: datetime) -> bool:
         """Delete a thread; ``True`` if it was live."""
@@ -115,7 +138,7 @@ class MemoryStore:
                 record = ns.records[ns.index[position][1]]
                 if record.expires_at is not None and record.expires_at <= now:
                     continue
-                out.append(replace(record, payload=None))
+                out.append(replace(record, payload=None, manifest=None, written=0))
                 if len(out) == count:
                     break
         return out
@@ -135,7 +158,7 @@ class MemoryStore:
         """Overwrite a stored payload without validation (to simulate corruption in tests)."""
         with self._lock:
             ns = self._ns(namespace)
-            ns.records[thread_id] = replace(ns.records[thread_id], payload=payload)
+            ns.records[thread_id] = replace(ns.records[thread_id], payload=payload, manifest=None)
 
 
 def _key(after: tuple[datetime, str]) -> _Key:
@@ -155,7 +178,7 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         namespace: Isolates this checkpointer's threads.
         ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
-        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        max_state_bytes: Largest encoded state accepted (32 MiB by default).
         clock: Returns the current aware time (tests move it by hand).
     """
 

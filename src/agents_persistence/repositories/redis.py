@@ -89,7 +89,7 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         ttl: Time to live applied on each save (seconds or a timedelta, at least 1 second);
             ``None`` keeps threads until deleted.
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
-        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        max_state_bytes: Largest encoded state accepted (32 MiB by default).
         clock: Returns the current aware time (tests move it by hand).
         key_prefix: First part of every key, ``agents_persistence`` by default.
         call_timeout: Seconds one call may take in all; ``None`` (the default here) leaves
@@ -162,7 +162,7 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
             namespace: Isolates this checkpointer's threads (see the constructor).
             ttl: Time to live applied on each save; ``None`` keeps threads until deleted.
             state_type: The pydantic model stored; `AgentStateSnapshot` by default.
-            max_state_bytes: Largest encoded state accepted (8 MiB by default).
+            max_state_bytes: Largest encoded state accepted (32 MiB by default).
             clock: Returns the current aware time (tests move it by hand).
             key_prefix: First part of every key.
             call_timeout: Seconds one call may take in all: pool wait, connecting, replies

@@ -70,7 +70,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         namespace: Isolates this checkpointer's threads.
         ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
-        max_state_bytes: Largest encoded state accepted (8 MiB by default).
+        max_state_bytes: Largest encoded state accepted (32 MiB by default).
         clock: Returns the current aware time (tests move it by hand).
         call_timeout: Seconds one call may take (5 by default): past it, the call raises
             `CallTimeoutError`. On an engine the application made, its own pool and connect
@@ -159,7 +159,7 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             namespace: Isolates this checkpointer's threads.
             ttl: Seconds (or a timedelta) each save lives; ``None`` keeps threads forever.
             state_type: The pydantic model stored; `AgentStateSnapshot` by default.
-            max_state_bytes: Largest encoded state accepted (8 MiB by default).
+            max_state_bytes: Largest encoded state accepted (32 MiB by default).
             clock: Returns the current aware time (tests move it by hand).
 
         Raises:
