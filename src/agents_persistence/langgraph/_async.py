@@ -75,16 +75,10 @@ class AsyncSQLCheckpointSaver(LoopSaver):
             once to every saver on these tables, a write starts it afresh, and
             ``purge_expired`` deletes the rows. ``None``: no expiry.
         clock: Returns the current aware time (tests); the system's UTC clock by default.
-        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
-            its config) is not the thread's latest checkpoint in that namespace raises
-            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
-            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
-            Checked in the ``put``'s transaction, with the thread's row locked.
-        call_timeout: Seconds one call may take in all (waiting for a connection, retries
-            after deadlocks and each statement included), as on the SQL store: past it the
-            call raises `CallTimeoutError`; a PostgreSQL connection that does not answer is
-            cut by the store's watchdog, MySQL/MariaDB and SQLite are bounded by their driver
-            timeouts. `from_url` also sets the engine's timeouts from it.
+        exclusive_writes: Write ownership, as on `SQLCheckpointSaver`: a ``put`` that would
+            fork the thread raises `ThreadForkError` and writes nothing.
+        call_timeout: Seconds one call may take in all, as on `SQLCheckpointSaver`
+            (aiomysql calls run under an asyncio timeout of it).
 
     Raises:
         ConfigurationError: Not an async engine, invalid names, or a serializer with pickle.
