@@ -158,15 +158,9 @@ def savers_lines(results: dict[str, Any]) -> list[str]:
     theirs_name = {"sqlite": "SqliteSaver", "postgresql": "PostgresSaver"}
     body = []
     for row in rows:
-        name = (
-            theirs_name.get(row["family"], "theirs")
-            if row["saver"] == "theirs"
-            else (
-                f"ours ({row['saver'][4:].lstrip(', ') or 'keep_last=10'})"
-                if row["saver"] != "ours"
-                else "ours (keep_last=10)"
-            )
-        )
+        name = _SAVER_LABELS.get(row["saver"], row["saver"])
+        if row["saver"] == "theirs":
+            name = theirs_name.get(row["family"], "theirs")
         cells = [row["family"], name]
         for op in ("get_tuple", "put", "put_writes", "step"):
             cells.append(f"{_ms(row[op + '_p50'])} / {_ms(row[op + '_p99'])}")
