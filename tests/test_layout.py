@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from agents_persistence import AgentMessage, AgentStateSnapshot, TodoItem
 from agents_persistence._layout import (
     ENTRY_PIECE_BYTES,
-    MAX_SEGMENTS,
+    FANOUT,
     SMALL_STATE_BYTES,
     Layout,
     Manifest,
@@ -119,23 +119,32 @@ def test_earlier_messages_changed_rewrite_the_transcript(change: Any) -> None:
     state.messages.append(AgentMessage.text("User", "new"))
     change(state)
     layout = store.save(state, store.manifest)
-    old_segments = {key for key, _ in layout.base.segments}  # type: ignore[union-attr]
+    old_segments = {s[0] for s in layout.base.segments}  # type: ignore[union-attr]
     assert old_segments <= set(layout.drop)
     assert len(layout.manifest.segments) == (1 if state.messages else 0)
     assert store.load() == state
 
 
-def test_segments_are_compacted_before_they_pile_up() -> None:
+def test_segments_merge_in_tiers_so_they_never_pile_up() -> None:
     store = Stored()
     state = _state(1)
     store.save(state)
-    for turn in range(MAX_SEGMENTS + 5):
-        state.messages.append(AgentMessage.text("User", f"turn {turn}"))
-        store.save(state, store.manifest)
+    written = []
+    for turn in range(FANOUT**3 + 5):
+        state.messages.append(AgentMessage.text("User", f"turn {turn:04} " + "m" * 100))
+        written.append(store.save(state, store.manifest).written)
         assert store.manifest is not None
-        assert 1 <= len(store.manifest.segments) <= MAX_SEGMENTS
+        levels = [segment[3] for segment in store.manifest.segments]
+        assert levels == sorted(levels, reverse=True)  # older segments are the larger ones
+        assert all(levels.count(level) < FANOUT for level in set(levels))
     assert store.load() == state
     assert set(store.pieces) == store.manifest.keys()  # nothing dropped is left behind
+    assert len(store.manifest.segments) <= 4 * (FANOUT - 1) + 1
+    # Most saves append one segment; merges rewrite a run of the newest segments only, so
+    # each message is rewritten about once per level over its life.
+    written.sort()
+    assert written[len(written) // 2] < 2_000, written[len(written) // 2]
+    assert sum(written) / len(written) < 3_000, sum(written) / len(written)
 
 
 def test_a_delta_on_a_base_the_store_no_longer_holds_becomes_a_full_write() -> None:
