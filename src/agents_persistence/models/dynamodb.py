@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from pynamodb.attributes import (
     Attribute,
+    BinaryAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -41,12 +42,15 @@ from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 __all__ = [
+    "HEAD_SORT_KEY",
     "INDEX_NAME",
     "TTL_ATTRIBUTE",
     "CheckpointItem",
     "ConnectionSettings",
     "ItemDecodeError",
     "ListingIndex",
+    "PieceItem",
+    "ThreadHeadItem",
 ]
 
 
@@ -112,6 +116,62 @@ class CheckpointItem(Model):
             key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
             raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
 
+
+class ThreadHeadItem(CheckpointItem):
+    """The head item of a thread in a table of the pieces format (see ``docs/dynamodb.md``).
+
+    The table's key is the thread's partition (``pk``) plus a sort key ``sk``: `HEAD_SORT_KEY`
+    for the head, ``p#<piece key>#<n>`` for the chunks of its pieces (`PieceItem`) and
+    ``o#<write id>#<n>`` for a head too large to hold inline. Only heads carry the listing
+    index's attributes, so the index (a sparse one) lists threads, never pieces.
+
+    ``state`` holds the head's JSON (the state without its transcript and large maps) and
+    ``manifest`` the layout manifest naming the pieces, unless they are too large for one item:
+    then ``overflow`` counts the items holding them, ``head_bytes`` is the head's length in
+    their joined text. ``token`` is the manifest's token (a save's delta applies only on it);
+    ``pieces_expire`` is the earliest time to live of the pieces (epoch seconds), which a save
+    must not outlive without rewriting them.
+    """
+
+    sk = UnicodeAttribute(range_key=True)
+    manifest = UnicodeAttribute(null=True)
+    overflow = NumberAttribute(null=True)
+    head_bytes = NumberAttribute(null=True)
+    token = UnicodeAttribute(null=True)
+    pieces_expire = NumberAttribute(null=True)
+
+    by_updated = ListingIndex()
+
+
+class PieceItem(Model):
+    """One chunk of a piece (or of an overflowing head) in a table of the pieces format.
+
+    ``body`` is the chunk of the packed piece (`agents_persistence._layout.pack`), ``parts``
+    how many chunks the piece has, ``expires_at`` the table's TTL attribute (at or after the
+    head's expiry, so the service removes pieces no earlier than their head).
+    """
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body = BinaryAttribute(legacy_encoding=False)
+    parts = NumberAttribute()
+    expires_at = TTLAttribute(null=True)
+
+    @classmethod
+    def from_raw_data(cls: type[_Piece], data: dict[str, Any]) -> _Piece:
+        """Build an item from DynamoDB's wire format; `ItemDecodeError` if a type is wrong."""
+        try:
+            return super().from_raw_data(data)
+        except (TypeError, ValueError) as exc:
+            hash_key = cls.pk.attr_name
+            key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
+            raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
+
+
+_Piece = TypeVar("_Piece", bound="PieceItem")
+
+HEAD_SORT_KEY = "h"
+"""The sort key of a thread's head item in the pieces format."""
 
 INDEX_NAME: str = ListingIndex.Meta.index_name
 """Name of the global secondary index that lists a namespace newest first."""
