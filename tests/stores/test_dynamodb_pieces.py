@@ -71,9 +71,7 @@ def _sent(calls: list[tuple[str, dict[str, Any], str]]) -> tuple[int, int]:
     items = size = 0
     for op, params, _ in calls:
         puts: list[dict[str, Any]] = []
-        if op == "TransactWriteItems":
-            puts = [a["Put"]["Item"] for a in params["TransactItems"] if "Put" in a]
-        elif op == "PutItem":
+        if op == "PutItem":
             puts = [params["Item"]]
         elif op == "BatchWriteItem":
             for requests in params["RequestItems"].values():
@@ -277,7 +275,8 @@ def test_a_head_stored_whole_loads_and_its_next_save_splits_it(
         },
     )
     state = cp.load_state("rust")
-    assert state is not None and state.files == {"test.txt": "content"}
+    assert state is not None
+    assert state.files == {"test.txt": "content"}
     state.files["new.txt"] = "more"
     assert cp.save_state("rust", state, expected_version=3).version == 4
     assert cp.load_state("rust") == state
@@ -318,3 +317,33 @@ def test_a_table_of_neither_format_is_refused(kit: DynamoDBKit) -> None:
                 cp.load_state("t")
     finally:
         kit.client.delete_table(TableName=table)
+
+
+def test_the_requests_of_saves_loads_and_listings(kit: DynamoDBKit) -> None:
+    clock = FakeClock()
+    with kit.make(namespace=new_namespace(), ttl=60, clock=clock) as cp:
+        calls = record_requests(cp)
+        state = AgentStateSnapshot(files={"f": _noise(3000)}, todos=[TodoItem(content="a")])
+        cp.save_state("t", state)
+        # The table's format once; the partition's keys (an unknown thread); pieces; the head.
+        assert [op for op, _, _ in calls] == ["DescribeTable", "Query", "BatchWriteItem", "PutItem"]
+        assert calls[1][1]["ConsistentRead"] is True
+        assert "ConditionExpression" in calls[3][1]
+        calls.clear()
+        state.todos[0].status = "completed"
+        cp.save_state("t", state)
+        assert [op for op, _, _ in calls] == ["PutItem"]  # only the head changed
+        calls.clear()
+        assert cp.load_state("t") == state
+        (load,) = calls
+        assert (load[0], load[1]["ConsistentRead"]) == ("Query", True)
+        assert "IndexName" not in load[1]
+        calls.clear()
+        cp.list_threads()
+        clock.advance(61)
+        assert cp.purge_expired() == 1
+        operations = [op for op, _, _ in calls]
+        assert "Scan" not in operations
+        index_queries = [params for op, params, _ in calls if "IndexName" in params]
+        assert len(index_queries) == 2
+        assert all(params["ScanIndexForward"] is False for params in index_queries)

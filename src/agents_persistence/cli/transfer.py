@@ -273,7 +273,16 @@ def copy_threads(
             show_default=False,
         ),
     ] = None,
-    url: UrlOption = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            "--from",
+            metavar="URL",
+            help="URL of the source store (as --url everywhere).",
+            show_default=False,
+        ),
+    ] = None,
     namespace: NamespaceOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,

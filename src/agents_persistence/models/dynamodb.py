@@ -1,6 +1,11 @@
-"""The DynamoDB model: one item per thread and one index to list a namespace. No I/O here.
+"""The DynamoDB models: the items of a thread and one index to list a namespace. No I/O here.
 
-Table design (attribute names as stored):
+A table of the pieces format (the default) keeps a thread as one partition: a `ThreadHeadItem`
+plus `PieceItem`s (see their docstrings and ``docs/dynamodb.md``). A table of the single-item
+format (earlier versions) keeps one `CheckpointItem` per thread. `ThreadHeadItem` extends
+`CheckpointItem`: the attributes below are those of both.
+
+Attributes as stored:
 
 - ``pk`` (S, table hash key): ``"<namespace>#<thread_id>"``. Every thread is its own partition
   key, so writes spread over the table's partitions however busy one namespace is; namespaces
@@ -9,7 +14,8 @@ Table design (attribute names as stored):
   namespace (or ``"<namespace>#<shard>"`` with index shards) and ``"<updated_at>#<thread_id>"``,
   so a Query with ``ScanIndexForward=False`` lists a namespace newest first, ties broken by
   thread id, exactly the contract's order.
-- ``state`` (S): the state's JSON text as the library encoded it.
+- ``state`` (S): the state's JSON text as the library encoded it (in a head item: the head's
+  JSON, the state without its transcript and large maps).
 - ``version``, ``size`` (N); ``created_at``, ``updated_at`` (S, UTC with microseconds, which sort
   as text).
 - ``write_id`` (S): a random token per save, so that a save whose request was retried by the
@@ -143,6 +149,9 @@ class ThreadHeadItem(CheckpointItem):
     by_updated = ListingIndex()
 
 
+_Piece = TypeVar("_Piece", bound="PieceItem")
+
+
 class PieceItem(Model):
     """One chunk of a piece (or of an overflowing head) in a table of the pieces format.
 
@@ -166,9 +175,6 @@ class PieceItem(Model):
             hash_key = cls.pk.attr_name
             key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
             raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
-
-
-_Piece = TypeVar("_Piece", bound="PieceItem")
 
 HEAD_SORT_KEY = "h"
 """The sort key of a thread's head item in the pieces format."""

@@ -96,7 +96,7 @@ class HeadMeta:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def live_version(self, now: datetime) -> int | None:
-        """The version a save compares ``expected_version`` with: ``None`` when absent or expired."""
+        """The version a save compares ``expected_version`` with (``None``: absent, expired)."""
         if not self.write_id:
             return None
         return self.version if self.expires_at is None or self.expires_at > now else None
@@ -209,7 +209,8 @@ def plan_write(
     known = dict(stored.groups) if stored is not None else {}
     # Every chunk the new head does not name goes: dropped pieces, the old head's overflow,
     # and orphans of saves that never switched the head.
-    named = {_piece_group(key) for key in layout.manifest.keys()} | {HEAD_SORT_KEY}
+    pieces = layout.manifest.keys()
+    named = {_piece_group(key) for key in pieces} | {HEAD_SORT_KEY}
     drop_groups = [group for group in known if group not in named]
     if layout.base is None:
         floor = None if piece_ttl is None else int(piece_ttl.timestamp())
@@ -279,7 +280,10 @@ class Partition:
             return
         piece = PieceItem.from_raw_data(dict(raw))
         number = int(sk.rpartition(_SEP)[2])
-        self.chunks.setdefault(group_of(sk), {})[number] = (piece.parts, piece.body or b"")
+        parts = piece.parts
+        if not isinstance(parts, int) or parts < 1:
+            raise CorruptStateError(raw.get("pk", {}).get("S", ""), f"piece {sk} lacks its parts")
+        self.chunks.setdefault(group_of(sk), {})[number] = (parts, piece.body or b"")
 
     def groups(self) -> dict[str, tuple[str, ...]]:
         """Sort keys seen, by group (the head's own group included)."""
@@ -337,7 +341,8 @@ def parse_partition(thread_id: str, partition: Partition) -> Record | None:
         return replace(record, payload=head_text)
     manifest = Manifest.from_json(thread_id, manifest_text)
     bodies: dict[str, bytes] = {}
-    for key in manifest.keys():
+    named = manifest.keys()
+    for key in named:
         body = partition.joined(thread_id, _piece_group(key))
         if body is None:
             raise PartitionIncompleteError(thread_id)

@@ -277,10 +277,11 @@ class DynamoDBTable:
             return PIECES
         if keys == self.schema.key_set():
             return SINGLE_ITEM
+        pieces, single = sorted(self.pieces_schema.key_set()), sorted(self.schema.key_set())
         raise SchemaNotReadyError(
             f"DynamoDB table {self.settings.table_name!r} has the key schema {sorted(keys)},"
-            f" of neither table format: the pieces format needs {sorted(self.pieces_schema.key_set())},"
-            f" the single-item format {sorted(self.schema.key_set())}"
+            f" of neither table format: the pieces format needs {pieces}, the single-item"
+            f" format {single}"
         )
 
     def write(self, request: WriteRequest) -> Record:
