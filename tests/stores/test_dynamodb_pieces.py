@@ -151,7 +151,7 @@ def test_pieces_live_with_their_head_and_go_with_it(kit: DynamoDBKit) -> None:
 
         cp.save_state("gone", state)
         clock.advance(61)
-        assert cp.purge_expired() == 1
+        assert cp.purge_expired() == 3
         assert kit.partition(namespace, "gone") == []
 
 
@@ -301,20 +301,31 @@ def test_the_default_limit_is_32_mib(cp: DynamoDBCheckpointer[Any]) -> None:
     assert cp.max_state_bytes == 32 * 1024 * 1024
 
 
-def test_a_table_of_neither_format_is_refused(kit: DynamoDBKit) -> None:
+@pytest.mark.parametrize(
+    ("keys", "match"),
+    [
+        ([("id", "HASH")], "neither table format"),
+        ([("pk", "HASH"), ("sk", "RANGE")], "without the 'by_updated' index"),  # LangGraph's
+    ],
+)
+def test_a_table_of_neither_format_is_refused(
+    kit: DynamoDBKit, keys: list[tuple[str, str]], match: str
+) -> None:
+    from agents_persistence import SchemaNotReadyError
+
     table = kit.new_table_name()
     kit.client.create_table(
         TableName=table,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+        AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
         BillingMode="PAY_PER_REQUEST",
     )
     try:
         with kit.make(namespace="n" + uuid.uuid4().hex[:8], table=table) as cp:
-            from agents_persistence import SchemaNotReadyError
-
-            with pytest.raises(SchemaNotReadyError, match="neither table format"):
+            with pytest.raises(SchemaNotReadyError, match=match):
                 cp.load_state("t")
+            with pytest.raises(SchemaNotReadyError, match=match):
+                cp.save_state("t", AgentStateSnapshot())
     finally:
         kit.client.delete_table(TableName=table)
 
@@ -325,10 +336,23 @@ def test_the_requests_of_saves_loads_and_listings(kit: DynamoDBKit) -> None:
         calls = record_requests(cp)
         state = AgentStateSnapshot(files={"f": _noise(3000)}, todos=[TodoItem(content="a")])
         cp.save_state("t", state)
-        # The table's format once; the partition's keys (an unknown thread); pieces; the head.
-        assert [op for op, _, _ in calls] == ["DescribeTable", "Query", "BatchWriteItem", "PutItem"]
-        assert calls[1][1]["ConsistentRead"] is True
-        assert "ConditionExpression" in calls[3][1]
+        # The table's format once; a small state of an unknown thread is tried as a create:
+        # its pieces, then the head on condition.
+        assert [op for op, _, _ in calls] == ["DescribeTable", "BatchWriteItem", "PutItem"]
+        assert "ConditionExpression" in calls[2][1]
+        calls.clear()
+        large = AgentStateSnapshot(files={"f": _noise(6000)})
+        cp.save_state("u", large)
+        cp.save_state("u2", large, expected_version=0)
+        # Above 4 KB the partition's keys are read first (one Query), unless it is a create.
+        assert [op for op, _, _ in calls] == [
+            "Query",
+            "BatchWriteItem",
+            "PutItem",
+            "BatchWriteItem",
+            "PutItem",
+        ]
+        assert calls[0][1]["ConsistentRead"] is True
         calls.clear()
         state.todos[0].status = "completed"
         cp.save_state("t", state)
@@ -341,7 +365,7 @@ def test_the_requests_of_saves_loads_and_listings(kit: DynamoDBKit) -> None:
         calls.clear()
         cp.list_threads()
         clock.advance(61)
-        assert cp.purge_expired() == 1
+        assert cp.purge_expired() == 3
         operations = [op for op, _, _ in calls]
         assert "Scan" not in operations
         index_queries = [params for op, params, _ in calls if "IndexName" in params]

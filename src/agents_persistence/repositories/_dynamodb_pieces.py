@@ -40,6 +40,7 @@ from agents_persistence.repositories._dynamodb_mapping import (
     listing_keys,
     record_of,
     sort_key,
+    unconditional,
     write_token,
 )
 from agents_persistence.telemetry import note_recovery, note_retry
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PiecesTable"]
 
+_GUESS_MAX_BYTES = 4096
+"""Largest state saved as a create without reading first when nothing is known of the thread.
+
+A wrong guess costs the pieces written for nothing (and their deletion) besides the read."""
 _BATCH_ITEMS = 25
 _MAX_WRITE_ATTEMPTS = 64
 _READ_ATTEMPTS = 8
@@ -215,9 +220,11 @@ class PiecesTable:
         hints = self.owner.piece_hints
         write_id = write_token()
         known = hints.get(tid)
-        fresh = known is None
-        if known is None:
-            known = self._survey(tid)
+        fresh = False
+        if known is None and (request.size <= _GUESS_MAX_BYTES or not _may_exist(request)):
+            known = HeadMeta.absent({})  # a guess: a failed condition costs little here
+        elif known is None:
+            known, fresh = self._survey(tid), True
         for attempt in range(_MAX_WRITE_ATTEMPTS):
             stored = known if known.write_id else None
             try:
@@ -392,6 +399,11 @@ class PiecesTable:
                         self.owner.piece_hints.drop(thread_id)
                         self._drop_partition(thread_id, head.pk)
         return removed
+
+
+def _may_exist(request: WriteRequest) -> bool:
+    """Whether the save depends on the stored head (not a create, not a blind restore)."""
+    return request.expected_version != 0 and not unconditional(request)
 
 
 def _record(plan: WritePlan, request: WriteRequest) -> Record:

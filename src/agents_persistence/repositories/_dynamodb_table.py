@@ -274,6 +274,8 @@ class DynamoDBTable:
     def _format_of(self, description: dict[str, Any]) -> str:
         keys = {(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])}
         if keys == self.pieces_schema.key_set():
+            # Other tables share these keys (the LangGraph savers'): the index tells them apart.
+            self.pieces_schema.check(self.settings.table_name, description)
             return PIECES
         if keys == self.schema.key_set():
             return SINGLE_ITEM
