@@ -271,7 +271,6 @@ def test_a_head_stored_whole_loads_and_its_next_save_splits_it(
             "created_at": {"S": stamp},
             "updated_at": {"S": stamp},
             "size": {"N": str(len(whole))},
-            "write_id": {"S": "w"},
         },
     )
     state = cp.load_state("rust")

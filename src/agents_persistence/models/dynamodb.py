@@ -176,6 +176,7 @@ class PieceItem(Model):
             key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
             raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
 
+
 HEAD_SORT_KEY = "h"
 """The sort key of a thread's head item in the pieces format."""
 

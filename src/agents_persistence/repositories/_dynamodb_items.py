@@ -84,6 +84,7 @@ class HeadMeta:
         token: The manifest's token (``None``: a head without manifest).
         pieces_expire: Earliest time to live of the pieces (epoch seconds), or ``None``.
         groups: Sort keys of every chunk seen in the partition, by group.
+        present: Whether a head is stored at all (`absent` makes one that is not).
     """
 
     version: int
@@ -94,18 +95,19 @@ class HeadMeta:
     token: str | None
     pieces_expire: int | None
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    present: bool = True
 
     def live_version(self, now: datetime) -> int | None:
         """The version a save compares ``expected_version`` with (``None``: absent, expired)."""
-        if not self.write_id:
+        if not self.present:
             return None
         return self.version if self.expires_at is None or self.expires_at > now else None
 
     @classmethod
     def absent(cls, groups: Mapping[str, tuple[str, ...]]) -> HeadMeta:
-        """A partition without head (``write_id`` empty), holding the chunks in ``groups``."""
+        """A partition without head, holding the chunks in ``groups``."""
         epoch = datetime.fromtimestamp(0, UTC)
-        return cls(0, epoch, epoch, None, "", None, None, dict(groups))
+        return cls(0, epoch, epoch, None, "", None, None, dict(groups), present=False)
 
     @classmethod
     def of(
@@ -197,7 +199,7 @@ def plan_write(
     """
     now = request.now
     live = stored if stored is not None and stored.live_version(now) is not None else None
-    stored = stored if stored is not None and stored.write_id else None
+    stored = stored if stored is not None and stored.present else None
     layout = request.layout.against(None if live is None else live.token)
     if layout.base is not None and not _deltas_allowed(request, live):
         layout = layout.full()

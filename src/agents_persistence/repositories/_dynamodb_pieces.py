@@ -82,6 +82,7 @@ class PiecesTable:
         self._pk = ThreadHeadItem.pk.attr_name
         self._sk = ThreadHeadItem.sk.attr_name
         self._write_id = ThreadHeadItem.write_id.attr_name
+        self._version = ThreadHeadItem.version.attr_name
         self._expiry = ThreadHeadItem.expires_at_us.attr_name
         self._meta_projection = [
             attribute.attr_name
@@ -176,9 +177,13 @@ class PiecesTable:
 
     def _head_put(self, plan: WritePlan, stored: HeadMeta | None) -> dict[str, Any]:
         put: dict[str, Any] = {"TableName": self._table, "Item": plan.head.serialize()}
-        if stored is None or not stored.write_id:
+        if stored is None:
             put["ConditionExpression"] = "attribute_not_exists(#pk)"
             put["ExpressionAttributeNames"] = {"#pk": self._pk}
+        elif not stored.write_id:  # a head written by other means than a save
+            put["ConditionExpression"] = "attribute_not_exists(#w) AND #v = :v"
+            put["ExpressionAttributeNames"] = {"#w": self._write_id, "#v": self._version}
+            put["ExpressionAttributeValues"] = {":v": {"N": str(stored.version)}}
         else:
             put["ConditionExpression"] = "#w = :w"
             put["ExpressionAttributeNames"] = {"#w": self._write_id}
@@ -226,7 +231,7 @@ class PiecesTable:
         elif known is None:
             known, fresh = self._survey(tid), True
         for attempt in range(_MAX_WRITE_ATTEMPTS):
-            stored = known if known.write_id else None
+            stored = known if known.present else None
             try:
                 request.check(known.live_version(request.now))
             except ConflictError:
