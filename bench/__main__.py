@@ -21,15 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import latency, profiling, report, scale, throughput, turns
-from bench import telemetry as tracing
+from bench import conversation, latency, optional, profiling, report, scale, throughput, turns
 from bench.common import Settings
 
 if TYPE_CHECKING:
     from bench.stores import Target
 from bench.targets import FACTORIES
 
-SECTIONS = ("latency", "throughput", "scale", "turns", "telemetry", "profile")
+SECTIONS = ("latency", "throughput", "scale", "turns", "conversation", "telemetry", "profile")
 PACKAGES = (
     "agents-persistence",
     "pydantic",
@@ -133,6 +132,11 @@ def _targets(names: list[str], skipped: list[str]) -> dict[str, Target]:
     return ready
 
 
+def _skip(results: dict[str, Any], what: str, reason: str) -> None:
+    _say(f"SKIP {what}: {reason}")
+    results["skipped"].append(f"{what} ({reason})")
+
+
 def _section(results: dict[str, Any], key: str, name: str, fn: Any, *args: Any) -> None:
     started = time.perf_counter()
     _say(f"  {key} {name} ...")
@@ -166,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report:
         results = json.loads((Path(args.out) / "latest.json").read_text())
-        report.write(results, Path(args.out))
-        _say(f"rewrote {Path(args.out) / 'latest.md'} and {Path(args.out) / 'latest.png'}")
+        written = report.write(results, Path(args.out))
+        _say("rewrote " + " and ".join(str(path) for path in written))
         return 0
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     settings = Settings.make(args.quick)
@@ -193,6 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for key in sections:
             _say(f"== {key}")
+            needs = optional.SECTION_NEEDS.get(key)
+            reason = optional.missing(needs) if needs else None
+            if reason is not None:
+                _skip(results, f"{key} section", reason)
+                continue
+            if key in optional.SECTION_PARTS:
+                module, part = optional.SECTION_PARTS[key]
+                reason = optional.missing(module)
+                if reason is not None:
+                    _skip(results, f"{key}: {part}", reason)
+            if key == "conversation":
+                for name, target in targets.items():
+                    _section(results, key, name, conversation.run, target, settings)
+                conversation.write(results, out_dir)
+                continue
             if key == "turns":
                 _section(results, "turns", "LangGraph", _turns, targets, settings, results)
                 continue
@@ -215,14 +234,16 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 traceback.print_exc()
     results["env"]["duration_s"] = time.perf_counter() - started
-    report.write(results, out_dir)
-    _say(f"wrote {out_dir / 'latest.md'} and {out_dir / 'latest.png'}")
+    written = report.write(results, out_dir)
+    _say("wrote " + " and ".join(str(path) for path in written))
     _say("\n".join(report.summary_lines(results)))
     return 0
 
 
 def _tracing(settings: Settings, out_dir: Path, command: str) -> list[dict[str, Any]]:
     """Tracing on against off (``bench.telemetry``); also writes ``telemetry.md``."""
+    from bench import telemetry as tracing  # needs the OpenTelemetry SDK (checked before)
+
     figures = tracing.run(settings.quick)
     (out_dir / "telemetry.md").write_text(tracing.markdown(figures, command, settings.quick))
     return [
@@ -235,6 +256,8 @@ def _tracing(settings: Settings, out_dir: Path, command: str) -> list[dict[str, 
 
 def _turns(targets: dict[str, Target], settings: Settings, results: dict[str, Any]) -> list:
     rows, skipped = turns.run(targets, settings)
+    for reason in skipped:
+        _say(f"SKIP {reason}")
     results["skipped"].extend(skipped)
     return rows
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from bench import conversation, optional
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TARGET_RATIO = {"sqlite": 1.3, "postgresql": 1.3, "mariadb": 1.3, "redis": 1.3, "dynamodb": 1.2}
 FIRST_PAGE_MS = 10.0
-NOTES = Path(__file__).with_name("NOTES.md")
 
 
 def _ms(value: float) -> str:
@@ -139,7 +142,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             ],
             rows,
         )
-    return lines
+    return lines + conversation.summary_lines(results)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -167,7 +170,8 @@ def markdown(results: dict[str, Any]) -> str:
     out.append(
         f"Method: every figure is the median over {settings['reps']} runs "
         "(per-turn job: "
-        f"{settings['turn_reps']} runs; throughput: {settings['throughput_reps']}); "
+        f"{settings['turn_reps']} runs; throughput: {settings['throughput_reps']}; long "
+        "conversation: one pass, p50 over 10-turn windows); "
         "ours and the raw driver alternate operation by operation within a run, and each ratio "
         "is the median of the per-run ratios. Latencies are in milliseconds "
         "(`time.perf_counter_ns` around each call)."
@@ -178,14 +182,18 @@ def markdown(results: dict[str, Any]) -> str:
         out.append("")
     out += ["## Summary", ""]
     out += summary_lines(results)
-    if NOTES.exists():
-        out += [NOTES.read_text().strip(), ""]
+    out += [
+        "Every figure in this file comes from the run named at the top. Analysis written by",
+        "hand, dated and quoting the runs it examined, is kept apart in `bench/NOTES.md`.",
+        "",
+    ]
     out += _latency_section(results)
     out += _throughput_section(results)
     out += _scale_section(results)
     out += _turns_section(results)
     out += _telemetry_section(results)
     out += _profile_section(results)
+    out += conversation.section_lines(results)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -589,11 +597,23 @@ def _size_bytes(label: str) -> float:
 _CHART_VERSIONS = ("agents-persistence", "sqlalchemy", "pydantic", "langgraph")
 
 
-def write(results: dict[str, Any], out_dir: Path) -> None:
+def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``latest.json``, ``latest.md`` and, with matplotlib, ``latest.png``; return them.
+
+    Without matplotlib the chart is skipped (and the skip recorded), and a chart left by an
+    earlier run is removed, so that nothing in ``out_dir`` named latest describes another run.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (out_dir / "latest.md").write_text(markdown(results))
-    try:
-        chart(results, out_dir / "latest.png")
-    except ImportError as exc:  # the bench extra's matplotlib is missing: tables only
-        print(f"no chart: {exc}")
+    reason = optional.missing("matplotlib")
+    results["skipped"] = [s for s in results["skipped"] if not s.startswith("chart (")]
+    if reason is not None:
+        print(f"SKIP chart: {reason}")
+        results["skipped"].append(f"chart ({reason})")
+    paths = [out_dir / "latest.json", out_dir / "latest.md", out_dir / "latest.png"]
+    paths[0].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    paths[1].write_text(markdown(results))
+    if reason is not None:
+        paths[2].unlink(missing_ok=True)
+        return paths[:2]
+    chart(results, paths[2])
+    return paths

@@ -16,6 +16,7 @@ import tracemalloc
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from bench import optional
 from bench.common import new_namespace, p50, p99, settle
 from bench.profiling import analyse
 
@@ -90,8 +91,8 @@ def run(target: Target, settings: Settings, out_dir: Path) -> list[dict[str, Any
             "peak_kib_100pct": peak_100 / 1024,
             "purge_s": purge_s,
             "purged": purged,
-            "first_page_profile": profile,
         }
+        | ({} if profile is None else {"first_page_profile": profile})
     ]
 
 
@@ -106,8 +107,13 @@ def _first_page(cp: Any) -> list[float]:
     return samples
 
 
-def _profile_first_page(cp: Any, target: Target, out_dir: Path) -> dict[str, Any]:
-    """Where the time of a first page goes (pyinstrument, see `bench.profiling`)."""
+def _profile_first_page(cp: Any, target: Target, out_dir: Path) -> dict[str, Any] | None:
+    """Where the time of a first page goes (pyinstrument, see `bench.profiling`).
+
+    ``None`` without pyinstrument (the run records that skip).
+    """
+    if optional.missing("pyinstrument") is not None:
+        return None
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.001)

@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from agents_persistence import AgentMessage, AgentStateSnapshot, TodoItem
+from bench import optional
 from bench.common import _text, median, new_namespace, p50, p99, settle
 
 if TYPE_CHECKING:
@@ -352,10 +353,9 @@ def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, 
     """Every family whose store is up; returns rows and the reasons families were skipped."""
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    try:
-        import langgraph.checkpoint.memory  # noqa: F401
-    except ImportError as exc:
-        return rows, [f"LangGraph not installed ({exc}): pip install -e '.[bench]'"]
+    reason = optional.missing("langgraph.checkpoint.memory")
+    if reason is not None:
+        return rows, [f"turns section ({reason})"]
 
     if "memory" in targets:
         from langgraph.checkpoint.memory import InMemorySaver
@@ -368,7 +368,10 @@ def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, 
             _lg_memory_bytes,
             settings,
         )
-    if "sqlite" in targets:
+    reason = optional.missing("langgraph.checkpoint.sqlite")
+    if reason is not None:
+        skipped.append(f"turns: sqlite family ({reason})")
+    elif "sqlite" in targets:
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         target = targets["sqlite"]
@@ -382,7 +385,10 @@ def run(targets: dict[str, Target], settings: Settings) -> tuple[list[dict[str, 
             )
     else:
         skipped.append("sqlite family: our SQLite store unavailable")
-    if "postgresql" in targets:
+    reason = optional.missing("langgraph.checkpoint.postgres")
+    if reason is not None:
+        skipped.append(f"turns: postgresql family ({reason})")
+    elif "postgresql" in targets:
         from langgraph.checkpoint.postgres import PostgresSaver
 
         target = targets["postgresql"]

@@ -32,6 +32,7 @@ DOCUMENTS = [
     "docs/sql.md",
     "docs/migrations.md",
     "docs/langgraph.md",
+    "docs/encryption.md",
 ]
 MOTO_PORT = 5005
 _BLOCK = re.compile(

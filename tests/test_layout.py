@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from agents_persistence import AgentMessage, AgentStateSnapshot, TodoItem
 from agents_persistence._layout import (
     ENTRY_PIECE_BYTES,
-    MAX_SEGMENTS,
+    FANOUT,
+    SMALL_STATE_BYTES,
     Layout,
     Manifest,
     assemble,
@@ -52,7 +53,7 @@ class Stored:
 def _state(turns: int, files: int = 5) -> AgentStateSnapshot:
     state = AgentStateSnapshot(
         todos=[TodoItem(content="plan")],
-        files={f"f{i}.md": "x" * 2000 for i in range(files)},
+        files={f"f{i}.md": "x" * 4000 for i in range(files)},
         scratchpad={"turn": 0},
     )
     for turn in range(turns):
@@ -118,23 +119,32 @@ def test_earlier_messages_changed_rewrite_the_transcript(change: Any) -> None:
     state.messages.append(AgentMessage.text("User", "new"))
     change(state)
     layout = store.save(state, store.manifest)
-    old_segments = {key for key, _ in layout.base.segments}  # type: ignore[union-attr]
+    old_segments = {s[0] for s in layout.base.segments}  # type: ignore[union-attr]
     assert old_segments <= set(layout.drop)
     assert len(layout.manifest.segments) == (1 if state.messages else 0)
     assert store.load() == state
 
 
-def test_segments_are_compacted_before_they_pile_up() -> None:
+def test_segments_merge_in_tiers_so_they_never_pile_up() -> None:
     store = Stored()
     state = _state(1)
     store.save(state)
-    for turn in range(MAX_SEGMENTS + 5):
-        state.messages.append(AgentMessage.text("User", f"turn {turn}"))
-        store.save(state, store.manifest)
+    written = []
+    for turn in range(FANOUT**3 + 5):
+        state.messages.append(AgentMessage.text("User", f"turn {turn:04} " + "m" * 100))
+        written.append(store.save(state, store.manifest).written)
         assert store.manifest is not None
-        assert 1 <= len(store.manifest.segments) <= MAX_SEGMENTS
+        levels = [segment[3] for segment in store.manifest.segments]
+        assert levels == sorted(levels, reverse=True)  # older segments are the larger ones
+        assert all(levels.count(level) < FANOUT for level in set(levels))
     assert store.load() == state
     assert set(store.pieces) == store.manifest.keys()  # nothing dropped is left behind
+    assert len(store.manifest.segments) <= 4 * (FANOUT - 1) + 1
+    # Most saves append one segment; merges rewrite a run of the newest segments only, so
+    # each message is rewritten about once per level over its life.
+    written.sort()
+    assert written[len(written) // 2] < 2_000, written[len(written) // 2]
+    assert sum(written) / len(written) < 3_000, sum(written) / len(written)
 
 
 def test_a_delta_on_a_base_the_store_no_longer_holds_becomes_a_full_write() -> None:
@@ -181,6 +191,24 @@ def test_a_malformed_or_newer_manifest_is_corrupt() -> None:
         Manifest.from_json("t", '{"f":99}')
     manifest = SPLIT.split("t", _state(3), None).manifest
     assert Manifest.from_json("t", manifest.to_json()) == manifest
+
+
+def test_a_small_state_is_one_head_until_it_grows() -> None:
+    store = Stored()
+    state = _state(3, files=1)
+    layout = store.save(state)
+    assert layout.size < SMALL_STATE_BYTES
+    assert layout.pieces == {}
+    assert layout.head == state.model_dump_json().encode()  # the whole state, as before
+    while layout.size < SMALL_STATE_BYTES:
+        state.messages.append(AgentMessage.text("User", "m" * 500))
+        layout = store.save(state, store.manifest)
+        assert store.load() == state
+    assert layout.pieces  # past the threshold, split
+    state.messages.clear()
+    state.files.clear()
+    store.save(state, store.manifest)
+    assert store.load() == state
 
 
 def test_other_state_models_are_stored_whole_in_the_head() -> None:
@@ -246,3 +274,17 @@ def test_large_pieces_are_compressed_and_a_damaged_frame_is_corrupt() -> None:
         unpack("t", packed[:-3])
     assert b"".join(chunks(packed, 7)) == packed
     assert chunks(b"", 7) == [b""]
+
+
+def test_a_small_state_on_a_small_base_is_a_delta_with_nothing_to_remove() -> None:
+    store = Stored()
+    state = _state(1, files=1)
+    store.save(state)
+    state.scratchpad["turn"] = 2
+    layout = SPLIT.split("t", state, store.manifest)
+    assert layout.base is store.manifest
+    assert (layout.pieces, layout.drop) == ({}, ())
+    assert layout.against(store.manifest) is layout
+    full = layout.against("another token")
+    assert full.base is None
+    assert full.head == layout.head

@@ -15,7 +15,8 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, cast
+from functools import cache
+from typing import Any, Generic, cast, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -158,6 +159,31 @@ def decode_cursor(cursor: object) -> tuple[datetime, str]:
     return from_epoch_micros(micros), thread_id
 
 
+@cache
+def field_names(model: type[BaseModel]) -> frozenset[str]:
+    """Every field name of ``model`` and of the models its fields hold, at any depth.
+
+    Error locations quote these and list indexes; anything else in a location (a dict key:
+    state content) is masked.
+    """
+    names: set[str] = set()
+    seen: set[type] = set()
+    stack: list[object] = [model]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            if item in seen:
+                continue
+            seen.add(item)
+            for name, info in item.model_fields.items():
+                names.add(name)
+                names.update(a for a in (info.alias, info.serialization_alias) if a)
+                stack.append(info.annotation)
+        else:
+            stack.extend(get_args(item))
+    return frozenset(names)
+
+
 def _has_surrogate(value: object) -> bool:
     """Whether a dumped state holds a lone surrogate in a dict key (the slow path of `encode`).
 
@@ -283,6 +309,7 @@ class Core(Generic[StateT]):
     __slots__ = (
         "_bases",
         "_bases_lock",
+        "_field_names",
         "_splitter",
         "clock",
         "max_state_bytes",
@@ -317,6 +344,7 @@ class Core(Generic[StateT]):
         self.max_state_bytes = max_state_bytes
         self.clock: Clock = clock or utc_now
         self._splitter = splitter(self.state_type)
+        self._field_names = field_names(self.state_type)
         self._bases: dict[str, tuple[int, Manifest]] = {}
         self._bases_lock = threading.Lock()
 
@@ -426,7 +454,12 @@ class Core(Generic[StateT]):
         )
 
     def decode(self, record: Record) -> StateT:
-        """Decode a stored record into the state type; never a silent default."""
+        """Decode a stored record into the state type; never a silent default.
+
+        A record that does not validate raises `CorruptStateError` naming the error's type
+        and location only: pydantic's messages quote input values and validator texts, which
+        are state content, so neither the message nor a chained cause carries them.
+        """
         payload = record.payload
         try:
             if isinstance(payload, str | bytes):
@@ -434,9 +467,19 @@ class Core(Generic[StateT]):
             if isinstance(payload, Mapping):
                 return self.state_type.model_validate(payload)
         except ValidationError as exc:
-            detail = f"{exc.error_count()} validation error(s): {exc.errors()[0]['msg']}"
-            raise CorruptStateError(record.thread_id, detail) from exc
-        raise CorruptStateError(record.thread_id, f"unexpected payload {type(payload).__name__}")
+            detail = self._describe(exc)
+        else:
+            detail = f"unexpected payload {type(payload).__name__}"
+        raise CorruptStateError(record.thread_id, detail)  # outside `except`: no context
+
+    def _describe(self, exc: ValidationError) -> str:
+        first = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        where = ".".join(
+            str(part) if isinstance(part, int) or part in self._field_names else "<key>"
+            for part in first["loc"]
+        )
+        detail = f"{exc.error_count()} validation error(s), the first {first['type']}"
+        return detail + (f" at {where}" if where else "")
 
     def checkpoint(self, record: Record | None) -> Checkpoint[StateT] | None:
         """Turn a read record into a `Checkpoint` (or pass ``None`` through)."""

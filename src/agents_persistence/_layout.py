@@ -8,7 +8,9 @@ A state is split into:
   messages' JSON joined by ``,``. A save appends one segment with the messages added since the
   version it is based on; it rewrites the transcript as one segment when earlier messages changed
   (edited, truncated, summarised: the digest of the stored text no longer matches the new
-  state's prefix) or when more than `MAX_SEGMENTS` segments have piled up;
+  state's prefix). Appended segments merge in tiers: when `FANOUT` segments of one level end
+  the transcript, they become one segment of the next level, so a thread holds a few dozen
+  segments at most and each message is rewritten about log8(saves) times over its life;
 * the **maps** (``files`` and ``scratchpad``): entries whose JSON is at least `ENTRY_PIECE_BYTES`
   are pieces of their own, the smaller ones share one group piece. A piece is written only when
   its digest changed.
@@ -22,7 +24,8 @@ stored head still carries that manifest's token, in the same atomic step as the 
 and otherwise writes the whole state (`Layout.full`).
 
 Only fields that keep their name in JSON are split (no alias): ``messages`` as a list, ``files``
-and ``scratchpad`` as dicts. Any other state model is stored as one head, as before.
+and ``scratchpad`` as dicts. Any other state model, and any state whose JSON is shorter than
+`SMALL_STATE_BYTES`, is stored as one head (no pieces), as before.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, cast, get_origin
 
@@ -47,9 +50,11 @@ __all__ = [
     "COMPRESS_BYTES",
     "ENTRY_PIECE_BYTES",
     "FORMAT",
-    "MAX_SEGMENTS",
+    "FANOUT",
+    "SMALL_STATE_BYTES",
     "Layout",
     "Manifest",
+    "Segment",
     "Splitter",
     "assemble",
     "chunks",
@@ -61,8 +66,17 @@ __all__ = [
 FORMAT = 1
 """The manifest format this module writes and reads (``"f"`` in its JSON)."""
 
-MAX_SEGMENTS = 64
-"""Transcript segments a thread may hold; the save that would add one more rewrites them as one."""
+FANOUT = 8
+"""Appended segments of one level merged into one segment of the next level (tiered merging)."""
+
+REWRITTEN = 15
+"""The level of a transcript rewritten whole: never merged again, until the next rewrite."""
+
+Segment = tuple[str, int, int, int]
+"""A transcript segment: piece key, message count, byte length, level."""
+
+SMALL_STATE_BYTES = 16 * 1024
+"""States whose JSON is shorter are stored as one head, without pieces."""
 
 ENTRY_PIECE_BYTES = 1024
 """Map entries whose ``"key":value`` JSON is at least this long are pieces of their own."""
@@ -92,7 +106,7 @@ class Manifest:
         count: Messages in the transcript.
         length: Bytes of the transcript text (the messages' JSON joined by ``,``).
         digest: Digest of that text.
-        segments: ``(piece key, message count)`` per transcript segment, in order.
+        segments: `Segment` per transcript segment (key, messages, bytes, level), in order.
         transcript: Whether the state's JSON has the ``messages`` field at all.
         maps: Per map field in the JSON: ``{entry name: (piece key, digest, length)}``; an
             entry's name is ``"."`` and its key in the map, ``""`` names the group piece of
@@ -103,13 +117,13 @@ class Manifest:
     count: int = 0
     length: int = 0
     digest: str = ""
-    segments: tuple[tuple[str, int], ...] = ()
+    segments: tuple[Segment, ...] = ()
     transcript: bool = False
     maps: Mapping[str, Mapping[str, tuple[str, str, int]]] = field(default_factory=dict)
 
     def keys(self) -> set[str]:
         """Every piece key of this version."""
-        keys = {key for key, _ in self.segments}
+        keys = {segment[0] for segment in self.segments}
         for entries in self.maps.values():
             keys.update(key for key, _, _ in entries.values())
         return keys
@@ -148,7 +162,10 @@ class Manifest:
                 count=int(raw["n"]),
                 length=int(raw["l"]),
                 digest=str(raw["d"]),
-                segments=tuple((str(key), int(count)) for key, count in raw["s"]),
+                segments=tuple(
+                    (str(key), int(count), int(length), int(level))
+                    for key, count, length, level in raw["s"]
+                ),
                 transcript=bool(raw["m"]),
                 maps={
                     str(name): {
@@ -208,8 +225,10 @@ class Layout:
 
     def full(self) -> Layout:
         """The same state as a full write (for a store whose stored head moved past ``base``)."""
-        if self.base is None or self._whole is None:
+        if self.base is None:
             return self
+        if self._whole is None:  # one head, no pieces: the same write without a base
+            return replace(self, base=None)
         return self._whole.layout(self.head, self.size)
 
 
@@ -226,11 +245,11 @@ class _Whole:
 
     def layout(self, head: bytes, size: int) -> Layout:
         pieces: dict[str, bytes] = {}
-        segments: tuple[tuple[str, int], ...] = ()
+        segments: tuple[Segment, ...] = ()
         if self.count:
             key = f"{self.token}.t"
             pieces[key] = self.transcript
-            segments = ((key, self.count),)
+            segments = ((key, self.count, len(self.transcript), REWRITTEN),)
         maps: dict[str, dict[str, tuple[str, str, int]]] = {}
         for name, entries in self.maps.items():
             stored = maps[name] = {}
@@ -308,7 +327,15 @@ class Splitter:
         """
         token = secrets.token_hex(6)
         to_json = self.serializer.to_json
-        head = to_json(state, exclude=self.split_fields) if self.split_fields else to_json(state)
+        if not self.split_fields or base is None or not base.keys():
+            # A small state is one head: a delta would not write less than the whole of it.
+            entire = to_json(state)
+            if not self.split_fields or len(entire) < SMALL_STATE_BYTES:
+                _check(thread_id, entire, b"", b"")
+                # On a base without pieces this is a delta with nothing to remove: a store
+                # need not look for pieces when the stored head still carries that base.
+                return Layout(entire, Manifest(token), {}, (), base, len(entire))
+        head = to_json(state, exclude=self.split_fields)
         _check(thread_id, head, b"", b"")
         pieces: dict[str, bytes] = {}
         drop: list[str] = []
@@ -317,7 +344,7 @@ class Splitter:
 
         # The transcript.
         text, count, digest, has_transcript = b"", 0, "", False
-        segments: tuple[tuple[str, int], ...] = ()
+        segments: tuple[Segment, ...] = ()
         if self.transcript:
             messages = getattr(state, TRANSCRIPT)
             dumped = to_json(state, include={TRANSCRIPT})
@@ -392,33 +419,34 @@ class Splitter:
         count: int,
         pieces: dict[str, bytes],
         drop: list[str],
-    ) -> tuple[tuple[tuple[str, int], ...], str]:
+    ) -> tuple[tuple[Segment, ...], str]:
         """Segments and digest of the new transcript; fills ``pieces``/``drop`` for a delta."""
         if base is not None and 0 < base.count <= count and base.length < len(text):
             # Appended? The stored text must be this text's prefix, up to a separating comma.
             prefix = memoryview(text)[: base.length]
             hasher = hashlib.blake2b(prefix, digest_size=16)
-            appended = text[base.length] == 0x2C and hasher.hexdigest() == base.digest  # ","
-            if appended and len(base.segments) < MAX_SEGMENTS:
+            if text[base.length] == 0x2C and hasher.hexdigest() == base.digest:  # ","
                 tail = text[base.length + 1 :]
                 _check(thread_id, tail, b'{"m":[', b"]}")
-                key = f"{token}.t"
-                pieces[key] = tail
                 hasher.update(text[base.length :])
-                return (*base.segments, (key, count - base.count)), hasher.hexdigest()
+                segments = list(base.segments)
+                segments.append((f"{token}.t", count - base.count, len(tail), 0))
+                _merge(segments, token, drop)
+                _fill(segments, text, token, pieces)
+                return tuple(segments), hasher.hexdigest()
         elif base is not None and base.count == count and base.length == len(text):
             digest = _digest(text)
             if digest == base.digest:
                 return base.segments, digest
-        # Rewritten (or first written, or compacted): one segment of the whole text.
+        # Rewritten (or first written): one segment of the whole text.
         if base is not None:
-            drop.extend(key for key, _ in base.segments)
+            drop.extend(segment[0] for segment in base.segments)
         if not count:
             return (), ""
         _check(thread_id, text, b'{"m":[', b"]}")
         key = f"{token}.t"
         pieces[key] = text
-        return ((key, count),), _digest(text)
+        return ((key, count, len(text), REWRITTEN),), _digest(text)
 
     def _entries(self, state: BaseModel, name: str, inner: bytes) -> dict[str, bytes]:
         """A map's pieces, by entry name: large entries alone, the others in one group."""
@@ -459,7 +487,7 @@ def assemble(
     raw_head = head.encode() if isinstance(head, str) else head
     fields: list[bytes] = []
     if manifest.transcript:
-        text = b",".join(_body(thread_id, bodies, key) for key, _ in manifest.segments)
+        text = b",".join(_body(thread_id, bodies, segment[0]) for segment in manifest.segments)
         if len(text) != manifest.length or _digest(text) != manifest.digest:
             raise CorruptStateError(thread_id, "stored transcript does not match its digest")
         fields.append(b'"' + TRANSCRIPT.encode() + b'":[' + text + b"]")
@@ -477,6 +505,36 @@ def assemble(
     if inner:
         fields.insert(0, inner)
     return b"{" + b",".join(fields) + b"}"
+
+
+def _merge(segments: list[Segment], token: str, drop: list[str]) -> None:
+    """Merge trailing runs of `FANOUT` segments of one level into one of the next level.
+
+    New segments get keys ``<token>.s<level>``; the merged segments a store holds are dropped.
+    """
+    level = 0
+    while len(segments) >= FANOUT and all(s[3] == level for s in segments[-FANOUT:]):
+        run = segments[-FANOUT:]
+        drop.extend(key for key, _, _, _ in run if not key.startswith(token))
+        merged: Segment = (
+            f"{token}.s{level + 1}",
+            sum(s[1] for s in run),
+            sum(s[2] for s in run) + FANOUT - 1,
+            level + 1,
+        )
+        segments[-FANOUT:] = [merged]
+        level += 1
+
+
+def _fill(segments: list[Segment], text: bytes, token: str, pieces: dict[str, bytes]) -> None:
+    """Cut the bodies of this save's new segments (at the end) out of the transcript text."""
+    end = len(text)
+    for key, _, length, _ in reversed(segments):
+        if key.startswith(token):
+            pieces[key] = text[end - length : end]
+        else:
+            break
+        end -= length + 1
 
 
 def pack(body: bytes) -> bytes:

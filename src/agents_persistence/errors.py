@@ -23,14 +23,18 @@ __all__ = [
     "ConflictError",
     "CorruptStateError",
     "DatabaseNotFoundError",
+    "DecryptionError",
     "InvalidArgumentError",
     "InvalidCursorError",
     "InvalidStateError",
     "InvalidThreadIdError",
     "MissingExtraError",
+    "MissingUpcasterError",
+    "PayloadVersionError",
     "SchemaNotReadyError",
     "StateTooLargeError",
     "TransactionAbortedError",
+    "UnknownKeyError",
 ]
 
 
@@ -140,6 +144,69 @@ class CorruptStateError(CheckpointerError):
         self.thread_id = thread_id
         self.detail = detail
         super().__init__(f"stored state of thread {thread_id!r} cannot be decoded: {detail}")
+
+
+class DecryptionError(CorruptStateError):
+    """An encrypted stored value does not open: wrong key, tampered bytes, or another place.
+
+    Raised when the key-encryption key does not unwrap the value's data key, when the
+    ciphertext or its header was changed, when the value was sealed for another namespace,
+    thread or binding (a head or piece copied elsewhere), or when the value is not a sealed
+    blob this library can read. The message names the thread, never the plaintext or any key
+    material.
+    """
+
+
+class UnknownKeyError(CorruptStateError):
+    """An encrypted stored value names a key-encryption key the key provider does not hold.
+
+    Add the key (by its id) to the keyring's readable keys, or restore it in the key
+    service; the message gives the key id, which is not secret.
+
+    Attributes:
+        key_id: The key id the stored value names.
+    """
+
+    def __init__(self, thread_id: str, key_id: str, detail: str | None = None) -> None:
+        self.key_id = key_id
+        super().__init__(
+            thread_id, detail or f"it was encrypted under key {key_id!r}, which is not available"
+        )
+
+
+class PayloadVersionError(CorruptStateError):
+    """A stored state's schema version cannot be brought to the state model's version.
+
+    The record was written by a newer state model than the code's (``schema_version``
+    above the model's), its stored version is not a valid version, or an upcaster failed.
+
+    Attributes:
+        stored: The schema version the record was written with (as stored).
+        current: The state model's schema version.
+    """
+
+    def __init__(self, thread_id: str, stored: object, current: int, detail: str) -> None:
+        self.stored = stored
+        self.current = current
+        super().__init__(thread_id, detail)
+
+
+class MissingUpcasterError(PayloadVersionError):
+    """No upcaster is registered for a step the stored state needs (``n -> n + 1``).
+
+    Attributes:
+        step: The schema version the missing upcaster would upgrade from.
+    """
+
+    def __init__(self, thread_id: str, stored: int, current: int, step: int) -> None:
+        self.step = step
+        super().__init__(
+            thread_id,
+            stored,
+            current,
+            f"schema version {stored} needs upcasters up to {current}, and none is registered"
+            f" for {step} -> {step + 1}",
+        )
 
 
 class SchemaNotReadyError(CheckpointerError):

@@ -194,6 +194,14 @@ class PostgresServer:
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         _wait_for_port(self.port, self.process, log, timeout=60)
+        # The port opens before recovery ends ("the database system is starting up").
+        deadline = time.monotonic() + 60
+        ready = [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        while subprocess.run(ready, check=False, timeout=30).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                text = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the server on port {self.port} did not get ready: {text}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         process, self.process = self.process, None
