@@ -199,6 +199,7 @@ class SingleItemDynamoDBKit(DynamoDBKit):
     """A moto server with a table of the single-item format (one item per thread), as the
     library made before the pieces format: such tables keep working."""
 
+    name = "dynamodb-single-item"  # started apart from the pieces-format kit
     table_format = "single-item"
     large_state_bytes = 300_000
 

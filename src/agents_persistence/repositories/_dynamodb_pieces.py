@@ -304,12 +304,20 @@ class PiecesTable:
         return True
 
     def _drop_partition(self, thread_id: str, pk: str) -> None:
-        """Delete the chunks of a thread whose head is gone."""
-        sort_keys = [
-            raw[self._sk]["S"]
-            for raw in self._partition(thread_id, projection=[self._pk, self._sk])
-            if raw[self._sk]["S"] != HEAD_SORT_KEY
-        ]
+        """Delete the chunks of a thread whose head is gone.
+
+        Best effort: the thread is already gone for every read, so a failure (the call's
+        budget spent) leaves the chunks to the table's TTL or to a later save of the thread.
+        """
+        try:
+            sort_keys = [
+                raw[self._sk]["S"]
+                for raw in self._partition(thread_id, projection=[self._pk, self._sk])
+                if raw[self._sk]["S"] != HEAD_SORT_KEY
+            ]
+        except (BotoCoreError, ClientError, CheckpointerError):
+            note_recovery("dynamodb", "pieces of a deleted head left for later", thread_id)
+            return
         self._tidy(thread_id, pk, sort_keys)
 
     def remove(self, thread_id: str, now: datetime) -> bool:
