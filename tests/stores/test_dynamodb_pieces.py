@@ -102,7 +102,7 @@ def test_late_saves_write_what_changed(cp: DynamoDBCheckpointer[Any]) -> None:
 
 
 def test_edits_truncations_and_removals_load_as_saved(cp: DynamoDBCheckpointer[Any]) -> None:
-    state = AgentStateSnapshot(files={"a": _noise(3000), "b": _noise(3000), "c": "small"})
+    state = AgentStateSnapshot(files={"a": _noise(9000), "b": _noise(9000), "c": "small"})
     for n in range(5):
         state = _turn(state, n)
         cp.save_state("t", state)
@@ -124,7 +124,7 @@ def test_edits_truncations_and_removals_load_as_saved(cp: DynamoDBCheckpointer[A
 def test_two_checkpointers_alternating_never_read_a_wrong_state(kit: DynamoDBKit) -> None:
     namespace = new_namespace()
     with kit.make(namespace=namespace) as one, kit.make(namespace=namespace) as two:
-        state = AgentStateSnapshot(files={"f": _noise(2000)})
+        state = AgentStateSnapshot(files={"f": _noise(20_000)})
         for n in range(8):
             writer, reader = (one, two) if n % 2 else (two, one)
             state = _turn(state, n)
@@ -139,7 +139,7 @@ def test_pieces_live_with_their_head_and_go_with_it(kit: DynamoDBKit) -> None:
     clock = FakeClock()
     namespace = new_namespace()
     with kit.make(namespace=namespace, ttl=60, clock=clock) as cp:
-        state = AgentStateSnapshot(files={"f": _noise(2000)})
+        state = AgentStateSnapshot(files={"f": _noise(20_000)})
         for _ in range(6):
             state = _turn(state, len(state.messages))
             cp.save_state("t", state)
@@ -244,7 +244,7 @@ def test_a_head_too_large_for_one_item_overflows(cp: DynamoDBCheckpointer[Any]) 
 def test_a_missing_piece_is_corrupt_never_a_wrong_state(
     kit: DynamoDBKit, cp: DynamoDBCheckpointer[Any]
 ) -> None:
-    cp.save_state("t", AgentStateSnapshot(files={"f": _noise(5000)}))
+    cp.save_state("t", AgentStateSnapshot(files={"f": _noise(20_000)}))
     pieces = [sk for sk in kit.partition(cp.namespace, "t") if sk != "h"]
     kit.client.delete_item(
         TableName=kit.table,
@@ -283,7 +283,7 @@ def test_a_head_stored_whole_loads_and_its_next_save_splits_it(
 
 def test_listing_reads_heads_only(kit: DynamoDBKit, cp: DynamoDBCheckpointer[Any]) -> None:
     for n in range(3):
-        cp.save_state(f"t{n}", AgentStateSnapshot(files={"f": _noise(5000)}))
+        cp.save_state(f"t{n}", AgentStateSnapshot(files={"f": _noise(20_000)}))
     # Looking behind the library: the index holds the heads, never the pieces.
     index = kit.client.query(
         TableName=kit.table,
@@ -333,17 +333,18 @@ def test_the_requests_of_saves_loads_and_listings(kit: DynamoDBKit) -> None:
     clock = FakeClock()
     with kit.make(namespace=new_namespace(), ttl=60, clock=clock) as cp:
         calls = record_requests(cp)
-        state = AgentStateSnapshot(files={"f": _noise(3000)}, todos=[TodoItem(content="a")])
-        cp.save_state("t", state)
-        # The table's format once; a small state of an unknown thread is tried as a create:
-        # its pieces, then the head on condition.
-        assert [op for op, _, _ in calls] == ["DescribeTable", "BatchWriteItem", "PutItem"]
-        assert "ConditionExpression" in calls[2][1]
+        small = AgentStateSnapshot(files={"f": _noise(3000)})
+        cp.save_state("small", small)
+        # The table's format, once; a state below 16 KB is one head, and of a thread this
+        # checkpointer knows nothing of, tried as a create: one conditional put.
+        assert [op for op, _, _ in calls] == ["DescribeTable", "PutItem"]
+        assert "ConditionExpression" in calls[1][1]
         calls.clear()
-        large = AgentStateSnapshot(files={"f": _noise(6000)})
-        cp.save_state("u", large)
-        cp.save_state("u2", large, expected_version=0)
-        # Above 4 KB the partition's keys are read first (one Query), unless it is a create.
+        state = AgentStateSnapshot(files={"f": _noise(20_000)}, todos=[TodoItem(content="a")])
+        cp.save_state("t", state)
+        cp.save_state("t2", state, expected_version=0)
+        # Above 4 KB the partition's keys are read first (one Query), unless it is a create;
+        # then the pieces, then the head on condition.
         assert [op for op, _, _ in calls] == [
             "Query",
             "BatchWriteItem",

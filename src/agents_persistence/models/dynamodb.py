@@ -34,7 +34,7 @@ each checkpointer, does the I/O, and the model describes, serializes and deseria
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pynamodb.attributes import (
     Attribute,
@@ -46,6 +46,9 @@ from pynamodb.attributes import (
 )
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "HEAD_SORT_KEY",
@@ -71,6 +74,18 @@ class ItemDecodeError(Exception):
         self.key = key
         self.detail = detail
         super().__init__(f"item {key!r}: {detail}")
+
+
+_T = TypeVar("_T")
+
+
+def _decoded(build: Callable[[dict[str, Any]], _T], hash_key: str, data: dict[str, Any]) -> _T:
+    """``build(data)``, PynamoDB's type errors while decoding turned into `ItemDecodeError`."""
+    try:
+        return build(data)
+    except (TypeError, ValueError) as exc:
+        key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
+        raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
 
 
 class ListingIndex(GlobalSecondaryIndex["CheckpointItem"]):  # type: ignore[no-untyped-call]
@@ -115,12 +130,7 @@ class CheckpointItem(Model):
     @classmethod
     def from_raw_data(cls: type[_Item], data: dict[str, Any]) -> _Item:
         """Build an item from DynamoDB's wire format; `ItemDecodeError` if a type is wrong."""
-        try:
-            return super().from_raw_data(data)
-        except (TypeError, ValueError) as exc:
-            hash_key = cls.pk.attr_name
-            key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
-            raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
+        return _decoded(super().from_raw_data, cls.pk.attr_name, data)
 
 
 class ThreadHeadItem(CheckpointItem):
@@ -169,12 +179,7 @@ class PieceItem(Model):
     @classmethod
     def from_raw_data(cls: type[_Piece], data: dict[str, Any]) -> _Piece:
         """Build an item from DynamoDB's wire format; `ItemDecodeError` if a type is wrong."""
-        try:
-            return super().from_raw_data(data)
-        except (TypeError, ValueError) as exc:
-            hash_key = cls.pk.attr_name
-            key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
-            raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
+        return _decoded(super().from_raw_data, cls.pk.attr_name, data)
 
 
 HEAD_SORT_KEY = "h"

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from agents_persistence._core import Record, from_epoch_micros, to_epoch_micros
+from agents_persistence._core import Record, from_epoch_micros
 from agents_persistence._layout import Manifest, assemble, chunks, pack, unpack
 from agents_persistence.errors import CorruptStateError
 from agents_persistence.models.dynamodb import HEAD_SORT_KEY, PieceItem, ThreadHeadItem
 from agents_persistence.repositories._dynamodb_mapping import (
     item_key,
-    listing_key,
-    sort_key,
     ttl_moment,
+    version_attributes,
 )
 
 if TYPE_CHECKING:
@@ -227,26 +226,20 @@ def plan_write(
         joined = layout.head + manifest_json.encode()
         overflow = _chunk_items(pk, _overflow_group(write_id), pack(joined), piece_ttl)
     version = request.next_version(None if live is None else live.version)
-    created_at = request.created_at or (now if live is None else live.created_at)
-    expires_at = request.expires_at
+    attributes = version_attributes(
+        namespace, shards, request, None if live is None else live.created_at, write_id
+    )
+    created_at = attributes["created_at"]
     head = ThreadHeadItem(
         pk,
         HEAD_SORT_KEY,
-        list_pk=listing_key(namespace, request.thread_id, shards),
-        list_sk=sort_key(now, request.thread_id),
         state=layout.head.decode() if inline else None,
         manifest=manifest_json if inline else None,
         overflow=None if inline else len(overflow),
         head_bytes=None if inline else len(layout.head),
         token=layout.manifest.token,
         pieces_expire=floor,
-        version=version,
-        created_at=created_at,
-        updated_at=now,
-        size=request.size,
-        expires_at=None if expires_at is None else ttl_moment(expires_at),
-        expires_at_us=None if expires_at is None else to_epoch_micros(expires_at),
-        write_id=write_id,
+        **{**attributes, "version": version},
     )
     puts.extend(overflow)
     deletes = [sk for group in drop_groups for sk in known.get(group, ())]
@@ -257,7 +250,7 @@ def plan_write(
         version,
         created_at,
         now,
-        expires_at,
+        request.expires_at,
         write_id,
         layout.manifest.token,
         floor,

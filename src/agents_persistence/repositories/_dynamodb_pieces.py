@@ -112,6 +112,16 @@ class PiecesTable:
     def _key(self, pk: str, sk: str) -> dict[str, Any]:
         return {self._pk: {"S": pk}, self._sk: {"S": sk}}
 
+    def _query_pages(self, arguments: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The items of a ``Query``, page after page (each page one request)."""
+        while True:
+            page = self._client.query(**arguments)
+            yield from page.get("Items", ())
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return
+            arguments = {**arguments, "ExclusiveStartKey": start}
+
     def _partition(
         self, thread_id: str, *, projection: list[str] | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -127,13 +137,7 @@ class PiecesTable:
             names.update({f"#a{n}": name for n, name in enumerate(projection)})
             arguments["ProjectionExpression"] = ",".join(f"#a{n}" for n in range(len(projection)))
         arguments["ExpressionAttributeNames"] = names
-        while True:
-            page = self._client.query(**arguments)
-            yield from page.get("Items", ())
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return
-            arguments["ExclusiveStartKey"] = start
+        return self._query_pages(arguments)
 
     def _survey(self, thread_id: str) -> HeadMeta:
         """The stored head's metadata and every chunk's sort key (a projection of the partition).
@@ -357,13 +361,7 @@ class PiecesTable:
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        while True:
-            page = self._client.query(**arguments)
-            yield from page.get("Items", ())
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return
-            arguments["ExclusiveStartKey"] = start
+        return self._query_pages(arguments)
 
     def page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
         """Up to ``count`` live heads, newest first, strictly after the ``after`` key."""
