@@ -225,6 +225,16 @@ class PiecesTable:
         on (its write id), or that none exists. A failed condition reads the partition again
         and starts over; `ConflictError` is raised only after such a fresh read.
         """
+        try:
+            return self._write(request)
+        except ConflictError:
+            raise  # decided on a fresh read, this save's chunks already removed
+        except BaseException:
+            # Chunks of this save may be left over: the next save reads the partition's keys.
+            self.owner.piece_hints.drop(request.thread_id)
+            raise
+
+    def _write(self, request: WriteRequest) -> Record:
         tid = request.thread_id
         hints = self.owner.piece_hints
         write_id = write_token()
