@@ -21,14 +21,33 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import conversation, latency, optional, profiling, report, scale, throughput, turns
+from bench import (
+    conversation,
+    latency,
+    optional,
+    profiling,
+    report,
+    savers,
+    scale,
+    throughput,
+    turns,
+)
 from bench.common import Settings
 
 if TYPE_CHECKING:
     from bench.stores import Target
 from bench.targets import FACTORIES
 
-SECTIONS = ("latency", "throughput", "scale", "turns", "conversation", "telemetry", "profile")
+SECTIONS = (
+    "latency",
+    "throughput",
+    "scale",
+    "turns",
+    "conversation",
+    "savers",
+    "telemetry",
+    "profile",
+)
 PACKAGES = (
     "agents-persistence",
     "pydantic",
@@ -215,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             if key == "turns":
                 _section(results, "turns", "LangGraph", _turns, targets, settings, results)
                 continue
+            if key == "savers":
+                _section(results, "savers", "LangGraph", _savers, targets, settings, results)
+                continue
             if key == "telemetry":
                 _section(results, key, "memory and SQLite", _tracing, settings, out_dir, command)
                 continue
@@ -258,6 +280,12 @@ def _turns(targets: dict[str, Target], settings: Settings, results: dict[str, An
     rows, skipped = turns.run(targets, settings)
     for reason in skipped:
         _say(f"SKIP {reason}")
+    results["skipped"].extend(skipped)
+    return rows
+
+
+def _savers(targets: dict[str, Target], settings: Settings, results: dict[str, Any]) -> list:
+    rows, skipped = savers.run(targets, settings)
     results["skipped"].extend(skipped)
     return rows
 

@@ -142,7 +142,53 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             ],
             rows,
         )
-    return lines + conversation.summary_lines(results)
+    return lines + conversation.summary_lines(results) + savers_lines(results)
+
+
+_SAVER_LABELS = {
+    "ours": "ours, keep_last=10",
+    "ours, exclusive_writes": "ours, keep_last=10, exclusive_writes",
+    "ours, no retention": "ours, no retention",
+}
+
+
+def savers_lines(results: dict[str, Any]) -> list[str]:
+    """The per-step table of our LangGraph savers against LangGraph's (README carries it)."""
+    rows = results.get("savers", [])
+    if not rows:
+        return []
+    theirs_name = {"sqlite": "SqliteSaver", "postgresql": "PostgresSaver"}
+    body = []
+    for row in rows:
+        name = _SAVER_LABELS.get(row["saver"], row["saver"])
+        if row["saver"] == "theirs":
+            name = theirs_name.get(row["family"], "theirs")
+        cells = [row["family"], name]
+        for op in ("get_tuple", "put", "put_writes", "step"):
+            cells.append(f"{_ms(row[op + '_p50'])} / {_ms(row[op + '_p99'])}")
+        cells.append(f"{row['speedup_step_p50']:.2f}x")
+        cells.append(f"{row['bytes_stored']:,} ({row['rows_stored']} rows)")
+        body.append(cells)
+    steps = rows[0]["steps"]
+    lines = [
+        f"LangGraph savers, per step of a Deep Agents-like run ({steps} steps; p50 / p99 ms;"
+        " speed-up = LangGraph's step p50 / this saver's; bytes of the thread's value columns"
+        f" after {steps} steps):",
+        "",
+    ]
+    return lines + _table(
+        [
+            "database",
+            "saver",
+            "get_tuple",
+            "put",
+            "put_writes",
+            "step",
+            "speed-up",
+            "bytes stored",
+        ],
+        body,
+    )
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -191,6 +237,7 @@ def markdown(results: dict[str, Any]) -> str:
     out += _throughput_section(results)
     out += _scale_section(results)
     out += _turns_section(results)
+    out += _savers_section(results)
     out += _telemetry_section(results)
     out += _profile_section(results)
     out += conversation.section_lines(results)
@@ -428,6 +475,25 @@ def _turns_section(results: dict[str, Any]) -> list[str]:
         ],
         body,
     )
+
+
+def _savers_section(results: dict[str, Any]) -> list[str]:
+    if not results.get("savers"):
+        return []
+    return [
+        "## 6. LangGraph savers, one operation at a time",
+        "",
+        "Each step of one thread: `get_tuple` (the latest checkpoint), `put` (the next one, with",
+        "LangChain messages growing by two a step, todos, deepagents file records), `put_writes`",
+        "(the next task's writes). Ours and LangGraph's alternate run by run on the same",
+        "database; p50 and p99 are over every measured step of every run. Bytes stored: the",
+        "summed sizes of the thread's value columns (checkpoint, metadata, values, writes; keys",
+        "left out) after the last run: `pg_column_size` on PostgreSQL (after TOAST",
+        "compression), `length` on SQLite. Ours keeps the newest 10 checkpoints",
+        "(`keep_last=10`); LangGraph's savers have no retention and keep all of them.",
+        "",
+        *savers_lines(results),
+    ]
 
 
 def _profile_section(results: dict[str, Any]) -> list[str]:

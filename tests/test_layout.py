@@ -288,3 +288,17 @@ def test_a_small_state_on_a_small_base_is_a_delta_with_nothing_to_remove() -> No
     full = layout.against("another token")
     assert full.base is None
     assert full.head == layout.head
+
+
+def test_a_model_that_always_writes_its_transcript_round_trips_empty_and_full() -> None:
+    class Always(BaseModel):
+        messages: list[AgentMessage] = []
+        files: dict[str, str] = {}
+        note: str = "n" * 20_000  # above the one-head threshold
+
+    split = splitter(Always)
+    for state in (Always(), Always(messages=[AgentMessage.text("User", "hi")] * 3)):
+        layout = split.split("t", state, None)
+        text = assemble("t", layout.head, layout.manifest, layout.pieces)
+        assert Always.model_validate_json(text) == state
+        assert len(text) == layout.size

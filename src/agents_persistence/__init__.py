@@ -40,6 +40,7 @@ from agents_persistence.errors import (
     PayloadVersionError,
     SchemaNotReadyError,
     StateTooLargeError,
+    ThreadForkError,
     TransactionAbortedError,
     UnknownKeyError,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "SQLCheckpointer",
     "SchemaNotReadyError",
     "StateTooLargeError",
+    "ThreadForkError",
     "TextContent",
     "ThreadInfo",
     "ThreadPage",

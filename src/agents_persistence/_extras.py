@@ -15,9 +15,9 @@ from agents_persistence.errors import MissingExtraError
 __all__ = ["DRIVER_EXTRAS", "STORE_PACKAGES", "missing_extra", "require"]
 
 STORE_PACKAGES: dict[str, tuple[str, ...]] = {
-    "sqlite": ("sqlalchemy", "alembic"),
-    "redis": ("redis", "redis_om"),
-    "dynamodb": ("pynamodb",),
+    "sqlite": ("sqlalchemy", "alembic", "zstandard"),
+    "redis": ("redis", "redis_om", "zstandard"),
+    "dynamodb": ("pynamodb", "zstandard"),
     "langgraph": ("langgraph.checkpoint.base",),
     "deepagents": ("langgraph.checkpoint.base", "deepagents"),
 }

@@ -94,7 +94,12 @@ _GROUP = ""
 
 
 def _digest(data: bytes | memoryview) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return str(_hasher(data).hexdigest())
+
+
+def _hasher(data: bytes | memoryview) -> Any:
+    """SHA-1 of ``data``: a content check (not a security boundary), the fastest here."""
+    return hashlib.sha1(data, usedforsecurity=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,7 +429,7 @@ class Splitter:
         if base is not None and 0 < base.count <= count and base.length < len(text):
             # Appended? The stored text must be this text's prefix, up to a separating comma.
             prefix = memoryview(text)[: base.length]
-            hasher = hashlib.blake2b(prefix, digest_size=16)
+            hasher = _hasher(prefix)
             if text[base.length] == 0x2C and hasher.hexdigest() == base.digest:  # ","
                 tail = text[base.length + 1 :]
                 _check(thread_id, tail, b'{"m":[', b"]}")
@@ -485,26 +490,41 @@ def assemble(
     `CorruptStateError`: never a partial or silently wrong state.
     """
     raw_head = head.encode() if isinstance(head, str) else head
-    fields: list[bytes] = []
+    if not manifest.transcript and not manifest.maps:
+        return raw_head
+    inner = raw_head.strip()[1:-1].strip()
+    parts: list[bytes] = [b"{", inner] if inner else [b"{"]
     if manifest.transcript:
-        text = b",".join(_body(thread_id, bodies, segment[0]) for segment in manifest.segments)
-        if len(text) != manifest.length or _digest(text) != manifest.digest:
+        segments = [_body(thread_id, bodies, segment[0]) for segment in manifest.segments]
+        hasher = _hasher(b"")
+        length = -1
+        for index, body in enumerate(segments):
+            if index:
+                hasher.update(b",")
+            hasher.update(body)
+            length += len(body) + 1
+        if segments and (length != manifest.length or hasher.hexdigest() != manifest.digest):
             raise CorruptStateError(thread_id, "stored transcript does not match its digest")
-        fields.append(b'"' + TRANSCRIPT.encode() + b'":[' + text + b"]")
+        if not segments and manifest.length:
+            raise CorruptStateError(thread_id, "stored transcript is missing its segments")
+        parts += (b"," if len(parts) > 1 else b"", b'"', TRANSCRIPT.encode(), b'":[')
+        for index, body in enumerate(segments):
+            if index:
+                parts.append(b",")
+            parts.append(body)
+        parts.append(b"]")
     for name, entries in manifest.maps.items():
-        chunks = []
-        for key, digest, _ in entries.values():
+        parts += (b"," if len(parts) > 1 else b"", b'"', name.encode(), b'":{')
+        for index, (key, digest, _) in enumerate(entries.values()):
             body = _body(thread_id, bodies, key)
             if _digest(body) != digest:
                 raise CorruptStateError(thread_id, f"stored piece {key} does not match its digest")
-            chunks.append(body)
-        fields.append(b'"' + name.encode() + b'":{' + b",".join(chunks) + b"}")
-    if not fields:
-        return raw_head
-    inner = raw_head.strip()[1:-1].strip()
-    if inner:
-        fields.insert(0, inner)
-    return b"{" + b",".join(fields) + b"}"
+            if index:
+                parts.append(b",")
+            parts.append(body)
+        parts.append(b"}")
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def _merge(segments: list[Segment], token: str, drop: list[str]) -> None:

@@ -70,6 +70,12 @@ def _scheme(url: object) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme in _STORES:
         return scheme
+    if scheme.startswith("rust+"):
+        raise ConfigurationError(
+            f"{scheme}:// names a Rust Deep Agents SDK store, which is read only here: open it"
+            " with agents_persistence.rust.open_rust_source() or copy it with"
+            " `agents-persistence copy --from URL --to URL` (see docs/from-rust.md)"
+        )
     base = scheme.split("+", 1)[0]  # sqlite+aiosqlite, postgresql+psycopg, mysql+pymysql ...
     if base in _STORES and base not in ("redis", "rediss"):
         return base

@@ -33,6 +33,7 @@ __all__ = [
     "PayloadVersionError",
     "SchemaNotReadyError",
     "StateTooLargeError",
+    "ThreadForkError",
     "TransactionAbortedError",
     "UnknownKeyError",
 ]
@@ -117,6 +118,9 @@ class ConflictError(CheckpointerError):
         actual: The version actually stored, or ``None`` when the thread does not exist.
     """
 
+    expected: int | str | None
+    actual: int | str | None
+
     def __init__(self, thread_id: str, expected: int, actual: int | None) -> None:
         self.thread_id = thread_id
         self.expected = expected
@@ -124,6 +128,38 @@ class ConflictError(CheckpointerError):
         found = "no stored thread" if actual is None else f"version {actual}"
         super().__init__(
             f"thread {thread_id!r}: expected version {expected}, found {found}; nothing was written"
+        )
+
+
+class ThreadForkError(ConflictError):
+    """A LangGraph saver with write ownership refused a ``put`` that would fork the thread.
+
+    Raised when the saver has ``exclusive_writes=True`` and the parent of the new checkpoint
+    (the ``checkpoint_id`` of the config given to ``put``) is not the thread's latest
+    checkpoint in that namespace: another writer moved the thread on first. Nothing was
+    written. Load the thread's latest checkpoint again (``get_tuple``) and redo the step.
+
+    Attributes:
+        thread_id: The thread that was being written.
+        checkpoint_ns: Its namespace (``""`` for the root graph).
+        expected: The parent the ``put`` named (``None``: a first checkpoint).
+        actual: The thread's latest checkpoint id in the namespace (``None``: it has none).
+    """
+
+    def __init__(
+        self, thread_id: str, checkpoint_ns: str, expected: str | None, actual: str | None
+    ) -> None:
+        self.thread_id = thread_id
+        self.checkpoint_ns = checkpoint_ns
+        self.expected = expected
+        self.actual = actual
+        where = f" namespace {checkpoint_ns!r}" if checkpoint_ns else ""
+        wanted = "no checkpoint yet" if expected is None else f"latest checkpoint {expected!r}"
+        found = "none" if actual is None else repr(actual)
+        CheckpointerError.__init__(
+            self,
+            f"thread {thread_id!r}{where}: put expected {wanted}, found latest {found}"
+            " (another writer moved the thread on); nothing was written",
         )
 
 

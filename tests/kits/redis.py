@@ -36,6 +36,11 @@ def thread_key(namespace: str, thread_id: str = "") -> str:
     return f"agents_persistence:{{{namespace}}}:thread:{thread_id}"
 
 
+def pieces_key(namespace: str, thread_id: str = "") -> str:
+    """The documented key of the hash of a thread's pieces (or their common prefix)."""
+    return f"agents_persistence:{{{namespace}}}:pieces:{thread_id}"
+
+
 def free_port() -> int:
     return closed_port()
 

@@ -58,9 +58,11 @@ def test_a_namespace_lives_in_one_slot(kit: RedisClusterKit, cluster: RedisClust
     ns = "c" + uuid.uuid4().hex[:12]
     cp = RedisCheckpointer(kit.client, namespace=ns, ttl=600)
     for n in range(20):
-        cp.save_state(f"thread-{n}/{{odd}}:id", AgentStateSnapshot(scratchpad={"n": n}))
+        # Large enough to be stored as a head and pieces: each thread has both keys.
+        big = AgentStateSnapshot(scratchpad={"n": n}, files={"f.md": "f" * 20_000})
+        cp.save_state(f"thread-{n}/{{odd}}:id", big)
     keys = placement(cluster, f"agents_persistence:{{{ns}}}:*")
-    assert len(keys) == 22  # 20 hashes and the two indexes
+    assert len(keys) == 42  # 20 records, their 20 pieces hashes and the two indexes
     assert {key_slot(key.encode()) for key in keys} == {key_slot(ns.encode())}
     assert len(set(keys.values())) == 1
     assert len(cp.list_threads(limit=1000).threads) == 20

@@ -30,11 +30,12 @@ from agents_persistence import (
     open_async_checkpointer,
     open_checkpointer,
 )
+from agents_persistence._layout import Manifest
 from agents_persistence.models.redis import FIELDS
 from agents_persistence.repositories._redis_ops import PAGE_DANGLING_BUDGET
 
 from ..conftest import _ready
-from ..kits.redis import KITS, RedisKit, free_port, listening, thread_key
+from ..kits.redis import KITS, RedisKit, free_port, listening, pieces_key, thread_key
 from ..support import FakeClock
 
 if TYPE_CHECKING:
@@ -78,26 +79,40 @@ def state(n: int = 0) -> AgentStateSnapshot:
     return AgentStateSnapshot(scratchpad={"n": n})
 
 
+def big_state(n: int = 0) -> AgentStateSnapshot:
+    """A state large enough to be stored as a head and pieces (small ones are one head)."""
+    return AgentStateSnapshot(scratchpad={"n": n}, files={"big.md": "b" * 20_000})
+
+
 # -- layout -------------------------------------------------------------------------------
 
 
 def test_key_layout_and_hash_fields(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
-    info = cp.save_state("a:b{c}", state(1))
-    key = thread_key(ns, "a:b{c}")
+    info = cp.save_state("a:b{c}", big_state(1))
+    key, pieces = thread_key(ns, "a:b{c}"), pieces_key(ns, "a:b{c}")
     updated, expires = index_keys(ns)
-    assert namespace_keys(client, ns) == {key, updated, expires}
+    assert namespace_keys(client, ns) == {key, pieces, updated, expires}
     fields = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
-    assert tuple(fields) == FIELDS  # no thread id, no redis-om "pk" beside them
+    assert sorted(fields) == sorted(FIELDS)  # no thread id, no redis-om "pk" beside them
     assert fields["version"] == "1"
-    assert fields["state"] == state(1).model_dump_json()
+    # The head holds every field but the transcript and the maps, whose pieces the manifest names.
+    assert fields["state"] == big_state(1).model_dump_json(
+        exclude={"files", "scratchpad", "messages"}
+    )
+    manifest = Manifest.from_json("a:b{c}", fields["manifest"])
+    stored = {name.decode(): body for name, body in client.hgetall(pieces).items()}
+    assert set(stored) == manifest.keys()
+    # The scratchpad's one group piece, and the file's own piece, compressed (a zstd frame).
+    assert sorted(stored.values(), key=len)[0] == b'"n":1'
+    assert sorted(stored.values(), key=len)[1].startswith(b"\x28\xb5\x2f\xfd")
     assert int(fields["updated_at"]) == int(info.updated_at.timestamp() * 1_000_000)
     assert fields["expires_at"] == str(int(fields["updated_at"]) + 60_000_000)
     assert client.zscore(updated, "a:b{c}") == int(fields["updated_at"])
     assert client.zscore(expires, "a:b{c}") == int(fields["expires_at"])
     # The hash tag is the namespace alone: every key of the namespace shares its slot.
-    slots = {key_slot(name.encode()) for name in (key, updated, expires)}
+    slots = {key_slot(name.encode()) for name in (key, pieces, updated, expires)}
     assert slots == {key_slot(ns.encode())}
 
 
@@ -124,15 +139,17 @@ def test_bad_key_prefix_is_refused(client: Any, prefix: Any) -> None:
 def test_every_key_gets_the_ttl_and_each_save_refreshes_it(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
-    cp.save_state("t", state())
-    key = thread_key(ns, "t")
+    cp.save_state("t", big_state())
+    key, pieces = thread_key(ns, "t"), pieces_key(ns, "t")
     updated, expires = index_keys(ns)
-    for name in (key, updated, expires):
+    for name in (key, pieces, updated, expires):
         assert 55_000 < client.pttl(name) <= 60_000
     client.pexpire(key, 5_000)  # as if most of the TTL had passed
+    client.pexpire(pieces, 5_000)
     clock.advance(30)
-    cp.save_state("t", state(2))
+    cp.save_state("t", big_state(2))
     assert 55_000 < client.pttl(key) <= 60_000
+    assert 55_000 < client.pttl(pieces) <= 60_000
 
 
 def test_indexes_outlive_their_longest_lived_member(client: Any, ns: str) -> None:
@@ -152,10 +169,11 @@ def test_indexes_outlive_their_longest_lived_member(client: Any, ns: str) -> Non
 
 
 def test_saving_without_ttl_removes_the_ttl(client: Any, ns: str) -> None:
-    RedisCheckpointer(client, namespace=ns, ttl=60).save_state("t", state())
-    info = RedisCheckpointer(client, namespace=ns).save_state("t", state(2))
+    RedisCheckpointer(client, namespace=ns, ttl=60).save_state("t", big_state())
+    info = RedisCheckpointer(client, namespace=ns).save_state("t", big_state(2))
     assert info.expires_at is None
     assert client.pttl(thread_key(ns, "t")) == -1
+    assert client.pttl(pieces_key(ns, "t")) == -1
     assert client.zscore(index_keys(ns)[1], "t") is None
 
 
@@ -165,7 +183,8 @@ def test_restore_of_an_expired_checkpoint_stores_nothing(client: Any, ns: str) -
     info = source.save_state("t", state())
     clock.advance(10)
     target = RedisCheckpointer(client, namespace=ns, clock=clock)
-    target.save_state("t", state(1))
+    target.save_state("t", big_state(1))
+    assert client.exists(pieces_key(ns, "t"))
     restored = target.restore_checkpoint("t", state(), info)
     assert restored.expires_at == info.expires_at
     assert target.load_state("t") is None
@@ -188,14 +207,23 @@ def test_restore_of_a_live_checkpoint_gets_the_remaining_ttl(client: Any, ns: st
 
 def test_conflicting_save_changes_no_key(client: Any, ns: str) -> None:
     cp = RedisCheckpointer(client, namespace=ns, ttl=60)
-    cp.save_state("t", state(1))
-    key = thread_key(ns, "t")
+    cp.save_state("t", big_state(1))
+    key, pieces = thread_key(ns, "t"), pieces_key(ns, "t")
     updated, expires = index_keys(ns)
-    before = (client.hgetall(key), client.zscore(updated, "t"), client.zscore(expires, "t"))
+
+    def stored() -> tuple[Any, ...]:
+        return (
+            client.hgetall(key),
+            client.hgetall(pieces),
+            client.zscore(updated, "t"),
+            client.zscore(expires, "t"),
+        )
+
+    before = stored()
     client.pexpire(key, 30_000)
     with pytest.raises(ConflictError):
-        cp.save_state("t", state(2), expected_version=7)
-    after = (client.hgetall(key), client.zscore(updated, "t"), client.zscore(expires, "t"))
+        cp.save_state("t", big_state(2), expected_version=7)
+    after = stored()
     assert after == before
     assert client.pttl(key) <= 30_000
 
@@ -273,12 +301,13 @@ def test_purge_works_in_batches(client: Any, ns: str) -> None:
     clock = FakeClock()
     cp = RedisCheckpointer(client, namespace=ns, ttl=60, clock=clock)
     for n in range(450):
-        cp.save_state(f"t{n}", state(n))
+        cp.save_state(f"t{n}", big_state(n) if n % 2 else state(n))
     clock.advance(30)
-    cp.save_state("young", state())
+    cp.save_state("young", big_state())
     clock.advance(31)
     assert cp.purge_expired() == 450
-    assert namespace_keys(client, ns) == {thread_key(ns, "young"), *index_keys(ns)}
+    young = {thread_key(ns, "young"), pieces_key(ns, "young")}
+    assert namespace_keys(client, ns) == {*young, *index_keys(ns)}
 
 
 # -- corrupt records --------------------------------------------------------------------------
@@ -376,6 +405,24 @@ def test_integers_in_other_spellings_read_as_the_model_reads_them(
     client.hset(thread_key(ns, "t"), "version", value)
     assert cp.load_checkpoint("t").info.version == 7
     assert [t.version for t in cp.list_threads().threads] == [7]
+
+
+def test_a_foreign_value_at_the_pieces_key_fails_the_save_before_it_writes(
+    client: Any, ns: str
+) -> None:
+    cp = RedisCheckpointer(client, namespace=ns)
+    cp.save_state("t", state(1))
+    before = client.hgetall(thread_key(ns, "t"))
+    client.set(pieces_key(ns, "t"), "not a hash")
+    with pytest.raises(CheckpointerError, match="WRONGTYPE"):
+        cp.save_state("t", big_state(2))
+    assert client.hgetall(thread_key(ns, "t")) == before
+    with pytest.raises(CheckpointerError, match="WRONGTYPE"):
+        cp.load_state("t")
+    client.delete(pieces_key(ns, "t"))
+    assert cp.load_state("t") == state(1)
+    assert cp.save_state("t", big_state(2)).version == 2
+    assert cp.load_state("t") == big_state(2)
 
 
 def test_a_foreign_value_at_an_index_key_is_a_checkpointer_error(client: Any, ns: str) -> None:

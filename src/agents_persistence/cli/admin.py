@@ -248,3 +248,88 @@ def dynamodb_delete_table(
         if not store.delete_table(wait=True):
             run.fail(f"the DynamoDB table {table!r} does not exist")
         run.out.print(f"deleted the DynamoDB table {table!r}", markup=False)
+
+
+@db_app.command("adopt-rust")
+def db_adopt_rust(
+    ctx: typer.Context,
+    table_name: Annotated[
+        str | None,
+        typer.Option(
+            "--table",
+            "--table-name",
+            metavar="TABLE",
+            help="The Rust SDK's checkpoint table. Default: agent_checkpoints.",
+            show_default=False,
+        ),
+    ] = None,
+    schema: SchemaOption = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            metavar="SECONDS",
+            help="How long to wait for the table lock before giving up, changing nothing.",
+        ),
+    ] = 30.0,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help=(
+                "Change nothing: check that an adopted table still serves the Rust service"
+                " (run it after upgrading the library)."
+            ),
+        ),
+    ] = False,
+    url: UrlOption = None,
+    namespace: NamespaceOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Bring a Rust Deep Agents SDK PostgreSQL table under the migrations, in place.
+
+    The Rust service can keep writing during and after it; the table then serves one
+    namespace (--namespace, default 'default'). See docs/from-rust.md.
+    """
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
+        if scheme_family(run.url) != "postgresql":
+            run.usage(
+                "db adopt-rust needs the PostgreSQL URL of the Rust table's database"
+                f" (postgresql+psycopg://...), not {redact(run.url)}"
+            )
+        from agents_persistence.rust import adopt_rust_table, verify_rust_writes
+
+        if verify:
+            verify_rust_writes(run.url, table_name=table_name or "agent_checkpoints", schema=schema)
+            table = _table(table_name, schema)
+            if run.as_json:
+                run.emit({"table": table, "rust_writes": "ok"})
+            else:
+                run.out.print(f"{table}: the Rust service's statements work on it", markup=False)
+            return
+
+        report = adopt_rust_table(
+            run.url,
+            table_name=table_name or "agent_checkpoints",
+            schema=schema,
+            namespace=run.namespace,
+            lock_timeout=lock_timeout,
+        )
+        if run.as_json:
+            run.emit(
+                {
+                    "table": report.table,
+                    "namespace": report.namespace,
+                    "threads": report.threads,
+                    "revision": report.revision,
+                }
+            )
+            return
+        run.out.print(
+            f"adopted {report.table}: {report.threads} threads now in namespace"
+            f" {report.namespace!r}, at revision {report.revision}; the Rust service can keep"
+            " writing to it",
+            markup=False,
+            soft_wrap=True,
+        )

@@ -48,6 +48,7 @@ from agents_persistence.cli._exchange import (
     parse_thread,
     put,
 )
+from agents_persistence.cli._rust import copy_rust
 from agents_persistence.errors import (
     CheckpointerError,
     InvalidArgumentError,
@@ -273,24 +274,37 @@ def copy_threads(
             show_default=False,
         ),
     ] = None,
-    url: Annotated[
+    from_url: Annotated[
         str | None,
         typer.Option(
-            "--url",
             "--from",
             metavar="URL",
-            help="URL of the source store (as --url everywhere).",
+            help=(
+                "Source store (same as --url), or a Rust Deep Agents SDK store:"
+                " rust+postgresql://...?table=, rust+redis://...?namespace=,"
+                " rust+dynamodb://TABLE?region=&endpoint= (see docs/from-rust.md)."
+            ),
             show_default=False,
         ),
     ] = None,
+    url: UrlOption = None,
     namespace: NamespaceOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Copy every thread of a namespace to another store, keeping versions; safe to rerun."""
-    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
-        run.notice_default_url()
+    """Copy every thread of a namespace to another store, keeping versions; safe to rerun.
+
+    With --from rust+...://, copy a Rust Deep Agents SDK store's threads instead (each at
+    version 1; a thread the target already holds is skipped).
+    """
+    if from_url is not None and url is not None and from_url != url:
+        raise typer.BadParameter("give the source once: --from or --url", param_hint="--from")
+    with Run(ctx, url=from_url or url, namespace=namespace, as_json=as_json, debug=debug) as run:
         target_namespace = to_namespace or run.namespace
+        if run.url.lower().startswith("rust+"):
+            copy_rust(run, run.url, to, target_namespace, _progress)
+            return
+        run.notice_default_url()
         if to == run.url and target_namespace == run.namespace:
             run.usage(
                 "source and target are the same store and namespace: change --to or --to-namespace"

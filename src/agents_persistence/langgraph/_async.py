@@ -8,7 +8,6 @@ import itertools
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,25 +19,25 @@ from agents_persistence.errors import (
     SchemaNotReadyError,
 )
 from agents_persistence.langgraph._maintenance import PURGE_BATCH
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
     Binding,
     Plan,
     backoff,
     drive_async,
-    make_engine,
     no_pickle,
+    owned_saver,
     page_counts,
     retry_after,
 )
+from agents_persistence.langgraph._threaded import LoopSaver
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.repositories._sql_deadline import Budget, Call, expired
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Sequence
+    from collections.abc import AsyncIterator, Collection, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncSQLCheckpointSaver"]
 
 
-class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
+class AsyncSQLCheckpointSaver(LoopSaver):
     """The asyncio twin of `SQLCheckpointSaver`, on an `AsyncEngine` (same tables, same rows).
 
     The sync methods serve LangGraph's sync entry points called from another thread while the
@@ -76,10 +75,16 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             once to every saver on these tables, a write starts it afresh, and
             ``purge_expired`` deletes the rows. ``None``: no expiry.
         clock: Returns the current aware time (tests); the system's UTC clock by default.
+        exclusive_writes: Write ownership, as on `SQLCheckpointSaver`: a ``put`` that would
+            fork the thread raises `ThreadForkError` and writes nothing.
+        call_timeout: Seconds one call may take in all, as on `SQLCheckpointSaver`
+            (aiomysql calls run under an asyncio timeout of it).
 
     Raises:
         ConfigurationError: Not an async engine, invalid names, or a serializer with pickle.
     """
+
+    sync_twin = "SQLCheckpointSaver"
 
     def __init__(
         self,
@@ -92,6 +97,8 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
@@ -101,8 +108,17 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
         self._binding = Binding(
-            engine, table_name, schema, self.serde, auto_migrate, keep_last, ttl, clock
+            engine,
+            table_name,
+            schema,
+            self.serde,
+            auto_migrate,
+            keep_last,
+            ttl,
+            clock,
+            exclusive_writes,
         )
+        self._budget = Budget(call_timeout, engine, asynchronous=True)
         self._owns_engine = False
         self._ready_lock = asyncio.Lock()
         try:
@@ -130,40 +146,15 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> Self:
         """Create and own an async engine for ``url``; see `SQLCheckpointSaver.from_url`.
 
         Plain URLs get the async drivers the library ships: psycopg 3 for ``postgresql://``,
         aiomysql for ``mysql://`` and ``mariadb://``, aiosqlite for ``sqlite:///path``.
         """
-        engine = make_engine(
-            url,
-            asynchronous=True,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            busy_timeout=busy_timeout,
-            call_timeout=call_timeout,
-            ping_idle_after=ping_idle_after,
-            extra=engine_options,
-        )
-        assert isinstance(engine, AsyncEngine)
-        try:
-            saver = cls(
-                engine,
-                table_name=table_name,
-                schema=schema,
-                serde=serde,
-                auto_migrate=auto_migrate,
-                keep_last=keep_last,
-                ttl=ttl,
-                clock=clock,
-            )
-        except BaseException:
-            engine.sync_engine.dispose(close=False)
-            raise
-        saver._owns_engine = True
+        options = {k: v for k, v in locals().items() if k not in ("cls", "url")}
+        saver: Self = owned_saver(cls, url, asynchronous=True, options=options)
         return saver
 
     # --- life cycle ----------------------------------------------------------------------
@@ -179,23 +170,13 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             async with self._engine.connect() as conn:
                 await conn.run_sync(migrate)
         binding.ready = False
-        await self._ensure_ready()
+        with self._budget.call("schema check") as call:
+            await self._ensure_ready(call)
 
     async def aclose(self) -> None:
         """Dispose of the engine if `from_url` made it."""
         if self._owns_engine:
             await self._engine.dispose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -206,11 +187,13 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
         clone._owns_engine = False
         return clone
 
-    async def _ensure_ready(self) -> None:
+    async def _ensure_ready(self, call: Call) -> None:
         binding = self._binding
         if binding.ready:
             return
-        async with self._ready_lock:
+        async with asyncio.timeout(call.remaining()):  # TimeoutError: CallTimeoutError
+            await self._ready_lock.acquire()
+        try:
             if binding.ready:
                 return
 
@@ -219,44 +202,44 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
                     upgrade_schema(conn, binding.table_name, binding.schema)
                 return schema_problem(conn, binding.table_name, binding.schema)
 
+            # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
             with translate_errors(binding.not_ready, action="schema check"):
                 async with self._engine.connect() as conn:
-                    problem = await conn.run_sync(check)
+                    sync_conn: Any = conn.sync_connection
+                    with call.watching(sync_conn, enabled=not binding.auto_migrate):
+                        problem = await conn.run_sync(check)
             if problem is not None:
                 raise SchemaNotReadyError(binding.not_ready(problem))
             binding.ready = True
+        finally:
+            self._ready_lock.release()
 
     async def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
-        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it."""
+        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it.
+
+        The whole call, retries included, runs within ``call_timeout`` (see
+        `SQLCheckpointSaver`; aiomysql calls under an asyncio timeout).
+        """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        await self._ensure_ready()
-        with translate_errors(self._binding.not_ready, thread_id, action=action):
-            for attempt in itertools.count(1):
-                try:
-                    async with self._engine.begin() as conn:
-                        return await drive_async(plan(), conn)
-                except DBAPIError as exc:
-                    if not retry_after(exc, attempt, thread_id):
-                        raise
-                await asyncio.sleep(backoff(attempt))
+        with (
+            translate_errors(self._binding.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
+            async with call.limit():
+                await self._ensure_ready(call)
+                for attempt in itertools.count(1):
+                    try:
+                        async with self._engine.connect() as conn:
+                            sync_conn: Any = conn.sync_connection
+                            with call.watching(sync_conn):
+                                async with conn.begin():
+                                    return await drive_async(plan(), conn)
+                    except DBAPIError as exc:
+                        if expired() or not retry_after(exc, attempt, thread_id):
+                            raise
+                    await asyncio.sleep(min(backoff(attempt), call.remaining()))
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _sync(self, call: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``call`` on the saver's loop from another thread, and wait for its result."""
-        loop = self._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop or loop.is_closed():
-            call.close()
-            raise ConfigurationError(
-                "AsyncSQLCheckpointSaver's sync methods run its coroutines on its event loop"
-                " from another thread: call the async methods (aget_tuple, aput...) on the loop,"
-                " or use SQLCheckpointSaver for sync code"
-            )
-        return asyncio.run_coroutine_threadsafe(call, loop).result()
 
     # --- the saver API -------------------------------------------------------------------
 
@@ -350,75 +333,6 @@ class AsyncSQLCheckpointSaver(BaseCheckpointSaver[str]):
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
-
-    # --- sync twins: the coroutines on the saver's loop -----------------------------------
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """`aget_tuple`, from a thread other than the loop's."""
-        result: CheckpointTuple | None = self._sync(self.aget_tuple(config))
-        return result
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """`alist`, from a thread other than the loop's."""
-        pages = self.alist(config, filter=filter, before=before, limit=limit)
-
-        async def following() -> CheckpointTuple:
-            return await anext(pages)
-
-        while True:
-            try:
-                item: CheckpointTuple = self._sync(following())
-            except StopAsyncIteration:
-                return
-            yield item
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """`aput`, from a thread other than the loop's."""
-        stored: RunnableConfig = self._sync(self.aput(config, checkpoint, metadata, new_versions))
-        return stored
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """`aput_writes`, from a thread other than the loop's."""
-        self._sync(self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """`adelete_thread`, from a thread other than the loop's."""
-        self._sync(self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """`adelete_for_runs`, from a thread other than the loop's."""
-        self._sync(self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """`acopy_thread`, from a thread other than the loop's."""
-        self._sync(self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """`aprune`, from a thread other than the loop's."""
-        self._sync(self.aprune(thread_ids, strategy=strategy))
 
 
 def _thread(config: RunnableConfig | None) -> str | None:

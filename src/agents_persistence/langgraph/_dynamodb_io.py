@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 from pynamodb.connection import TableConnection
 from pynamodb.connection.base import MetaTable
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
@@ -112,6 +112,47 @@ class LangGraphTable:
             self.connection.put_item(item.pk, item.sk, attributes=raw, condition=condition)
         except PynamoDBException as exc:
             if error_code(exc) == _CONDITION_FAILED:
+                return False
+            raise
+        return True
+
+    def put_both(
+        self, first: LangGraphItem, condition: tuple[str, dict[str, Any]], second: LangGraphItem
+    ) -> bool:
+        """Write two items in one transaction if ``condition`` holds on the first's old item.
+
+        ``condition`` is a condition expression and its values; attribute names are written
+        as ``#<name>`` for every attribute of the model. False when the condition failed.
+        """
+        expression, values = condition
+        names = {
+            f"#{name}": name
+            for name in (
+                LangGraphItem.pk.attr_name,
+                LangGraphItem.gen.attr_name,
+                LangGraphItem.checkpoint_id.attr_name,
+            )
+            if f"#{name}" in expression
+        }
+        guarded: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": first.serialize(),
+            "ConditionExpression": expression,
+        }
+        if names:
+            guarded["ExpressionAttributeNames"] = names
+        if values:
+            guarded["ExpressionAttributeValues"] = {k: {"S": v} for k, v in values.items()}
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {"Put": guarded},
+                    {"Put": {"TableName": self.table_name, "Item": second.serialize()}},
+                ]
+            )
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 return False
             raise
         return True

@@ -11,6 +11,9 @@ told apart by the sort key ``sk``:
 - ``B#<ns>#<channel>#<version>``: one channel value (a serializer payload).
 - ``W#<ns>#<checkpoint_id>#<task_id>#<idx>``: one pending write.
 - ``P#<part_key>#<n>``: part ``n`` of a payload too large for one item (see `split`).
+- ``H#<ns>``: a namespace's head, written only by savers with write ownership: the id of the
+  checkpoint the last such ``put`` stored, in the same transaction as that checkpoint, so a
+  ``put`` conditioned on the head it read never races another.
 
 Each item carries the generation of the thread it was written for. A thread starts (first write,
 or first write after it expired) with a fresh random generation in its header; items of any
@@ -52,6 +55,7 @@ __all__ = [
     "checkpoint_key",
     "checkpoint_prefix",
     "create_table_arguments",
+    "head_key",
     "meta_table_description",
     "part_key",
     "split",
@@ -109,6 +113,11 @@ def checkpoint_prefix(namespace: str | None) -> str:
 def checkpoint_key(namespace: str, checkpoint_id: str) -> str:
     """The sort key of a checkpoint."""
     return f"{checkpoint_prefix(namespace)}{checkpoint_id}"
+
+
+def head_key(namespace: str) -> str:
+    """The sort key of a namespace's head: the checkpoint its last owned ``put`` stored."""
+    return f"H#{_escape(namespace)}"
 
 
 def blob_prefix(namespace: str) -> str:

@@ -19,7 +19,12 @@ from langgraph.checkpoint.base import (
 )
 
 from agents_persistence._core import to_epoch_micros, validate_thread_id
-from agents_persistence.errors import CheckpointerError, CorruptStateError, InvalidArgumentError
+from agents_persistence.errors import (
+    CheckpointerError,
+    CorruptStateError,
+    InvalidArgumentError,
+    ThreadForkError,
+)
 from agents_persistence.langgraph._dynamodb_maintenance import Maintenance, checkpoint_items
 from agents_persistence.langgraph._dynamodb_model import (
     HEADER,
@@ -28,6 +33,7 @@ from agents_persistence.langgraph._dynamodb_model import (
     blob_key,
     checkpoint_key,
     checkpoint_prefix,
+    head_key,
     write_key,
     write_prefix,
 )
@@ -103,12 +109,14 @@ class Operations(Maintenance):
         ttl: timedelta | None,
         keep_last: int | None,
         clock: Clock,
+        exclusive: bool = False,
     ) -> None:
         self.table = table
         self.serde = serde
         self.ttl = ttl
         self.keep_last = keep_last
         self.clock = clock
+        self.exclusive = exclusive
 
     # --- threads -------------------------------------------------------------------------
 
@@ -209,6 +217,9 @@ class Operations(Maintenance):
             type=_JSON,
         )
         gen = self.start(thread_id, now)
+        owned = None
+        if self.exclusive:
+            owned = self._owner(thread_id, namespace, str(gen), parent_id, checkpoint["id"])
         children: list[LangGraphItem] = []
         for item, data in blobs:
             item.gen = gen
@@ -216,10 +227,64 @@ class Operations(Maintenance):
         head.gen = gen
         *parts, head = self.table.with_payload(head, payload)
         self.table.batch_write([*children, *parts])
-        self.table.batch_write([head])
+        if owned is None:
+            self.table.batch_write([head])
+        elif not self.table.put_both(owned[0], owned[1], head):
+            latest = next(
+                checkpoint_items(self.table, thread_id, namespace, str(gen), page_size=1), None
+            )
+            # The client may have sent the transaction again after a reply it did not get:
+            # then the head it fails on is this put's own, and the checkpoint is stored.
+            mine = (
+                latest is not None
+                and latest.checkpoint_id == checkpoint["id"]
+                and latest.parent_id == parent_id
+            )
+            if not mine:
+                # Another owner stored first: what this put wrote is nobody's (fresh versions).
+                self.table.batch_write(deletes=self._keys([*children, *parts]))
+                raise ThreadForkError(
+                    thread_id,
+                    namespace,
+                    parent_id,
+                    None if latest is None else latest.checkpoint_id,
+                )
         if self.keep_last is not None:
             self.retain(thread_id, namespace, str(gen), self.keep_last)
         return _config(thread_id, namespace, checkpoint["id"])
+
+    def _owner(
+        self, thread_id: str, namespace: str, gen: str, parent_id: str | None, checkpoint_id: str
+    ) -> tuple[LangGraphItem, tuple[str, dict[str, Any]]]:
+        """Write ownership: the namespace's new head item and the condition to write it under.
+
+        `ThreadForkError` at once unless ``parent_id`` is the namespace's latest checkpoint (or
+        the latest is ``checkpoint_id`` itself with that parent: a retry). The head read here
+        is the condition: the checkpoint goes in one transaction with the new head, only if
+        no other owned ``put`` changed the head in between.
+        """
+        stored = self.table.get((thread_id, head_key(namespace)))
+        latest = next(checkpoint_items(self.table, thread_id, namespace, gen, page_size=1), None)
+        latest_id = None if latest is None else latest.checkpoint_id
+        retry = latest is not None and latest_id == checkpoint_id and latest.parent_id == parent_id
+        if latest_id != parent_id and not retry:
+            raise ThreadForkError(thread_id, namespace, parent_id, latest_id)
+        condition: tuple[str, dict[str, Any]]
+        if stored is None:
+            condition = ("attribute_not_exists(#pk)", {})
+        elif stored.checkpoint_id is None or stored.gen is None:
+            raise CorruptStateError(
+                thread_id, f"head item of namespace {namespace!r} is incomplete"
+            )
+        else:
+            condition = (
+                "#checkpoint_id = :checkpoint_id AND #gen = :gen",
+                {":checkpoint_id": stored.checkpoint_id, ":gen": stored.gen},
+            )
+        new_head = LangGraphItem(
+            thread_id, head_key(namespace), gen=gen, ns=namespace, checkpoint_id=checkpoint_id
+        )
+        return new_head, condition
 
     def put_writes(
         self,

@@ -18,9 +18,8 @@ from agents_persistence.errors import (
 )
 from agents_persistence.langgraph._dynamodb_io import LangGraphTable
 from agents_persistence.langgraph._dynamodb_ops import Operations
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import no_pickle
-from agents_persistence.langgraph._threaded import ThreadedSaver
+from agents_persistence.langgraph._threaded import ThreadedSaver, check_keep_last
 from agents_persistence.models.dynamodb import ConnectionSettings
 from agents_persistence.repositories._call_budget import deadline, validate_call_timeout
 from agents_persistence.repositories._dynamodb_budget import TIMEOUT_SHARES, derive_timeouts
@@ -30,7 +29,6 @@ from agents_persistence.repositories._dynamodb_mapping import parse_url, validat
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -109,6 +107,12 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
             once, a write starts it afresh; DynamoDB's Time to Live removes its header later
             and `purge_expired` deletes the rest. ``None``: no expiry.
         clock: Returns the current aware time (tests); the system's UTC clock by default.
+        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
+            its config) is not the thread's latest checkpoint in that namespace raises
+            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
+            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
+            The checkpoint is written in one transaction with the namespace's head item,
+            conditioned on the head the check read.
 
     Raises:
         ConfigurationError: Invalid table name, timeouts, counts, or a serializer with pickle.
@@ -132,6 +136,7 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         super().__init__(serde=no_pickle(serde))
         if endpoint_url is not None and not endpoint_url.startswith(("http://", "https://")):
@@ -142,8 +147,7 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
             raise ConfigurationError(
                 "give both aws_access_key_id and aws_secret_access_key, or neither"
             )
-        if keep_last is not None:
-            _positive(keep_last, "keep_last", 1)
+        check_keep_last(keep_last)
         budget = validate_call_timeout(call_timeout)
         if connect_timeout is None:
             connect_timeout = min(_CONNECT_TIMEOUT, budget * TIMEOUT_SHARES["connect_timeout"])
@@ -170,6 +174,7 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
             ttl=_validate_ttl(ttl),
             keep_last=keep_last,
             clock=clock or utc_now,
+            exclusive=bool(exclusive_writes),
         )
 
     @classmethod
@@ -240,17 +245,6 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
     def close(self) -> None:
         """Close the client's HTTP connections."""
         self._table.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -342,7 +336,3 @@ class DynamoDBCheckpointSaver(ThreadedSaver):
         """
         with driver_errors(self.table_name):
             return self._ops.purge_expired(self._ops.clock())
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)

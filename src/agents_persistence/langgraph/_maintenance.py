@@ -47,6 +47,12 @@ class Maintenance:
     clock: Clock
     _upsert_thread: Insert
     _lock_thread: Insert
+    # Built once by `Plans` (bound parameters ``thread_id``, ``ns``, ``ids``, ``pairs``...).
+    _expiry: Executable
+    _newest: Executable
+    _delete_writes_of: Executable
+    _delete_checkpoints_of: Executable
+    _delete_values_of: Executable
 
     # --- expiry --------------------------------------------------------------------------
 
@@ -58,25 +64,25 @@ class Maintenance:
 
     def drop_if_expired(self, thread_id: str, now: datetime) -> Generator[_Step, Any, bool]:
         """Delete thread ``thread_id`` if it has expired at ``now``; whether it had."""
-        rows = yield (
-            select(self.threads.c.expires_at).where(self.threads.c.thread_id == thread_id),
-            None,
-        )
+        rows = yield self._expiry, {"thread_id": thread_id}
         if not rows or as_utc(rows[0].expires_at) > now:
             return False
         yield from self.delete_threads([thread_id])
         return True
 
-    def refresh(self, thread_id: str, now: datetime) -> Generator[_Step, Any, None]:
+    def refresh(
+        self, thread_id: str, now: datetime, *, lock: bool = False
+    ) -> Generator[_Step, Any, None]:
         """Move the thread's expiry to ``now`` plus the TTL (if the saver has one).
 
-        Without a TTL but with retention, lock the thread's expiry row (made with no expiry if
-        missing, an existing one kept): writers of one thread then take turns, so each prunes
-        what the others committed and none deadlocks on another's checkpoint rows.
+        Without a TTL but with retention (or ``lock``), lock the thread's expiry row (made with
+        no expiry if missing, an existing one kept): writers of one thread then take turns, so
+        each prunes what the others committed and none deadlocks on another's checkpoint rows.
+        Either statement locks the row until the transaction ends.
         """
         if self.ttl is not None:
             yield self._upsert_thread, {"thread_id": thread_id, "expires_at": now + self.ttl}
-        elif self.keep_last is not None:
+        elif lock or self.keep_last is not None:
             yield self._lock_thread, {"thread_id": thread_id, "expires_at": NEVER}
 
     def purge_expired(self, now: datetime) -> Generator[_Step, Any, int]:
@@ -139,20 +145,34 @@ class Maintenance:
     def retain(self, thread_id: str, namespace: str, keep: int) -> Generator[_Step, Any, None]:
         """Retention after a put: delete what lies beyond the newest ``keep`` of one namespace.
 
-        One indexed query when nothing is beyond (the primary key orders the namespace's ids).
+        One read when nothing is beyond; otherwise three deletes more: the doomed checkpoints'
+        writes, the checkpoints, and the values only they referred to (the versions they name
+        that no kept checkpoint names; every value is written with a checkpoint naming it).
         """
-        c = self.cp.c
-        rows = yield (
-            select(c.checkpoint_id)
-            .where(c.thread_id == thread_id, c.checkpoint_ns == namespace)
-            .order_by(c.checkpoint_id.desc())
-            .offset(keep)
-            .limit(_CHUNK),
-            None,
+        key = {"thread_id": thread_id, "ns": namespace}
+        rows = yield self._newest, {**key, "count": keep + _CHUNK}
+        if len(rows) <= keep:
+            return
+        doomed, kept = rows[keep:], rows[:keep]
+        ids = [row.checkpoint_id for row in doomed]
+        yield self._delete_writes_of, {**key, "ids": ids}
+        yield self._delete_checkpoints_of, {**key, "ids": ids}
+        if len(rows) == keep + _CHUNK:  # older checkpoints beyond this read may share values
+            yield from self._collect_blobs(thread_id, namespace)
+            return
+        unused = sorted(_versions(doomed) - _versions(kept))
+        for start in range(0, len(unused), _CHUNK):
+            yield self._delete_values_of, {**key, "pairs": unused[start : start + _CHUNK]}
+
+    def _delete_blobs(
+        self, thread_id: str, namespace: str, pairs: Sequence[tuple[str, str]]
+    ) -> Executable:
+        b = self.blobs.c
+        return delete(self.blobs).where(
+            b.thread_id == thread_id,
+            b.checkpoint_ns == namespace,
+            tuple_(b.channel, b.version).in_(pairs),
         )
-        if rows:
-            doomed = {(thread_id, namespace): [row.checkpoint_id for row in rows]}
-            yield from self._delete_checkpoints(doomed)
 
     def _delete_checkpoints(
         self, doomed: Mapping[tuple[str, str], Sequence[str]]
@@ -172,11 +192,7 @@ class Maintenance:
             ),
             None,
         )
-        used = {
-            (channel, str(version))
-            for row in rows
-            for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
-        }
+        used = _versions(rows)
         stored = yield (
             select(self.blobs.c.channel, self.blobs.c.version).where(
                 self.blobs.c.thread_id == thread_id, self.blobs.c.checkpoint_ns == namespace
@@ -185,16 +201,7 @@ class Maintenance:
         )
         unused = sorted({(row.channel, row.version) for row in stored} - used)
         for start in range(0, len(unused), _CHUNK):
-            yield (
-                delete(self.blobs).where(
-                    self.blobs.c.thread_id == thread_id,
-                    self.blobs.c.checkpoint_ns == namespace,
-                    tuple_(self.blobs.c.channel, self.blobs.c.version).in_(
-                        unused[start : start + _CHUNK]
-                    ),
-                ),
-                None,
-            )
+            yield self._delete_blobs(thread_id, namespace, unused[start : start + _CHUNK]), None
 
     def copy_thread(self, source: str, target: str) -> Generator[_Step, Any, None]:
         """Copy every checkpoint, blob and write of thread ``source`` to thread ``target``.
@@ -222,3 +229,12 @@ class Maintenance:
         for model in (self.models.blobs, self.models.checkpoints, self.models.writes):
             yield sql.copy_rows(model, source, target), None
         yield from self.refresh(target, now)
+
+
+def _versions(rows: Iterable[Any]) -> set[tuple[str, str]]:
+    """The ``(channel, version)`` pairs the checkpoints of ``rows`` name."""
+    return {
+        (channel, str(version))
+        for row in rows
+        for channel, version in (row.checkpoint.get("channel_versions") or {}).items()
+    }

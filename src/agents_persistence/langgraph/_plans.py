@@ -19,10 +19,25 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     get_serializable_checkpoint_metadata,
 )
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    false,
+    literal_column,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 
 from agents_persistence._core import Clock, utc_now, validate_thread_id
-from agents_persistence.errors import CorruptStateError, InvalidArgumentError
+from agents_persistence.errors import CorruptStateError, InvalidArgumentError, ThreadForkError
 from agents_persistence.langgraph import _statements as sql
 from agents_persistence.langgraph._maintenance import Maintenance
 from agents_persistence.models.langgraph import (
@@ -39,7 +54,7 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
     from langgraph.checkpoint.serde.base import SerializerProtocol
-    from sqlalchemy import Executable
+    from sqlalchemy import BindParameter, Executable
 
 __all__ = ["PAGE_SIZE", "Plans", "Step", "next_version"]
 
@@ -93,9 +108,11 @@ class Plans(Maintenance):
         keep_last: int | None = None,
         ttl: timedelta | None = None,
         clock: Clock = utc_now,
+        exclusive: bool = False,
     ) -> None:
         self.models = models
         self.keep_last = keep_last
+        self.exclusive = exclusive
         self.ttl = ttl
         self.clock = clock
         self.dialect = dialect
@@ -116,6 +133,58 @@ class Plans(Maintenance):
             dialect,
             models.checkpoints,
             ("parent_checkpoint_id", "run_id", "checkpoint", "metadata"),
+        )
+        self._prebuild()
+
+    def _prebuild(self) -> None:
+        """The hot path's statements, built once: bound parameters instead of values.
+
+        SQLAlchemy then neither builds them nor computes their cache keys again per call.
+        """
+        c, b, w, t = self.cp.c, self.blobs.c, self.writes.c, self.threads.c
+        thread: BindParameter[str] = bindparam("thread_id")
+        ns: BindParameter[str] = bindparam("ns")
+        live = ~exists().where(t.thread_id == c.thread_id, t.expires_at <= bindparam("now"))
+        one = self._checkpoint_columns().where(c.thread_id == thread, c.checkpoint_ns == ns, live)
+        self._latest = one.order_by(c.checkpoint_id.desc()).limit(1)
+        self._by_id = one.where(c.checkpoint_id == bindparam("checkpoint_id"))
+        self._values_and_writes = self._values_and_writes_query(
+            and_(
+                b.thread_id == thread,
+                b.checkpoint_ns == ns,
+                tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
+            ),
+            and_(
+                w.thread_id == thread,
+                w.checkpoint_ns == ns,
+                w.checkpoint_id.in_(bindparam("ids", expanding=True)),
+            ),
+        )
+        self._expiry = select(t.expires_at).where(t.thread_id == thread)
+        self._latest_locked = (
+            select(c.checkpoint_id, c.parent_checkpoint_id)
+            .where(c.thread_id == thread, c.checkpoint_ns == ns)
+            .order_by(c.checkpoint_id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        self._newest = (
+            select(c.checkpoint_id, c.checkpoint)
+            .where(c.thread_id == thread, c.checkpoint_ns == ns)
+            .order_by(c.checkpoint_id.desc())
+            .limit(bindparam("count", type_=Integer, literal_execute=True))
+        )
+        ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+        self._delete_writes_of = delete(self.writes).where(
+            w.thread_id == thread, w.checkpoint_ns == ns, w.checkpoint_id.in_(ids)
+        )
+        self._delete_checkpoints_of = delete(self.cp).where(
+            c.thread_id == thread, c.checkpoint_ns == ns, c.checkpoint_id.in_(ids)
+        )
+        self._delete_values_of = delete(self.blobs).where(
+            b.thread_id == thread,
+            b.checkpoint_ns == ns,
+            tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
         )
 
     # --- configs -------------------------------------------------------------------------
@@ -189,7 +258,9 @@ class Plans(Maintenance):
             )
         yield from self.drop_if_expired(thread_id, now)
         # First: writers of one thread then queue on its expiry row, in one lock order.
-        yield from self.refresh(thread_id, now)
+        yield from self.refresh(thread_id, now, lock=self.exclusive)
+        if self.exclusive:
+            yield from self.own(thread_id, namespace, parent_id, checkpoint["id"])
         if blobs:
             yield self._insert_blobs, blobs
         yield (
@@ -255,6 +326,30 @@ class Plans(Maintenance):
         special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
         yield (self._upsert_writes if special else self._insert_writes), rows
 
+    def own(
+        self, thread_id: str, namespace: str, parent_id: str | None, checkpoint_id: str
+    ) -> Generator[Step, Any, None]:
+        """Write ownership: `ThreadForkError` unless ``parent_id`` is the namespace's latest.
+
+        Runs after `refresh` has locked the thread's row, so writers of the thread take turns
+        between this check and their commit. The latest is read with a locking read (MySQL's
+        and MariaDB's repeatable read would otherwise answer from the transaction's snapshot).
+        A put of the latest checkpoint again, with the same parent, passes: a retry after a
+        lost reply.
+        """
+        rows = yield self._latest_locked, {"thread_id": thread_id, "ns": namespace}
+        latest = rows[0] if rows else None
+        if latest is None:
+            if parent_id is None:
+                return
+        elif latest.checkpoint_id == parent_id or (
+            latest.checkpoint_id == checkpoint_id and latest.parent_checkpoint_id == parent_id
+        ):
+            return
+        raise ThreadForkError(
+            thread_id, namespace, parent_id, None if latest is None else latest.checkpoint_id
+        )
+
     # --- reading -------------------------------------------------------------------------
 
     def _checkpoint_columns(self) -> Any:
@@ -270,16 +365,11 @@ class Plans(Maintenance):
     def get_tuple(self, config: RunnableConfig) -> Generator[Step, Any, CheckpointTuple | None]:
         """The checkpoint ``config`` names, or the thread's latest in its namespace."""
         thread_id, namespace, checkpoint_id = self.target(config)
-        query = self._checkpoint_columns().where(
-            self.cp.c.thread_id == thread_id,
-            self.cp.c.checkpoint_ns == namespace,
-            self.live(self.clock()),
-        )
+        params = {"thread_id": thread_id, "ns": namespace, "now": self.clock()}
         if checkpoint_id is not None:
-            query = query.where(self.cp.c.checkpoint_id == checkpoint_id)
+            rows = yield self._by_id, {**params, "checkpoint_id": checkpoint_id}
         else:
-            query = query.order_by(self.cp.c.checkpoint_id.desc()).limit(1)
-        rows = yield query, None
+            rows = yield self._latest, params
         if not rows:
             return None
         tuples = yield from self._assemble(rows)
@@ -342,6 +432,35 @@ class Plans(Maintenance):
         tuples = yield from self._assemble(kept)
         return tuples, next_key
 
+    def _values_and_writes_query(self, values_where: Any, writes_where: Any) -> Any:
+        """Values and pending writes in one round trip: rows of kind 0 are values, 1 writes."""
+        b, w = self.blobs.c, self.writes.c
+        blob_query = select(
+            literal_column("0").label("kind"),
+            b.thread_id,
+            b.checkpoint_ns,
+            b.channel,
+            b.version.label("key"),
+            cast(null(), String).label("task_id"),
+            cast(null(), Integer).label("idx"),
+            cast(null(), String).label("task_path"),
+            b.type,
+            b.blob,
+        ).where(values_where)
+        write_query = select(
+            literal_column("1"),
+            w.thread_id,
+            w.checkpoint_ns,
+            w.channel,
+            w.checkpoint_id,
+            w.task_id,
+            w.idx,
+            w.task_path,
+            w.type,
+            w.blob,
+        ).where(writes_where)
+        return union_all(blob_query, write_query).order_by("kind", "task_path", "task_id", "idx")
+
     def _assemble(self, rows: Sequence[Any]) -> Generator[Step, Any, list[CheckpointTuple]]:
         """Checkpoint tuples of ``rows``, with their channel values and pending writes."""
         wanted_blobs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
@@ -352,32 +471,46 @@ class Plans(Maintenance):
             wanted_blobs[key].update((ch, str(v)) for ch, v in versions.items())
             wanted_writes[key].add(row.checkpoint_id)
         values: dict[tuple[str, str, str, str], Any] = {}
-        blob_clauses = [
-            and_(
-                self.blobs.c.thread_id == thread_id,
-                self.blobs.c.checkpoint_ns == namespace,
-                tuple_(self.blobs.c.channel, self.blobs.c.version).in_(sorted(pairs)),
-            )
-            for (thread_id, namespace), pairs in wanted_blobs.items()
-            if pairs
-        ]
-        if blob_clauses:
-            blob_rows = yield select(self.blobs).where(or_(*blob_clauses)), None
-            for blob in blob_rows:
-                if blob.type != _EMPTY:
-                    key4 = (blob.thread_id, blob.checkpoint_ns, blob.channel, blob.version)
-                    values[key4] = self._load(blob)
-        write_rows = yield (
-            select(self.writes)
-            .where(sql.keys_in(self.writes, wanted_writes, "checkpoint_id"))
-            .order_by(self.writes.c.task_path, self.writes.c.task_id, self.writes.c.idx),
-            None,
-        )
         pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
-        for write in write_rows:
-            pending[(write.thread_id, write.checkpoint_ns, write.checkpoint_id)].append(
-                (write.task_id, write.channel, self._load(write))
+        if len(wanted_writes) == 1:  # one thread and namespace: the statement built once
+            [(thread_id, namespace)] = wanted_writes
+            found = yield (
+                self._values_and_writes,
+                {
+                    "thread_id": thread_id,
+                    "ns": namespace,
+                    "pairs": sorted(wanted_blobs[(thread_id, namespace)]),
+                    "ids": sorted(wanted_writes[(thread_id, namespace)]),
+                },
             )
+        else:
+            b = self.blobs.c
+            blob_clauses = [
+                and_(
+                    b.thread_id == thread_id,
+                    b.checkpoint_ns == namespace,
+                    tuple_(b.channel, b.version).in_(sorted(pairs)),
+                )
+                for (thread_id, namespace), pairs in wanted_blobs.items()
+                if pairs
+            ]
+            found = yield (
+                self._values_and_writes_query(
+                    or_(*blob_clauses) if blob_clauses else false(),
+                    sql.keys_in(self.writes, wanted_writes, "checkpoint_id"),
+                ),
+                None,
+            )
+        for row in found:
+            if row.kind == 0:
+                if row.type != _EMPTY:
+                    values[(row.thread_id, row.checkpoint_ns, row.channel, row.key)] = self._load(
+                        row
+                    )
+            else:
+                pending[(row.thread_id, row.checkpoint_ns, row.key)].append(
+                    (row.task_id, row.channel, self._load(row))
+                )
         return [self._tuple(row, values, pending) for row in rows]
 
     def _load(self, row: Any) -> Any:

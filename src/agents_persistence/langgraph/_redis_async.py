@@ -11,13 +11,11 @@ import asyncio
 import copy
 from typing import TYPE_CHECKING, Any, Self, cast
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import NoScriptError
 
-from agents_persistence.errors import ConfigurationError
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._redis_plans import Call, Plan, matches
+from agents_persistence.langgraph._threaded import LoopSaver
 from agents_persistence.models.redis import DEFAULT_KEY_PREFIX
 from agents_persistence.repositories._call_budget import deadline
 from agents_persistence.repositories._redis_client import open_async_client
@@ -29,13 +27,10 @@ if TYPE_CHECKING:
         Awaitable,
         Callable,
         Collection,
-        Coroutine,
-        Iterator,
         Mapping,
         Sequence,
     )
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -49,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRedisCheckpointSaver"]
 
 
-class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
+class AsyncRedisCheckpointSaver(LoopSaver):
     """The asyncio twin of `RedisCheckpointSaver`: the same arguments, keys and semantics.
 
     Takes a `redis.asyncio.Redis` or asyncio `RedisCluster` client (``decode_responses``
@@ -57,6 +52,8 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
     sync methods run the coroutines on the saver's event loop from another thread (as
     LangGraph's async savers do).
     """
+
+    sync_twin = "RedisCheckpointSaver"
 
     def __init__(
         self,
@@ -67,9 +64,10 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         common.check_client(client)
-        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl)
+        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl, exclusive_writes)
         super().__init__(serde=self._plans.serde)
         self._client = client
         self._call_timeout = common.call_timeout(call_timeout)
@@ -89,6 +87,7 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
         max_connections: int = 50,
         pool_timeout: float | None = None,
         socket_timeout: float | None = None,
@@ -118,6 +117,7 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
             keep_last=keep_last,
             ttl=ttl,
             call_timeout=limits.call_timeout,
+            exclusive_writes=exclusive_writes,
         )
         saver._owned_close = close
         return saver
@@ -129,17 +129,6 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
         if self._owned_close is not None:
             with translate_errors():
                 await self._owned_close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -178,22 +167,6 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
                     return done.value
                 finally:
                     plan.close()
-
-    def _sync(self, call: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``call`` on the saver's loop from another thread, and wait for its result."""
-        loop = self._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop or loop.is_closed():
-            call.close()
-            raise ConfigurationError(
-                "AsyncRedisCheckpointSaver's sync methods run its coroutines on its event loop"
-                " from another thread: call the async methods (aget_tuple, aput...) on the"
-                " loop, or use RedisCheckpointSaver for sync code"
-            )
-        return asyncio.run_coroutine_threadsafe(call, loop).result()
 
     # --- the saver API -------------------------------------------------------------------
 
@@ -291,72 +264,3 @@ class AsyncRedisCheckpointSaver(BaseCheckpointSaver[str]):
                 await self.adelete_thread(thread_id)
             else:
                 await self._run(self._plans.keep_latest([thread_id], keep))
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
-
-    # --- sync twins: the coroutines on the saver's loop -----------------------------------
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """`aget_tuple`, from a thread other than the loop's."""
-        return cast("CheckpointTuple | None", self._sync(self.aget_tuple(config)))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """`alist`, from a thread other than the loop's."""
-        pages = self.alist(config, filter=filter, before=before, limit=limit)
-
-        async def following() -> CheckpointTuple:
-            return await anext(pages)
-
-        while True:
-            try:
-                item: CheckpointTuple = self._sync(following())
-            except StopAsyncIteration:
-                return
-            yield item
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """`aput`, from a thread other than the loop's."""
-        return cast(
-            "RunnableConfig", self._sync(self.aput(config, checkpoint, metadata, new_versions))
-        )
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """`aput_writes`, from a thread other than the loop's."""
-        self._sync(self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """`adelete_thread`, from a thread other than the loop's."""
-        self._sync(self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """`adelete_for_runs`, from a thread other than the loop's."""
-        self._sync(self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """`acopy_thread`, from a thread other than the loop's."""
-        self._sync(self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """`aprune`, from a thread other than the loop's."""
-        self._sync(self.aprune(thread_ids, strategy=strategy))

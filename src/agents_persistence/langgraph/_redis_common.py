@@ -16,6 +16,7 @@ from agents_persistence._core import _validate_ttl
 from agents_persistence.errors import ConfigurationError, InvalidArgumentError
 from agents_persistence.langgraph._redis_plans import PAGE_SIZE, RedisPlans
 from agents_persistence.langgraph._setup import no_pickle
+from agents_persistence.langgraph._threaded import check_keep_last
 from agents_persistence.models.redis import validate_key_prefix
 from agents_persistence.repositories._call_budget import validate_call_timeout
 
@@ -35,17 +36,15 @@ def plans_for(
     serde: SerializerProtocol | None,
     keep_last: int | None,
     ttl: float | timedelta | None,
+    exclusive_writes: bool = False,
 ) -> RedisPlans:
     """The plans of a saver, its arguments validated."""
-    if keep_last is not None and (
-        isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
-    ):
-        raise ConfigurationError(f"keep_last must be a positive int or None, not {keep_last!r}")
     return RedisPlans(
         validate_key_prefix(key_prefix),
         no_pickle(serde),
-        keep_last=keep_last,
+        keep_last=check_keep_last(keep_last),
         ttl=_validate_ttl(ttl),
+        exclusive=bool(exclusive_writes),
     )
 
 

@@ -163,10 +163,29 @@ PUT = Script(
     + r"""
 -- ARGV: 1 TTL in ms ('' = keep the thread's), 2 keep_last ('' = all), 3 member (ns NUL id),
 -- 4 ordered member (id NUL ns), 5 record, 6 refs, 7 run id member ('' = none), 8 namespace,
--- 9.. blob field / value pairs (stored unless present)
-local ms = expiry(ARGV[1])
+-- 9 '1' for write ownership, 10 the parent id ('' = none), 11 the checkpoint id,
+-- 12.. blob field / value pairs (stored unless present)
+-- Returns 1, or {0, latest id} when write ownership refuses the put (nothing written).
 local member = ARGV[3]
-for i = 9, #ARGV, 2 do redis.call('HSETNX', BLOBS, ARGV[i], ARGV[i + 1]) end
+if ARGV[9] ~= '' then
+  local ns = ARGV[8]
+  local top = redis.call('ZRANGE', CP, '(' .. ns .. '\1', '(' .. ns .. '\0', 'BYLEX', 'REV',
+    'LIMIT', 0, 1)
+  local latest = ''
+  if #top > 0 then latest = string.sub(top[1], #ns + 2) end
+  if latest ~= ARGV[10] then
+    -- The latest again with the same parent: a retry after a lost reply.
+    local retry = false
+    if latest == ARGV[11] then
+      local parent = cjson.decode(redis.call('HGET', REC, member))['parent']
+      if parent == cjson.null or parent == nil then parent = '' end
+      retry = parent == ARGV[10]
+    end
+    if not retry then return {0, latest} end
+  end
+end
+local ms = expiry(ARGV[1])
+for i = 12, #ARGV, 2 do redis.call('HSETNX', BLOBS, ARGV[i], ARGV[i + 1]) end
 local old = redis.call('HGET', REFS, member)
 if old then
   local list = split(old)

@@ -20,7 +20,7 @@ from langgraph.checkpoint.base import (
 )
 
 from agents_persistence._core import validate_thread_id
-from agents_persistence.errors import CorruptStateError, InvalidArgumentError
+from agents_persistence.errors import CorruptStateError, InvalidArgumentError, ThreadForkError
 from agents_persistence.langgraph import _redis_lua as lua
 
 if TYPE_CHECKING:
@@ -138,11 +138,13 @@ class RedisPlans:
         *,
         keep_last: int | None = None,
         ttl: timedelta | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.keys = ThreadKeys(key_prefix)
         self.serde = serde
         self.keep_last = keep_last
         self.ttl = ttl
+        self.exclusive = exclusive
 
     @property
     def _ttl_ms(self) -> str:
@@ -182,7 +184,11 @@ class RedisPlans:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Generator[Call, Any, RunnableConfig]:
-        """Store the values of ``new_versions`` and the checkpoint, retention, TTL: one script."""
+        """Store the values of ``new_versions`` and the checkpoint, retention, TTL: one script.
+
+        With write ownership the script first checks that the parent is the namespace's
+        latest checkpoint (`ThreadForkError` otherwise, nothing written).
+        """
         thread_id, namespace, parent_id = self.target(config)
         checkpoint_id = _plain(checkpoint["id"], "checkpoint id")
         body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
@@ -214,7 +220,7 @@ class RedisPlans:
             for channel, version in (checkpoint.get("channel_versions") or {}).items()
         ]
         member = namespace + _NUL + checkpoint_id
-        yield Call(
+        reply = yield Call(
             lua.PUT,
             self.keys.of(thread_id),
             (
@@ -226,9 +232,15 @@ class RedisPlans:
                 _netstrings([run, *used]),
                 run + _NUL + member if run else "",
                 namespace,
+                "1" if self.exclusive else "",
+                parent_id or "",
+                checkpoint_id,
                 *blobs,
             ),
         )
+        if isinstance(reply, list):  # write ownership refused the put
+            latest = _text(reply[1]) or None
+            raise ThreadForkError(thread_id, namespace, parent_id, latest)
         return _config(thread_id, namespace, checkpoint_id)
 
     def put_writes(

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from redis.exceptions import NoScriptError
 
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._redis_plans import Call, Plan, matches
 from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.redis import DEFAULT_KEY_PREFIX
@@ -23,7 +22,6 @@ from agents_persistence.repositories._redis_errors import translate_errors
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -62,6 +60,11 @@ class RedisCheckpointSaver(ThreadedSaver):
             starts it afresh. ``None``: writes keep the thread's current expiry, if any.
         call_timeout: Seconds one call may take in all; ``None`` leaves the bound to the
             client's own timeouts (`from_url` sets one, 5 s by default).
+        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
+            its config) is not the thread's latest checkpoint in that namespace raises
+            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
+            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
+            Checked inside the ``put`` script.
 
     Raises:
         ConfigurationError: invalid arguments, a client that decodes replies, or a serializer
@@ -77,9 +80,10 @@ class RedisCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
         common.check_client(client)
-        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl)
+        self._plans = common.plans_for(key_prefix, serde, keep_last, ttl, exclusive_writes)
         super().__init__(serde=self._plans.serde)
         self._client = client
         self._call_timeout = common.call_timeout(call_timeout)
@@ -96,6 +100,7 @@ class RedisCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         call_timeout: float | None = None,
+        exclusive_writes: bool = False,
         max_connections: int = 50,
         pool_timeout: float | None = None,
         socket_timeout: float | None = None,
@@ -134,6 +139,7 @@ class RedisCheckpointSaver(ThreadedSaver):
                 keep_last=keep_last,
                 ttl=ttl,
                 call_timeout=limits.call_timeout,
+                exclusive_writes=exclusive_writes,
             )
         except BaseException:
             close()
@@ -149,17 +155,6 @@ class RedisCheckpointSaver(ThreadedSaver):
         if self._owned_close is not None:
             with translate_errors():
                 self._owned_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -289,9 +284,5 @@ class RedisCheckpointSaver(ThreadedSaver):
                 self.delete_thread(thread_id)
             else:
                 self._run(self._plans.keep_latest([thread_id], keep))
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
 
     # --- async twins: the sync methods in a worker thread ---------------------------------

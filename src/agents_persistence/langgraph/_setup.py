@@ -19,19 +19,18 @@ from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.errors import ConfigurationError
 from agents_persistence.langgraph._plans import PAGE_SIZE, Plans
 from agents_persistence.langgraph._serde import NoPickleSerializer, default_serde
+from agents_persistence.langgraph._threaded import check_keep_last
 from agents_persistence.migrations._settings import version_table
 from agents_persistence.models.langgraph import langgraph_models
 from agents_persistence.repositories._call_budget import validate_call_timeout
-from agents_persistence.repositories._sql_deadline import bounded_timeouts
+from agents_persistence.repositories._sql_deadline import ping_guard
 from agents_persistence.repositories._sql_engine import (
     driver_code,
-    engine_options,
     ping_when_idle,
     schema_not_ready,
     sqlite_tuning,
-    to_async_url,
-    to_sync_url,
 )
+from agents_persistence.repositories._sql_setup import _engine_args as engine_args
 from agents_persistence.telemetry import note_retry
 
 if TYPE_CHECKING:
@@ -53,6 +52,7 @@ __all__ = [
     "drive",
     "drive_async",
     "make_engine",
+    "owned_saver",
     "no_pickle",
     "page_counts",
     "retry_after",
@@ -94,11 +94,9 @@ class Binding:
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> None:
-        if keep_last is not None and (
-            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
-        ):
-            raise ConfigurationError(f"keep_last must be a positive int or None, not {keep_last!r}")
+        check_keep_last(keep_last)
         models = langgraph_models(table_name, schema)  # validates both names
         version_table(table_name)  # and the length its migrations can name
         self.table_name = table_name
@@ -113,6 +111,7 @@ class Binding:
             keep_last=keep_last,
             ttl=_validate_ttl(ttl),
             clock=clock or utc_now,
+            exclusive=bool(exclusive_writes),
         )
         self.ready = False
 
@@ -130,6 +129,7 @@ class Binding:
             keep_last=plans.keep_last,
             ttl=plans.ttl,
             clock=plans.clock,
+            exclusive=plans.exclusive,
         )
         return clone
 
@@ -170,20 +170,20 @@ def make_engine(
     ``call_timeout`` bounds, as on the SQL store, the pool wait, connecting and SQLite's busy
     wait (timeouts left ``None`` take it; larger ones are capped by it) and the server-side
     waits (PostgreSQL's ``statement_timeout``, InnoDB lock waits, PyMySQL's reads and writes).
-    The savers have no client-side watchdog: a call to a hung PostgreSQL server is not cut.
+    The savers' calls also run under the SQL store's watchdog (`Budget`), which cuts a
+    PostgreSQL connection that does not answer within the budget; so does the ping of a
+    connection idle longer than ``ping_idle_after``.
     """
     call_timeout = validate_call_timeout(call_timeout)
-    target = to_async_url(url) if asynchronous else to_sync_url(url)
-    pool_wait, connect_wait, busy_wait = bounded_timeouts(
-        call_timeout, pool_timeout, connect_timeout, busy_timeout
-    )
-    options = engine_options(
-        target,
+    # The SQL store's URL mapping, drivers and options, with the savers' own tuning below.
+    target, options = engine_args(
+        url,
+        asynchronous=asynchronous,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_timeout=pool_wait,
-        connect_timeout=connect_wait,
-        busy_timeout=busy_wait,
+        pool_timeout=pool_timeout,
+        connect_timeout=connect_timeout,
+        busy_timeout=busy_timeout,
         call_timeout=call_timeout,
         extra=extra,
     )
@@ -203,8 +203,51 @@ def make_engine(
         if target.database not in (None, "", ":memory:"):
             sqlite_tuning(sync_engine, wal=True)
     elif ping_idle_after is not None:
-        ping_when_idle(sync_engine, ping_idle_after)
+        ping_when_idle(sync_engine, ping_idle_after, ping_guard(call_timeout))
     return engine
+
+
+_ENGINE_NAMES = frozenset(
+    {
+        "pool_size",
+        "max_overflow",
+        "pool_timeout",
+        "connect_timeout",
+        "busy_timeout",
+        "call_timeout",
+        "ping_idle_after",
+    }
+)
+
+
+def owned_saver(cls: Any, url: str | URL, *, asynchronous: bool, options: dict[str, Any]) -> Any:
+    """`from_url` of both SQL savers: a saver of ``cls`` on an engine of its own for ``url``.
+
+    ``options`` are ``from_url``'s keywords: the engine's (`make_engine`, ``engine_options``
+    included) and the constructor's (``call_timeout`` goes to both). The engine is disposed
+    of if the constructor refuses an argument.
+    """
+    engine = make_engine(
+        url,
+        asynchronous=asynchronous,
+        extra=options["engine_options"],
+        **{name: options[name] for name in _ENGINE_NAMES},
+    )
+    arguments = {
+        name: value
+        for name, value in options.items()
+        if name not in _ENGINE_NAMES | {"engine_options"} or name == "call_timeout"
+    }
+    try:
+        saver = cls(engine, **arguments)
+    except BaseException:
+        if isinstance(engine, AsyncEngine):
+            engine.sync_engine.dispose(close=False)
+        else:
+            engine.dispose()
+        raise
+    saver._owns_engine = True
+    return saver
 
 
 def page_counts(limit: int | None, filtered: bool) -> Callable[[int], int]:

@@ -20,26 +20,25 @@ from agents_persistence.errors import (
     SchemaNotReadyError,
 )
 from agents_persistence.langgraph._maintenance import PURGE_BATCH
-from agents_persistence.langgraph._plans import next_version
 from agents_persistence.langgraph._setup import (
     Binding,
     Plan,
     backoff,
     drive,
-    make_engine,
     no_pickle,
+    owned_saver,
     page_counts,
     retry_after,
 )
 from agents_persistence.langgraph._threaded import ThreadedSaver
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
+from agents_persistence.repositories._sql_deadline import Budget, Call, expired
 from agents_persistence.repositories._sql_engine import PING_IDLE_AFTER, translate_errors
 from agents_persistence.repositories._sql_ops import schema_problem, upgrade_schema
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Sequence
     from datetime import timedelta
-    from types import TracebackType
 
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
@@ -79,6 +78,16 @@ class SQLCheckpointSaver(ThreadedSaver):
             once to every saver on these tables, a write starts it afresh, and
             ``purge_expired`` deletes the rows. ``None``: no expiry.
         clock: Returns the current aware time (tests); the system's UTC clock by default.
+        exclusive_writes: Write ownership: a ``put`` whose parent (the ``checkpoint_id`` of
+            its config) is not the thread's latest checkpoint in that namespace raises
+            `ThreadForkError` (a `ConflictError`) and writes nothing, instead of forking the
+            thread; a ``put`` without a parent passes only on a thread with no checkpoint.
+            Checked in the ``put``'s transaction, with the thread's row locked.
+        call_timeout: Seconds one call may take in all (waiting for a connection, retries
+            after deadlocks and each statement included), as on the SQL store: past it the
+            call raises `CallTimeoutError`; a PostgreSQL connection that does not answer is
+            cut by the store's watchdog, MySQL/MariaDB and SQLite are bounded by their driver
+            timeouts. `from_url` also sets the engine's timeouts from it.
 
     Raises:
         ConfigurationError: Not a sync engine, invalid names, or a serializer with pickle.
@@ -95,6 +104,8 @@ class SQLCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -104,8 +115,17 @@ class SQLCheckpointSaver(ThreadedSaver):
         super().__init__(serde=no_pickle(serde))
         self._engine = engine
         self._binding = Binding(
-            engine, table_name, schema, self.serde, auto_migrate, keep_last, ttl, clock
+            engine,
+            table_name,
+            schema,
+            self.serde,
+            auto_migrate,
+            keep_last,
+            ttl,
+            clock,
+            exclusive_writes,
         )
+        self._budget = Budget(call_timeout, engine, asynchronous=False)
         self._owns_engine = False
         self._ready_lock = threading.Lock()
 
@@ -129,40 +149,15 @@ class SQLCheckpointSaver(ThreadedSaver):
         keep_last: int | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
+        exclusive_writes: bool = False,
     ) -> Self:
         """Create and own an engine for ``url`` (as `SQLCheckpointer.from_url`); `close` ends it.
 
         Plain URLs get the drivers the library ships: psycopg 3 for ``postgresql://``, PyMySQL
         for ``mysql://`` and ``mariadb://``, the standard library for ``sqlite:///path``.
         """
-        engine = make_engine(
-            url,
-            asynchronous=False,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            busy_timeout=busy_timeout,
-            call_timeout=call_timeout,
-            ping_idle_after=ping_idle_after,
-            extra=engine_options,
-        )
-        assert isinstance(engine, Engine)
-        try:
-            saver = cls(
-                engine,
-                table_name=table_name,
-                schema=schema,
-                serde=serde,
-                auto_migrate=auto_migrate,
-                keep_last=keep_last,
-                ttl=ttl,
-                clock=clock,
-            )
-        except BaseException:
-            engine.dispose()
-            raise
-        saver._owns_engine = True
+        options = {k: v for k, v in locals().items() if k not in ("cls", "url")}
+        saver: Self = owned_saver(cls, url, asynchronous=False, options=options)
         return saver
 
     # --- life cycle ----------------------------------------------------------------------
@@ -173,23 +168,13 @@ class SQLCheckpointSaver(ThreadedSaver):
         with translate_errors(binding.not_ready, action="setup"), self._engine.connect() as conn:
             upgrade_schema(conn, binding.table_name, binding.schema)
         binding.ready = False
-        self._ensure_ready()
+        with self._budget.call("schema check") as call:
+            self._ensure_ready(call)
 
     def close(self) -> None:
         """Dispose of the engine if `from_url` made it."""
         if self._owns_engine:
             self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow copy whose serializer also revives ``extra_allowlist`` (LangGraph API)."""
@@ -200,16 +185,20 @@ class SQLCheckpointSaver(ThreadedSaver):
         clone._owns_engine = False
         return clone
 
-    def _ensure_ready(self) -> None:
+    def _ensure_ready(self, call: Call) -> None:
         binding = self._binding
         if binding.ready:
             return
-        with self._ready_lock:
+        if not self._ready_lock.acquire(timeout=call.remaining()):
+            raise TimeoutError("waiting for another call's schema check")  # CallTimeoutError
+        try:
             if binding.ready:
                 return
+            # Migrations (auto_migrate) may rightly wait on locks: only a check is watched.
             with (
                 translate_errors(binding.not_ready, action="schema check"),
                 self._engine.connect() as conn,
+                call.watching(conn, enabled=not binding.auto_migrate),
             ):
                 if binding.auto_migrate:
                     upgrade_schema(conn, binding.table_name, binding.schema)
@@ -217,19 +206,28 @@ class SQLCheckpointSaver(ThreadedSaver):
             if problem is not None:
                 raise SchemaNotReadyError(binding.not_ready(problem))
             binding.ready = True
+        finally:
+            self._ready_lock.release()
 
     def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
-        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it."""
-        self._ensure_ready()
-        with translate_errors(self._binding.not_ready, thread_id, action=action):
+        """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it.
+
+        The whole call, retries included, runs within ``call_timeout``: the SQL store's
+        watchdog cuts a PostgreSQL connection that does not answer by then.
+        """
+        with (
+            translate_errors(self._binding.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
+            self._ensure_ready(call)
             for attempt in itertools.count(1):
                 try:
-                    with self._engine.begin() as conn:
+                    with self._engine.connect() as conn, call.watching(conn), conn.begin():
                         return drive(plan(), conn)
                 except DBAPIError as exc:
-                    if not retry_after(exc, attempt, thread_id):
+                    if expired() or not retry_after(exc, attempt, thread_id):
                         raise
-                time.sleep(backoff(attempt))
+                time.sleep(min(backoff(attempt), call.remaining()))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the saver API -------------------------------------------------------------------
@@ -316,10 +314,6 @@ class SQLCheckpointSaver(ThreadedSaver):
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version greater than ``current``, as a string that sorts like its counter."""
-        return next_version(current)
 
 
 def _thread(config: RunnableConfig | None) -> str | None:

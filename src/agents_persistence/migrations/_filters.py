@@ -24,6 +24,7 @@ __all__ = [
     "make_include_name",
     "own_include_name",
     "own_include_object",
+    "rust_compatibility_index_names",
 ]
 
 IncludeName = Callable[[str | None, "NameFilterType", "NameFilterParentNames"], bool]
@@ -86,21 +87,34 @@ def own_include_name(target: MigrationTarget) -> IncludeName:
     return include
 
 
+def rust_compatibility_index_names(table_name: str) -> tuple[str, str]:
+    """The indexes a table adopted from the Rust SDK keeps beyond the library's model.
+
+    The Rust ``ensure_table()``'s ``idx_<table>_updated_at`` (it recreates it at each start)
+    and the unique index on ``thread_id`` its ``ON CONFLICT (thread_id)`` needs
+    (`agents_persistence.rust.adopt_rust_table`).
+    """
+    return f"idx_{table_name}_updated_at", f"uq_{table_name}_rust_thread_id"
+
+
 def own_include_object(
-    dialect_name: str,
+    dialect_name: str, target: MigrationTarget | None = None
 ) -> Callable[[SchemaItem, str | None, str, bool, SchemaItem | None], bool]:
     """The ``include_object`` hook of our own environment, for ``dialect_name``.
 
     Leaves out the model's indexes that exist on other dialects only (``Index.ddl_if`` creates
     them there; Alembic's autogenerate does not read ``ddl_if``, so the model marks them in
-    ``Index.info``).
+    ``Index.info``), and the indexes an adopted Rust table keeps for the Rust service.
     """
+    kept = frozenset(rust_compatibility_index_names(target.table_name)) if target else frozenset()
 
     def include(
         obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: object
     ) -> bool:
-        if type_ != "index" or reflected:
+        if type_ != "index":
             return True
+        if reflected:
+            return name not in kept
         dialects = obj.info.get(DIALECTS_INFO_KEY)
         return dialects is None or dialect_name in dialects
 

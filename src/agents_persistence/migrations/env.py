@@ -52,7 +52,7 @@ def _configure(**options: Any) -> None:
         # Compare only our tables: the database usually holds the app's tables too.
         include_schemas=target.schema is not None,
         include_name=own_include_name(target),
-        include_object=own_include_object(_dialect_name(options)),
+        include_object=own_include_object(_dialect_name(options), target),
         compare_type=True,
         render_as_batch=True,
         **options,

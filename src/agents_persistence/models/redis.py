@@ -1,7 +1,11 @@
 """The Redis record: one redis-om `HashModel`, declared once, and the keys around it.
 
-One thread is one hash. Its fields are the record's metadata beside the state's JSON text;
-timestamps are integer microseconds since the Unix epoch (UTC), so they keep their precision
+One thread is one record hash plus a hash of its pieces. The record's fields are its metadata
+beside the state's head (the JSON object of every field but the transcript and the large maps)
+and the manifest naming the pieces of the version (`agents_persistence._layout`). A small state
+is one head whose manifest names no piece (no pieces hash); a record without a manifest was
+written whole, before that layout, and its ``state`` is the whole state too.
+Timestamps are integer microseconds since the Unix epoch (UTC), so they keep their precision
 (redis-om's own datetime fields are float seconds, which cannot hold every microsecond).
 
 `CheckpointHash` is the single declaration of those fields: the store derives from it
@@ -12,11 +16,14 @@ the key layout (`checkpoint_model`, cached), so the fields exist once.
 Key layout, for ``key_prefix="agents_persistence"`` and ``namespace="default"``::
 
     agents_persistence:{default}:thread:<thread_id>   hash: one thread's record
+    agents_persistence:{default}:pieces:<thread_id>   hash: its pieces, piece key -> body
     agents_persistence:{default}:updated              sorted set: thread id by updated_at
     agents_persistence:{default}:expires              sorted set: thread id by expires_at
 
 The braces are a Redis Cluster hash tag: every key of a namespace hashes to the same slot, so
-one Lua script can update a record and both indexes atomically on a cluster too. No I/O here.
+one Lua script can update a record, its pieces and both indexes atomically on a cluster too.
+The pieces have a key of their own, not the record's key plus a suffix, which could be the
+record key of another thread id. No I/O here.
 """
 
 from __future__ import annotations
@@ -78,9 +85,10 @@ class CheckpointHash(redis_om.HashModel, index=False):  # type: ignore[misc,call
     size: int
     state: str = ""
     write_id: str = ""
+    manifest: str = ""
 
-    unlisted_fields: ClassVar[tuple[str, ...]] = ("state", "write_id")
-    """The fields a listing does not read: the state itself and the id of the save."""
+    unlisted_fields: ClassVar[tuple[str, ...]] = ("state", "write_id", "manifest")
+    """The fields a listing does not read: the state's head, the id of the save, the manifest."""
 
     class Meta:
         """Key layout of the default key prefix and namespace; see `checkpoint_model`."""
@@ -165,12 +173,14 @@ class KeyLayout:
 
     Attributes:
         thread_prefix: The record key of thread ``t`` is ``thread_prefix + t``.
+        pieces_prefix: The key of the hash of its pieces is ``pieces_prefix + t``.
         updated_index: Sorted set of thread ids scored by ``updated_at`` (microseconds);
             equal scores are ordered by thread id, as Redis orders equal scores bytewise.
         expiry_index: Sorted set of the thread ids that have a TTL, scored by ``expires_at``.
     """
 
     thread_prefix: str
+    pieces_prefix: str
     updated_index: str
     expiry_index: str
 
@@ -181,8 +191,24 @@ class KeyLayout:
         thread_prefix = str(model.make_primary_key(""))
         if not thread_prefix.startswith(tag + ":"):
             raise ConfigurationError(f"unexpected redis-om key layout {thread_prefix!r}")
-        return cls(thread_prefix, f"{tag}:updated", f"{tag}:expires")
+        return cls(thread_prefix, f"{tag}:pieces:", f"{tag}:updated", f"{tag}:expires")
 
     def thread_key(self, thread_id: str) -> str:
         """The key of one thread's hash."""
         return self.thread_prefix + thread_id
+
+    def pieces_key(self, thread_id: str) -> str:
+        """The key of the hash of one thread's pieces."""
+        return self.pieces_prefix + thread_id
+
+    def thread_keys(self, thread_id: str) -> tuple[str, str, str, str]:
+        """The keys a save or delete of one thread touches, in the order its script takes them.
+
+        The thread's hash, the ``updated`` and ``expires`` indexes, the hash of its pieces.
+        """
+        return (
+            self.thread_prefix + thread_id,
+            self.updated_index,
+            self.expiry_index,
+            self.pieces_prefix + thread_id,
+        )

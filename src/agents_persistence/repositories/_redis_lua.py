@@ -1,8 +1,9 @@
 """The Lua scripts of the Redis store: each operation that touches more than one key is one script.
 
-A script runs atomically, so a record, its two index entries and its TTL change together or not
-at all. Every key a script touches shares the namespace's hash tag, so the scripts run unchanged
-on Redis Cluster. Timestamps are integer microseconds since the Unix epoch, passed as decimal
+A script runs atomically, so a record, its pieces, its two index entries and its TTL change
+together or not at all, and a load reads a record and the pieces of that same version. Every
+key a script touches shares the namespace's hash tag, so the scripts run unchanged on Redis
+Cluster. Timestamps are integer microseconds since the Unix epoch, passed as decimal
 strings; they stay exact in Lua's doubles for every date between the years 1685 and 2255.
 
 Index invariants the scripts keep: a thread is in the ``updated`` index iff its hash exists,
@@ -29,7 +30,7 @@ from agents_persistence.errors import ConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["PAGE", "PURGE", "REMOVE", "WRITE", "Script", "Scripts", "render_scripts"]
+__all__ = ["PAGE", "PURGE", "READ", "REMOVE", "WRITE", "Script", "Scripts", "render_scripts"]
 
 # Redis runs a script without interruption but does not roll it back: a command failing halfway
 # leaves the earlier writes in place. The only failure a write can meet once it has started is a
@@ -49,19 +50,25 @@ end
 WRITE = (
     _GUARD
     + """
--- KEYS: 1 thread hash, 2 updated index, 3 expires index
+-- KEYS: 1 thread hash, 2 updated index, 3 expires index, 4 the thread's pieces hash
 -- ARGV: 1 thread id, 2 write id, 3 expected version ('' = any), 4 version to store
 --       ('' = live + 1), 5 created_at to store ('' = keep), 6 now = updated_at,
 --       7 expires_at ('' = never), 8 TTL in ms ('' = none, <= 0 = already expired),
---       9.. every field of the record in the model's order, as name/value pairs (the
---       values of the version and created_at fields are decided here)
-local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset'})
+--       9 token of the manifest this save is a delta on ('' = a full write),
+--       10 F = how many values the record's fields take, 11 D = how many pieces to drop,
+--       12 .. 11 + F every field of the record in the model's order, as name/value pairs
+--       (the values of the version and created_at fields are decided here),
+--       then D piece keys to drop, then the new pieces as key/body pairs.
+-- Returns {'ok' or 'done', version, created_at}, {'conflict', live version or -1},
+-- {'corrupt', why}, or {'full'}: the delta's base is not the stored version (another
+-- writer, an expired or deleted thread, a record stored whole): nothing was written.
+local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'hash'})
 if problem then
   return redis.error_reply(problem)
 end
 local now = tonumber(ARGV[6])
-local live = redis.call('HMGET', KEYS[1], $version, $created_at, $expires_at, $write_id)
-local live_version, live_created = nil, nil
+local live = redis.call('HMGET', KEYS[1], $version, $created_at, $expires_at, $write_id, $manifest)
+local live_version, live_created, live_token = nil, nil, nil
 if live[1] or live[2] or live[3] or live[4] then
   local version = tonumber(live[1])
   -- created_at is kept as stored and read back by the client: it must be an integer of
@@ -85,10 +92,17 @@ if live[1] or live[2] or live[3] or live[4] then
       return {'done', version, live[2]}
     end
     live_version, live_created = version, live[2]
+    -- The manifest's token, where Manifest.to_json puts it: right after the format number.
+    -- Any other spelling finds no token, and the client sends the full write.
+    live_token = live[5] and string.match(live[5], '^{"f":%d+,"t":"([^"]+)"')
   end
 end
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= (live_version or 0) then
   return {'conflict', live_version or -1}
+end
+local full = ARGV[9] == ''
+if not full and ARGV[9] ~= live_token then
+  return {'full'}
 end
 local version = (live_version or 0) + 1
 if ARGV[4] ~= '' then
@@ -99,15 +113,21 @@ if created == '' then
   created = live_created or ARGV[6]
 end
 redis.call('DEL', KEYS[1])
+if full then
+  redis.call('DEL', KEYS[4])
+end
 local ttl = ARGV[8]
 if ttl ~= '' and tonumber(ttl) <= 0 then
   -- A restored record that has already expired: the thread ends up absent.
+  redis.call('DEL', KEYS[4])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
   return {'ok', version, created}
 end
+local first, drops = 12, tonumber(ARGV[11])
+local last = first + tonumber(ARGV[10]) - 1
 local fields = {}
-for i = 9, #ARGV, 2 do
+for i = first, last, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if name == $version then
     value = version
@@ -118,6 +138,15 @@ for i = 9, #ARGV, 2 do
   fields[#fields + 1] = value
 end
 redis.call('HSET', KEYS[1], unpack(fields))
+-- Pieces in batches: Lua's unpack takes a few thousand values at most. 1000 is even, so
+-- key/body pairs stay together.
+local function batched(command, from, to)
+  for i = from, to, 1000 do
+    redis.call(command, KEYS[4], unpack(ARGV, i, math.min(i + 999, to)))
+  end
+end
+batched('HDEL', last + 1, last + drops)
+batched('HSET', last + drops + 1, #ARGV)
 -- The indexes live as long as their longest-lived member, so a namespace whose threads all
 -- expired disappears entirely even if nobody lists or purges it: a fresh index takes this
 -- TTL, an existing one only ever extends it (GT), and one holding a thread without TTL keeps
@@ -126,10 +155,12 @@ redis.call('HSET', KEYS[1], unpack(fields))
 local fresh = redis.call('EXISTS', KEYS[2]) == 0
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 if ttl == '' then
+  redis.call('PERSIST', KEYS[4])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('PERSIST', KEYS[2])
 else
   redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
   if fresh then
     redis.call('PEXPIRE', KEYS[2], ttl)
@@ -147,17 +178,42 @@ return {'ok', version, created}
 """
 )
 
+READ = """
+-- KEYS: 1 thread hash, 2 the thread's pieces hash; ARGV: 1 now (microseconds)
+-- Returns {} when there is no record, else {record field/value pairs, piece key/body pairs};
+-- the pieces are left out for a record expired at ARGV[1] or stored whole (no manifest).
+local record = redis.call('HGETALL', KEYS[1])
+if #record == 0 then
+  return {}
+end
+local expires, manifest = nil, nil
+for i = 1, #record, 2 do
+  local name = record[i]
+  if name == $expires_at then
+    expires = tonumber(record[i + 1])
+  elseif name == $manifest then
+    manifest = record[i + 1]
+  end
+end
+if not manifest or manifest == '' or (expires and expires <= tonumber(ARGV[1])) then
+  return {record, {}}
+end
+return {record, redis.call('HGETALL', KEYS[2])}
+"""
+
 REMOVE = (
     _GUARD
     + """
--- KEYS: 1 thread hash, 2 updated index, 3 expires index; ARGV: 1 thread id, 2 now
+-- KEYS: 1 thread hash, 2 updated index, 3 expires index, 4 the thread's pieces hash
+-- ARGV: 1 thread id, 2 now
 -- Returns 1 if a live record was deleted; an expired one is deleted too but counts as absent.
-local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset'})
+local problem = foreign({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'hash'})
 if problem then
   return redis.error_reply(problem)
 end
 local expires = redis.call('HGET', KEYS[1], $expires_at)
 local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if existed == 0 then
@@ -272,16 +328,17 @@ return out
 PURGE = (
     _GUARD
     + """
--- KEYS: 1 updated index, 2 expires index; ARGV: 1 thread key prefix, 2 now, 3 batch size
--- Deletes up to one batch of threads expired at ARGV[2]: the hash if Redis has not already
--- removed it, and both index entries. Returns how many threads it removed.
+-- KEYS: 1 updated index, 2 expires index
+-- ARGV: 1 thread key prefix, 2 now, 3 batch size, 4 pieces key prefix
+-- Deletes up to one batch of threads expired at ARGV[2]: the hash and its pieces if Redis has
+-- not already removed them, and both index entries. Returns how many threads it removed.
 local problem = foreign({KEYS[1], 'zset', KEYS[2], 'zset'})
 if problem then
   return redis.error_reply(problem)
 end
 local expired = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
 for _, member in ipairs(expired) do
-  redis.call('DEL', ARGV[1] .. member)
+  redis.call('DEL', ARGV[1] .. member, ARGV[4] .. member)
   redis.call('ZREM', KEYS[1], member)
   redis.call('ZREM', KEYS[2], member)
 end
@@ -308,9 +365,10 @@ class Script:
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    """The four scripts, rendered for one record model's fields."""
+    """The five scripts, rendered for one record model's fields."""
 
     write: Script
+    read: Script
     remove: Script
     page: Script
     purge: Script
@@ -343,9 +401,8 @@ def render_scripts(fields: Sequence[str], listed: Sequence[str]) -> Scripts:
         raise ConfigurationError(f"listed fields {tuple(listed)} are not fields of the record")
     names["listed"] = ", ".join(names[name] for name in listed)
     try:
-        return Scripts(
-            *(Script(Template(text).substitute(names)) for text in (WRITE, REMOVE, PAGE, PURGE))
-        )
+        templates = (WRITE, READ, REMOVE, PAGE, PURGE)
+        return Scripts(*(Script(Template(text).substitute(names)) for text in templates))
     except KeyError as exc:
         raise ConfigurationError(
             f"the Redis scripts need record field {exc.args[0]!r}, which the model lacks"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from agents_persistence._core import Record, from_epoch_micros
+from agents_persistence._layout import Manifest
 from agents_persistence.errors import ConfigurationError, CorruptStateError
 from agents_persistence.models.redis import CheckpointHash, hash_fields
 from agents_persistence.repositories._redis_lua import Scripts, render_scripts
@@ -213,6 +214,10 @@ class RecordMapping:
             row = self.row(**parsed)
         except _Irregular:
             row = self._validate(thread_id, values, codecs)
+        # A record without a manifest was stored whole, before the layout: its state is all.
+        manifest = None
+        if with_payload and row.manifest:
+            manifest = Manifest.from_json(thread_id, row.manifest)
         try:
             return Record(
                 thread_id=thread_id,
@@ -222,6 +227,7 @@ class RecordMapping:
                 expires_at=None if row.expires_at is None else from_epoch_micros(row.expires_at),
                 size=row.size,
                 payload=row.state if with_payload else None,
+                manifest=manifest,
             )
         except OverflowError as exc:
             raise CorruptStateError(thread_id, "a timestamp is out of range") from exc

@@ -10,10 +10,11 @@ the redis-om model, through `agents_persistence.repositories._redis_mapping`.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from agents_persistence._core import Record, from_epoch_micros, to_epoch_micros
+from agents_persistence._layout import assemble, pack, unpack
 from agents_persistence.errors import (
     ConflictError,
     CorruptStateError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from agents_persistence._core import WriteRequest
+    from agents_persistence._layout import Layout
     from agents_persistence.models.redis import KeyLayout
     from agents_persistence.repositories._redis_lua import Script
     from agents_persistence.repositories._redis_mapping import RecordMapping
@@ -45,17 +47,17 @@ _MAX_SCORE_MICROS = 2**53
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One round trip: a Lua script, or an HGETALL when ``script`` is None.
+    """One round trip: a Lua script. Its reply comes back undecoded (bytes), whatever the client.
 
     Attributes:
-        script: The script to run, or ``None`` for ``HGETALL keys[0]``.
+        script: The script to run.
         keys: The keys the call touches (all in one hash slot).
         args: Script arguments.
     """
 
-    script: Script | None
+    script: Script
     keys: tuple[str, ...]
-    args: tuple[str | int, ...] = ()
+    args: tuple[str | bytes | int, ...] = ()
 
 
 Plan = Generator[Call, Any, T]
@@ -90,7 +92,7 @@ class RedisOps:
         self.mapping = mapping
         self.layout = layout
 
-    def hash_pairs(self, request: WriteRequest, write_id: str) -> list[str]:
+    def hash_pairs(self, request: WriteRequest, layout: Layout, write_id: str) -> list[str]:
         """Every field of the record a write stores, as hash name/value pairs.
 
         The values of ``version`` and ``created_at`` are placeholders here: the ``write``
@@ -102,10 +104,34 @@ class RedisOps:
             "updated_at": _score_micros(request.now),
             "expires_at": None if request.expires_at is None else _score_micros(request.expires_at),
             "size": request.size,
-            "state": request.payload,
+            "state": layout.head.decode(),
             "write_id": write_id,
+            "manifest": layout.manifest.to_json(),
         }
         return self.mapping.encode(values)
+
+    def write_args(
+        self, request: WriteRequest, layout: Layout, write_id: str, ttl_ms: str
+    ) -> tuple[str | bytes, ...]:
+        """The ``write`` script's arguments for ``layout`` (see the script for their order)."""
+        pairs = self.hash_pairs(request, layout, write_id)
+        pieces = [part for key, body in layout.pieces.items() for part in (key, pack(body))]
+        return (
+            request.thread_id,
+            write_id,
+            "" if request.expected_version is None else str(request.expected_version),
+            "" if request.version is None else str(request.version),
+            "" if request.created_at is None else str(to_epoch_micros(request.created_at)),
+            str(_score_micros(request.now)),
+            "" if request.expires_at is None else str(_score_micros(request.expires_at)),
+            ttl_ms,
+            "" if layout.base is None else layout.base.token,
+            str(len(pairs)),
+            str(len(layout.drop)),
+            *pairs,
+            *layout.drop,
+            *pieces,
+        )
 
     # -- plans ---------------------------------------------------------------------------
 
@@ -122,58 +148,72 @@ class RedisOps:
         if request.expires_at is not None:
             remaining = to_epoch_micros(request.expires_at) - to_epoch_micros(now)
             ttl_ms = str(-(-remaining // 1000))  # rounded up: never before the logical expiry
-        layout = self.layout
-        reply = yield Call(
-            self.mapping.scripts.write,
-            (layout.thread_key(request.thread_id), layout.updated_index, layout.expiry_index),
-            (
-                request.thread_id,
-                write_id,
-                "" if request.expected_version is None else str(request.expected_version),
-                "" if request.version is None else str(request.version),
-                "" if request.created_at is None else str(to_epoch_micros(request.created_at)),
-                str(_score_micros(request.now)),
-                "" if request.expires_at is None else str(_score_micros(request.expires_at)),
-                ttl_ms,
-                *self.hash_pairs(request, write_id),
-            ),
-        )
-        status = _text(reply[0])
+        thread_id = request.thread_id
+        keys = self.layout.thread_keys(thread_id)
+        layout = request.layout
+        while True:
+            reply = yield Call(
+                self.mapping.scripts.write, keys, self.write_args(request, layout, write_id, ttl_ms)
+            )
+            status = _text(reply[0])
+            if status != "full" or layout.base is None:
+                break
+            # The stored version is not the delta's base: send the whole state instead.
+            layout = layout.full()
         if status == "conflict":
             actual = int(reply[1])
-            raise ConflictError(
-                request.thread_id, request.expected_version or 0, None if actual < 0 else actual
-            )
+            expected = request.expected_version or 0
+            raise ConflictError(thread_id, expected, None if actual < 0 else actual)
         if status == "corrupt":
-            raise CorruptStateError(request.thread_id, _text(reply[1]))
+            raise CorruptStateError(thread_id, _text(reply[1]))
+        if status not in ("ok", "done"):
+            raise CorruptStateError(thread_id, f"unexpected reply {status!r} to a save")
         try:
             created_at = from_epoch_micros(int(_text(reply[2])))
         except (ValueError, OverflowError) as exc:
-            raise CorruptStateError(request.thread_id, "field created_at: not a timestamp") from exc
+            raise CorruptStateError(thread_id, "field created_at: not a timestamp") from exc
         return Record(
-            thread_id=request.thread_id,
+            thread_id=thread_id,
             version=int(reply[1]),
             created_at=created_at,
             updated_at=request.now,
             expires_at=request.expires_at,
             size=request.size,
-            payload=request.payload,
+            manifest=layout.manifest,
+            written=layout.written,
         )
 
     def read(self, thread_id: str, now: datetime) -> Plan[Record | None]:
-        """The live record with its payload, or ``None``."""
-        fields = yield Call(None, (self.layout.thread_key(thread_id),))
-        if not fields:
+        """The live record with its payload (the whole state's JSON), or ``None``."""
+        reply = yield Call(
+            self.mapping.scripts.read,
+            (self.layout.thread_key(thread_id), self.layout.pieces_key(thread_id)),
+            (str(to_epoch_micros(now)),),
+        )
+        if not reply:
             return None
+        flat, stored = reply
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
         record = self.mapping.decode(thread_id, fields, with_payload=True)
-        return None if _expired(record, now) else record
+        if _expired(record, now):
+            return None
+        manifest = record.manifest
+        if manifest is None or not (manifest.transcript or manifest.maps):
+            return record  # one head (a small state, or stored before the layout): all of it
+        wanted = manifest.keys()
+        bodies = {
+            key: unpack(thread_id, body)
+            for key, body in zip(map(_text, stored[::2]), stored[1::2], strict=True)
+            if key in wanted
+        }
+        head = cast("str", record.payload)  # the state field, decoded as text by its codec
+        return replace(record, payload=assemble(thread_id, head, manifest, bodies))
 
     def remove(self, thread_id: str, now: datetime) -> Plan[bool]:
         """Delete a thread with its index entries; ``True`` if it was live."""
-        layout = self.layout
         deleted = yield Call(
             self.mapping.scripts.remove,
-            (layout.thread_key(thread_id), layout.updated_index, layout.expiry_index),
+            self.layout.thread_keys(thread_id),
             (thread_id, str(to_epoch_micros(now))),
         )
         return bool(int(deleted))
@@ -214,7 +254,12 @@ class RedisOps:
                     yield Call(
                         self.mapping.scripts.purge,
                         (layout.updated_index, layout.expiry_index),
-                        (layout.thread_prefix, str(to_epoch_micros(now)), PURGE_BATCH),
+                        (
+                            layout.thread_prefix,
+                            str(to_epoch_micros(now)),
+                            PURGE_BATCH,
+                            layout.pieces_prefix,
+                        ),
                     )
                 )
             )

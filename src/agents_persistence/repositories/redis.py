@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 from agents_persistence._core import DEFAULT_NAMESPACE
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRedisCheckpointer", "RedisCheckpointer"]
 
 T = TypeVar("T")
+
+_RAW = {NEVER_DECODE: True}
+"""Replies undecoded whatever the client's ``decode_responses``: pieces may be compressed."""
 
 
 def _client_options(named: dict[str, Any], more: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -225,13 +229,12 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         return self._key_prefix
 
     def _execute(self, call: Call) -> Any:
+        run = self._client.execute_command
         script = call.script
-        if script is None:
-            return self._client.hgetall(call.keys[0])
         try:
-            return self._client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            return run("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args, **_RAW)
         except NoScriptError:
-            return self._client.eval(script.source, len(call.keys), *call.keys, *call.args)
+            return run("EVAL", script.source, len(call.keys), *call.keys, *call.args, **_RAW)
 
     def _run(self, plan: Plan[T], *, per_round_trip: bool = False) -> T:
         """Drive ``plan`` within one ``call_timeout`` (or one per round trip, for purges)."""
@@ -364,13 +367,12 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         return self._key_prefix
 
     async def _execute(self, call: Call) -> Any:
+        run = self._client.execute_command
         script = call.script
-        if script is None:
-            return await self._client.hgetall(call.keys[0])
         try:
-            return await self._client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            return await run("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args, **_RAW)
         except NoScriptError:
-            return await self._client.eval(script.source, len(call.keys), *call.keys, *call.args)
+            return await run("EVAL", script.source, len(call.keys), *call.keys, *call.args, **_RAW)
 
     async def _run(self, plan: Plan[T], *, per_round_trip: bool = False) -> T:
         """Drive ``plan`` within one ``call_timeout`` (or one per round trip, for purges).
