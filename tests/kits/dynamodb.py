@@ -67,8 +67,11 @@ class MotoServer:
 class DynamoDBKit(StoreKit):
     name = "dynamodb"
     db_system = "aws.dynamodb"
-    # DynamoDB holds at most 400 KB per item: the store's default limit is 350,000 bytes.
+    # Larger states (above the 400 KB item limit) are tested in tests/stores: moto copies the
+    # whole table for every transaction, which makes many large states slow the suite.
     large_state_bytes = 300_000
+
+    table_format = "pieces"
 
     def __init__(self) -> None:
         self.table = "agents-persistence-" + uuid.uuid4().hex[:12]
@@ -90,7 +93,7 @@ class DynamoDBKit(StoreKit):
         self._server = MotoServer()
         self.endpoint = self._server.endpoint
         with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
-            cp.create_table()
+            cp.create_table(table_format=self.table_format)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -100,6 +103,17 @@ class DynamoDBKit(StoreKit):
     def connection(self) -> dict[str, Any]:
         """Keyword arguments that reach the moto server."""
         return {"region": REGION, "endpoint_url": self.endpoint, **CREDENTIALS}
+
+    def partition(self, namespace: str, thread_id: str, table: str | None = None) -> list[str]:
+        """The sort keys of every item of a thread's partition (pieces format)."""
+        pages = self.client.get_paginator("query").paginate(
+            TableName=table or self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"{namespace}#{thread_id}"}},
+            ProjectionExpression="sk",
+            ConsistentRead=True,
+        )
+        return [item["sk"]["S"] for page in pages for item in page["Items"]]
 
     def new_table_name(self) -> str:
         return "ap-test-" + uuid.uuid4().hex[:12]
@@ -133,20 +147,26 @@ class DynamoDBKit(StoreKit):
             table or self.table, namespace=namespace, **{**self.connection(), **options}
         )
 
+    def key(self, namespace: str, thread_id: str) -> dict[str, Any]:
+        """The table key of a thread's item (its head item in the pieces format)."""
+        key = {"pk": {"S": f"{namespace}#{thread_id}"}}
+        return key if self.table_format != "pieces" else {**key, "sk": {"S": "h"}}
+
     def corrupt(self, namespace: str, thread_id: str) -> None:
         self.client.update_item(
             TableName=self.table,
-            Key={"pk": {"S": f"{namespace}#{thread_id}"}},
+            Key=self.key(namespace, thread_id),
             UpdateExpression="SET #s = :s",
             ExpressionAttributeNames={"#s": "state"},
             ExpressionAttributeValues={":s": {"S": '{"todos": "not a list"'}},
         )
 
-    def stored_count(self, namespace: str) -> int:
+    def stored_count(self, namespace: str, table: str | None = None) -> int:
+        """Threads (head items) stored in a namespace, expired or not."""
         # A scan is fine here: it looks behind the library, which itself never scans.
         pages = self.client.get_paginator("scan").paginate(
-            TableName=self.table,
-            FilterExpression="begins_with(pk, :prefix)",
+            TableName=table or self.table,
+            FilterExpression="begins_with(pk, :prefix) AND attribute_exists(version)",
             ExpressionAttributeValues={":prefix": {"S": f"{namespace}#"}},
             ProjectionExpression="pk",
         )
@@ -175,7 +195,17 @@ class DynamoDBKit(StoreKit):
         )
 
 
+class SingleItemDynamoDBKit(DynamoDBKit):
+    """A moto server with a table of the single-item format (one item per thread), as the
+    library made before the pieces format: such tables keep working."""
+
+    name = "dynamodb-single-item"  # started apart from the pieces-format kit
+    table_format = "single-item"
+    large_state_bytes = 300_000
+
+
 KITS = [DynamoDBKit()]
+SINGLE_ITEM_KIT = SingleItemDynamoDBKit()
 
 
 def record_requests(checkpointer: Any) -> list[tuple[str, dict[str, Any], str]]:

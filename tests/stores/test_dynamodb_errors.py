@@ -4,6 +4,7 @@ invalid settings, URLs and the standard credential chain."""
 from __future__ import annotations
 
 import socket
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,9 +20,10 @@ from agents_persistence import (
     open_async_checkpointer,
     open_checkpointer,
 )
+from agents_persistence.repositories.dynamodb import SINGLE_ITEM_MAX_STATE_BYTES
 
 from ..conftest import _ready
-from ..kits.dynamodb import CREDENTIALS, KITS, REGION, DynamoDBKit, record_requests
+from ..kits.dynamodb import CREDENTIALS, REGION, SINGLE_ITEM_KIT, DynamoDBKit, record_requests
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    """The session's DynamoDB kit (moto server and table), also behind the harness."""
-    ready = _ready(KITS[0])
+    """A DynamoDB kit with a table of the single-item format, also behind the harness."""
+    ready = _ready(SINGLE_ITEM_KIT)
     assert isinstance(ready, DynamoDBKit)
     return ready
 
@@ -110,7 +112,7 @@ def test_retries_are_bounded_by_max_retries(kit: DynamoDBKit) -> None:
 
 def test_default_limit_leaves_room_for_the_rest_of_the_item(harness: Harness) -> None:
     cp = harness.make()
-    assert DynamoDBCheckpointer.default_max_state_bytes == 350_000
+    assert SINGLE_ITEM_MAX_STATE_BYTES == 350_000  # the default on tables of this format
     longest = "😀" * 256  # 1 KB of UTF-8, part of both the table key and the index key
     state = _state_of_size(350_000)
     cp.save_state(longest, state)
@@ -123,12 +125,15 @@ def test_default_limit_leaves_room_for_the_rest_of_the_item(harness: Harness) ->
 
 
 def test_item_over_the_limit_is_refused_before_any_request(kit: DynamoDBKit) -> None:
-    # Aimed at a closed port: any request would raise BackendUnavailableError instead.
-    cp = DynamoDBCheckpointer(kit.table, **kit.unreachable_options(), max_state_bytes=2_000_000)
+    cp = kit.make(namespace="n" + uuid.uuid4().hex[:8], max_state_bytes=2_000_000)
+    assert cp.load_state("t") is None  # the table's format is known from here on
+    calls = record_requests(cp)
     with pytest.raises(StateTooLargeError) as raised:
         cp.save_state("t", _state_of_size(420_000))
+    assert calls == []
     assert raised.value.size == 420_000
     assert 405_000 < raised.value.limit < 409_600
+    cp.close()
 
 
 def test_item_refused_by_the_service_is_state_too_large(kit: DynamoDBKit, harness: Harness) -> None:

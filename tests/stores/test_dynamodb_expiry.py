@@ -12,7 +12,7 @@ import pytest
 from agents_persistence import AgentStateSnapshot, ConflictError
 
 from ..conftest import _ready
-from ..kits.dynamodb import KITS, DynamoDBKit
+from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit
 from ..support import FakeClock, Harness
 
 TTL = 60
@@ -20,8 +20,8 @@ TTL = 60
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    """The session's DynamoDB kit (moto server and table), also behind the harness."""
-    ready = _ready(KITS[0])
+    """A DynamoDB kit with a table of the single-item format, also behind the harness."""
+    ready = _ready(SINGLE_ITEM_KIT)
     assert isinstance(ready, DynamoDBKit)
     return ready
 

@@ -33,12 +33,12 @@ from agents_persistence.repositories._dynamodb_schema import TableSchema
 from agents_persistence.repositories._dynamodb_table import DynamoDBTable
 
 from ..conftest import _ready
-from ..kits.dynamodb import KITS, DynamoDBKit, record_requests
+from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, record_requests
 
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    ready = _ready(KITS[0])
+    ready = _ready(SINGLE_ITEM_KIT)
     assert isinstance(ready, DynamoDBKit)
     return ready
 
@@ -117,7 +117,7 @@ def test_a_model_with_other_names_drives_every_request(kit: DynamoDBKit) -> None
     )
     calls = record_requests(cp)
     try:
-        assert cp.create_table() is True
+        assert cp.create_table(table_format="single-item") is True
         info = cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 1}))
         assert cp.save_state("t", AgentStateSnapshot(), expected_version=1).version == 2
         assert cp.load_checkpoint("t").info.version == info.version + 1
@@ -161,7 +161,7 @@ def test_a_table_of_the_default_model_is_not_the_terse_models(kit: DynamoDBKit) 
     cp = kit.make(namespace="n" + uuid.uuid4().hex[:8])
     cp._table = DynamoDBTable(cp.settings, cp.namespace, 1, model=_Terse)
     with pytest.raises(SchemaNotReadyError, match="key schema"):
-        cp.create_table()
+        cp.create_table(table_format="single-item")
     cp.close()
 
 

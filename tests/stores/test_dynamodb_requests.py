@@ -12,14 +12,14 @@ import pytest
 from agents_persistence import AgentStateSnapshot
 
 from ..conftest import _ready, new_namespace
-from ..kits.dynamodb import KITS, DynamoDBKit, record_requests
+from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, record_requests
 from ..support import FakeClock, Harness, Portal
 
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    """The session's DynamoDB kit (moto server and table), also behind the harness."""
-    ready = _ready(KITS[0])
+    """A DynamoDB kit with a table of the single-item format, also behind the harness."""
+    ready = _ready(SINGLE_ITEM_KIT)
     assert isinstance(ready, DynamoDBKit)
     return ready
 
@@ -60,15 +60,16 @@ def test_saves_are_conditional_puts(harness: Harness) -> None:
     calls = record_requests(first)
     first.save_state("t", AgentStateSnapshot())  # new thread: tried as a create
     first.save_state("t", AgentStateSnapshot())  # this checkpointer wrote version 1
-    assert [op for op, _, _ in calls] == ["PutItem", "PutItem"]
-    assert all("ConditionExpression" in params for _, params, _ in calls)
+    # The table's format is read once per checkpointer, from its key schema.
+    assert [op for op, _, _ in calls] == ["DescribeTable", "PutItem", "PutItem"]
+    assert all("ConditionExpression" in params for _, params, _ in calls[1:])
 
     second = harness.make()
     calls = record_requests(second)
     assert second.save_state("t", AgentStateSnapshot()).version == 3
     # Knowing nothing of "t", it tries a create, reads the item, then writes on condition.
-    assert [op for op, _, _ in calls] == ["PutItem", "GetItem", "PutItem"]
-    assert calls[1][1]["ConsistentRead"] is True
+    assert [op for op, _, _ in calls] == ["DescribeTable", "PutItem", "GetItem", "PutItem"]
+    assert calls[2][1]["ConsistentRead"] is True
 
 
 def test_large_states_of_unknown_threads_are_read_first(harness: Harness) -> None:
@@ -79,13 +80,13 @@ def test_large_states_of_unknown_threads_are_read_first(harness: Harness) -> Non
     calls = record_requests(first)
     assert first.save_state("t", large).version == 1
     assert first.save_state("t", large).version == 2
-    assert [op for op, _, _ in calls] == ["GetItem", "PutItem", "PutItem"]
+    assert [op for op, _, _ in calls] == ["DescribeTable", "GetItem", "PutItem", "PutItem"]
 
     second = harness.make()
     calls = record_requests(second)
     assert second.save_state("t", large).version == 3
     assert second.save_state("new", large, expected_version=0).version == 1
-    assert [op for op, _, _ in calls] == ["GetItem", "PutItem", "PutItem"]
+    assert [op for op, _, _ in calls] == ["DescribeTable", "GetItem", "PutItem", "PutItem"]
 
 
 def _lose_first_put_reply(cp: Any) -> list[int]:

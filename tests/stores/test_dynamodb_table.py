@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agents_persistence import AgentStateSnapshot, SchemaNotReadyError
+from agents_persistence import AgentStateSnapshot, ConfigurationError, SchemaNotReadyError
 
 from ..conftest import _ready
 from ..kits.dynamodb import KITS, DynamoDBKit
@@ -50,7 +50,10 @@ def test_create_table_is_idempotent_with_index_and_ttl(kit: DynamoDBKit, harness
         description = kit.client.describe_table(TableName=table)["Table"]
         assert description["TableStatus"] == "ACTIVE"
         assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-        assert description["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+        assert description["KeySchema"] == [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ]
         (index,) = description["GlobalSecondaryIndexes"]
         assert index["IndexName"] == "by_updated"
         assert {(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]} == {
@@ -126,17 +129,48 @@ def test_create_table_refuses_another_key_schema(kit: DynamoDBKit) -> None:
         BillingMode="PAY_PER_REQUEST",
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
+            {"AttributeName": "at", "KeyType": "RANGE"},
         ],
         AttributeDefinitions=[
             {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "at", "AttributeType": "N"},
         ],
     )
     with kit.make(namespace="n", table=table) as cp:
         with pytest.raises(SchemaNotReadyError, match="key schema"):
             cp.create_table()
+        with pytest.raises(SchemaNotReadyError, match="key schema"):
+            cp.create_table(table_format="pieces")
         cp.delete_table()
+
+
+def test_create_table_makes_either_format_and_accepts_both(kit: DynamoDBKit) -> None:
+    for table_format, keys in [
+        ("single-item", [{"AttributeName": "pk", "KeyType": "HASH"}]),
+        (
+            "pieces",
+            [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+        ),
+    ]:
+        table = kit.new_table_name()
+        with kit.make(namespace="n", table=table) as cp:
+            assert cp.create_table(table_format=table_format) is True
+            try:
+                assert kit.client.describe_table(TableName=table)["Table"]["KeySchema"] == keys
+                # Existing deployments call create_table() unchanged: either format passes.
+                assert cp.create_table() is False
+                other = "pieces" if table_format == "single-item" else "single-item"
+                with pytest.raises(SchemaNotReadyError, match="key schema"):
+                    cp.create_table(table_format=other)
+                with pytest.raises(ConfigurationError, match="table_format"):
+                    cp.create_table(table_format="flat")
+                cp.save_state("t", AgentStateSnapshot(files={"f": "x"}))
+                assert cp.load_state("t") == AgentStateSnapshot(files={"f": "x"})
+            finally:
+                cp.delete_table()
 
 
 def test_a_missing_table_is_reported_and_never_created(kit: DynamoDBKit, harness: Harness) -> None:

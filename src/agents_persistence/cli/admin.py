@@ -207,6 +207,14 @@ def dynamodb_create_table(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until the table is active.")
     ] = True,
+    table_format: Annotated[
+        str | None,
+        typer.Option(
+            "--table-format",
+            help="pieces (the default for a new table: a head item plus piece items per"
+            " thread) or single-item (one item per thread, as earlier versions made).",
+        ),
+    ] = None,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     debug: DebugOption = False,
@@ -215,7 +223,7 @@ def dynamodb_create_table(
     with Run(ctx, url=url, namespace=namespace, as_json=False, debug=debug) as run:
         store = _dynamodb(run)
         table = store.table_name
-        if store.create_table(wait=wait):
+        if store.create_table(wait=wait, table_format=table_format):
             run.out.print(f"created the DynamoDB table {table!r}", markup=False)
         else:
             run.out.print(f"the DynamoDB table {table!r} already exists (checked)", markup=False)

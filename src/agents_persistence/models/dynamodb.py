@@ -1,6 +1,11 @@
-"""The DynamoDB model: one item per thread and one index to list a namespace. No I/O here.
+"""The DynamoDB models: the items of a thread and one index to list a namespace. No I/O here.
 
-Table design (attribute names as stored):
+A table of the pieces format (the default) keeps a thread as one partition: a `ThreadHeadItem`
+plus `PieceItem`s (see their docstrings and ``docs/dynamodb.md``). A table of the single-item
+format (earlier versions) keeps one `CheckpointItem` per thread. `ThreadHeadItem` extends
+`CheckpointItem`: the attributes below are those of both.
+
+Attributes as stored:
 
 - ``pk`` (S, table hash key): ``"<namespace>#<thread_id>"``. Every thread is its own partition
   key, so writes spread over the table's partitions however busy one namespace is; namespaces
@@ -9,7 +14,8 @@ Table design (attribute names as stored):
   namespace (or ``"<namespace>#<shard>"`` with index shards) and ``"<updated_at>#<thread_id>"``,
   so a Query with ``ScanIndexForward=False`` lists a namespace newest first, ties broken by
   thread id, exactly the contract's order.
-- ``state`` (S): the state's JSON text as the library encoded it.
+- ``state`` (S): the state's JSON text as the library encoded it (in a head item: the head's
+  JSON, the state without its transcript and large maps).
 - ``version``, ``size`` (N); ``created_at``, ``updated_at`` (S, UTC with microseconds, which sort
   as text).
 - ``write_id`` (S): a random token per save, so that a save whose request was retried by the
@@ -28,10 +34,11 @@ each checkpointer, does the I/O, and the model describes, serializes and deseria
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pynamodb.attributes import (
     Attribute,
+    BinaryAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -40,13 +47,19 @@ from pynamodb.attributes import (
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
+    "HEAD_SORT_KEY",
     "INDEX_NAME",
     "TTL_ATTRIBUTE",
     "CheckpointItem",
     "ConnectionSettings",
     "ItemDecodeError",
     "ListingIndex",
+    "PieceItem",
+    "ThreadHeadItem",
 ]
 
 
@@ -61,6 +74,18 @@ class ItemDecodeError(Exception):
         self.key = key
         self.detail = detail
         super().__init__(f"item {key!r}: {detail}")
+
+
+_T = TypeVar("_T")
+
+
+def _decoded(build: Callable[[dict[str, Any]], _T], hash_key: str, data: dict[str, Any]) -> _T:
+    """``build(data)``, PynamoDB's type errors while decoding turned into `ItemDecodeError`."""
+    try:
+        return build(data)
+    except (TypeError, ValueError) as exc:
+        key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
+        raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
 
 
 class ListingIndex(GlobalSecondaryIndex["CheckpointItem"]):  # type: ignore[no-untyped-call]
@@ -105,13 +130,60 @@ class CheckpointItem(Model):
     @classmethod
     def from_raw_data(cls: type[_Item], data: dict[str, Any]) -> _Item:
         """Build an item from DynamoDB's wire format; `ItemDecodeError` if a type is wrong."""
-        try:
-            return super().from_raw_data(data)
-        except (TypeError, ValueError) as exc:
-            hash_key = cls.pk.attr_name
-            key = data.get(hash_key, {}).get("S", "") if isinstance(data, dict) else ""
-            raise ItemDecodeError(key if isinstance(key, str) else "", str(exc)) from exc
+        return _decoded(super().from_raw_data, cls.pk.attr_name, data)
 
+
+class ThreadHeadItem(CheckpointItem):
+    """The head item of a thread in a table of the pieces format (see ``docs/dynamodb.md``).
+
+    The table's key is the thread's partition (``pk``) plus a sort key ``sk``: `HEAD_SORT_KEY`
+    for the head, ``p#<piece key>#<n>`` for the chunks of its pieces (`PieceItem`) and
+    ``o#<write id>#<n>`` for a head too large to hold inline. Only heads carry the listing
+    index's attributes, so the index (a sparse one) lists threads, never pieces.
+
+    ``state`` holds the head's JSON (the state without its transcript and large maps) and
+    ``manifest`` the layout manifest naming the pieces, unless they are too large for one item:
+    then ``overflow`` counts the items holding them, ``head_bytes`` is the head's length in
+    their joined text. ``token`` is the manifest's token (a save's delta applies only on it);
+    ``pieces_expire`` is the earliest time to live of the pieces (epoch seconds), which a save
+    must not outlive without rewriting them.
+    """
+
+    sk = UnicodeAttribute(range_key=True)
+    manifest = UnicodeAttribute(null=True)
+    overflow = NumberAttribute(null=True)
+    head_bytes = NumberAttribute(null=True)
+    token = UnicodeAttribute(null=True)
+    pieces_expire = NumberAttribute(null=True)
+
+    by_updated = ListingIndex()
+
+
+_Piece = TypeVar("_Piece", bound="PieceItem")
+
+
+class PieceItem(Model):
+    """One chunk of a piece (or of an overflowing head) in a table of the pieces format.
+
+    ``body`` is the chunk of the packed piece (`agents_persistence._layout.pack`), ``parts``
+    how many chunks the piece has, ``expires_at`` the table's TTL attribute (at or after the
+    head's expiry, so the service removes pieces no earlier than their head).
+    """
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body = BinaryAttribute(legacy_encoding=False)
+    parts = NumberAttribute()
+    expires_at = TTLAttribute(null=True)
+
+    @classmethod
+    def from_raw_data(cls: type[_Piece], data: dict[str, Any]) -> _Piece:
+        """Build an item from DynamoDB's wire format; `ItemDecodeError` if a type is wrong."""
+        return _decoded(super().from_raw_data, cls.pk.attr_name, data)
+
+
+HEAD_SORT_KEY = "h"
+"""The sort key of a thread's head item in the pieces format."""
 
 INDEX_NAME: str = ListingIndex.Meta.index_name
 """Name of the global secondary index that lists a namespace newest first."""

@@ -49,6 +49,7 @@ __all__ = [
     "sort_key",
     "thread_of",
     "unconditional",
+    "version_attributes",
     "timestamp_text",
     "ttl_moment",
     "validate_index_shards",
@@ -264,23 +265,43 @@ def plan_put(
         condition = condition_absent_or_expired(model, now)
     else:
         condition = condition_unchanged(model, live)
-    version = request.next_version(None if live is None else live.version)
-    created_at = request.created_at or (now if live is None else live.created_at)
-    expires_at = request.expires_at
     item = model(
         item_key(namespace, request.thread_id),
-        list_pk=listing_key(namespace, request.thread_id, shards),
-        list_sk=sort_key(now, request.thread_id),
         state=request.payload,
-        version=version,
-        created_at=created_at,
-        updated_at=now,
-        size=request.size,
-        expires_at=None if expires_at is None else ttl_moment(expires_at),
-        expires_at_us=None if expires_at is None else to_epoch_micros(expires_at),
-        write_id=write_id,
+        **version_attributes(
+            namespace, shards, request, None if live is None else live.created_at, write_id
+        ),
     )
+    if live is not None:
+        item.version = request.next_version(live.version)
     return item, condition
+
+
+def version_attributes(
+    namespace: str,
+    shards: int,
+    request: WriteRequest,
+    stored_created_at: datetime | None,
+    write_id: str,
+) -> dict[str, Any]:
+    """The attributes a save writes beside the state: index keys, version, times, expiry.
+
+    ``version`` is the first one (1, or the restored one) when ``stored_created_at`` is
+    ``None`` (no live item); the caller sets the next one otherwise.
+    """
+    now = request.now
+    expires_at = request.expires_at
+    return {
+        "list_pk": listing_key(namespace, request.thread_id, shards),
+        "list_sk": sort_key(now, request.thread_id),
+        "version": request.next_version(None),
+        "created_at": request.created_at or stored_created_at or now,
+        "updated_at": now,
+        "size": request.size,
+        "expires_at": None if expires_at is None else ttl_moment(expires_at),
+        "expires_at_us": None if expires_at is None else to_epoch_micros(expires_at),
+        "write_id": write_id,
+    }
 
 
 def unconditional(request: WriteRequest) -> bool:

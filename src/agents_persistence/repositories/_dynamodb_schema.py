@@ -52,6 +52,7 @@ class TableSchema:
 
     Attributes:
         hash_key: The table's hash key attribute.
+        range_key: The table's range key attribute (``None``: the table has none).
         index_name: The listing index.
         index_hash_key: The index's hash key attribute.
         index_range_key: The index's range key attribute.
@@ -61,6 +62,7 @@ class TableSchema:
     """
 
     hash_key: str
+    range_key: str | None
     index_name: str
     index_hash_key: str
     index_range_key: str
@@ -92,9 +94,11 @@ class TableSchema:
         if len(ttl) != 1:
             raise ConfigurationError(f"{model.__name__} must have one TTLAttribute")
         hash_key = _key_of(attributes, HASH)
-        keys = (hash_key, index_hash, index_range)
+        ranges = [a for a in attributes.values() if a.is_range_key]
+        keys = (hash_key, *ranges, index_hash, index_range)
         return cls(
             hash_key=hash_key.attr_name,
+            range_key=ranges[0].attr_name if ranges else None,
             index_name=index.index_name,
             index_hash_key=index_hash.attr_name,
             index_range_key=index_range.attr_name,
@@ -106,6 +110,15 @@ class TableSchema:
     def _key_schema(self, *keys: tuple[str, str]) -> list[dict[str, str]]:
         return [{ATTR_NAME: name, KEY_TYPE: kind} for name, kind in keys]
 
+    def _table_keys(self) -> list[dict[str, str]]:
+        if self.range_key is None:
+            return self._key_schema((self.hash_key, HASH))
+        return self._key_schema((self.hash_key, HASH), (self.range_key, RANGE))
+
+    def key_set(self) -> set[tuple[str, str]]:
+        """The table's key schema as (attribute, HASH/RANGE) pairs."""
+        return {(k[ATTR_NAME], k[KEY_TYPE]) for k in self._table_keys()}
+
     def _definitions(self) -> list[dict[str, str]]:
         return [{ATTR_NAME: name, ATTR_TYPE: kind} for name, kind in self.key_types.items()]
 
@@ -113,7 +126,7 @@ class TableSchema:
         """Keyword arguments of `TableConnection.create_table` for this schema."""
         return {
             "attribute_definitions": self._definitions(),
-            "key_schema": self._key_schema((self.hash_key, HASH)),
+            "key_schema": self._table_keys(),
             "global_secondary_indexes": [
                 {
                     "index_name": self.index_name,
@@ -133,7 +146,7 @@ class TableSchema:
         return MetaTable(
             {
                 TABLE_NAME: table_name,
-                KEY_SCHEMA: self._key_schema((self.hash_key, HASH)),
+                KEY_SCHEMA: self._table_keys(),
                 ATTR_DEFINITIONS: self._definitions(),
                 GLOBAL_SECONDARY_INDEXES: [
                     {
@@ -149,11 +162,12 @@ class TableSchema:
     def check(self, table_name: str, description: dict[str, Any]) -> None:
         """Raise `SchemaNotReadyError` unless an existing table has this schema's keys and index."""
         keys = {(k[ATTR_NAME], k[KEY_TYPE]) for k in description.get(KEY_SCHEMA, [])}
-        if keys != {(self.hash_key, HASH)}:
+        if keys != self.key_set():
+            ranged = "no range key" if self.range_key is None else f"range key {self.range_key!r}"
             raise SchemaNotReadyError(
                 f"DynamoDB table {table_name!r} exists with another key schema {sorted(keys)};"
                 f" the store needs hash key {self.hash_key!r}"
-                f" ({self.key_types[self.hash_key]}) and no range key"
+                f" ({self.key_types[self.hash_key]}) and {ranged}"
             )
         wanted = {(self.index_hash_key, HASH), (self.index_range_key, RANGE)}
         for index in description.get(GLOBAL_SECONDARY_INDEXES) or []:

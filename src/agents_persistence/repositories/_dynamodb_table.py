@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 from pynamodb.connection import TableConnection
@@ -27,8 +27,14 @@ from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
 from pynamodb.pagination import ResultIterator
 
 from agents_persistence._core import Record
-from agents_persistence.errors import CheckpointerError, ConflictError
-from agents_persistence.models.dynamodb import CheckpointItem, ConnectionSettings
+from agents_persistence.errors import (
+    CheckpointerError,
+    ConfigurationError,
+    ConflictError,
+    SchemaNotReadyError,
+    StateTooLargeError,
+)
+from agents_persistence.models.dynamodb import CheckpointItem, ConnectionSettings, ThreadHeadItem
 from agents_persistence.repositories._call_budget import deadline
 from agents_persistence.repositories._dynamodb_budget import BudgetHooks
 from agents_persistence.repositories._dynamodb_errors import (
@@ -51,6 +57,7 @@ from agents_persistence.repositories._dynamodb_mapping import (
     unconditional,
     write_token,
 )
+from agents_persistence.repositories._dynamodb_pieces import PiecesTable
 from agents_persistence.repositories._dynamodb_schema import TableSchema
 from agents_persistence.telemetry import note_recovery, note_retry
 
@@ -62,8 +69,9 @@ if TYPE_CHECKING:
     from pynamodb.expressions.condition import Condition
 
     from agents_persistence._core import WriteRequest
+    from agents_persistence.repositories._dynamodb_items import HeadMeta
 
-__all__ = ["DynamoDBTable"]
+__all__ = ["PIECES", "SINGLE_ITEM", "TABLE_FORMATS", "DynamoDBTable"]
 
 
 _MAX_WRITE_ATTEMPTS = 64
@@ -80,6 +88,11 @@ _PURGE_PAGE_SIZE = 100
 _ACTIVE_POLL_SECONDS = 1.0
 _DELETED_POLL_SECONDS = 2.0
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+PIECES = "pieces"
+"""The table format of a head item plus piece items per thread (the default)."""
+SINGLE_ITEM = "single-item"
+"""The table format of one item per thread holding the whole state (earlier versions)."""
+TABLE_FORMATS = (PIECES, SINGLE_ITEM)
 
 
 def _applied(meta: ItemMeta, request: WriteRequest) -> Record:
@@ -99,7 +112,10 @@ def _may_exist(request: WriteRequest) -> bool:
     return request.expected_version != 0 and not unconditional(request)
 
 
-class _Hints:
+_M = TypeVar("_M")
+
+
+class _Hints(Generic[_M]):
     """The metadata this process last saw of recently used threads, least recent dropped.
 
     Only a guess for the next save's condition: a stale entry makes the conditional put fail,
@@ -109,14 +125,14 @@ class _Hints:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[str, ItemMeta] = OrderedDict()
+        self._entries: OrderedDict[str, _M] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, thread_id: str) -> ItemMeta | None:
+    def get(self, thread_id: str) -> _M | None:
         with self._lock:
             return self._entries.get(thread_id)
 
-    def put(self, thread_id: str, meta: ItemMeta) -> None:
+    def put(self, thread_id: str, meta: _M) -> None:
         with self._lock:
             self._entries[thread_id] = meta
             self._entries.move_to_end(thread_id)
@@ -166,7 +182,12 @@ class DynamoDBTable:
             meta_table=self.schema.meta_table(settings.table_name),
         )
         self._used = False
-        self._hints = _Hints(_HINTS)
+        self._hints: _Hints[ItemMeta] = _Hints(_HINTS)
+        self.pieces_schema = TableSchema.of(ThreadHeadItem)
+        self.piece_hints: _Hints[HeadMeta] = _Hints(_HINTS)
+        self.single_item_max_bytes: int | None = None
+        self._pieces = PiecesTable(self)
+        self._format: str | None = None
         self._budget = BudgetHooks(
             settings.connect_timeout + settings.read_timeout, 1 + settings.max_retries
         )
@@ -237,7 +258,72 @@ class DynamoDBTable:
         self._hints.put(thread_id, meta)
         return meta
 
+    # --- the table's format, and the primitives of each ------------------------------------------
+
+    def table_format(self) -> str:
+        """The format of the table, from its key schema (one DescribeTable, remembered).
+
+        Raises:
+            SchemaNotReadyError: The table does not exist or has neither format's keys.
+        """
+        if self._format is None:
+            description = cast("dict[str, Any]", self.connection.describe_table())
+            self._format = self._format_of(description)
+        return self._format
+
+    def _format_of(self, description: dict[str, Any]) -> str:
+        keys = {(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])}
+        if keys == self.pieces_schema.key_set():
+            # Other tables share these keys (the LangGraph savers'): the index tells them apart.
+            self.pieces_schema.check(self.settings.table_name, description)
+            return PIECES
+        if keys == self.schema.key_set():
+            return SINGLE_ITEM
+        pieces, single = sorted(self.pieces_schema.key_set()), sorted(self.schema.key_set())
+        raise SchemaNotReadyError(
+            f"DynamoDB table {self.settings.table_name!r} has the key schema {sorted(keys)},"
+            f" of neither table format: the pieces format needs {pieces}, the single-item"
+            f" format {single}"
+        )
+
     def write(self, request: WriteRequest) -> Record:
+        """Store one version atomically (in the table's format)."""
+        with self._errors(request.thread_id), self._bounded():
+            if self.table_format() == PIECES:
+                return self._pieces.write(request)
+            return self._write_single(request)
+
+    def read(self, thread_id: str, now: datetime) -> Record | None:
+        """The live record with its state (strongly consistent), or ``None``."""
+        with self._errors(thread_id), self._bounded():
+            if self.table_format() == PIECES:
+                return self._pieces.read(thread_id, now)
+            return self._read_single(thread_id, now)
+
+    def remove(self, thread_id: str, now: datetime) -> bool:
+        """Delete the thread if it is live at ``now``; False if absent or expired."""
+        with self._errors(thread_id), self._bounded():
+            if self.table_format() == PIECES:
+                return self._pieces.remove(thread_id, now)
+            return self._remove_single(thread_id, now)
+
+    def page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+        """Up to ``count`` live records, newest first, strictly after the ``after`` key."""
+        with self._errors(), self._bounded():
+            if self.table_format() == PIECES:
+                return self._pieces.page(count, after, now)
+            return self._page_single(count, after, now)
+
+    def purge(self, now: datetime) -> int:
+        """Delete the namespace's threads expired at ``now``; return how many."""
+        with self._errors(), self._bounded():
+            pieces = self.table_format() == PIECES
+        if pieces:
+            with self._errors():
+                return self._pieces.purge(now)
+        return self._purge_single(now)
+
+    def _write_single(self, request: WriteRequest) -> Record:
         """Store one version atomically with a conditional put.
 
         The condition names the exact metadata the new version is based on (or that no live
@@ -247,6 +333,9 @@ class DynamoDBTable:
         a strongly consistent read.
         """
         tid = request.thread_id
+        limit = self.single_item_max_bytes
+        if limit is not None and request.size > limit:
+            raise StateTooLargeError(tid, request.size, limit)
         room = check_item_size(self.model, self.namespace, self.shards, request)
         token = write_token()
         with self._errors(tid, ItemTooLargeError(tid, request.size, room)), self._bounded():
@@ -284,7 +373,7 @@ class DynamoDBTable:
             " attempts (too many concurrent saves of one thread)"
         )
 
-    def read(self, thread_id: str, now: datetime) -> Record | None:
+    def _read_single(self, thread_id: str, now: datetime) -> Record | None:
         """The live item with its state (strongly consistent), or ``None``."""
         with self._errors(thread_id), self._bounded():
             item = self._get(thread_id)
@@ -297,7 +386,7 @@ class DynamoDBTable:
             return None
         return record
 
-    def remove(self, thread_id: str, now: datetime) -> bool:
+    def _remove_single(self, thread_id: str, now: datetime) -> bool:
         """Delete the item if it is live at ``now``; False if absent or expired."""
         condition = self.model.pk.exists() & condition_live(self.model, now)
         self._hints.drop(thread_id)
@@ -327,7 +416,9 @@ class DynamoDBTable:
             limit=limit,
         )
 
-    def page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
+    def _page_single(
+        self, count: int, after: tuple[datetime, str] | None, now: datetime
+    ) -> list[Record]:
         """Up to ``count`` live records, newest first, strictly after the ``after`` key.
 
         One Query per index shard, newest first, expired items filtered by the service; the
@@ -352,7 +443,7 @@ class DynamoDBTable:
             )
             return [record_of(item) for item in islice(merged, count)]
 
-    def purge(self, now: datetime) -> int:
+    def _purge_single(self, now: datetime) -> int:
         """Delete the namespace's items expired at ``now``, a page at a time; return how many.
 
         Each delete is conditional on the item still being expired, so a thread saved again
@@ -393,29 +484,43 @@ class DynamoDBTable:
             return False
         return True
 
-    def create_table(self, *, wait: bool) -> bool:
+    def create_table(self, *, wait: bool, table_format: str | None = None) -> bool:
         """Create the table, its index and its TTL setting unless they exist; True if created.
+
+        A new table gets ``table_format`` (`PIECES` by default). An existing table is checked
+        against ``table_format``, or, when it is ``None``, against either format, so
+        deployments of the single-item format keep calling this unchanged.
 
         With ``wait`` this returns once the table is active and its TTL enabled. Without it,
         TTL is enabled only if the table is already active (DynamoDB refuses it before): call
         again later.
         """
+        if table_format is not None and table_format not in TABLE_FORMATS:
+            raise ConfigurationError(
+                f"table_format must be one of {', '.join(TABLE_FORMATS)}, got {table_format!r:.40}"
+            )
         created = False
         with self._errors():
             if not self._exists():
+                schema = self.schema if table_format == SINGLE_ITEM else self.pieces_schema
                 try:
                     self.connection.create_table(
                         billing_mode=PAY_PER_REQUEST_BILLING_MODE,
-                        **self.schema.create_table_arguments(),
+                        **schema.create_table_arguments(),
                     )
                     created = True
                 except PynamoDBException as exc:
                     if error_code(exc) != "ResourceInUseException":
                         raise
             description = self._describe(wait=wait)
-            self.schema.check(self.settings.table_name, description)
+            found = table_format
+            if found is None:
+                found = self._format_of(description)
+            schema = self.schema if found == SINGLE_ITEM else self.pieces_schema
+            schema.check(self.settings.table_name, description)
+            self._format = found
             if description.get("TableStatus") == "ACTIVE":
-                self._ensure_ttl()
+                self._ensure_ttl(schema)
         return created
 
     def _describe(self, *, wait: bool) -> dict[str, Any]:
@@ -429,16 +534,16 @@ class DynamoDBTable:
                 return description
             time.sleep(_ACTIVE_POLL_SECONDS)
 
-    def _ensure_ttl(self) -> None:
+    def _ensure_ttl(self, schema: TableSchema) -> None:
         # PynamoDB can enable TTL but not read the setting: botocore's client, which the
         # connection exposes, does that.
         client = cast("Any", self.connection.connection.client)
         found = client.describe_time_to_live(TableName=self.settings.table_name)
         description = found.get("TimeToLiveDescription", {})
         if description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
-            self.schema.check_ttl(self.settings.table_name, description.get("AttributeName"))
+            schema.check_ttl(self.settings.table_name, description.get("AttributeName"))
             return
-        self.connection.update_time_to_live(self.schema.ttl_attribute)
+        self.connection.update_time_to_live(schema.ttl_attribute)
 
     def delete_table(self, *, wait: bool) -> bool:
         """Delete the table and everything in it; False if it did not exist."""
@@ -453,6 +558,7 @@ class DynamoDBTable:
                 raise
             while wait and self._exists():
                 time.sleep(_DELETED_POLL_SECONDS)
+        self._format = None
         return True
 
     def close(self) -> None:

@@ -1,8 +1,10 @@
-"""The DynamoDB store: a PynamoDB model, conditional writes, a listing index, TTL.
+"""The DynamoDB store: PynamoDB models, conditional writes, a listing index, TTL.
 
-One item per thread keyed by namespace and thread id, a global secondary index to list a
-namespace newest first, DynamoDB's Time to Live for physical expiry (reads filter expired items
-themselves, since the service deletes them late). Nothing is created implicitly: call
+One partition per thread keyed by namespace and thread id: a head item and the piece items a
+save writes only when they changed (tables of earlier versions, one item per thread, keep
+working); a global secondary index of heads to list a namespace newest first, DynamoDB's Time
+to Live for physical expiry (reads filter expired items themselves, since the service deletes
+them late). Nothing is created implicitly: call
 `DynamoDBCheckpointer.create_table` once (or deploy the table with CloudFormation or
 Terraform, see ``docs/dynamodb.md``).
 
@@ -43,11 +45,21 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import Record, WriteRequest
 
-__all__ = ["DEFAULT_MAX_STATE_BYTES", "AsyncDynamoDBCheckpointer", "DynamoDBCheckpointer"]
+__all__ = [
+    "DEFAULT_MAX_STATE_BYTES",
+    "SINGLE_ITEM_MAX_STATE_BYTES",
+    "AsyncDynamoDBCheckpointer",
+    "DynamoDBCheckpointer",
+]
 
-DEFAULT_MAX_STATE_BYTES = 350_000
-"""Default ``max_state_bytes``: safely below DynamoDB's 400 KB item limit with room for the
-item's other attributes (a thread id of up to 1 KB of UTF-8 is part of two keys)."""
+DEFAULT_MAX_STATE_BYTES = 32 * 1024 * 1024
+"""Default ``max_state_bytes`` (32 MiB, as every store): a state is cut into items of a table
+of the pieces format, so DynamoDB's 400 KB item limit does not bound it."""
+
+SINGLE_ITEM_MAX_STATE_BYTES = 350_000
+"""The default limit on a table of the single-item format (earlier versions' tables): safely
+below DynamoDB's 400 KB item limit with room for the item's other attributes (a thread id of
+up to 1 KB of UTF-8 is part of two keys)."""
 
 DEFAULT_MAX_THREADS = 10
 """Default worker threads of the async twin (and HTTP connections of its client)."""
@@ -119,6 +131,8 @@ class _DynamoDBSetup(_Common[StateT]):
             aws_session_token=aws_session_token,
         )
         self._table = DynamoDBTable(settings, self.namespace, validate_index_shards(index_shards))
+        if max_state_bytes is None:
+            self._table.single_item_max_bytes = SINGLE_ITEM_MAX_STATE_BYTES
 
     @classmethod
     def _from_url(cls, url: str, options: dict[str, Any]) -> Self:
@@ -171,7 +185,8 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         namespace: Isolates this checkpointer's threads.
         ttl: Seconds (or timedelta) each save lives; ``None`` keeps threads forever.
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
-        max_state_bytes: Largest encoded state accepted (default 350,000).
+        max_state_bytes: Largest encoded state accepted (default 32 MiB; 350,000 on a
+            table of the single-item format, which holds a thread in one 400 KB item).
         clock: Returns the current aware time (for tests).
     """
 
@@ -286,7 +301,7 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
     def _close(self) -> None:
         self._table.close()
 
-    def create_table(self, *, wait: bool = True) -> bool:
+    def create_table(self, *, wait: bool = True, table_format: str | None = None) -> bool:
         """Create the table (on-demand billing), its index and its TTL setting if missing.
 
         Idempotent: an existing table is checked (key schema, index) and its TTL enabled if it
@@ -294,6 +309,10 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
 
         Args:
             wait: Return only once the table is active and its TTL enabled.
+            table_format: ``"pieces"`` (the default for a new table: a head item plus piece
+                items per thread, see ``docs/dynamodb.md``) or ``"single-item"`` (one item
+                per thread, as earlier versions made). ``None`` accepts an existing table of
+                either format.
 
         Returns:
             True if the table was created, False if it existed.
@@ -303,7 +322,7 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
             BackendUnavailableError: DynamoDB could not be reached.
         """
         self._open_core()
-        return self._table.create_table(wait=wait)
+        return self._table.create_table(wait=wait, table_format=table_format)
 
     def delete_table(self, *, wait: bool = True) -> bool:
         """Delete the table with every namespace in it; False if it did not exist.
@@ -475,10 +494,10 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
         self._executor.shutdown(wait=True)
         self._table.close()
 
-    async def create_table(self, *, wait: bool = True) -> bool:
+    async def create_table(self, *, wait: bool = True, table_format: str | None = None) -> bool:
         """See `DynamoDBCheckpointer.create_table`."""
         self._open_core()
-        return await self._call(self._table.create_table, wait=wait)
+        return await self._call(self._table.create_table, wait=wait, table_format=table_format)
 
     async def delete_table(self, *, wait: bool = True) -> bool:
         """See `DynamoDBCheckpointer.delete_table`."""
