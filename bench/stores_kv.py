@@ -118,6 +118,7 @@ class DynamoDBTarget(Target):
 
     def __init__(self) -> None:
         self.table = "ap-bench-" + uuid.uuid4().hex[:8]
+        self.raw_table = self.table + "-raw"  # single-item items, as the raw baseline writes
         self.endpoint = ""
         self.server: subprocess.Popen[bytes] | None = None
         self._client: Any = None
@@ -142,6 +143,8 @@ class DynamoDBTarget(Target):
         self.endpoint = f"http://127.0.0.1:{port}"
         with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
             cp.create_table()
+        with DynamoDBCheckpointer(self.raw_table, **self.connection()) as cp:
+            cp.create_table(table_format="single-item")
 
     def stop(self) -> None:
         if self.server is not None:
@@ -205,15 +208,15 @@ class DynamoDBTarget(Target):
         return AsyncDynamoDBCheckpointer(self.table, namespace=namespace, **self.connection())
 
     def raw(self, namespace: str) -> Any:
-        return raw_kv.RawDynamoDB(self.client, self.table, namespace)
+        return raw_kv.RawDynamoDB(self.client, self.raw_table, namespace)
 
     def raw_variants(self, namespace: str) -> dict[str, Any]:
-        return {"UpdateItem": raw_kv.RawDynamoDBUpdate(self.client, self.table, namespace)}
+        return {"UpdateItem": raw_kv.RawDynamoDBUpdate(self.client, self.raw_table, namespace)}
 
     async def araw(self, namespace: str) -> Any:
         from bench.raw import ThreadedAsync
 
-        return ThreadedAsync(raw_kv.RawDynamoDB(self.client, self.table, namespace))
+        return ThreadedAsync(raw_kv.RawDynamoDB(self.client, self.raw_table, namespace))
 
     def seed(self, namespace: str, count: int, now: datetime) -> int:
         """Seeded through our own store (async, 32 at a time): exactly what it writes."""
@@ -221,14 +224,27 @@ class DynamoDBTarget(Target):
 
     def cleanup(self, namespace: str) -> None:
         paginator = self.client.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self.table,
-            IndexName="by_updated",
-            KeyConditionExpression="list_pk = :ns",
-            ExpressionAttributeValues={":ns": {"S": namespace}},
-            ProjectionExpression="pk",
-        )
-        keys = [item["pk"] for page in pages for item in page["Items"]]
-        for start in range(0, len(keys), 25):
-            requests = [{"DeleteRequest": {"Key": {"pk": key}}} for key in keys[start : start + 25]]
-            self.client.batch_write_item(RequestItems={self.table: requests})
+        for table in (self.table, self.raw_table):
+            pages = paginator.paginate(
+                TableName=table,
+                IndexName="by_updated",
+                KeyConditionExpression="list_pk = :ns",
+                ExpressionAttributeValues={":ns": {"S": namespace}},
+                ProjectionExpression="pk",
+            )
+            keys: list[dict[str, Any]] = []
+            for page in pages:
+                for item in page["Items"]:
+                    if table == self.raw_table:
+                        keys.append({"pk": item["pk"]})
+                        continue
+                    partition = paginator.paginate(  # the head and its pieces
+                        TableName=table,
+                        KeyConditionExpression="pk = :pk",
+                        ExpressionAttributeValues={":pk": item["pk"]},
+                        ProjectionExpression="pk, sk",
+                    )
+                    keys += [row for part in partition for row in part["Items"]]
+            for start in range(0, len(keys), 25):
+                requests = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
+                self.client.batch_write_item(RequestItems={table: requests})

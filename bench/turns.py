@@ -188,13 +188,20 @@ def _lg_memory_bytes(saver: Any, thread_id: str) -> int:
 
 
 def _ours_bytes(target: Target, namespace: str, thread_id: str, payload: int) -> int:
-    """Bytes our store holds for the thread: the stored column on SQL, the payload in memory."""
+    """Bytes our store holds for the thread: head, manifest and pieces on SQL; memory: payload."""
     if target.name == "memory":
         return payload
     import sqlalchemy as sa
 
-    size = "pg_column_size(state)" if target.name == "postgresql" else "length(state)"
-    query = f"SELECT {size} FROM agent_checkpoints WHERE namespace = :ns AND thread_id = :tid"
+    pg = target.name == "postgresql"
+    head = "pg_column_size(state)" if pg else "length(state)"
+    manifest = "coalesce(pg_column_size(manifest), 0)" if pg else "coalesce(length(manifest), 0)"
+    body = "pg_column_size(body)" if pg else "length(body)"
+    where = "WHERE namespace = :ns AND thread_id = :tid"
+    query = (
+        f"SELECT (SELECT {head} + {manifest} FROM agent_checkpoints {where})"
+        f" + (SELECT coalesce(sum({body}), 0) FROM agent_checkpoints_pieces {where})"
+    )
     with target.engine.connect() as conn:
         return int(conn.execute(sa.text(query), {"ns": namespace, "tid": thread_id}).scalar())
 
