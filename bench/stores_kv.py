@@ -161,9 +161,10 @@ class DynamoDBTarget(Target):
         return {"region": REGION, "endpoint_url": self.endpoint, **CREDENTIALS}
 
     def max_state_bytes(self) -> int:
-        from agents_persistence.repositories.dynamodb import DEFAULT_MAX_STATE_BYTES
+        # The raw baseline writes one item per thread: sizes stay under that item's limit.
+        from agents_persistence.repositories.dynamodb import SINGLE_ITEM_MAX_STATE_BYTES
 
-        return DEFAULT_MAX_STATE_BYTES
+        return SINGLE_ITEM_MAX_STATE_BYTES
 
     @property
     def client(self) -> Any:
