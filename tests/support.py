@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel, field_validator
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
@@ -152,3 +154,26 @@ class Harness:
         for cp in reversed(self._opened):
             with contextlib.suppress(Exception):
                 cp.close()
+
+
+def exception_texts(exc: BaseException) -> list[str]:
+    """Every text an exception shows: its message, str and repr, and those of its causes."""
+    out: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        out += [str(seen), repr(seen), *map(str, seen.args)]
+        seen = seen.__cause__ or seen.__context__
+    return out
+
+
+class GuardedState(BaseModel):
+    """A state whose validator quotes the refused value in its message (as apps' often do)."""
+
+    api_key: str
+
+    @field_validator("api_key")
+    @classmethod
+    def _prefixed(cls, value: str) -> str:
+        if not value.startswith("sk-test-"):
+            raise ValueError(f"unexpected key {value}")
+        return value

@@ -16,7 +16,6 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, field_validator
 
 from agents_persistence import (
     AgentMessage,
@@ -54,6 +53,7 @@ from agents_persistence.errors import (
 )
 
 from .kits.base import closed_port
+from .support import GuardedState, exception_texts
 from .test_extras import _probe
 
 if TYPE_CHECKING:
@@ -69,18 +69,8 @@ def keyring(active: str = "k1", **keys: bytes) -> LocalKeyring:
     return LocalKeyring(active=active, keys=keys or {"k1": K1})
 
 
-def _texts(exc: BaseException) -> list[str]:
-    """Every text an exception shows: its message, str and repr, and those of its causes."""
-    out: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None:
-        out += [str(seen), repr(seen), *map(str, seen.args)]
-        seen = seen.__cause__ or seen.__context__
-    return out
-
-
 def _assert_clean(exc: BaseException, *secrets: bytes | str) -> None:
-    for text in _texts(exc):
+    for text in exception_texts(exc):
         for secret in secrets:
             if isinstance(secret, bytes):
                 assert secret.hex() not in text
@@ -612,17 +602,6 @@ def test_a_decoding_error_message_does_not_quote_the_state(payload: str) -> None
 @pytest.mark.parametrize("payload", BAD_PAYLOADS)
 def test_a_decoding_error_cause_does_not_quote_the_state(payload: str) -> None:
     _assert_clean(_decode_error(CORE, payload), SECRET)
-
-
-class GuardedState(BaseModel):
-    api_key: str
-
-    @field_validator("api_key")
-    @classmethod
-    def _prefixed(cls, value: str) -> str:
-        if not value.startswith("sk-test-"):
-            raise ValueError(f"unexpected key {value}")
-        return value
 
 
 def test_a_validator_message_is_not_quoted() -> None:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, field_validator
 
 from agents_persistence import (
     AgentMessage,
@@ -27,6 +26,8 @@ from agents_persistence import (
     MemoryStore,
     TodoItem,
 )
+
+from .support import GuardedState, exception_texts
 
 SECRET = "sk-live-SECRET-4242"
 
@@ -46,26 +47,6 @@ def _secret_state() -> AgentStateSnapshot:
         ],
         messages=[AgentMessage.text("User", f"my key is {SECRET}")] * 40,
     )
-
-
-def _texts(exc: BaseException) -> list[str]:
-    out: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None:
-        out += [str(seen), repr(seen), *map(str, seen.args)]
-        seen = seen.__cause__ or seen.__context__
-    return out
-
-
-class Guarded(BaseModel):
-    api_key: str
-
-    @field_validator("api_key")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if not value.startswith("sk-test-"):
-            raise ValueError(f"unknown key {value}")
-        return value
 
 
 def _failures(store: MemoryStore) -> list[BaseException]:
@@ -95,8 +76,8 @@ def _failures(store: MemoryStore) -> list[BaseException]:
     attempt(cp.load_state, "t1")  # stored record no longer validates
     store.replace_payload("sec", "t1", '{"files": {"a": "' + SECRET)
     attempt(cp.load_state, "t1")  # not JSON
-    guarded = MemoryCheckpointer(store=store, namespace="guard", state_type=Guarded)
-    guarded.save_state("g", Guarded(api_key="sk-test-1"))
+    guarded = MemoryCheckpointer(store=store, namespace="guard", state_type=GuardedState)
+    guarded.save_state("g", GuardedState(api_key="sk-test-1"))
     store.replace_payload("guard", "g", '{"api_key": "' + SECRET + '"}')
     attempt(guarded.load_state, "g")  # an app validator's message quotes the value
     return raised
@@ -109,7 +90,7 @@ def test_no_state_content_in_errors_logs_or_telemetry(
         raised = _failures(MemoryStore())
     assert len(raised) == 7
     for exc in raised:
-        for text in _texts(exc):
+        for text in exception_texts(exc):
             assert SECRET not in text, (type(exc).__name__, text)
     assert caplog.records, "refusals are logged at DEBUG"
     for record in caplog.records:
