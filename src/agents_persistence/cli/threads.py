@@ -13,6 +13,8 @@ from rich.text import Text
 from agents_persistence.cli._common import (
     DebugOption,
     JsonOption,
+    KeysOption,
+    KmsKeyOption,
     NamespaceOption,
     Run,
     UrlOption,
@@ -83,11 +85,21 @@ def list_threads(
     ] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """List threads, most recently updated first."""
-    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
+    with Run(
+        ctx,
+        url=url,
+        namespace=namespace,
+        as_json=as_json,
+        debug=debug,
+        keys=keys,
+        kms_key_ids=kms_key_id,
+    ) as run:
         run.notice_default_url()
         checkpointer = run.open()
         next_cursor: str | None = None
@@ -120,11 +132,21 @@ def show_thread(
     thread_id: ThreadIdArgument,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Show a thread's state, version, timestamps, expiry and size."""
-    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
+    with Run(
+        ctx,
+        url=url,
+        namespace=namespace,
+        as_json=as_json,
+        debug=debug,
+        keys=keys,
+        kms_key_ids=kms_key_id,
+    ) as run:
         run.notice_default_url()
         checkpoint = run.open().load_checkpoint(thread_id)
         if checkpoint is None:
@@ -151,10 +173,20 @@ def delete_thread(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Delete a thread (asks first on a terminal unless --yes)."""
-    with Run(ctx, url=url, namespace=namespace, as_json=False, debug=debug) as run:
+    with Run(
+        ctx,
+        url=url,
+        namespace=namespace,
+        as_json=False,
+        debug=debug,
+        keys=keys,
+        kms_key_ids=kms_key_id,
+    ) as run:
         run.notice_default_url()
         if not yes:
             if not stdin_is_terminal():
@@ -173,11 +205,21 @@ def purge_expired(
     ctx: typer.Context,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Physically remove expired threads a store still keeps (Redis and DynamoDB expire them)."""
-    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
+    with Run(
+        ctx,
+        url=url,
+        namespace=namespace,
+        as_json=as_json,
+        debug=debug,
+        keys=keys,
+        kms_key_ids=kms_key_id,
+    ) as run:
         run.notice_default_url()
         removed = run.open().purge_expired()
         if run.as_json:
