@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import stat
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agents_persistence import DecryptionError
-from agents_persistence.encryption import LocalKeyring, generate_key
+from agents_persistence.encryption import KmsKeyProvider, LocalKeyring, generate_key
 
 from ..kits.encrypted import keyring
 from ..test_upcasting import (
@@ -29,6 +30,7 @@ from ..test_upcasting import (
 from .conftest import Invoke, Target, sample_state, seed
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -263,6 +265,63 @@ def test_copy_encrypts_the_target_and_decrypts_with_to_plaintext(
             with target.open(namespace=namespace, keys=keyring("k1")) as checkpointer:
                 for thread in list(checkpointer.iter_threads()):
                     checkpointer.delete_thread(thread.thread_id)
+
+
+@pytest.fixture(scope="module")
+def kms_endpoint() -> Iterator[str]:
+    """A moto server for KMS (the command finds it through AWS_ENDPOINT_URL_KMS)."""
+    pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_rotate_between_kms_keys(
+    cli: Invoke,
+    target: Target,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kms_endpoint: str,
+) -> None:
+    import boto3
+
+    encrypting(target)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_KMS": kms_endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    kms = boto3.client("kms")
+    old = kms.create_key(Description="old")["KeyMetadata"]["Arn"]
+    new = kms.create_key(Description="new")["KeyMetadata"]["Arn"]
+    alias = f"alias/{target.namespace}"
+    kms.create_alias(AliasName=alias, TargetKeyId=new)
+    with target.open(keys=KmsKeyProvider(old)) as checkpointer:
+        for n in range(3):
+            checkpointer.save_state(f"t{n}", sample_state(n))
+
+    rotated = cli(
+        "keys", "rotate", "--json", *target.args, "--kms-key-id", alias, "--kms-key-id", old
+    )
+    assert (report(rotated)["rewritten"], report(rotated)["failed"]) == (3, 0)
+
+    # A key file naming the new key alone reads every thread: the old key can be retired.
+    settings = tmp_path / "kms.json"
+    settings.write_text(json.dumps({"kms": {"key_id": alias, "endpoint": kms_endpoint}}))
+    again = cli("keys", "rotate", "--json", *target.args, "--keys", str(settings))
+    assert (report(again)["current"], report(again)["rewritten"]) == (3, 0)
+    shown = cli("threads", "show", "t2", "--json", *target.args, "--keys", str(settings))
+    assert json.loads(shown.stdout)["state"]["scratchpad"]["n"] == 2
+    unknown = cli("threads", "show", "t2", *target.args, "--kms-key-id", old)
+    assert unknown.exit_code == 1
+    assert "UnknownKeyError" in unknown.stderr
 
 
 APP_MODULE = """
