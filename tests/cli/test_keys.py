@@ -365,3 +365,18 @@ def snapshot_of_keys(target: Target, keys: LocalKeyring) -> dict[str, Any]:
             t.thread_id: (checkpointer.load_state(t.thread_id), t)
             for t in checkpointer.iter_threads()
         }
+
+
+def test_rotate_shows_progress_on_a_terminal(make: Any, tmp_path: Path) -> None:
+    from .test_terminal import on_terminal
+
+    target = encrypting(make("redis"))
+    with target.open(keys=keyring("k1")) as checkpointer:
+        for n in range(3):
+            checkpointer.save_state(f"t{n}", sample_state(n))
+    keys = ["--keys", str(key_file(tmp_path, "k2", "k1", "k2"))]
+    code, output = on_terminal(["keys", "rotate", *target.args, *keys])
+    assert code == 0, output
+    assert f"refreshing namespace '{target.namespace}' to key 'k2'" in output
+    assert "3 threads" in output
+    assert "3 rewritten, 0 current" in output
