@@ -363,12 +363,12 @@ class Run:
         namespace: str | None,
         as_json: bool,
         debug: bool,
-        keys: Path | None = None,
-        kms_key_ids: list[str] | None = None,
     ) -> None:
         given = ctx.find_root().obj
         root = given if isinstance(given, _Given) else _Given()
-        self._key_sources = (KeySource(keys, tuple(kms_key_ids or ())), root.keys)
+        # The command's own --keys / --kms-key-id (`KeysOption`, `KmsKeyOption`), if it has them.
+        own = KeySource(ctx.params.get("keys"), tuple(ctx.params.get("kms_key_id") or ()))
+        self._key_sources = (own, root.keys)
         self._keys: tuple[KeyProvider | None] | None = None
         self.as_json = as_json or root.as_json
         self.debug = debug or root.debug

@@ -179,15 +179,7 @@ def rotate(
     left to its writer and counted as a conflict. Exits 1 if a thread cannot be read (each is
     named); run it again to finish an interrupted run.
     """
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
         if run.keys is None:
             run.usage(
                 "keys rotate needs the keys to rotate to: --keys FILE or --kms-key-id ID"
@@ -225,15 +217,7 @@ def migrate_payloads(
     needs its keys (--keys / --kms-key-id); with keys, threads in clear or under an older key
     are re-encrypted on the way. Exits 1 if a thread cannot be upcast or read (each is named).
     """
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
         _refresh(run, "to the current schema", state_type, upcasters, page_size, dry_run)
 
 

@@ -91,15 +91,7 @@ def list_threads(
     debug: DebugOption = False,
 ) -> None:
     """List threads, most recently updated first."""
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
         run.notice_default_url()
         checkpointer = run.open()
         next_cursor: str | None = None
@@ -138,15 +130,7 @@ def show_thread(
     debug: DebugOption = False,
 ) -> None:
     """Show a thread's state, version, timestamps, expiry and size."""
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
         run.notice_default_url()
         checkpoint = run.open().load_checkpoint(thread_id)
         if checkpoint is None:
@@ -178,15 +162,7 @@ def delete_thread(
     debug: DebugOption = False,
 ) -> None:
     """Delete a thread (asks first on a terminal unless --yes)."""
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=False,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=False, debug=debug) as run:
         run.notice_default_url()
         if not yes:
             if not stdin_is_terminal():
@@ -211,15 +187,7 @@ def purge_expired(
     debug: DebugOption = False,
 ) -> None:
     """Physically remove expired threads a store still keeps (Redis and DynamoDB expire them)."""
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
         run.notice_default_url()
         removed = run.open().purge_expired()
         if run.as_json:

@@ -101,15 +101,7 @@ def export_threads(
     debug: DebugOption = False,
 ) -> None:
     """Write every thread of a namespace as JSON Lines (a header line, then one thread per line)."""
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=False,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=False, debug=debug) as run:
         run.notice_default_url()
         source = run.open()
         header = encode_header(run.namespace, describe_store(run.url), datetime.now(UTC))
@@ -185,15 +177,7 @@ def import_threads(
     debug: DebugOption = False,
 ) -> None:
     """Read an export file into a namespace, keeping versions and timestamps; safe to rerun."""
-    with Run(
-        ctx,
-        url=url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=url, namespace=namespace, as_json=as_json, debug=debug) as run:
         run.notice_default_url()
         with _open_input(run, file) as (stream, total):
             target = run.open()
@@ -325,15 +309,7 @@ def copy_threads(
         )
     if from_url is not None and url is not None and from_url != url:
         raise typer.BadParameter("give the source once: --from or --url", param_hint="--from")
-    with Run(
-        ctx,
-        url=from_url or url,
-        namespace=namespace,
-        as_json=as_json,
-        debug=debug,
-        keys=keys,
-        kms_key_ids=kms_key_id,
-    ) as run:
+    with Run(ctx, url=from_url or url, namespace=namespace, as_json=as_json, debug=debug) as run:
         target_namespace = to_namespace or run.namespace
         target_keys = None if to_plaintext else run.keys_from(to_keys) or run.keys
         if run.url.lower().startswith("rust+"):
