@@ -78,8 +78,9 @@ def _decode_key(key_id: str, text: object) -> bytes:
     try:
         return base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        # The text is key material: never quoted.
-        raise ConfigurationError(f"key {key_id!r} is not valid base64") from None
+        pass
+    # Raised outside the handler, without a context: the text is key material.
+    raise ConfigurationError(f"key {key_id!r} is not valid base64")
 
 
 def read_config(source: str | Path, *, where: str) -> dict[str, Any]:
@@ -100,12 +101,14 @@ def read_config(source: str | Path, *, where: str) -> dict[str, Any]:
             raise ConfigurationError(f"cannot read the key file {where}: {exc.strerror}") from None
     else:
         text = source
+    line: object = None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ConfigurationError(
-            f"{where} is not valid JSON (line {getattr(exc, 'lineno', '?')})"
-        ) from None
+        # Raised below, outside the handler: the parser's error holds the whole text.
+        line = getattr(exc, "lineno", "?")
+    if line is not None:
+        raise ConfigurationError(f"{where} is not valid JSON (line {line})")
     if not isinstance(data, dict):
         raise ConfigurationError(f"{where} must hold a JSON object")
     return data
