@@ -147,7 +147,7 @@ def test_a_field_type_the_store_cannot_write_is_refused() -> None:
 def test_a_test_built_model_drives_what_is_stored_and_listed(client: Any, ns: str) -> None:
     cp = RedisCheckpointer(client, namespace=ns)
     mapping = RecordMapping.of(_Extended)
-    cp._ops = RedisOps(mapping, cp._ops.layout)
+    cp._ops = RedisOps(mapping, cp._ops.layout, cp._ops.codec)
     info = cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 1}))
     stored = {k.decode(): v.decode() for k, v in client.hgetall(thread_key(ns, "t")).items()}
     assert set(stored) == set(mapping.fields)  # a hash's field order is Redis's business
