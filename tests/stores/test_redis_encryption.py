@@ -20,6 +20,7 @@ from agents_persistence import (
     AsyncRedisCheckpointer,
     DecryptionError,
     RedisCheckpointer,
+    open_checkpointer,
 )
 from agents_persistence._codec import is_sealed
 from agents_persistence._layout import Manifest
@@ -193,6 +194,36 @@ def test_plaintext_records_keep_their_exact_form_without_keys(kit: RedisKit, ns:
     assert sealed.refresh_thread("t") == "rewritten"
     assert is_sealed(stored(kit.client, ns, "t")[0][b"state"])
     assert sealed.load_state("t") == state
+
+
+def test_threads_copy_between_a_sealed_and_a_plaintext_namespace(kit: RedisKit, ns: str) -> None:
+    """What ``agents-persistence copy`` does, thread by thread, across the two forms."""
+    source = RedisCheckpointer(kit.client, namespace=ns, keys=keyring())
+    state = secret_conversation(10)
+    source.save_state("t", state)
+    add_turn(state, 10)
+    source.save_state("t", state, expected_version=1)
+    plain_ns, sealed_ns = f"{ns}-plain", f"{ns}-sealed"
+    try:
+        plain = RedisCheckpointer(kit.client, namespace=plain_ns)
+        with open_checkpointer(kit.url, namespace=sealed_ns, keys=keyring("k2")) as sealed:
+            for src, dst in ((source, plain), (plain, sealed)):
+                for thread in src.iter_threads():
+                    checkpoint = src.load_checkpoint(thread.thread_id)
+                    assert checkpoint is not None
+                    dst.restore_checkpoint(thread.thread_id, checkpoint.state, checkpoint.info)
+            copied = sealed.load_checkpoint("t")
+        assert copied is not None
+        assert copied.state == state
+        assert copied.info == source.load_checkpoint("t").info  # type: ignore[union-attr]
+        assert not is_sealed(stored(kit.client, plain_ns, "t")[0][b"state"])
+        record, pieces = stored(kit.client, sealed_ns, "t")
+        assert all(is_sealed(value) for value in [record[b"state"], *pieces.values()])
+    finally:
+        for name in (plain_ns, sealed_ns):
+            keys = list(kit.client.scan_iter(match=f"agents_persistence:{{{name}}}:*"))
+            if keys:
+                kit.client.delete(*keys)
 
 
 def test_sealed_threads_on_a_cluster(portal: Portal) -> None:
