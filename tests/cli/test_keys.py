@@ -174,6 +174,8 @@ def test_every_command_reads_an_encrypted_store_with_its_keys(
     refused = cli("threads", "show", "t1", *target.args)
     assert refused.exit_code == 1
     assert "DecryptionError" in refused.stderr
+    assert "needs its keys: --keys FILE" in refused.stderr
+    assert "threads delete" not in refused.stderr  # never advice to delete an encrypted thread
     assert "étape" not in refused.stderr
     exported = cli("export", "--output", str(tmp_path / "out.jsonl"), *target.args, *keys)
     assert exported.exit_code == 0, exported.output
@@ -322,6 +324,7 @@ def test_rotate_between_kms_keys(
     unknown = cli("threads", "show", "t2", *target.args, "--kms-key-id", old)
     assert unknown.exit_code == 1
     assert "UnknownKeyError" in unknown.stderr
+    assert "add that key to the keys given" in unknown.stderr
 
 
 APP_MODULE = """

@@ -49,9 +49,11 @@ from agents_persistence.errors import (
     ConflictError,
     CorruptStateError,
     DatabaseNotFoundError,
+    DecryptionError,
     InvalidArgumentError,
     MissingExtraError,
     SchemaNotReadyError,
+    UnknownKeyError,
 )
 
 if TYPE_CHECKING:
@@ -306,6 +308,17 @@ _HINTS: list[tuple[type[BaseException], int, _Hint]] = [
     ),
     (AuthenticationError, EXIT_USAGE, _credentials_hint),
     (AccessDeniedError, EXIT_FAILED, _access_hint),
+    (
+        UnknownKeyError,
+        EXIT_FAILED,
+        "add that key to the keys given with --keys FILE or --kms-key-id ID (docs/security.md)",
+    ),
+    (
+        DecryptionError,
+        EXIT_FAILED,
+        "an encrypted thread needs its keys: --keys FILE or --kms-key-id ID (docs/security.md);"
+        " with the right keys, it was changed or copied from elsewhere",
+    ),
     (
         CorruptStateError,
         EXIT_FAILED,
