@@ -38,11 +38,12 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 
-from agents_persistence._core import Clock, utc_now, validate_thread_id
+from agents_persistence._core import Clock, as_utc, utc_now, validate_thread_id
 from agents_persistence.errors import CorruptStateError, InvalidArgumentError, ThreadForkError
 from agents_persistence.langgraph import _statements as sql
-from agents_persistence.langgraph._maintenance import Maintenance
+from agents_persistence.langgraph._maintenance import NEVER, Maintenance
 from agents_persistence.models.langgraph import (
     CHANNEL_LENGTH,
     CHECKPOINT_NS_LENGTH,
@@ -189,6 +190,8 @@ class Plans(Maintenance):
             b.checkpoint_ns == ns,
             tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
         )
+        self._put_with_values = None
+        self._writes_claiming: tuple[Any, Any] | None = None
         self._claim_refreshing = self._claim_locking = None
         self._retain_all = self._retain_checkpoints = self._retain_values = None
         self._read_latest = self._read_by_id = None
@@ -219,7 +222,9 @@ class Plans(Maintenance):
         thread: BindParameter[str] = bindparam("thread_id")
         ns: BindParameter[str] = bindparam("ns")
         # The expiry check and the refresh: an expired row keeps its expiry, which is returned.
-        claim: Any = sql.insert_returning(self.dialect, self.models.threads)
+        claim: Any = sql.insert_returning(self.dialect, self.models.threads).values(
+            thread_id=thread, expires_at=bindparam("expires_at", type_=t.expires_at.type)
+        )
         still_live = t.expires_at > bindparam("now", type_=t.expires_at.type)
         self._claim_refreshing = claim.on_conflict_do_update(
             index_elements=[t.thread_id],
@@ -239,6 +244,9 @@ class Plans(Maintenance):
             .order_by(c.checkpoint_id.desc())
             .offset(bindparam("keep", type_=Integer, literal_execute=True))
         )
+        if self.dialect == "postgresql":
+            self._put_with_values = self._checkpoint_with_values()
+            self._writes_claiming = (self._writes_at_once(False), self._writes_at_once(True))
         if self.dialect == "sqlite":
             self._retain_checkpoints = (
                 delete(self.cp)
@@ -294,6 +302,93 @@ class Plans(Maintenance):
             )
             .add_cte(gone_writes)
         )
+
+    def _checkpoint_with_values(self) -> Any:
+        """PostgreSQL: the checkpoint's upsert with its new values' insert, as one statement.
+
+        The values travel as arrays (``v_channels``, ``v_versions``, ``v_types``, ``v_blobs``,
+        with ``v_thread_id`` and ``v_ns``), unnested into the rows an insert that leaves
+        existing rows as they are adds in a data-modifying CTE.
+        """
+        b = self.blobs.c
+        rows = (
+            func.unnest(
+                bindparam("v_channels", type_=postgresql.ARRAY(String)),
+                bindparam("v_versions", type_=postgresql.ARRAY(String)),
+                bindparam("v_types", type_=postgresql.ARRAY(String)),
+                bindparam("v_blobs", type_=postgresql.ARRAY(postgresql.BYTEA)),
+            )
+            .table_valued("channel", "version", "type", "blob")
+            .render_derived()
+        )
+        values = (
+            postgresql.insert(self.blobs)
+            .from_select(
+                ["thread_id", "checkpoint_ns", "channel", "version", "type", "blob"],
+                select(
+                    bindparam("v_thread_id", type_=String),
+                    bindparam("v_ns", type_=String),
+                    rows.c.channel,
+                    rows.c.version,
+                    rows.c.type,
+                    rows.c.blob,
+                ),
+            )
+            .on_conflict_do_nothing(
+                index_elements=[b.thread_id, b.checkpoint_ns, b.channel, b.version]
+            )
+            .cte("new_values")
+        )
+        return self._upsert_checkpoint.add_cte(values)
+
+    def _writes_at_once(self, overwrite: bool) -> Any:
+        """PostgreSQL: `claim` and the insert of a task's writes, as one statement.
+
+        ``claimed`` (a CTE) is the claim's upsert when the saver refreshes or locks the thread,
+        else a read of its expiry; the insert (a CTE reading ``claimed``, so running after
+        it) adds the rows (arrays ``w_idx``, ``w_channels``, ``w_types``, ``w_blobs``) only if
+        no expiry in ``claimed`` has passed; the statement returns ``claimed``'s expiries.
+        """
+        t, w = self.threads.c, self.writes.c
+        now = bindparam("now", type_=t.expires_at.type)
+        if self.ttl is not None:
+            claimed = self._claim_refreshing
+        elif self.keep_last is not None:
+            claimed = self._claim_locking
+        else:
+            claimed = select(t.expires_at).where(t.thread_id == bindparam("w_thread_id"))
+        claimed_rows = claimed.cte("claimed")
+        rows = (
+            func.unnest(
+                bindparam("w_idx", type_=postgresql.ARRAY(Integer)),
+                bindparam("w_channels", type_=postgresql.ARRAY(String)),
+                bindparam("w_types", type_=postgresql.ARRAY(String)),
+                bindparam("w_blobs", type_=postgresql.ARRAY(postgresql.BYTEA)),
+            )
+            .table_valued("idx", "channel", "type", "blob")
+            .render_derived()
+        )
+        expired = exists().select_from(claimed_rows).where(claimed_rows.c.expires_at <= now)
+        names = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "task_path"]
+        insert: Any = postgresql.insert(self.writes).from_select(
+            [*names, "idx", "channel", "type", "blob"],
+            select(
+                *(bindparam(f"w_{name}", type_=String) for name in names),
+                rows.c.idx,
+                rows.c.channel,
+                rows.c.type,
+                rows.c.blob,
+            ).where(~expired),
+        )
+        key = [w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx]
+        if overwrite:
+            insert = insert.on_conflict_do_update(
+                index_elements=key,
+                set_={name: insert.excluded[name] for name in ("channel", "type", "blob")},
+            )
+        else:
+            insert = insert.on_conflict_do_nothing(index_elements=key)
+        return select(claimed_rows.c.expires_at).add_cte(insert.cte("new_writes"))
 
     def _one_read(self, chosen: Any) -> Any:
         """The checkpoint ``chosen`` selects, its channel values and its pending writes."""
@@ -446,20 +541,31 @@ class Plans(Maintenance):
         yield from self.claim(thread_id, now, lock=self.exclusive)
         if self.exclusive:
             yield from self.own(thread_id, namespace, parent_id, checkpoint["id"])
-        if blobs:
-            yield self._insert_blobs, blobs
-        yield (
-            self._upsert_checkpoint,
-            {
-                "thread_id": thread_id,
-                "checkpoint_ns": namespace,
-                "checkpoint_id": checkpoint["id"],
-                "parent_checkpoint_id": parent_id,
-                "run_id": run_id,
-                "checkpoint": body,
-                "metadata": stored_metadata,
-            },
-        )
+        row = {
+            "thread_id": thread_id,
+            "checkpoint_ns": namespace,
+            "checkpoint_id": checkpoint["id"],
+            "parent_checkpoint_id": parent_id,
+            "run_id": run_id,
+            "checkpoint": body,
+            "metadata": stored_metadata,
+        }
+        if blobs and self._put_with_values is not None:  # PostgreSQL: one statement
+            row.update(
+                {
+                    "v_thread_id": thread_id,
+                    "v_ns": namespace,
+                    "v_channels": [blob["channel"] for blob in blobs],
+                    "v_versions": [blob["version"] for blob in blobs],
+                    "v_types": [blob["type"] for blob in blobs],
+                    "v_blobs": [blob["blob"] for blob in blobs],
+                }
+            )
+            yield self._put_with_values, row
+        else:
+            if blobs:
+                yield self._insert_blobs, blobs
+            yield self._upsert_checkpoint, row
         if self.keep_last is not None:
             yield from self.retain(thread_id, namespace, self.keep_last)
         return {
@@ -470,23 +576,17 @@ class Plans(Maintenance):
             }
         }
 
-    def put_writes(
+    def _write_rows(
         self,
         config: RunnableConfig,
         writes: Sequence[tuple[str, Any]],
         task_id: str,
         task_path: str,
-    ) -> Generator[Step, Any, None]:
-        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay.
-
-        Writes to an expired thread are dropped with it (their checkpoint is gone).
-        """
+    ) -> tuple[str, list[dict[str, Any]], bool]:
+        """The thread, the rows of a task's writes, and whether they overwrite (special ones)."""
         thread_id, namespace, checkpoint_id = self.target(config)
-        now = self.clock()
         if checkpoint_id is None:
             raise InvalidArgumentError("put_writes needs a config with a checkpoint_id")
-        if not writes:
-            return
         rows = []
         for index, (channel, value) in enumerate(writes):
             type_, blob = self._dump(value, f"the write to {channel!r}")
@@ -505,10 +605,71 @@ class Plans(Maintenance):
                     blob,
                 )
             )
+        special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        return thread_id, rows, special
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Generator[Step, Any, None]:
+        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay.
+
+        Writes to an expired thread are dropped with it (their checkpoint is gone).
+        """
+        thread_id, rows, special = self._write_rows(config, writes, task_id, task_path)
+        now = self.clock()
+        if not rows:
+            return
         if (yield from self.claim(thread_id, now, restart=False)):
             return
-        special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
         yield (self._upsert_writes if special else self._insert_writes), rows
+
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether `put_writes_at_once` can run (PostgreSQL)."""
+        return self._writes_claiming is not None
+
+    def put_writes_at_once(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Generator[Step, Any, bool]:
+        """`put_writes` in one statement (PostgreSQL); ``False`` if the thread had expired.
+
+        The statement claims the thread as `claim` does (the same lock, the same refresh) and
+        inserts the writes only if it has not expired; then nothing is written, and `put_writes`
+        in a transaction drops the thread.
+        """
+        thread_id, rows, special = self._write_rows(config, writes, task_id, task_path)
+        now = self.clock()
+        if not rows:
+            return True
+        statements = self._writes_claiming
+        assert statements is not None  # callers check writes_at_once
+        head = rows[0]
+        found = yield (
+            statements[special],
+            {
+                "thread_id": thread_id,
+                "expires_at": now + self.ttl if self.ttl is not None else NEVER,
+                "now": now,
+                "w_thread_id": thread_id,
+                "w_checkpoint_ns": head["checkpoint_ns"],
+                "w_checkpoint_id": head["checkpoint_id"],
+                "w_task_id": head["task_id"],
+                "w_task_path": task_path,
+                "w_idx": [row["idx"] for row in rows],
+                "w_channels": [row["channel"] for row in rows],
+                "w_types": [row["type"] for row in rows],
+                "w_blobs": [row["blob"] for row in rows],
+            },
+        )
+        return all(as_utc(row.expires_at) > now for row in found)
 
     def own(
         self, thread_id: str, namespace: str, parent_id: str | None, checkpoint_id: str

@@ -302,7 +302,12 @@ class SQLCheckpointSaver(ThreadedSaver):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes against the checkpoint ``config`` names."""
-        plan = partial(self._binding.plans.put_writes, config, writes, task_id, task_path)
+        plans = self._binding.plans
+        if self._reader is not None and plans.writes_at_once:
+            at_once = partial(plans.put_writes_at_once, config, writes, task_id, task_path)
+            if self._run(at_once, "save", _thread(config), one_statement=True):
+                return
+        plan = partial(plans.put_writes, config, writes, task_id, task_path)
         self._run(plan, "save", _thread(config))
 
     def delete_thread(self, thread_id: str) -> None:
