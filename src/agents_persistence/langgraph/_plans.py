@@ -351,6 +351,7 @@ class Plans(Maintenance):
         """
         t, w = self.threads.c, self.writes.c
         now = bindparam("now", type_=t.expires_at.type)
+        claimed: Any
         if self.ttl is not None:
             claimed = self._claim_refreshing
         elif self.keep_last is not None:
