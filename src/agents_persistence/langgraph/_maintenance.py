@@ -181,9 +181,13 @@ class Maintenance:
     def retain(self, thread_id: str, namespace: str, keep: int) -> Generator[_Step, Any, None]:
         """Retention after a put: delete what lies beyond the newest ``keep`` of one namespace.
 
-        One read when nothing is beyond; otherwise three deletes more: the doomed checkpoints'
-        writes, the checkpoints, and the values only they referred to (the versions they name
-        that no kept checkpoint names; every value is written with a checkpoint naming it).
+        What goes: the doomed checkpoints' writes, the checkpoints, and the values only they
+        referred to (the versions they name that no kept checkpoint names; every value is
+        written with a checkpoint naming it). PostgreSQL: one statement (data-modifying CTEs).
+        SQLite: a delete of the checkpoints beyond, returning them; when it found some, a delete
+        of their writes and one of their values that no remaining checkpoint names.
+        MySQL/MariaDB: one read of the newest checkpoints when nothing is beyond; otherwise
+        three deletes more.
         """
         key = {"thread_id": thread_id, "ns": namespace}
         if self._retain_all is not None:  # PostgreSQL: one statement

@@ -190,7 +190,6 @@ class Plans(Maintenance):
             b.checkpoint_ns == ns,
             tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
         )
-        self._put_with_values = None
         self._writes_claiming: tuple[Any, Any] | None = None
         self._claim_refreshing = self._claim_locking = None
         self._retain_all = self._retain_checkpoints = self._retain_values = None
@@ -245,7 +244,6 @@ class Plans(Maintenance):
             .offset(bindparam("keep", type_=Integer, literal_execute=True))
         )
         if self.dialect == "postgresql":
-            self._put_with_values = self._checkpoint_with_values()
             self._writes_claiming = (self._writes_at_once(False), self._writes_at_once(True))
         if self.dialect == "sqlite":
             self._retain_checkpoints = (
@@ -302,44 +300,6 @@ class Plans(Maintenance):
             )
             .add_cte(gone_writes)
         )
-
-    def _checkpoint_with_values(self) -> Any:
-        """PostgreSQL: the checkpoint's upsert with its new values' insert, as one statement.
-
-        The values travel as arrays (``v_channels``, ``v_versions``, ``v_types``, ``v_blobs``,
-        with ``v_thread_id`` and ``v_ns``), unnested into the rows an insert that leaves
-        existing rows as they are adds in a data-modifying CTE.
-        """
-        b = self.blobs.c
-        rows = (
-            func.unnest(
-                bindparam("v_channels", type_=postgresql.ARRAY(String)),
-                bindparam("v_versions", type_=postgresql.ARRAY(String)),
-                bindparam("v_types", type_=postgresql.ARRAY(String)),
-                bindparam("v_blobs", type_=postgresql.ARRAY(postgresql.BYTEA)),
-            )
-            .table_valued("channel", "version", "type", "blob")
-            .render_derived()
-        )
-        values = (
-            postgresql.insert(self.blobs)
-            .from_select(
-                ["thread_id", "checkpoint_ns", "channel", "version", "type", "blob"],
-                select(
-                    bindparam("v_thread_id", type_=String),
-                    bindparam("v_ns", type_=String),
-                    rows.c.channel,
-                    rows.c.version,
-                    rows.c.type,
-                    rows.c.blob,
-                ),
-            )
-            .on_conflict_do_nothing(
-                index_elements=[b.thread_id, b.checkpoint_ns, b.channel, b.version]
-            )
-            .cte("new_values")
-        )
-        return self._upsert_checkpoint.add_cte(values)
 
     def _writes_at_once(self, overwrite: bool) -> Any:
         """PostgreSQL: `claim` and the insert of a task's writes, as one statement.
@@ -551,22 +511,9 @@ class Plans(Maintenance):
             "checkpoint": body,
             "metadata": stored_metadata,
         }
-        if blobs and self._put_with_values is not None:  # PostgreSQL: one statement
-            row.update(
-                {
-                    "v_thread_id": thread_id,
-                    "v_ns": namespace,
-                    "v_channels": [blob["channel"] for blob in blobs],
-                    "v_versions": [blob["version"] for blob in blobs],
-                    "v_types": [blob["type"] for blob in blobs],
-                    "v_blobs": [blob["blob"] for blob in blobs],
-                }
-            )
-            yield self._put_with_values, row
-        else:
-            if blobs:
-                yield self._insert_blobs, blobs
-            yield self._upsert_checkpoint, row
+        if blobs:
+            yield self._insert_blobs, blobs
+        yield self._upsert_checkpoint, row
         if self.keep_last is not None:
             yield from self.retain(thread_id, namespace, self.keep_last)
         return {

@@ -58,7 +58,8 @@ class SQLCheckpointSaver(ThreadedSaver):
     """LangGraph checkpoints in the library's SQL tables (SQLite, PostgreSQL, MySQL/MariaDB).
 
     The tables come from the library's Alembic migrations (`setup`, ``agents-persistence db
-    upgrade`` or ``alembic upgrade head``), never from ad-hoc DDL. Each call is one transaction.
+    upgrade`` or ``alembic upgrade head``), never from ad-hoc DDL. Each call is one transaction
+    (on PostgreSQL, ``get_tuple`` and ``put_writes`` are one statement each, run in autocommit).
     The async methods run the sync ones in a worker thread, so the saver also serves
     ``graph.ainvoke``; `AsyncSQLCheckpointSaver` is the native async twin.
 
