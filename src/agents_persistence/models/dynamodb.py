@@ -146,9 +146,9 @@ class ThreadHeadItem(CheckpointItem):
     then ``overflow`` counts the items holding them, ``head_bytes`` is the head's length in
     their joined text. A checkpointer with keys seals the head (and the whole manifest with
     it): the sealed bytes go in ``sealed`` (B) instead of ``state``, and ``manifest`` keeps
-    only what is stored in clear (`agents_persistence._codec`). ``token`` is the manifest's token (a save's delta applies only on it);
-    ``pieces_expire`` is the earliest time to live of the pieces (epoch seconds), which a save
-    must not outlive without rewriting them.
+    only what is stored in clear (`agents_persistence._codec`). ``token`` is the manifest's
+    token (a save's delta applies only on it); ``pieces_expire`` is the earliest time to live
+    of the pieces (epoch seconds), which a save must not outlive without rewriting them.
     """
 
     sk = UnicodeAttribute(range_key=True)

@@ -302,8 +302,7 @@ class Partition:
         return found
 
     def joined(self, group: str) -> bytes | None:
-        """A group's bytes as stored (packed or sealed), or ``None`` when a chunk is missing
-        (not yet or no more)."""
+        """A group's bytes as stored (packed or sealed); ``None`` if a chunk is missing."""
         parts = self.chunks.get(group)
         if not parts:
             return None
@@ -354,7 +353,8 @@ def parse_partition(thread_id: str, partition: Partition, codec: Codec) -> Recor
         return codec.open(thread_id, stored_head, None, {}).apply(record)
     manifest = Manifest.from_json(thread_id, manifest_text)  # in clear, sealed head or not
     bodies: dict[str, bytes] = {}
-    for key in manifest.keys():
+    named = manifest.keys()
+    for key in named:
         body = partition.joined(_piece_group(key))
         if body is None:
             raise PartitionIncompleteError(thread_id)
