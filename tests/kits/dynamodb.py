@@ -7,7 +7,9 @@ their own take a name from `DynamoDBKit.new_table_name`.
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -256,3 +258,17 @@ def record_requests(checkpointer: Any) -> list[tuple[str, dict[str, Any], str]]:
 
     client.meta.events.register("provide-client-params.dynamodb.*", hook)
     return calls
+
+
+def started(kit: DynamoDBKit) -> DynamoDBKit:
+    """``kit`` with its moto server and table ready (made once per test session)."""
+    from ..conftest import _ready
+
+    ready = _ready(kit)
+    assert isinstance(ready, DynamoDBKit)
+    return ready
+
+
+def noise(size: int) -> str:
+    """Text of ``size`` characters that does not compress (random bytes in base64)."""
+    return base64.b64encode(os.urandom(size * 3 // 4)).decode()[:size]

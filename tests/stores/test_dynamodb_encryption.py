@@ -9,8 +9,6 @@ checkpointers (what ``agents-persistence copy`` does for each thread).
 
 from __future__ import annotations
 
-import base64
-import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +26,15 @@ from agents_persistence.cli._exchange import Entry, put
 from agents_persistence.encryption import key_id_of
 from agents_persistence.models.dynamodb import HEAD_SORT_KEY, ThreadHeadItem
 
-from ..conftest import _ready, new_namespace
-from ..kits.dynamodb import KITS, SINGLE_ITEM_KIT, DynamoDBKit, record_requests
+from ..conftest import new_namespace
+from ..kits.dynamodb import (
+    PIECES_KIT,
+    SINGLE_ITEM_KIT,
+    DynamoDBKit,
+    noise,
+    record_requests,
+    started,
+)
 from ..kits.encrypted import keyring
 
 if TYPE_CHECKING:
@@ -40,16 +45,12 @@ MARKER = "sealed-marker-4b1d"
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    ready = _ready(KITS[0])
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(PIECES_KIT)
 
 
 @pytest.fixture
 def single_item_kit() -> DynamoDBKit:
-    ready = _ready(SINGLE_ITEM_KIT)
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(SINGLE_ITEM_KIT)
 
 
 @pytest.fixture
@@ -58,15 +59,10 @@ def sealed(kit: DynamoDBKit) -> Iterator[DynamoDBCheckpointer[Any]]:
         yield checkpointer
 
 
-def _noise(size: int) -> str:
-    """Text that does not compress (random bytes in base64)."""
-    return base64.b64encode(os.urandom(size * 3 // 4)).decode()[:size]
-
-
 def _state(files: int = 3) -> AgentStateSnapshot:
     """A state large enough to be cut into pieces (its files), holding `MARKER` everywhere."""
     return AgentStateSnapshot(
-        files={f"/{MARKER}/{n}.md": f"{MARKER} {_noise(8000)}" for n in range(files)},
+        files={f"/{MARKER}/{n}.md": f"{MARKER} {noise(8000)}" for n in range(files)},
         todos=[TodoItem(content=f"{MARKER} todo")],
     )
 
@@ -109,7 +105,7 @@ def test_a_sealed_head_too_large_for_the_head_item_overflows(
     kit: DynamoDBKit, sealed: DynamoDBCheckpointer[Any]
 ) -> None:
     state = _state()
-    state.todos.extend(TodoItem(content=f"{MARKER} {_noise(1000)}") for _ in range(400))
+    state.todos.extend(TodoItem(content=f"{MARKER} {noise(1000)}") for _ in range(400))
     sealed.save_state("t", state)
     item = _head_item(kit, sealed.namespace, "t")
     assert ThreadHeadItem.overflow.attr_name in item
@@ -134,9 +130,9 @@ def test_a_delta_that_lost_a_race_is_retried_as_a_sealed_full_write(kit: DynamoD
         base = _state()
         one.save_state("t", base)
         assert two.load_state("t") == base  # two's next save is a delta on version 1
-        first = base.model_copy(update={"files": {**base.files, "/one": _noise(3000)}})
+        first = base.model_copy(update={"files": {**base.files, "/one": noise(3000)}})
         one.save_state("t", first)
-        mine = base.model_copy(update={"files": {**base.files, "/two": _noise(3000)}})
+        mine = base.model_copy(update={"files": {**base.files, "/two": noise(3000)}})
         calls = record_requests(two)
         assert two.save_state("t", mine).version == 3  # no expected version: last write wins
         heads = [p for op, p, _ in calls if op == "PutItem" and p["Item"]["sk"]["S"] == "h"]
