@@ -12,14 +12,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
 from agents_persistence import (
     AgentStateSnapshot,
+    AsyncDynamoDBCheckpointer,
     ConfigurationError,
     DecryptionError,
     DynamoDBCheckpointer,
     TodoItem,
+    open_async_checkpointer,
+    open_checkpointer,
 )
 from agents_persistence._codec import is_sealed
 from agents_persistence.cli._exchange import Entry, put
@@ -28,7 +32,9 @@ from agents_persistence.models.dynamodb import HEAD_SORT_KEY, ThreadHeadItem
 
 from ..conftest import new_namespace
 from ..kits.dynamodb import (
+    CREDENTIALS,
     PIECES_KIT,
+    REGION,
     SINGLE_ITEM_KIT,
     DynamoDBKit,
     noise,
@@ -210,3 +216,29 @@ def test_copy_from_a_single_item_table_to_an_encrypted_one_and_back_to_plaintext
                     values = kit.stored_values(back, thread_id)
                     assert not any(is_sealed(value) for value in values)
                     assert plain.load_state(thread_id) == state
+
+
+def test_keys_reach_the_store_through_urls_sync_and_async(kit: DynamoDBKit) -> None:
+    url = f"dynamodb://{kit.table}?region={REGION}&endpoint={kit.endpoint}"
+    namespace = new_namespace()
+    state = _state()
+    with open_checkpointer(url, namespace=namespace, keys=keyring(), **CREDENTIALS) as cp:
+        assert isinstance(cp, DynamoDBCheckpointer)
+        assert cp.encrypts
+        cp.save_state("sync", state)
+
+    async def main() -> None:
+        async with open_async_checkpointer(
+            url, namespace=namespace, keys=keyring(), **CREDENTIALS
+        ) as acp:
+            assert isinstance(acp, AsyncDynamoDBCheckpointer)
+            assert acp.encrypts
+            await acp.save_state("async", state)
+            assert await acp.load_state("sync") == state
+
+    anyio.run(main)
+    for thread_id in ("sync", "async"):
+        _assert_sealed(kit, namespace, thread_id)
+    plain = DynamoDBCheckpointer.from_url(url, namespace=namespace, **CREDENTIALS)
+    with plain, pytest.raises(DecryptionError):
+        plain.load_state("async")
