@@ -395,14 +395,31 @@ def test_a_state_with_pieces_loads_head_and_pieces_in_one_statement(engine: sa.E
     cp = SQLCheckpointer(engine, namespace=namespace)
     state = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(LARGE)})
     cp.save_state("t", state)
+    fresh = SQLCheckpointer(engine, namespace=namespace)
+    fresh.load_state("other")  # its first call checks the schema
     statements = Statements(engine)
     loaded: list[Any] = []
-    read = statements.during(lambda: loaded.append(cp.load_state("t")))
-    assert loaded == [state]
-    # The head, then (its manifest names pieces) the head and its pieces together.
+    # A checkpointer that has not seen the thread reads the head, then (its manifest names
+    # pieces) the head and its pieces together.
+    read = statements.during(lambda: loaded.append(fresh.load_state("t")))
     assert len(read) == 2, read
     assert not _uses_pieces(read[0])
     assert _uses_pieces(read[1])
+    # Once it has (and the writer, from its save), that one statement at once.
+    for reader in (fresh, cp):
+        read = statements.during(lambda r=reader, out=loaded: out.append(r.load_state("t")))
+        assert len(read) == 1, read
+        assert _uses_pieces(read[0])
+    assert loaded == [state] * 3
+    # Stored as one head (a writer with no base writes a small state whole), the state is
+    # read head first again after its next load.
+    small = AgentStateSnapshot(messages=[_message(2)])
+    SQLCheckpointer(engine, namespace=namespace).save_state("t", small)
+    assert fresh.load_state("t") == small  # the one statement, as the state had pieces
+    read = statements.during(lambda: loaded.append(fresh.load_state("t")))
+    assert loaded[-1] == small
+    assert len(read) == 1, read
+    assert not _uses_pieces(read[0])
 
 
 def test_a_save_between_the_head_and_the_pieces_read_never_mixes_versions(

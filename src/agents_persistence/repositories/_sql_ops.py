@@ -294,6 +294,7 @@ def read(
     owned: bool,
     thread_id: str,
     now: datetime,
+    pieced: bool = False,
 ) -> Record | None:
     """The live record with its whole state (head and pieces assembled), or ``None``.
 
@@ -301,16 +302,18 @@ def read(
     around it. The head alone first (a small state, or one stored whole, is all there); when
     its manifest names pieces, the head and every piece of the thread again in one statement
     (head ``UNION ALL`` pieces), so the state assembled is always one version's, even if
-    another save replaced the head in between.
+    another save replaced the head in between. ``pieced``: the state had pieces when last
+    seen (`Pieced`), so the load starts with that one statement.
     """
     params = {"ns": namespace, "tid": thread_id, "now": now}
-    compiled = stmts.compiled("head", stmts.head, conn.dialect)
-    rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
-    if not rows:
-        return None
-    record = head_record(thread_id, compiled.process(rows)[0])
-    if record is not None:
-        return record
+    if not pieced:
+        compiled = stmts.compiled("head", stmts.head, conn.dialect)
+        rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
+        if not rows:
+            return None
+        record = head_record(thread_id, compiled.process(rows)[0])
+        if record is not None:
+            return record
     compiled = stmts.compiled("read", stmts.read, conn.dialect)
     rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
     # Only the head row needs the column types' processing (timestamps on SQLite).
