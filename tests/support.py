@@ -95,6 +95,9 @@ class AsyncAdapter:
             except StopAsyncIteration:
                 return
 
+    def refresh_thread(self, *args: Any) -> Any:
+        return self._portal.call(self.inner.refresh_thread, *args)
+
     def purge_expired(self) -> Any:
         return self._portal.call(self.inner.purge_expired)
 

@@ -123,13 +123,21 @@ def test_the_current_version_passes_through_unchanged() -> None:
     assert upcasters_v3().upcast(stored, 3) is stored
 
 
-def test_upcasted_json_decodes_through_the_core() -> None:
+def test_the_core_upcasts_a_record_stored_before_schema_versions() -> None:
     core: Core[ConversationV3] = Core(
-        namespace="ns", ttl=None, state_type=ConversationV3, max_state_bytes=10**6, clock=None
+        namespace="ns",
+        ttl=None,
+        state_type=ConversationV3,
+        max_state_bytes=10**6,
+        clock=None,
+        upcasters=upcasters_v3(),
     )
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    upgraded = upcasters_v3().upcast(_stored(V1), 1, thread_id="t")
-    assert core.decode(Record("t", 1, now, now, None, 0, upgraded)) == V3
+    # A record without a manifest (stored whole) is schema version 1.
+    for payload in (V1.model_dump_json(), _stored(V1)):
+        assert core.decode(Record("t", 1, now, now, None, 0, payload)) == V3
+    with pytest.raises(CorruptStateError):
+        core.decode(Record("t", 1, now, now, None, 0, "[1, 2]"))
 
 
 def test_a_record_newer_than_the_code_raises() -> None:

@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any, Generic, cast, get_args
+from typing import TYPE_CHECKING, Any, Generic, cast, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from agents_persistence._codec import Codec
 from agents_persistence._layout import Layout, Manifest, assemble, splitter
 from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
 from agents_persistence.errors import (
@@ -34,6 +35,10 @@ from agents_persistence.errors import (
     StateTooLargeError,
 )
 from agents_persistence.snapshot import AgentStateSnapshot
+from agents_persistence.upcasting import Upcasters
+
+if TYPE_CHECKING:
+    from agents_persistence._keys import KeyProvider
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -259,7 +264,9 @@ class Record:
     object (drivers that decode JSON columns themselves). ``manifest`` is the stored layout's
     manifest (``None`` for a record stored whole, as before the layout existed), which the
     checkpointer keeps to make its next save of the thread a delta. ``written`` is what a
-    save sent (bytes before compression), for telemetry.
+    save sent (bytes before compression), for telemetry. ``key_ids`` and ``plaintext`` say, for
+    a record read, which keys sealed its values and whether any was stored in clear (what
+    `Core.is_current` checks before a rotation rewrites it).
     """
 
     thread_id: str
@@ -271,6 +278,8 @@ class Record:
     payload: str | bytes | Mapping[str, Any] | None = None
     manifest: Manifest | None = None
     written: int = 0
+    key_ids: frozenset[str] = frozenset()
+    plaintext: bool = True
 
     def info(self) -> CheckpointInfo:
         """The public metadata of this record."""
@@ -304,6 +313,11 @@ class Core(Generic[StateT]):
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
         max_state_bytes: Largest encoded state accepted.
         clock: Returns the current aware time; for tests that move time without sleeping.
+        keys: A key provider (`agents_persistence.encryption`): saves are sealed under its
+            active key, and records sealed under any key it holds are read. ``None`` writes
+            in clear.
+        upcasters: The upgrade functions of ``state_type`` (`agents_persistence.upcasting`),
+            applied on load to records written at an older schema version.
     """
 
     __slots__ = (
@@ -312,10 +326,12 @@ class Core(Generic[StateT]):
         "_field_names",
         "_splitter",
         "clock",
+        "codec",
         "max_state_bytes",
         "namespace",
         "state_type",
         "ttl",
+        "upcasters",
     )
 
     def __init__(
@@ -326,6 +342,8 @@ class Core(Generic[StateT]):
         state_type: type[StateT] | None,
         max_state_bytes: int,
         clock: Clock | None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         self.namespace = validate_namespace(namespace)
         self.ttl = _validate_ttl(ttl)
@@ -347,6 +365,14 @@ class Core(Generic[StateT]):
         self._field_names = field_names(self.state_type)
         self._bases: dict[str, tuple[int, Manifest]] = {}
         self._bases_lock = threading.Lock()
+        self.codec = Codec(self.namespace, keys)
+        if upcasters is None:
+            upcasters = Upcasters(self.state_type)
+        elif not isinstance(upcasters, Upcasters) or upcasters.state_type is not self.state_type:
+            raise ConfigurationError(
+                f"upcasters must be Upcasters({self.state_type.__name__}), not {upcasters!r:.80}"
+            )
+        self.upcasters = upcasters
 
     # --- the manifests a save is based on ------------------------------------------------------
 
@@ -461,7 +487,10 @@ class Core(Generic[StateT]):
         are state content, so neither the message nor a chained cause carries them.
         """
         payload = record.payload
+        stored = 1 if record.manifest is None else record.manifest.schema
         try:
+            if stored != self.upcasters.current:
+                return self.state_type.model_validate(self._upcast(record, stored))
             if isinstance(payload, str | bytes):
                 return self.state_type.model_validate_json(payload)
             if isinstance(payload, Mapping):
@@ -471,6 +500,37 @@ class Core(Generic[StateT]):
         else:
             detail = f"unexpected payload {type(payload).__name__}"
         raise CorruptStateError(record.thread_id, detail)  # outside `except`: no context
+
+    def _upcast(self, record: Record, stored: int) -> dict[str, Any]:
+        """The stored JSON object of an older (or newer) schema version, upcast to the model's."""
+        payload = record.payload
+        data: object = payload
+        if isinstance(payload, str | bytes):
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                data = None
+        elif isinstance(payload, Mapping):
+            data = dict(payload)
+        if not isinstance(data, dict):
+            raise CorruptStateError(record.thread_id, "the stored state is not a JSON object")
+        return self.upcasters.upcast(data, stored, thread_id=record.thread_id)
+
+    def is_current(self, record: Record) -> bool:
+        """Whether a record read is stored as this checkpointer writes: nothing to rewrite.
+
+        That is: at the state model's schema version and, with keys, every value sealed under
+        the active key (none in clear); without keys, none sealed.
+        """
+        stored = 1 if record.manifest is None else record.manifest.schema
+        if stored != self.upcasters.current:
+            return False
+        active = self.codec.active_key_id
+        if active is None:
+            return not record.key_ids
+        if record.plaintext:
+            return False
+        return record.key_ids == {active}
 
     def _describe(self, exc: ValidationError) -> str:
         first = exc.errors(include_url=False, include_context=False, include_input=False)[0]

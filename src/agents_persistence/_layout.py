@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, cast, get_origin
 from pydantic_core import from_json
 
 from agents_persistence.errors import CorruptStateError
+from agents_persistence.upcasting import schema_version
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -116,6 +117,8 @@ class Manifest:
         maps: Per map field in the JSON: ``{entry name: (piece key, digest, length)}``; an
             entry's name is ``"."`` and its key in the map, ``""`` names the group piece of
             the small entries.
+        schema: The state model's schema version the version was written with
+            (`agents_persistence.upcasting`); stored only when it is not 1.
     """
 
     token: str
@@ -125,6 +128,7 @@ class Manifest:
     segments: tuple[Segment, ...] = ()
     transcript: bool = False
     maps: Mapping[str, Mapping[str, tuple[str, str, int]]] = field(default_factory=dict)
+    schema: int = 1
 
     def keys(self) -> set[str]:
         """Every piece key of this version."""
@@ -133,9 +137,29 @@ class Manifest:
             keys.update(key for key, _, _ in entries.values())
         return keys
 
+    def redacted(self) -> Manifest:
+        """What may be stored in clear beside a sealed head: the token, piece keys and schema.
+
+        Entry names (file paths, scratchpad keys), digests, message counts and lengths are
+        left out; the whole manifest travels inside the sealed head.
+        """
+        return Manifest(
+            token=self.token,
+            segments=tuple((key, 0, 0, level) for key, _, _, level in self.segments),
+            maps={
+                name: {
+                    str(index): (key, "", 0) for index, (key, _, _) in enumerate(entries.values())
+                }
+                for name, entries in self.maps.items()
+            },
+            schema=self.schema,
+        )
+
     def to_json(self) -> str:
         """Compact JSON, as stored in the head."""
-        if not (self.segments or self.maps or self.count or self.length or self.digest):
+        if self.schema == 1 and not (
+            self.segments or self.maps or self.count or self.length or self.digest
+        ):
             # A state stored as one head (most saves of small states): the same text, built
             # without the encoder.
             token = self.token
@@ -146,23 +170,22 @@ class Manifest:
                 f'{{"f":{FORMAT},"t":"{token}","n":0,"l":0,"d":"","s":[],'
                 f'"m":{transcript},"p":{{}}}}'
             )
-        return json.dumps(
-            {
-                "f": FORMAT,
-                "t": self.token,
-                "n": self.count,
-                "l": self.length,
-                "d": self.digest,
-                "s": [list(segment) for segment in self.segments],
-                "m": self.transcript,
-                "p": {
-                    name: {entry: list(value) for entry, value in entries.items()}
-                    for name, entries in self.maps.items()
-                },
+        raw: dict[str, Any] = {
+            "f": FORMAT,
+            "t": self.token,
+            "n": self.count,
+            "l": self.length,
+            "d": self.digest,
+            "s": [list(segment) for segment in self.segments],
+            "m": self.transcript,
+            "p": {
+                name: {entry: list(value) for entry, value in entries.items()}
+                for name, entries in self.maps.items()
             },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        }
+        if self.schema != 1:
+            raw["v"] = self.schema
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, thread_id: str, text: str | bytes | Mapping[str, Any]) -> Manifest:
@@ -190,6 +213,7 @@ class Manifest:
                     }
                     for name, entries in raw["p"].items()
                 },
+                schema=int(raw.get("v", 1)),
             )
         except CorruptStateError:
             raise
@@ -258,6 +282,7 @@ class _Whole:
     digest: str
     has_transcript: bool
     maps: Mapping[str, Mapping[str, bytes]]
+    schema: int
 
     def layout(self, head: bytes, size: int) -> Layout:
         pieces: dict[str, bytes] = {}
@@ -281,6 +306,7 @@ class _Whole:
             segments=segments,
             transcript=self.has_transcript,
             maps=maps,
+            schema=self.schema,
         )
         return Layout(head, manifest, pieces, (), None, size)
 
@@ -312,10 +338,11 @@ def _check(thread_id: str, fragment: bytes, opening: bytes, closing: bytes) -> N
 class Splitter:
     """Splits states of one model into a `Layout` (built once per state type)."""
 
-    __slots__ = ("maps", "serializer", "transcript")
+    __slots__ = ("maps", "schema", "serializer", "transcript")
 
     def __init__(self, state_type: type[BaseModel]) -> None:
         fields = state_type.model_fields
+        self.schema = schema_version(state_type)
         self.serializer = state_type.__pydantic_serializer__
 
         def plain(name: str, origin: type) -> bool:
@@ -350,7 +377,9 @@ class Splitter:
                 _check(thread_id, entire, b"", b"")
                 # On a base without pieces this is a delta with nothing to remove: a store
                 # need not look for pieces when the stored head still carries that base.
-                return Layout(entire, Manifest(token), {}, (), base, len(entire))
+                return Layout(
+                    entire, Manifest(token, schema=self.schema), {}, (), base, len(entire)
+                )
         head = to_json(state, exclude=self.split_fields)
         _check(thread_id, head, b"", b"")
         pieces: dict[str, bytes] = {}
@@ -419,8 +448,9 @@ class Splitter:
             segments=segments,
             transcript=has_transcript,
             maps=maps,
+            schema=self.schema,
         )
-        whole = _Whole(token, text, count, digest, has_transcript, whole_maps)
+        whole = _Whole(token, text, count, digest, has_transcript, whole_maps, self.schema)
         if base is None:
             return whole.layout(head, size)
         return Layout(head, manifest, pieces, tuple(drop), base, size, whole)

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from agents_persistence._core import Clock
+    from agents_persistence._keys import KeyProvider
     from agents_persistence.contract import AsyncCheckpointer, Checkpointer, StateT
+    from agents_persistence.upcasting import Upcasters
 
 __all__ = ["open_async_checkpointer", "open_checkpointer", "store_module"]
 
@@ -103,6 +105,8 @@ def _given(
     state_type: type[StateT] | None,
     max_state_bytes: int | None,
     clock: Clock | None,
+    keys: KeyProvider | None,
+    upcasters: Upcasters | None,
 ) -> dict[str, Any]:
     """The common keywords that were given, for the store's ``from_url``."""
     given = {
@@ -111,6 +115,8 @@ def _given(
         "state_type": state_type,
         "max_state_bytes": max_state_bytes,
         "clock": clock,
+        "keys": keys,
+        "upcasters": upcasters,
     }
     return {name: value for name, value in given.items() if value is not None}
 
@@ -123,6 +129,8 @@ def open_checkpointer(
     state_type: type[StateT] | None = None,
     max_state_bytes: int | None = None,
     clock: Clock | None = None,
+    keys: KeyProvider | None = None,
+    upcasters: Upcasters | None = None,
     **store_options: Any,
 ) -> Checkpointer[StateT]:
     """Open a synchronous checkpointer for ``url``; it owns its connections (``close()`` them).
@@ -141,6 +149,10 @@ def open_checkpointer(
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
         max_state_bytes: Largest encoded state accepted (the store's default if ``None``).
         clock: Returns the current aware time (tests move it by hand).
+        keys: A key provider (`agents_persistence.encryption`): saves are encrypted at rest
+            under its active key; ``None`` stores them in clear (docs/security.md).
+        upcasters: Upgrade functions for records written at an older schema version of
+            ``state_type`` (`agents_persistence.upcasting`).
         **store_options: Keywords of the store's own ``from_url`` (``auto_migrate``,
             ``key_prefix``, ``region``...); a keyword that store does not take raises
             `TypeError` naming its class.
@@ -151,7 +163,9 @@ def open_checkpointer(
     """
     module, sync_name, _ = store_module(url)
     checkpointer = getattr(module, sync_name).from_url(
-        url, **_given(namespace, ttl, state_type, max_state_bytes, clock), **store_options
+        url,
+        **_given(namespace, ttl, state_type, max_state_bytes, clock, keys, upcasters),
+        **store_options,
     )
     return cast("Checkpointer[StateT]", checkpointer)
 
@@ -164,11 +178,15 @@ def open_async_checkpointer(
     state_type: type[StateT] | None = None,
     max_state_bytes: int | None = None,
     clock: Clock | None = None,
+    keys: KeyProvider | None = None,
+    upcasters: Upcasters | None = None,
     **store_options: Any,
 ) -> AsyncCheckpointer[StateT]:
     """The asyncio twin of `open_checkpointer` (SQL URLs get their async driver)."""
     module, _, async_name = store_module(url)
     checkpointer = getattr(module, async_name).from_url(
-        url, **_given(namespace, ttl, state_type, max_state_bytes, clock), **store_options
+        url,
+        **_given(namespace, ttl, state_type, max_state_bytes, clock, keys, upcasters),
+        **store_options,
     )
     return cast("AsyncCheckpointer[StateT]", checkpointer)

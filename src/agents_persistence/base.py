@@ -9,7 +9,7 @@ thin call-throughs that differ only by ``await``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Generic, Self
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Self
 
 from agents_persistence import telemetry
 from agents_persistence._core import (
@@ -21,14 +21,20 @@ from agents_persistence._core import (
     validate_thread_id,
 )
 from agents_persistence.contract import Checkpoint, CheckpointInfo, StateT, ThreadInfo, ThreadPage
-from agents_persistence.errors import CheckpointerError
+from agents_persistence.errors import CheckpointerError, ConflictError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from datetime import datetime, timedelta
     from types import TracebackType
 
-__all__ = ["BaseAsyncCheckpointer", "BaseCheckpointer"]
+    from agents_persistence._keys import KeyProvider
+    from agents_persistence.upcasting import Upcasters
+
+__all__ = ["BaseAsyncCheckpointer", "BaseCheckpointer", "Refresh"]
+
+Refresh = Literal["rewritten", "current", "absent", "conflict"]
+"""The outcome of `BaseCheckpointer.refresh_thread`."""
 
 DEFAULT_MAX_STATE_BYTES = 32 * 1024 * 1024
 
@@ -48,6 +54,8 @@ class _Common(Generic[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         self._core: Core[StateT] = Core(
             namespace=namespace,
@@ -57,6 +65,8 @@ class _Common(Generic[StateT]):
             if max_state_bytes is None
             else max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self._closed = False
 
@@ -79,6 +89,11 @@ class _Common(Generic[StateT]):
     def max_state_bytes(self) -> int:
         """The largest encoded state a save accepts."""
         return self._core.max_state_bytes
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether saves are encrypted (the checkpointer was given ``keys``)."""
+        return self._core.codec.encrypts
 
     def _open_core(self) -> Core[StateT]:
         if self._closed:
@@ -204,6 +219,38 @@ class BaseCheckpointer(_Common[StateT], ABC):
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    def refresh_thread(self, thread_id: str) -> Refresh:
+        """Rewrite a thread as this checkpointer writes now, if it is stored otherwise.
+
+        A thread is rewritten when it was written at an older schema version of the state
+        model (its upcasters run on the way), or, with ``keys``, when any of its values is
+        stored in clear or sealed under a key other than the active one. The rewrite keeps the
+        version and timestamps (as `restore_checkpoint` does) and is conditional on the version
+        read, so it never overwrites a concurrent save. `agents-persistence keys rotate` and
+        `agents-persistence migrate-payloads` call it for every thread.
+
+        Returns:
+            ``"rewritten"``, ``"current"`` (nothing to do), ``"absent"`` (no live thread) or
+            ``"conflict"`` (a save landed in between: the thread was written by a current
+            writer, or the next pass rewrites it).
+        """
+        return _run(self, "refresh_thread", self._refresh_call, thread_id)
+
+    def _refresh_call(self, thread_id: str) -> Refresh:
+        core = self._open_core()
+        tid = _tid(thread_id)
+        record = self._read(tid, core.now())
+        if record is None:
+            return "absent"
+        if core.is_current(record):
+            return "current"
+        request = core.prepare_restore(tid, core.decode(record), record.info(), record.version)
+        try:
+            self._store(core, request)
+        except ConflictError:
+            return "conflict"
+        return "rewritten"
 
     def purge_expired(self) -> int:
         """Physically remove expired threads; return how many were removed."""
@@ -341,6 +388,25 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    async def refresh_thread(self, thread_id: str) -> Refresh:
+        """See `BaseCheckpointer.refresh_thread`."""
+        return await _arun(self, "refresh_thread", self._refresh_call, thread_id)
+
+    async def _refresh_call(self, thread_id: str) -> Refresh:
+        core = self._open_core()
+        tid = _tid(thread_id)
+        record = await self._read(tid, core.now())
+        if record is None:
+            return "absent"
+        if core.is_current(record):
+            return "current"
+        request = core.prepare_restore(tid, core.decode(record), record.info(), record.version)
+        try:
+            await self._store(core, request)
+        except ConflictError:
+            return "conflict"
+        return "rewritten"
 
     async def purge_expired(self) -> int:
         """See `BaseCheckpointer.purge_expired`."""

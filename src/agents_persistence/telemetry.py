@@ -52,7 +52,14 @@ _ENV_SWITCH = "AGENTS_PERSISTENCE_TELEMETRY"
 _OFF = frozenset({"0", "off", "false", "no", "none"})
 _REFUSED = (InvalidArgumentError, InvalidStateError, StateTooLargeError)
 _THREAD_OPS = frozenset(
-    {"save_state", "restore_checkpoint", "load_state", "load_checkpoint", "delete_thread"}
+    {
+        "save_state",
+        "restore_checkpoint",
+        "load_state",
+        "load_checkpoint",
+        "delete_thread",
+        "refresh_thread",
+    }
 )
 _WRITE_OPS = frozenset({"save_state", "restore_checkpoint"})
 _SYSTEMS = {"memory": "memory", "redis": "redis", "dynamodb": "aws.dynamodb"}

@@ -75,6 +75,13 @@ class StoreKit:
         """How many records of ``namespace`` physically exist (expired or not)."""
         raise NotImplementedError
 
+    def stored_values(self, namespace: str, thread_id: str) -> list[bytes]:
+        """Every head and piece value stored for a thread, read behind the library.
+
+        Needed by the encrypted twin of the kit (`tests/kits/encrypted.py`).
+        """
+        raise NotImplementedError
+
     def make_unreachable(self, *, namespace: str) -> Checkpointer[Any]:
         """A sync checkpointer aimed at a closed port, with short timeouts."""
         raise NotImplementedError

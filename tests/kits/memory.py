@@ -7,6 +7,7 @@ from typing import Any
 from agents_persistence import AsyncMemoryCheckpointer, MemoryCheckpointer, MemoryStore
 
 from .base import StoreKit
+from .encrypted import EncryptedKit
 
 
 class MemoryKit(StoreKit):
@@ -29,5 +30,11 @@ class MemoryKit(StoreKit):
     def stored_count(self, namespace: str) -> int:
         return len(self.store._ns(namespace).records)
 
+    def stored_values(self, namespace: str, thread_id: str) -> list[bytes]:
+        ns = self.store._ns(namespace)
+        head = ns.records[thread_id].payload
+        assert isinstance(head, bytes)
+        return [head, *ns.pieces.get(thread_id, {}).values()]
 
-KITS = [MemoryKit()]
+
+KITS = [MemoryKit(), EncryptedKit(MemoryKit())]

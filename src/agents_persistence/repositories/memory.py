@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
+from agents_persistence._codec import Codec, is_sealed
 from agents_persistence._core import DEFAULT_NAMESPACE, Record, WriteRequest, to_epoch_micros
 from agents_persistence._layout import assemble
 from agents_persistence.base import BaseAsyncCheckpointer, BaseCheckpointer
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from agents_persistence._core import Clock
+    from agents_persistence._keys import KeyProvider
+    from agents_persistence.upcasting import Upcasters
 
 __all__ = ["AsyncMemoryCheckpointer", "MemoryCheckpointer", "MemoryStore"]
 
@@ -66,8 +69,13 @@ class MemoryStore:
             found = self._namespaces[namespace] = _Namespace()
         return found
 
-    def write(self, namespace: str, request: WriteRequest) -> Record:
-        """Store one version atomically (see `BaseCheckpointer._write`)."""
+    def write(self, namespace: str, request: WriteRequest, codec: Codec | None = None) -> Record:
+        """Store one version atomically (see `BaseCheckpointer._write`).
+
+        With a ``codec`` that encrypts, the head and new pieces are kept sealed, as a store
+        on disk keeps them; otherwise they are kept as the layout gives them.
+        """
+        sealer = None if codec is None or not codec.encrypts else codec.sealer()
         with self._lock:
             ns = self._ns(namespace)
             current = ns.records.get(request.thread_id)
@@ -78,43 +86,57 @@ class MemoryStore:
             request.check(actual)
             created_at = request.now if current is None else current.created_at
             layout = request.layout.against(None if current is None else current.manifest)
+            new = layout.pieces
+            head, manifest = layout.head, layout.manifest
+            if sealer is not None:
+                tid = request.thread_id
+                new = {key: sealer.piece(tid, key, body) for key, body in new.items()}
+                head = sealer.head(tid, layout)[0]
+                manifest = manifest.redacted()
             if layout.base is None:
-                pieces = dict(layout.pieces)
+                pieces = dict(new)
             else:
                 pieces = ns.pieces[request.thread_id].copy()
                 for key in layout.drop:
                     del pieces[key]
-                pieces.update(layout.pieces)
-            record = Record(
+                pieces.update(new)
+            stored = Record(
                 thread_id=request.thread_id,
                 version=request.next_version(actual),
                 created_at=request.created_at or created_at,
                 updated_at=request.now,
                 expires_at=request.expires_at,
                 size=request.size,
-                payload=layout.head,
-                manifest=layout.manifest,
-                written=layout.written,
+                payload=head,
+                manifest=manifest,
             )
             if current is not None:
                 ns.unlink(current)
-            ns.records[record.thread_id] = record
-            ns.pieces[record.thread_id] = pieces
-            insort(ns.index, (to_epoch_micros(record.updated_at), record.thread_id))
-            return record
+            ns.records[stored.thread_id] = stored
+            ns.pieces[stored.thread_id] = pieces
+            insort(ns.index, (to_epoch_micros(stored.updated_at), stored.thread_id))
+        return replace(stored, manifest=layout.manifest, written=layout.written)
 
-    def read(self, namespace: str, thread_id: str, now: datetime) -> Record | None:
-        """The live record of a thread, or ``None``."""
+    def read(
+        self, namespace: str, thread_id: str, now: datetime, codec: Codec | None = None
+    ) -> Record | None:
+        """The live record of a thread, or ``None`` (sealed values are opened by ``codec``)."""
         with self._lock:
             ns = self._ns(namespace)
             record = ns.records.get(thread_id)
             pieces = ns.pieces.get(thread_id, {})
         if record is None or (record.expires_at is not None and record.expires_at <= now):
             return None
+        payload = record.payload
+        if isinstance(payload, bytes) and is_sealed(payload):
+            opened = (codec or Codec(namespace, None)).open(
+                thread_id, payload, record.manifest, pieces
+            )
+            return opened.apply(record)
         if record.manifest is None or not isinstance(record.payload, bytes):
             return record
         state = assemble(thread_id, record.payload, record.manifest, pieces)
-        return replace(record, payload=state, written=0)
+        return replace(record, payload=state)
 
     def remove(self, namespace: str, thread_id: str, now: datetime) -> bool:
         """Delete a thread; ``True`` if it was live."""
@@ -180,6 +202,9 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         state_type: The pydantic model stored; `AgentStateSnapshot` by default.
         max_state_bytes: Largest encoded state accepted (32 MiB by default).
         clock: Returns the current aware time (tests move it by hand).
+        keys: A key provider: saves are encrypted under its active key (see
+            docs/security.md); ``None`` stores them in clear.
+        upcasters: Upgrade functions for records of older schema versions of ``state_type``.
     """
 
     _otel_store = "memory"
@@ -193,6 +218,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -200,6 +227,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self.store = MemoryStore() if store is None else store
 
@@ -214,6 +243,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         call_timeout: float | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """Open a private store from ``memory://`` (the URL carries no settings).
 
@@ -227,6 +258,8 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
             call_timeout: Accepted, and checked, like every store's time budget per call, so
                 one configuration opens any URL; a memory call does no I/O and never waits
                 longer than other calls hold the store's lock.
+            keys: A key provider (encryption at rest).
+            upcasters: Upgrade functions for older schema versions.
 
         Raises:
             ConfigurationError: the URL is not ``memory://``, or ``call_timeout`` is not a
@@ -241,13 +274,15 @@ class MemoryCheckpointer(BaseCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
 
     def _write(self, request: WriteRequest) -> Record:
-        return self.store.write(self.namespace, request)
+        return self.store.write(self.namespace, request, self._core.codec)
 
     def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return self.store.read(self.namespace, thread_id, now)
+        return self.store.read(self.namespace, thread_id, now, self._core.codec)
 
     def _remove(self, thread_id: str, now: datetime) -> bool:
         return self.store.remove(self.namespace, thread_id, now)
@@ -273,6 +308,8 @@ class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -280,6 +317,8 @@ class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self.store = MemoryStore() if store is None else store
 
@@ -294,6 +333,8 @@ class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         call_timeout: float | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """See `MemoryCheckpointer.from_url`."""
         _check_url(url)
@@ -305,13 +346,15 @@ class AsyncMemoryCheckpointer(BaseAsyncCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
 
     async def _write(self, request: WriteRequest) -> Record:
-        return self.store.write(self.namespace, request)
+        return self.store.write(self.namespace, request, self._core.codec)
 
     async def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return self.store.read(self.namespace, thread_id, now)
+        return self.store.read(self.namespace, thread_id, now, self._core.codec)
 
     async def _remove(self, thread_id: str, now: datetime) -> bool:
         return self.store.remove(self.namespace, thread_id, now)
