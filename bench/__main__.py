@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import (
     conversation,
+    encryption,
     latency,
     optional,
     profiling,
@@ -45,6 +46,7 @@ SECTIONS = (
     "turns",
     "conversation",
     "savers",
+    "encryption",
     "telemetry",
     "profile",
 )
@@ -230,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
                 for name, target in targets.items():
                     _section(results, key, name, conversation.run, target, settings)
                 conversation.write(results, out_dir)
+                continue
+            if key == "encryption":
+                for name, target in targets.items():
+                    _section(results, key, name, encryption.run, target, settings)
+                encryption.write(results, out_dir)
                 continue
             if key == "turns":
                 _section(results, "turns", "LangGraph", _turns, targets, settings, results)

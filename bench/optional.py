@@ -13,12 +13,17 @@ _INSTALL = {
     "matplotlib": "matplotlib (pip install -e '.[bench]')",
     "pyinstrument": "pyinstrument (pip install -e '.[bench]')",
     "opentelemetry.sdk": "opentelemetry-sdk (pip install opentelemetry-sdk)",
+    "cryptography": "cryptography (pip install -e '.[encryption]')",
     "langgraph.checkpoint.memory": "langgraph-checkpoint (pip install -e '.[bench]')",
     "langgraph.checkpoint.sqlite": "langgraph-checkpoint-sqlite (pip install -e '.[bench]')",
     "langgraph.checkpoint.postgres": "langgraph-checkpoint-postgres (pip install -e '.[bench]')",
 }
 
-SECTION_NEEDS = {"profile": "pyinstrument", "telemetry": "opentelemetry.sdk"}
+SECTION_NEEDS = {
+    "profile": "pyinstrument",
+    "telemetry": "opentelemetry.sdk",
+    "encryption": "cryptography",
+}
 """Sections that cannot run at all without a module."""
 
 SECTION_PARTS = {"scale": ("pyinstrument", "first-page profiles")}

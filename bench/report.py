@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from bench import conversation, optional
+from bench import conversation, encryption, optional
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -241,7 +241,23 @@ def markdown(results: dict[str, Any]) -> str:
     out += _telemetry_section(results)
     out += _profile_section(results)
     out += conversation.section_lines(results)
+    out += _encryption_section(results)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _encryption_section(results: dict[str, Any]) -> list[str]:
+    table = encryption.summary_lines(results)
+    if not table:
+        return []
+    return [
+        "## Encryption at rest",
+        "",
+        "Save (a new thread, written whole) and load, in clear and with `keys=` (a local",
+        "keyring), p50 ms, median over runs (`encryption.md` has the same table).",
+        "",
+        *table,
+        "",
+    ]
 
 
 def _latency_section(results: dict[str, Any]) -> list[str]:

@@ -157,6 +157,19 @@ class Manifest:
 
     def to_json(self) -> str:
         """Compact JSON, as stored in the head."""
+        if self.schema == 1 and not (
+            self.segments or self.maps or self.count or self.length or self.digest
+        ):
+            # A state stored as one head (most saves of small states): the same text, built
+            # without the encoder.
+            token = self.token
+            if not (token.isascii() and token.isalnum()):
+                token = json.dumps(token, ensure_ascii=False)[1:-1]
+            transcript = "true" if self.transcript else "false"
+            return (
+                f'{{"f":{FORMAT},"t":"{token}","n":0,"l":0,"d":"","s":[],'
+                f'"m":{transcript},"p":{{}}}}'
+            )
         raw: dict[str, Any] = {
             "f": FORMAT,
             "t": self.token,

@@ -7,12 +7,15 @@ their own take a name from `DynamoDBKit.new_table_name`.
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from .base import StoreKit, closed_port
+from .encrypted import EncryptedKit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -153,13 +156,48 @@ class DynamoDBKit(StoreKit):
         return key if self.table_format != "pieces" else {**key, "sk": {"S": "h"}}
 
     def corrupt(self, namespace: str, thread_id: str) -> None:
+        """Replace the head's state with broken JSON (a sealed head with it, if any)."""
+        from agents_persistence.models.dynamodb import ThreadHeadItem
+
+        remove = "" if self.table_format != "pieces" else " REMOVE #b"
+        names = {"#s": "state"}
+        if remove:
+            names["#b"] = ThreadHeadItem.sealed.attr_name
         self.client.update_item(
             TableName=self.table,
             Key=self.key(namespace, thread_id),
-            UpdateExpression="SET #s = :s",
-            ExpressionAttributeNames={"#s": "state"},
+            UpdateExpression="SET #s = :s" + remove,
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues={":s": {"S": '{"todos": "not a list"'}},
         )
+
+    def stored_values(self, namespace: str, thread_id: str) -> list[bytes]:
+        """The head (inline or from its overflow chunks) and every piece, as stored."""
+        from agents_persistence._layout import unpack
+        from agents_persistence.models.dynamodb import PieceItem, ThreadHeadItem
+
+        pages = self.client.get_paginator("query").paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"{namespace}#{thread_id}"}},
+            ConsistentRead=True,
+        )
+        head: ThreadHeadItem | None = None
+        groups: dict[str, list[bytes]] = {}
+        for raw in (item for page in pages for item in page["Items"]):
+            if raw["sk"]["S"] == "h":
+                head = ThreadHeadItem.from_raw_data(raw)
+            else:
+                group = raw["sk"]["S"].rpartition("#")[0]
+                groups.setdefault(group, []).append(PieceItem.from_raw_data(raw).body or b"")
+        assert head is not None, "no head item"
+        values = [b"".join(parts) for group, parts in groups.items() if group.startswith("p#")]
+        if head.overflow is not None:
+            (overflow,) = [b"".join(p) for g, p in groups.items() if g.startswith("o#")]
+            assert isinstance(head.head_bytes, int)
+            return [unpack(thread_id, overflow)[: head.head_bytes], *values]
+        stored = head.sealed if head.sealed is not None else (head.state or "").encode()
+        return [stored, *values]
 
     def stored_count(self, namespace: str, table: str | None = None) -> int:
         """Threads (head items) stored in a namespace, expired or not."""
@@ -204,7 +242,8 @@ class SingleItemDynamoDBKit(DynamoDBKit):
     large_state_bytes = 300_000
 
 
-KITS = [DynamoDBKit()]
+PIECES_KIT = DynamoDBKit()
+KITS = [PIECES_KIT, EncryptedKit(PIECES_KIT)]  # the twin shares the plain kit's server and table
 SINGLE_ITEM_KIT = SingleItemDynamoDBKit()
 
 
@@ -219,3 +258,17 @@ def record_requests(checkpointer: Any) -> list[tuple[str, dict[str, Any], str]]:
 
     client.meta.events.register("provide-client-params.dynamodb.*", hook)
     return calls
+
+
+def started(kit: DynamoDBKit) -> DynamoDBKit:
+    """``kit`` with its moto server and table ready (made once per test session)."""
+    from ..conftest import _ready
+
+    ready = _ready(kit)
+    assert isinstance(ready, DynamoDBKit)
+    return ready
+
+
+def noise(size: int) -> str:
+    """Text of ``size`` characters that does not compress (random bytes in base64)."""
+    return base64.b64encode(os.urandom(size * 3 // 4)).decode()[:size]

@@ -25,6 +25,7 @@ import redis.cluster
 from agents_persistence import AsyncRedisCheckpointer, RedisCheckpointer
 
 from .base import StoreKit, closed_port, tcp_reachable
+from .encrypted import EncryptedKit
 
 REDIS_URL = os.environ.get("AGENTS_PERSISTENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CORRUPT_STATE = '{"todos": "not a list"'
@@ -209,6 +210,12 @@ class RedisKit(StoreKit):
     def stored_count(self, namespace: str) -> int:
         return sum(1 for _ in self.client.scan_iter(match=thread_key(namespace) + "*", count=1000))
 
+    def stored_values(self, namespace: str, thread_id: str) -> list[bytes]:
+        """The stored head (the ``state`` field) and every piece body, as bytes."""
+        head = self.client.hget(thread_key(namespace, thread_id), "state")
+        assert isinstance(head, bytes), f"no record for {thread_id!r}"
+        return [head, *self.client.hvals(pieces_key(namespace, thread_id))]
+
     def make_unreachable(self, *, namespace: str) -> RedisCheckpointer[Any]:
         url = f"redis://127.0.0.1:{closed_port()}/0"
         return RedisCheckpointer.from_url(url, namespace=namespace, **UNREACHABLE)
@@ -281,4 +288,4 @@ def listening(port: int) -> Any:
         yield sock
 
 
-KITS: list[StoreKit] = [RedisKit(), RedisClusterKit()]
+KITS: list[StoreKit] = [RedisKit(), RedisClusterKit(), EncryptedKit(RedisKit())]

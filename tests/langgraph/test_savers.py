@@ -197,6 +197,42 @@ def test_retention_keeps_the_last_n_per_thread_and_namespace(lg_url: str) -> Non
     assert _count(lg_url, BLOBS, other) == 2
 
 
+@pytest.mark.parametrize("keep_last", [None, 2])
+def test_versions_of_any_json_type_load_and_are_collected(
+    lg_url: str, keep_last: int | None
+) -> None:
+    """Versions other savers' counters make (ints, floats) and a version stored with no value.
+
+    A read matches the versions a checkpoint's JSON names with the stored ones; retention
+    deletes the values only the checkpoints beyond ``keep_last`` named.
+    """
+    thread_id = str(uuid.uuid4())
+    with SQLCheckpointSaver.from_url(lg_url, keep_last=keep_last) as saver:
+        stored: list[RunnableConfig] = []
+        for step, version in enumerate([1, 2.5, "3"]):
+            checkpoint = generate_checkpoint(
+                channel_values={"a": f"a{step}", "b": "kept"},
+                channel_versions={"a": version, "b": 1, "c": 7},  # c: no value ever stored
+            )
+            config = generate_config(thread_id)
+            if stored:
+                config["configurable"]["checkpoint_id"] = stored[-1]["configurable"][
+                    "checkpoint_id"
+                ]
+            new_versions = {"a": version, "b": 1} if step == 0 else {"a": version}
+            stored.append(saver.put(config, checkpoint, generate_metadata(step=step), new_versions))
+            saver.put_writes(stored[-1], [("a", f"w{step}")], "task")
+
+        for step, config in list(enumerate(stored))[-2:]:
+            found = saver.get_tuple(config)
+            assert found is not None
+            assert found.checkpoint["channel_values"] == {"a": f"a{step}", "b": "kept"}
+            assert found.pending_writes == [("task", "a", f"w{step}")]
+    expected = 3 if keep_last else 4  # a at its kept versions, and b
+    assert _count(lg_url, BLOBS, thread_id) == expected
+    assert _count(lg_url, WRITES, thread_id) == (keep_last or 3)
+
+
 def test_the_async_twin_applies_retention_too(lg_url: str) -> None:
     thread_id = str(uuid.uuid4())
 

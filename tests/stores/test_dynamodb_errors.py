@@ -22,8 +22,14 @@ from agents_persistence import (
 )
 from agents_persistence.repositories.dynamodb import SINGLE_ITEM_MAX_STATE_BYTES
 
-from ..conftest import _ready
-from ..kits.dynamodb import CREDENTIALS, REGION, SINGLE_ITEM_KIT, DynamoDBKit, record_requests
+from ..kits.dynamodb import (
+    CREDENTIALS,
+    REGION,
+    SINGLE_ITEM_KIT,
+    DynamoDBKit,
+    record_requests,
+    started,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,9 +40,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def kit() -> DynamoDBKit:
     """A DynamoDB kit with a table of the single-item format, also behind the harness."""
-    ready = _ready(SINGLE_ITEM_KIT)
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(SINGLE_ITEM_KIT)
 
 
 def _state_of_size(size: int) -> AgentStateSnapshot:

@@ -11,8 +11,7 @@ import pytest
 
 from agents_persistence import AgentStateSnapshot, ConflictError
 
-from ..conftest import _ready
-from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit
+from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, started
 from ..support import FakeClock, Harness
 
 TTL = 60
@@ -21,9 +20,7 @@ TTL = 60
 @pytest.fixture
 def kit() -> DynamoDBKit:
     """A DynamoDB kit with a table of the single-item format, also behind the harness."""
-    ready = _ready(SINGLE_ITEM_KIT)
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(SINGLE_ITEM_KIT)
 
 
 def _stored(kit: DynamoDBKit, namespace: str, thread_id: str) -> dict[str, Any]:

@@ -32,15 +32,12 @@ from agents_persistence.repositories._dynamodb_mapping import meta_attributes
 from agents_persistence.repositories._dynamodb_schema import TableSchema
 from agents_persistence.repositories._dynamodb_table import DynamoDBTable
 
-from ..conftest import _ready
-from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, record_requests
+from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, record_requests, started
 
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    ready = _ready(SINGLE_ITEM_KIT)
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(SINGLE_ITEM_KIT)
 
 
 def test_the_schema_is_read_from_the_model() -> None:

@@ -7,8 +7,6 @@ the requests of a large save leaves the previous version whole.
 
 from __future__ import annotations
 
-import base64
-import os
 import uuid
 from typing import Any
 
@@ -23,16 +21,14 @@ from agents_persistence import (
     TodoItem,
 )
 
-from ..conftest import _ready, new_namespace
-from ..kits.dynamodb import KITS, DynamoDBKit, record_requests
+from ..conftest import new_namespace
+from ..kits.dynamodb import PIECES_KIT, DynamoDBKit, noise, record_requests, started
 from ..support import FakeClock
 
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
-    ready = _ready(KITS[0])
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(PIECES_KIT)
 
 
 @pytest.fixture
@@ -52,16 +48,11 @@ def own_table(kit: DynamoDBKit) -> Any:
         maker.delete_table()
 
 
-def _noise(size: int) -> str:
-    """Text that does not compress (random bytes in base64)."""
-    return base64.b64encode(os.urandom(size * 3 // 4)).decode()[:size]
-
-
 def _turn(state: AgentStateSnapshot, n: int) -> AgentStateSnapshot:
     messages = [
         *state.messages,
-        AgentMessage(role="User", content=TextContent(value=f"question {n} {_noise(300)}")),
-        AgentMessage(role="Agent", content=TextContent(value=f"answer {n} {_noise(700)}")),
+        AgentMessage(role="User", content=TextContent(value=f"question {n} {noise(300)}")),
+        AgentMessage(role="Agent", content=TextContent(value=f"answer {n} {noise(700)}")),
     ]
     return state.model_copy(update={"messages": messages, "scratchpad": {"turn": n}})
 
@@ -84,7 +75,7 @@ def _sent(calls: list[tuple[str, dict[str, Any], str]]) -> tuple[int, int]:
 
 
 def test_late_saves_write_what_changed(cp: DynamoDBCheckpointer[Any]) -> None:
-    state = AgentStateSnapshot(files={f"f{n}.txt": _noise(2000) for n in range(20)})
+    state = AgentStateSnapshot(files={f"f{n}.txt": noise(2000) for n in range(20)})
     calls = record_requests(cp)
     written: list[tuple[int, int]] = []
     for n in range(100):
@@ -102,7 +93,7 @@ def test_late_saves_write_what_changed(cp: DynamoDBCheckpointer[Any]) -> None:
 
 
 def test_edits_truncations_and_removals_load_as_saved(cp: DynamoDBCheckpointer[Any]) -> None:
-    state = AgentStateSnapshot(files={"a": _noise(9000), "b": _noise(9000), "c": "small"})
+    state = AgentStateSnapshot(files={"a": noise(9000), "b": noise(9000), "c": "small"})
     for n in range(5):
         state = _turn(state, n)
         cp.save_state("t", state)
@@ -124,12 +115,12 @@ def test_edits_truncations_and_removals_load_as_saved(cp: DynamoDBCheckpointer[A
 def test_two_checkpointers_alternating_never_read_a_wrong_state(kit: DynamoDBKit) -> None:
     namespace = new_namespace()
     with kit.make(namespace=namespace) as one, kit.make(namespace=namespace) as two:
-        state = AgentStateSnapshot(files={"f": _noise(20_000)})
+        state = AgentStateSnapshot(files={"f": noise(20_000)})
         for n in range(8):
             writer, reader = (one, two) if n % 2 else (two, one)
             state = _turn(state, n)
             if n % 3 == 0:
-                state.files[f"g{n}"] = _noise(1500)
+                state.files[f"g{n}"] = noise(1500)
             writer.save_state("shared", state)
             assert reader.load_state("shared") == state
             assert writer.load_state("shared") == state
@@ -139,7 +130,7 @@ def test_pieces_live_with_their_head_and_go_with_it(kit: DynamoDBKit) -> None:
     clock = FakeClock()
     namespace = new_namespace()
     with kit.make(namespace=namespace, ttl=60, clock=clock) as cp:
-        state = AgentStateSnapshot(files={"f": _noise(20_000)})
+        state = AgentStateSnapshot(files={"f": noise(20_000)})
         for _ in range(6):
             state = _turn(state, len(state.messages))
             cp.save_state("t", state)
@@ -189,7 +180,7 @@ def test_a_crash_between_pieces_and_head_leaves_the_old_version(
         old = AgentStateSnapshot(files={"small": "x"}, todos=[TodoItem(content="keep")])
         cp.save_state("t", old)
         before = kit.partition(namespace, "t", own_table)
-        big = AgentStateSnapshot(files={"big": _noise(5_000_000)})
+        big = AgentStateSnapshot(files={"big": noise(5_000_000)})
         crashed = _fail_head_put(cp)
         with pytest.raises(RuntimeError, match="died"):
             cp.save_state("t", big)
@@ -214,9 +205,9 @@ def test_a_ten_megabyte_state_saves_and_loads(kit: DynamoDBKit, own_table: str) 
     namespace = new_namespace()
     with kit.make(namespace=namespace, table=own_table, call_timeout=120) as cp:
         state = AgentStateSnapshot(
-            files={f"f{n}": _noise(1_000_000) for n in range(5)},
+            files={f"f{n}": noise(1_000_000) for n in range(5)},
             messages=[
-                AgentMessage(role="User", content=TextContent(value=_noise(50_000)))
+                AgentMessage(role="User", content=TextContent(value=noise(50_000)))
                 for _ in range(100)
             ],
         )
@@ -232,7 +223,7 @@ def test_a_ten_megabyte_state_saves_and_loads(kit: DynamoDBKit, own_table: str) 
 
 
 def test_a_head_too_large_for_one_item_overflows(cp: DynamoDBCheckpointer[Any]) -> None:
-    todos = [TodoItem(content=_noise(1000)) for _ in range(500)]  # 500 KB in the head
+    todos = [TodoItem(content=noise(1000)) for _ in range(500)]  # 500 KB in the head
     state = AgentStateSnapshot(todos=todos)
     cp.save_state("t", state)
     assert cp.load_state("t") == state
@@ -244,7 +235,7 @@ def test_a_head_too_large_for_one_item_overflows(cp: DynamoDBCheckpointer[Any]) 
 def test_a_missing_piece_is_corrupt_never_a_wrong_state(
     kit: DynamoDBKit, cp: DynamoDBCheckpointer[Any]
 ) -> None:
-    cp.save_state("t", AgentStateSnapshot(files={"f": _noise(20_000)}))
+    cp.save_state("t", AgentStateSnapshot(files={"f": noise(20_000)}))
     pieces = [sk for sk in kit.partition(cp.namespace, "t") if sk != "h"]
     kit.client.delete_item(
         TableName=kit.table,
@@ -283,7 +274,7 @@ def test_a_head_stored_whole_loads_and_its_next_save_splits_it(
 
 def test_listing_reads_heads_only(kit: DynamoDBKit, cp: DynamoDBCheckpointer[Any]) -> None:
     for n in range(3):
-        cp.save_state(f"t{n}", AgentStateSnapshot(files={"f": _noise(20_000)}))
+        cp.save_state(f"t{n}", AgentStateSnapshot(files={"f": noise(20_000)}))
     # Looking behind the library: the index holds the heads, never the pieces.
     index = kit.client.query(
         TableName=kit.table,
@@ -333,14 +324,14 @@ def test_the_requests_of_saves_loads_and_listings(kit: DynamoDBKit) -> None:
     clock = FakeClock()
     with kit.make(namespace=new_namespace(), ttl=60, clock=clock) as cp:
         calls = record_requests(cp)
-        small = AgentStateSnapshot(files={"f": _noise(3000)})
+        small = AgentStateSnapshot(files={"f": noise(3000)})
         cp.save_state("small", small)
         # The table's format, once; a state below 16 KB is one head, and of a thread this
         # checkpointer knows nothing of, tried as a create: one conditional put.
         assert [op for op, _, _ in calls] == ["DescribeTable", "PutItem"]
         assert "ConditionExpression" in calls[1][1]
         calls.clear()
-        state = AgentStateSnapshot(files={"f": _noise(20_000)}, todos=[TodoItem(content="a")])
+        state = AgentStateSnapshot(files={"f": noise(20_000)}, todos=[TodoItem(content="a")])
         cp.save_state("t", state)
         cp.save_state("t2", state, expected_version=0)
         # Above 4 KB the partition's keys are read first (one Query), unless it is a create;

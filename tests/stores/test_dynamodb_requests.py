@@ -11,17 +11,15 @@ import pytest
 
 from agents_persistence import AgentStateSnapshot
 
-from ..conftest import _ready, new_namespace
-from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, record_requests
+from ..conftest import new_namespace
+from ..kits.dynamodb import SINGLE_ITEM_KIT, DynamoDBKit, record_requests, started
 from ..support import FakeClock, Harness, Portal
 
 
 @pytest.fixture
 def kit() -> DynamoDBKit:
     """A DynamoDB kit with a table of the single-item format, also behind the harness."""
-    ready = _ready(SINGLE_ITEM_KIT)
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(SINGLE_ITEM_KIT)
 
 
 def test_loads_are_strongly_consistent(harness: Harness) -> None:

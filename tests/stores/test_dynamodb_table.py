@@ -9,8 +9,7 @@ import pytest
 
 from agents_persistence import AgentStateSnapshot, ConfigurationError, SchemaNotReadyError
 
-from ..conftest import _ready
-from ..kits.dynamodb import KITS, DynamoDBKit
+from ..kits.dynamodb import PIECES_KIT, DynamoDBKit, started
 
 if TYPE_CHECKING:
     from ..support import Harness
@@ -19,9 +18,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def kit() -> DynamoDBKit:
     """The session's DynamoDB kit (moto server and table), also behind the harness."""
-    ready = _ready(KITS[0])
-    assert isinstance(ready, DynamoDBKit)
-    return ready
+    return started(PIECES_KIT)
 
 
 def _checkpointer(harness: Harness, table: str) -> Any:

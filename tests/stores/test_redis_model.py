@@ -144,10 +144,21 @@ def test_a_field_type_the_store_cannot_write_is_refused() -> None:
         RecordMapping.of(Odd)
 
 
+def test_a_text_or_bytes_field_keeps_bytes_that_are_not_text() -> None:
+    # The model's state field: the head's JSON text, or a sealed head (never UTF-8).
+    assert CheckpointHash.model_fields["state"].annotation == str | bytes
+    (state,) = (c for c in RecordMapping.of(CheckpointHash).codecs if c.name == "state")
+    sealed = b"\xf5\x01" + bytes(range(256))
+    assert state.encode(sealed) is sealed
+    assert state.encode('{"a":1}') == '{"a":1}'
+    assert state.decode(sealed) == sealed
+    assert state.decode('{"é":1}'.encode()) == '{"é":1}'
+
+
 def test_a_test_built_model_drives_what_is_stored_and_listed(client: Any, ns: str) -> None:
     cp = RedisCheckpointer(client, namespace=ns)
     mapping = RecordMapping.of(_Extended)
-    cp._ops = RedisOps(mapping, cp._ops.layout)
+    cp._ops = RedisOps(mapping, cp._ops.layout, cp._ops.codec)
     info = cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 1}))
     stored = {k.decode(): v.decode() for k, v in client.hgetall(thread_key(ns, "t")).items()}
     assert set(stored) == set(mapping.fields)  # a hash's field order is Redis's business

@@ -30,7 +30,7 @@ from agents_persistence import (
     SQLCheckpointer,
     TodoItem,
 )
-from agents_persistence._layout import SMALL_STATE_BYTES
+from agents_persistence._layout import SMALL_STATE_BYTES, Manifest
 from agents_persistence.models.sql import checkpoint_table, pieces_table
 
 if TYPE_CHECKING:
@@ -348,3 +348,119 @@ def test_the_async_twin_saves_deltas_and_loads_them(sql_kit: SQLKit) -> None:
             await async_engine.dispose()
 
     assert asyncio.run(run()) == [True] * 6
+
+
+class Statements:
+    """The SQL of every statement the engine sends, in order."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.sent: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        self.sent.append(statement)
+
+    def during(self, call: Any) -> list[str]:
+        start = len(self.sent)
+        call()
+        return self.sent[start:]
+
+
+def _uses_pieces(sql: str) -> bool:
+    return PIECES.name in sql
+
+
+def test_a_small_state_loads_and_saves_without_touching_the_pieces(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    state = AgentStateSnapshot(messages=[_message(1)], scratchpad={"step": 1})
+    cp.save_state("t", state)  # the first save is whole: it clears any piece of the thread
+    statements = Statements(engine)
+    grown = state.model_copy(update={"messages": [_message(1), _message(2)]})
+    saved = statements.during(lambda: cp.save_state("t", grown))  # a delta: the head alone
+    assert saved
+    assert not any(_uses_pieces(sql) for sql in saved), saved
+    fresh = SQLCheckpointer(engine, namespace=namespace)
+    fresh.load_state("other")  # its first call checks the schema
+    for reader in (cp, fresh):
+        loaded: list[Any] = []
+        read = statements.during(lambda r=reader, out=loaded: out.append(r.load_state("t")))
+        assert loaded == [grown]
+        assert len(read) == 1, read  # the head alone, one statement
+        assert not _uses_pieces(read[0])
+
+
+def test_a_state_with_pieces_loads_head_and_pieces_in_one_statement(engine: sa.Engine) -> None:
+    namespace = _namespace()
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    state = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(LARGE)})
+    cp.save_state("t", state)
+    fresh = SQLCheckpointer(engine, namespace=namespace)
+    fresh.load_state("other")  # its first call checks the schema
+    statements = Statements(engine)
+    loaded: list[Any] = []
+    # A checkpointer that has not seen the thread reads the head, then (its manifest names
+    # pieces) the head and its pieces together.
+    read = statements.during(lambda: loaded.append(fresh.load_state("t")))
+    assert len(read) == 2, read
+    assert not _uses_pieces(read[0])
+    assert _uses_pieces(read[1])
+    # Once it has (and the writer, from its save), that one statement at once.
+    for reader in (fresh, cp):
+        read = statements.during(lambda r=reader, out=loaded: out.append(r.load_state("t")))
+        assert len(read) == 1, read
+        assert _uses_pieces(read[0])
+    assert loaded == [state] * 3
+    # Stored as one head (a writer with no base writes a small state whole), the state is
+    # read head first again after its next load.
+    small = AgentStateSnapshot(messages=[_message(2)])
+    SQLCheckpointer(engine, namespace=namespace).save_state("t", small)
+    assert fresh.load_state("t") == small  # the one statement, as the state had pieces
+    read = statements.during(lambda: loaded.append(fresh.load_state("t")))
+    assert loaded[-1] == small
+    assert len(read) == 1, read
+    assert not _uses_pieces(read[0])
+
+
+def test_a_save_between_the_head_and_the_pieces_read_never_mixes_versions(
+    engine: sa.Engine, sql_kit: SQLKit
+) -> None:
+    namespace = _namespace()
+    before = AgentStateSnapshot(messages=[_message(1)], files={"a": _noise(LARGE, 1)})
+    after = AgentStateSnapshot(messages=[_message(2)], files={"b": _noise(LARGE, 2)})
+    SQLCheckpointer(engine, namespace=namespace).save_state("t", before)
+    other = sa.create_engine(sql_kit.sync_url(), poolclass=sa.NullPool)
+    sql_kit.tune(other)
+    # A writer with no base: its save is whole and removes every piece of `before`.
+    writer = SQLCheckpointer(other, namespace=namespace)
+    saved: list[int] = []
+
+    def save_in_between(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if _uses_pieces(statement) and not saved:
+            saved.append(writer.save_state("t", after).version)
+
+    reader = SQLCheckpointer(engine, namespace=namespace)
+    reader.load_state("other")  # its first call checks the schema
+    sa.event.listen(engine, "before_cursor_execute", save_in_between)
+    try:
+        loaded = reader.load_state("t")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", save_in_between)
+        other.dispose()
+    assert saved == [2]
+    # The version the second statement's snapshot holds, whole: never the first head with
+    # the second version's pieces (or none).
+    assert loaded in (before, after)
+    assert SQLCheckpointer(engine, namespace=namespace).load_state("t") == after
+
+
+@pytest.mark.parametrize("token", ["0123456789ab", 'a"b\\c', "é1", ""])
+@pytest.mark.parametrize("transcript", [False, True])
+def test_the_manifest_of_a_one_head_state_is_the_encoders_json(
+    token: str, transcript: bool
+) -> None:
+    manifest = Manifest(token, transcript=transcript)
+    expected = {"f": 1, "t": token, "n": 0, "l": 0, "d": "", "s": [], "m": transcript, "p": {}}
+    text = manifest.to_json()
+    assert text == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)
+    assert Manifest.from_json("t", text) == manifest

@@ -119,6 +119,12 @@ class AsyncSQLCheckpointSaver(LoopSaver):
             exclusive_writes,
         )
         self._budget = Budget(call_timeout, engine, asynchronous=True)
+        # PostgreSQL: a one-statement plan needs no transaction, so no BEGIN and no COMMIT.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql" and self._binding.plans.single_read
+            else None
+        )
         self._owns_engine = False
         self._ready_lock = asyncio.Lock()
         try:
@@ -214,8 +220,13 @@ class AsyncSQLCheckpointSaver(LoopSaver):
         finally:
             self._ready_lock.release()
 
-    async def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
+    async def _run(
+        self, plan: Plan, action: str, thread_id: str | None, *, one_statement: bool = False
+    ) -> Any:
         """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it.
+
+        With ``one_statement``, a PostgreSQL plan runs in autocommit instead (see
+        `SQLCheckpointSaver._run`).
 
         The whole call, retries included, runs within ``call_timeout`` (see
         `SQLCheckpointSaver`; aiomysql calls under an asyncio timeout).
@@ -228,11 +239,15 @@ class AsyncSQLCheckpointSaver(LoopSaver):
         ):
             async with call.limit():
                 await self._ensure_ready(call)
+                reader = self._reader if one_statement else None
+                engine = reader or self._engine
                 for attempt in itertools.count(1):
                     try:
-                        async with self._engine.connect() as conn:
+                        async with engine.connect() as conn:
                             sync_conn: Any = conn.sync_connection
                             with call.watching(sync_conn):
+                                if reader is not None:
+                                    return await drive_async(plan(), conn)
                                 async with conn.begin():
                                     return await drive_async(plan(), conn)
                     except DBAPIError as exc:
@@ -246,7 +261,9 @@ class AsyncSQLCheckpointSaver(LoopSaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (or its thread's latest), with values and writes."""
         plan = partial(self._binding.plans.get_tuple, config)
-        result: CheckpointTuple | None = await self._run(plan, "load", _thread(config))
+        result: CheckpointTuple | None = await self._run(
+            plan, "load", _thread(config), one_statement=True
+        )
         return result
 
     async def alist(
@@ -292,7 +309,12 @@ class AsyncSQLCheckpointSaver(LoopSaver):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes against the checkpoint ``config`` names."""
-        plan = partial(self._binding.plans.put_writes, config, writes, task_id, task_path)
+        plans = self._binding.plans
+        if self._reader is not None and plans.writes_at_once:
+            at_once = partial(plans.put_writes_at_once, config, writes, task_id, task_path)
+            if await self._run(at_once, "save", _thread(config), one_statement=True):
+                return
+        plan = partial(plans.put_writes, config, writes, task_id, task_path)
         await self._run(plan, "save", _thread(config))
 
     async def adelete_thread(self, thread_id: str) -> None:

@@ -47,6 +47,13 @@ class Maintenance:
     clock: Clock
     _upsert_thread: Insert
     _lock_thread: Insert
+    # PostgreSQL and SQLite: the expiry check and the refresh (or lock) in one statement, and
+    # retention without reading the checkpoints first; ``None`` on MySQL/MariaDB.
+    _claim_refreshing: Executable | None
+    _claim_locking: Executable | None
+    _retain_all: Executable | None
+    _retain_checkpoints: Executable | None
+    _retain_values: Executable | None
     # Built once by `Plans` (bound parameters ``thread_id``, ``ns``, ``ids``, ``pairs``...).
     _expiry: Executable
     _newest: Executable
@@ -84,6 +91,35 @@ class Maintenance:
             yield self._upsert_thread, {"thread_id": thread_id, "expires_at": now + self.ttl}
         elif lock or self.keep_last is not None:
             yield self._lock_thread, {"thread_id": thread_id, "expires_at": NEVER}
+
+    def claim(
+        self, thread_id: str, now: datetime, *, lock: bool = False, restart: bool = True
+    ) -> Generator[_Step, Any, bool]:
+        """`drop_if_expired`, then `refresh`; whether the thread had expired.
+
+        An expired thread is deleted; then, with ``restart``, refreshed afresh (a ``put``
+        starts it again), without, left deleted (a ``put_writes`` drops its writes). On
+        PostgreSQL and SQLite, when the refresh writes the expiry row, the check and the
+        refresh are one statement: an upsert that keeps an expired row's expiry as it is and
+        returns the expiry it leaves, so an expiry not after ``now`` means the thread had
+        expired.
+        """
+        writes = self.ttl is not None or lock or self.keep_last is not None
+        claim = self._claim_refreshing if self.ttl is not None else self._claim_locking
+        if not writes or claim is None:
+            expired = yield from self.drop_if_expired(thread_id, now)
+            if not expired or restart:
+                yield from self.refresh(thread_id, now, lock=lock)
+            return expired
+        expires_at = now + self.ttl if self.ttl is not None else NEVER
+        params = {"thread_id": thread_id, "expires_at": expires_at, "now": now}
+        rows = yield claim, params
+        if as_utc(rows[0].expires_at) > now:
+            return False
+        yield from self.delete_threads([thread_id])
+        if restart:
+            yield claim, params
+        return True
 
     def purge_expired(self, now: datetime) -> Generator[_Step, Any, int]:
         """Delete up to one batch of threads expired at ``now``; how many were deleted."""
@@ -145,11 +181,28 @@ class Maintenance:
     def retain(self, thread_id: str, namespace: str, keep: int) -> Generator[_Step, Any, None]:
         """Retention after a put: delete what lies beyond the newest ``keep`` of one namespace.
 
-        One read when nothing is beyond; otherwise three deletes more: the doomed checkpoints'
-        writes, the checkpoints, and the values only they referred to (the versions they name
-        that no kept checkpoint names; every value is written with a checkpoint naming it).
+        What goes: the doomed checkpoints' writes, the checkpoints, and the values only they
+        referred to (the versions they name that no kept checkpoint names; every value is
+        written with a checkpoint naming it). PostgreSQL: one statement (data-modifying CTEs).
+        SQLite: a delete of the checkpoints beyond, returning them; when it found some, a delete
+        of their writes and one of their values that no remaining checkpoint names.
+        MySQL/MariaDB: one read of the newest checkpoints when nothing is beyond; otherwise
+        three deletes more.
         """
         key = {"thread_id": thread_id, "ns": namespace}
+        if self._retain_all is not None:  # PostgreSQL: one statement
+            yield self._retain_all, {**key, "keep": keep}
+            return
+        if self._retain_checkpoints is not None and self._retain_values is not None:
+            # SQLite: the checkpoints beyond deleted first, returning what they named.
+            doomed = yield self._retain_checkpoints, {**key, "keep": keep}
+            if doomed:
+                ids = [row.checkpoint_id for row in doomed]
+                yield self._delete_writes_of, {**key, "ids": ids}
+                pairs = sorted(_versions(doomed))
+                for start in range(0, len(pairs), _CHUNK):
+                    yield self._retain_values, {**key, "pairs": pairs[start : start + _CHUNK]}
+            return
         rows = yield self._newest, {**key, "count": keep + _CHUNK}
         if len(rows) <= keep:
             return

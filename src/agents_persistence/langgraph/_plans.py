@@ -24,22 +24,26 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     exists,
     false,
+    func,
     literal_column,
     null,
     or_,
     select,
+    true,
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 
-from agents_persistence._core import Clock, utc_now, validate_thread_id
+from agents_persistence._core import Clock, as_utc, utc_now, validate_thread_id
 from agents_persistence.errors import CorruptStateError, InvalidArgumentError, ThreadForkError
 from agents_persistence.langgraph import _statements as sql
-from agents_persistence.langgraph._maintenance import Maintenance
+from agents_persistence.langgraph._maintenance import NEVER, Maintenance
 from agents_persistence.models.langgraph import (
     CHANNEL_LENGTH,
     CHECKPOINT_NS_LENGTH,
@@ -54,7 +58,7 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
     from langgraph.checkpoint.serde.base import SerializerProtocol
-    from sqlalchemy import BindParameter, Executable
+    from sqlalchemy import BindParameter, ColumnElement, Executable
 
 __all__ = ["PAGE_SIZE", "Plans", "Step", "next_version"]
 
@@ -186,6 +190,244 @@ class Plans(Maintenance):
             b.checkpoint_ns == ns,
             tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
         )
+        self._writes_claiming: tuple[Any, Any] | None = None
+        self._claim_refreshing = self._claim_locking = None
+        self._retain_all = self._retain_checkpoints = self._retain_values = None
+        self._read_latest = self._read_by_id = None
+        if self.dialect in ("postgresql", "sqlite"):
+            self._prebuild_joined(one)
+
+    def _versions_of(self, checkpoint: Any) -> Any:
+        """``(key, value)`` rows of a checkpoint column's ``channel_versions``, values as text."""
+        if self.dialect == "postgresql":
+            return func.jsonb_each_text(checkpoint["channel_versions"]).table_valued("key", "value")
+        return func.json_each(checkpoint, "$.channel_versions").table_valued("key", "value")
+
+    def _names(self, versions: Any, blobs: Any) -> ColumnElement[bool]:
+        """Whether the ``versions`` row names the value row ``blobs``."""
+        return and_(
+            versions.c.key == blobs.c.channel, cast(versions.c.value, String) == blobs.c.version
+        )
+
+    def _prebuild_joined(self, one: Any) -> None:
+        """PostgreSQL and SQLite: statements that each do what took several elsewhere.
+
+        The checkpoint, its channel values and its pending writes in one query (the values
+        found through the versions its JSON names); the expiry check and the refresh in one
+        upsert; retention in one statement (PostgreSQL) or a delete returning what it deleted
+        (SQLite).
+        """
+        c, b, w, t = self.cp.c, self.blobs.c, self.writes.c, self.threads.c
+        thread: BindParameter[str] = bindparam("thread_id")
+        ns: BindParameter[str] = bindparam("ns")
+        # The expiry check and the refresh: an expired row keeps its expiry, which is returned.
+        claim: Any = sql.insert_returning(self.dialect, self.models.threads).values(
+            thread_id=thread, expires_at=bindparam("expires_at", type_=t.expires_at.type)
+        )
+        still_live = t.expires_at > bindparam("now", type_=t.expires_at.type)
+        self._claim_refreshing = claim.on_conflict_do_update(
+            index_elements=[t.thread_id],
+            set_={"expires_at": case((still_live, claim.excluded.expires_at), else_=t.expires_at)},
+        ).returning(t.expires_at)
+        self._claim_locking = claim.on_conflict_do_update(
+            index_elements=[t.thread_id], set_={"expires_at": t.expires_at}
+        ).returning(t.expires_at)
+        # One read: kind 0 is the checkpoint, 1 its channel values, 2 its pending writes.
+        self._read_latest = self._one_read(one.order_by(c.checkpoint_id.desc()).limit(1))
+        self._read_by_id = self._one_read(one.where(c.checkpoint_id == bindparam("checkpoint_id")))
+        # Retention: the checkpoints beyond the newest ``keep``, their writes, and the values
+        # no other checkpoint of the namespace names.
+        beyond = (
+            select(c.checkpoint_id)
+            .where(c.thread_id == thread, c.checkpoint_ns == ns)
+            .order_by(c.checkpoint_id.desc())
+            .offset(bindparam("keep", type_=Integer, literal_execute=True))
+        )
+        if self.dialect == "postgresql":
+            self._writes_claiming = (self._writes_at_once(False), self._writes_at_once(True))
+        if self.dialect == "sqlite":
+            self._retain_checkpoints = (
+                delete(self.cp)
+                .where(c.thread_id == thread, c.checkpoint_ns == ns, c.checkpoint_id.in_(beyond))
+                .returning(c.checkpoint_id, c.checkpoint)
+            )
+            named = self._versions_of(c.checkpoint)
+            self._retain_values = delete(self.blobs).where(
+                b.thread_id == thread,
+                b.checkpoint_ns == ns,
+                tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
+                ~exists()
+                .select_from(self.cp.join(named, true()))
+                .where(c.thread_id == b.thread_id, c.checkpoint_ns == b.checkpoint_ns)
+                .where(self._names(named, self.blobs)),
+            )
+            return
+        # PostgreSQL: data-modifying CTEs, all on the snapshot the statement starts with.
+        doomed = (
+            delete(self.cp)
+            .where(c.thread_id == thread, c.checkpoint_ns == ns, c.checkpoint_id.in_(beyond))
+            .returning(c.checkpoint_id, c.checkpoint)
+            .cte("doomed")
+        )
+        gone_writes = (
+            delete(self.writes)
+            .where(
+                w.thread_id == thread,
+                w.checkpoint_ns == ns,
+                w.checkpoint_id.in_(select(doomed.c.checkpoint_id)),
+            )
+            .cte("gone_writes")
+        )
+        doomed_named = self._versions_of(doomed.c.checkpoint)
+        kept = self.cp.alias("kept")
+        kept_named = self._versions_of(kept.c.checkpoint)
+        self._retain_all = (
+            delete(self.blobs)
+            .where(
+                b.thread_id == thread,
+                b.checkpoint_ns == ns,
+                exists()
+                .select_from(doomed.join(doomed_named, true()))
+                .where(self._names(doomed_named, self.blobs)),
+                ~exists()
+                .select_from(kept.join(kept_named, true()))
+                .where(
+                    kept.c.thread_id == thread,
+                    kept.c.checkpoint_ns == ns,
+                    kept.c.checkpoint_id.not_in(select(doomed.c.checkpoint_id)),
+                    self._names(kept_named, self.blobs),
+                ),
+            )
+            .add_cte(gone_writes)
+        )
+
+    def _writes_at_once(self, overwrite: bool) -> Any:
+        """PostgreSQL: `claim` and the insert of a task's writes, as one statement.
+
+        ``claimed`` (a CTE) is the claim's upsert when the saver refreshes or locks the thread,
+        else a read of its expiry; the insert (a CTE reading ``claimed``, so running after
+        it) adds the rows (arrays ``w_idx``, ``w_channels``, ``w_types``, ``w_blobs``) only if
+        no expiry in ``claimed`` has passed; the statement returns ``claimed``'s expiries.
+        """
+        t, w = self.threads.c, self.writes.c
+        now = bindparam("now", type_=t.expires_at.type)
+        claimed: Any
+        if self.ttl is not None:
+            claimed = self._claim_refreshing
+        elif self.keep_last is not None:
+            claimed = self._claim_locking
+        else:
+            claimed = select(t.expires_at).where(t.thread_id == bindparam("w_thread_id"))
+        claimed_rows = claimed.cte("claimed")
+        rows = (
+            func.unnest(
+                bindparam("w_idx", type_=postgresql.ARRAY(Integer)),
+                bindparam("w_channels", type_=postgresql.ARRAY(String)),
+                bindparam("w_types", type_=postgresql.ARRAY(String)),
+                bindparam("w_blobs", type_=postgresql.ARRAY(postgresql.BYTEA)),
+            )
+            .table_valued("idx", "channel", "type", "blob")
+            .render_derived()
+        )
+        expired = exists().select_from(claimed_rows).where(claimed_rows.c.expires_at <= now)
+        names = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "task_path"]
+        insert: Any = postgresql.insert(self.writes).from_select(
+            [*names, "idx", "channel", "type", "blob"],
+            select(
+                *(bindparam(f"w_{name}", type_=String) for name in names),
+                rows.c.idx,
+                rows.c.channel,
+                rows.c.type,
+                rows.c.blob,
+            ).where(~expired),
+        )
+        key = [w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx]
+        if overwrite:
+            insert = insert.on_conflict_do_update(
+                index_elements=key,
+                set_={name: insert.excluded[name] for name in ("channel", "type", "blob")},
+            )
+        else:
+            insert = insert.on_conflict_do_nothing(index_elements=key)
+        return select(claimed_rows.c.expires_at).add_cte(insert.cte("new_writes"))
+
+    def _one_read(self, chosen: Any) -> Any:
+        """The checkpoint ``chosen`` selects, its channel values and its pending writes."""
+        b, w = self.blobs.c, self.writes.c
+        picked = chosen.cte("picked")
+        p = picked.c
+        named = self._versions_of(p.checkpoint)
+        blank = {
+            "checkpoint": null(),
+            "metadata": null(),
+            "parent_checkpoint_id": null(),
+            "channel": null(),
+            "key": null(),
+            "task_id": null(),
+            "idx": null(),
+            "task_path": null(),
+            "type": null(),
+            "blob": null(),
+        }
+
+        def row(kind: int, **columns: Any) -> Any:
+            chosen_columns = {**blank, **columns}
+            return [
+                literal_column(str(kind)).label("kind"),
+                p.thread_id.label("thread_id"),
+                p.checkpoint_ns.label("checkpoint_ns"),
+                p.checkpoint_id.label("checkpoint_id"),
+                *(value.label(name) for name, value in chosen_columns.items()),
+            ]
+
+        checkpoint = select(
+            *row(
+                0,
+                checkpoint=p.checkpoint,
+                metadata=p.metadata,
+                parent_checkpoint_id=p.parent_checkpoint_id,
+                channel=cast(null(), String),
+                key=cast(null(), String),
+                task_id=cast(null(), String),
+                idx=cast(null(), Integer),
+                task_path=cast(null(), String),
+                type=cast(null(), String),
+                blob=cast(null(), self.blobs.c.blob.type),
+            )
+        )
+        values = select(
+            *row(1, channel=b.channel, key=b.version, type=b.type, blob=b.blob)
+        ).select_from(
+            picked.join(named, true()).join(
+                self.blobs,
+                and_(
+                    b.thread_id == p.thread_id,
+                    b.checkpoint_ns == p.checkpoint_ns,
+                    self._names(named, self.blobs),
+                ),
+            )
+        )
+        writes = select(
+            *row(
+                2,
+                channel=w.channel,
+                task_id=w.task_id,
+                idx=w.idx,
+                task_path=w.task_path,
+                type=w.type,
+                blob=w.blob,
+            )
+        ).select_from(
+            picked.join(
+                self.writes,
+                and_(
+                    w.thread_id == p.thread_id,
+                    w.checkpoint_ns == p.checkpoint_ns,
+                    w.checkpoint_id == p.checkpoint_id,
+                ),
+            )
+        )
+        return union_all(checkpoint, values, writes).order_by("kind", "task_path", "task_id", "idx")
 
     # --- configs -------------------------------------------------------------------------
 
@@ -256,25 +498,22 @@ class Plans(Maintenance):
                     blob,
                 )
             )
-        yield from self.drop_if_expired(thread_id, now)
         # First: writers of one thread then queue on its expiry row, in one lock order.
-        yield from self.refresh(thread_id, now, lock=self.exclusive)
+        yield from self.claim(thread_id, now, lock=self.exclusive)
         if self.exclusive:
             yield from self.own(thread_id, namespace, parent_id, checkpoint["id"])
+        row = {
+            "thread_id": thread_id,
+            "checkpoint_ns": namespace,
+            "checkpoint_id": checkpoint["id"],
+            "parent_checkpoint_id": parent_id,
+            "run_id": run_id,
+            "checkpoint": body,
+            "metadata": stored_metadata,
+        }
         if blobs:
             yield self._insert_blobs, blobs
-        yield (
-            self._upsert_checkpoint,
-            {
-                "thread_id": thread_id,
-                "checkpoint_ns": namespace,
-                "checkpoint_id": checkpoint["id"],
-                "parent_checkpoint_id": parent_id,
-                "run_id": run_id,
-                "checkpoint": body,
-                "metadata": stored_metadata,
-            },
-        )
+        yield self._upsert_checkpoint, row
         if self.keep_last is not None:
             yield from self.retain(thread_id, namespace, self.keep_last)
         return {
@@ -285,23 +524,17 @@ class Plans(Maintenance):
             }
         }
 
-    def put_writes(
+    def _write_rows(
         self,
         config: RunnableConfig,
         writes: Sequence[tuple[str, Any]],
         task_id: str,
         task_path: str,
-    ) -> Generator[Step, Any, None]:
-        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay.
-
-        Writes to an expired thread are dropped with it (their checkpoint is gone).
-        """
+    ) -> tuple[str, list[dict[str, Any]], bool]:
+        """The thread, the rows of a task's writes, and whether they overwrite (special ones)."""
         thread_id, namespace, checkpoint_id = self.target(config)
-        now = self.clock()
         if checkpoint_id is None:
             raise InvalidArgumentError("put_writes needs a config with a checkpoint_id")
-        if not writes:
-            return
         rows = []
         for index, (channel, value) in enumerate(writes):
             type_, blob = self._dump(value, f"the write to {channel!r}")
@@ -320,11 +553,71 @@ class Plans(Maintenance):
                     blob,
                 )
             )
-        if (yield from self.drop_if_expired(thread_id, now)):
-            return
-        yield from self.refresh(thread_id, now)
         special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        return thread_id, rows, special
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Generator[Step, Any, None]:
+        """Store a task's writes; special channels (errors, interrupts) overwrite, others stay.
+
+        Writes to an expired thread are dropped with it (their checkpoint is gone).
+        """
+        thread_id, rows, special = self._write_rows(config, writes, task_id, task_path)
+        now = self.clock()
+        if not rows:
+            return
+        if (yield from self.claim(thread_id, now, restart=False)):
+            return
         yield (self._upsert_writes if special else self._insert_writes), rows
+
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether `put_writes_at_once` can run (PostgreSQL)."""
+        return self._writes_claiming is not None
+
+    def put_writes_at_once(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Generator[Step, Any, bool]:
+        """`put_writes` in one statement (PostgreSQL); ``False`` if the thread had expired.
+
+        The statement claims the thread as `claim` does (the same lock, the same refresh) and
+        inserts the writes only if it has not expired; then nothing is written, and `put_writes`
+        in a transaction drops the thread.
+        """
+        thread_id, rows, special = self._write_rows(config, writes, task_id, task_path)
+        now = self.clock()
+        if not rows:
+            return True
+        statements = self._writes_claiming
+        assert statements is not None  # callers check writes_at_once
+        head = rows[0]
+        found = yield (
+            statements[special],
+            {
+                "thread_id": thread_id,
+                "expires_at": now + self.ttl if self.ttl is not None else NEVER,
+                "now": now,
+                "w_thread_id": thread_id,
+                "w_checkpoint_ns": head["checkpoint_ns"],
+                "w_checkpoint_id": head["checkpoint_id"],
+                "w_task_id": head["task_id"],
+                "w_task_path": task_path,
+                "w_idx": [row["idx"] for row in rows],
+                "w_channels": [row["channel"] for row in rows],
+                "w_types": [row["type"] for row in rows],
+                "w_blobs": [row["blob"] for row in rows],
+            },
+        )
+        return all(as_utc(row.expires_at) > now for row in found)
 
     def own(
         self, thread_id: str, namespace: str, parent_id: str | None, checkpoint_id: str
@@ -367,13 +660,49 @@ class Plans(Maintenance):
         thread_id, namespace, checkpoint_id = self.target(config)
         params = {"thread_id": thread_id, "ns": namespace, "now": self.clock()}
         if checkpoint_id is not None:
-            rows = yield self._by_id, {**params, "checkpoint_id": checkpoint_id}
+            params["checkpoint_id"] = checkpoint_id
+        one_read = self._read_latest if checkpoint_id is None else self._read_by_id
+        if one_read is not None:
+            rows = yield one_read, params
+            if not rows:
+                return None
+            found = self._from_one_read(rows)
+            if found is not None:
+                return found
+            # A version with no value row, or whose text differs from the JSON's: two reads.
+            rows = [row for row in rows if row.kind == 0]
         else:
-            rows = yield self._latest, params
+            rows = yield (self._latest if checkpoint_id is None else self._by_id), params
         if not rows:
             return None
         tuples = yield from self._assemble(rows)
         return tuples[0]
+
+    @property
+    def single_read(self) -> bool:
+        """Whether `get_tuple` reads in one statement (it may then run outside a transaction)."""
+        return self._read_latest is not None
+
+    def _from_one_read(self, rows: Sequence[Any]) -> CheckpointTuple | None:
+        """The tuple of a one-statement read, or ``None`` if a named version found no value."""
+        head = rows[0]
+        versions = head.checkpoint.get("channel_versions") or {}
+        values: dict[tuple[str, str, str, str], Any] = {}
+        pending: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
+        found = 0
+        for row in rows[1:]:
+            if row.kind == 1:
+                found += 1  # one row per channel: its version's, by the primary key
+                if row.type != _EMPTY:
+                    key = (row.thread_id, row.checkpoint_ns, row.channel, row.key)
+                    values[key] = self._load(row)
+            else:
+                pending[(row.thread_id, row.checkpoint_ns, row.checkpoint_id)].append(
+                    (row.task_id, row.channel, self._load(row))
+                )
+        if found != len(versions):
+            return None
+        return self._tuple(head, values, pending)
 
     def list_page(
         self,

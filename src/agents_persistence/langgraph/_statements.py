@@ -50,6 +50,11 @@ def _insert(dialect: str, model: type[Any], hex_blob: bool = False) -> Any:
     return statement
 
 
+def insert_returning(dialect: str, model: type[Any]) -> Any:
+    """The dialect's ``INSERT`` of ``model`` (PostgreSQL and SQLite: upserts with RETURNING)."""
+    return _insert(dialect, model)
+
+
 def _primary_key(model: type[Any]) -> list[str]:
     return [column.name for column in model.__table__.primary_key.columns]
 

@@ -58,7 +58,8 @@ class SQLCheckpointSaver(ThreadedSaver):
     """LangGraph checkpoints in the library's SQL tables (SQLite, PostgreSQL, MySQL/MariaDB).
 
     The tables come from the library's Alembic migrations (`setup`, ``agents-persistence db
-    upgrade`` or ``alembic upgrade head``), never from ad-hoc DDL. Each call is one transaction.
+    upgrade`` or ``alembic upgrade head``), never from ad-hoc DDL. Each call is one transaction
+    (on PostgreSQL, ``get_tuple`` and ``put_writes`` are one statement each, run in autocommit).
     The async methods run the sync ones in a worker thread, so the saver also serves
     ``graph.ainvoke``; `AsyncSQLCheckpointSaver` is the native async twin.
 
@@ -126,6 +127,12 @@ class SQLCheckpointSaver(ThreadedSaver):
             exclusive_writes,
         )
         self._budget = Budget(call_timeout, engine, asynchronous=False)
+        # PostgreSQL: a one-statement read needs no transaction, so no BEGIN and no COMMIT.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql" and self._binding.plans.single_read
+            else None
+        )
         self._owns_engine = False
         self._ready_lock = threading.Lock()
 
@@ -209,8 +216,13 @@ class SQLCheckpointSaver(ThreadedSaver):
         finally:
             self._ready_lock.release()
 
-    def _run(self, plan: Plan, action: str, thread_id: str | None) -> Any:
+    def _run(
+        self, plan: Plan, action: str, thread_id: str | None, *, one_statement: bool = False
+    ) -> Any:
         """Run a fresh ``plan()`` in one transaction, again when a deadlock ended it.
+
+        With ``one_statement`` (a plan that reads in one statement, but for rare fallbacks
+        that need no snapshot shared with it), a PostgreSQL plan runs in autocommit instead.
 
         The whole call, retries included, runs within ``call_timeout``: the SQL store's
         watchdog cuts a PostgreSQL connection that does not answer by then.
@@ -220,8 +232,12 @@ class SQLCheckpointSaver(ThreadedSaver):
             self._budget.call(action) as call,
         ):
             self._ensure_ready(call)
+            reader = self._reader if one_statement else None
             for attempt in itertools.count(1):
                 try:
+                    if reader is not None:
+                        with reader.connect() as conn, call.watching(conn):
+                            return drive(plan(), conn)
                     with self._engine.connect() as conn, call.watching(conn), conn.begin():
                         return drive(plan(), conn)
                 except DBAPIError as exc:
@@ -235,7 +251,9 @@ class SQLCheckpointSaver(ThreadedSaver):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (or its thread's latest), with values and writes."""
         plan = partial(self._binding.plans.get_tuple, config)
-        result: CheckpointTuple | None = self._run(plan, "load", _thread(config))
+        result: CheckpointTuple | None = self._run(
+            plan, "load", _thread(config), one_statement=True
+        )
         return result
 
     def list(
@@ -285,7 +303,12 @@ class SQLCheckpointSaver(ThreadedSaver):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes against the checkpoint ``config`` names."""
-        plan = partial(self._binding.plans.put_writes, config, writes, task_id, task_path)
+        plans = self._binding.plans
+        if self._reader is not None and plans.writes_at_once:
+            at_once = partial(plans.put_writes_at_once, config, writes, task_id, task_path)
+            if self._run(at_once, "save", _thread(config), one_statement=True):
+                return
+        plan = partial(plans.put_writes, config, writes, task_id, task_path)
         self._run(plan, "save", _thread(config))
 
     def delete_thread(self, thread_id: str) -> None:

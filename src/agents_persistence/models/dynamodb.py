@@ -144,12 +144,15 @@ class ThreadHeadItem(CheckpointItem):
     ``state`` holds the head's JSON (the state without its transcript and large maps) and
     ``manifest`` the layout manifest naming the pieces, unless they are too large for one item:
     then ``overflow`` counts the items holding them, ``head_bytes`` is the head's length in
-    their joined text. ``token`` is the manifest's token (a save's delta applies only on it);
-    ``pieces_expire`` is the earliest time to live of the pieces (epoch seconds), which a save
-    must not outlive without rewriting them.
+    their joined text. A checkpointer with keys seals the head (and the whole manifest with
+    it): the sealed bytes go in ``sealed`` (B) instead of ``state``, and ``manifest`` keeps
+    only what is stored in clear (`agents_persistence._codec`). ``token`` is the manifest's
+    token (a save's delta applies only on it); ``pieces_expire`` is the earliest time to live
+    of the pieces (epoch seconds), which a save must not outlive without rewriting them.
     """
 
     sk = UnicodeAttribute(range_key=True)
+    sealed = BinaryAttribute(null=True, legacy_encoding=False)
     manifest = UnicodeAttribute(null=True)
     overflow = NumberAttribute(null=True)
     head_bytes = NumberAttribute(null=True)

@@ -4,7 +4,9 @@ One thread is one record hash plus a hash of its pieces. The record's fields are
 beside the state's head (the JSON object of every field but the transcript and the large maps)
 and the manifest naming the pieces of the version (`agents_persistence._layout`). A small state
 is one head whose manifest names no piece (no pieces hash); a record without a manifest was
-written whole, before that layout, and its ``state`` is the whole state too.
+written whole, before that layout, and its ``state`` is the whole state too. Written with
+keys (encryption at rest), ``state`` is the sealed head instead: bytes that are never UTF-8,
+which hold the whole manifest, while ``manifest`` keeps only its redacted form in clear.
 Timestamps are integer microseconds since the Unix epoch (UTC), so they keep their precision
 (redis-om's own datetime fields are float seconds, which cannot hold every microsecond).
 
@@ -83,7 +85,8 @@ class CheckpointHash(redis_om.HashModel, index=False):  # type: ignore[misc,call
     updated_at: int
     expires_at: int | None = None
     size: int
-    state: str = ""
+    state: str | bytes = ""
+    """The state's head: its JSON text or, written with keys, the sealed head (bytes)."""
     write_id: str = ""
     manifest: str = ""
 

@@ -6,16 +6,19 @@ is unique to the save that wrote it (`agents_persistence._layout`), so a save ma
 pieces before the head that names them: a reader follows the head, never the partition's other
 items. `plan_write` turns one save into the items to put and the sort keys to delete;
 `parse_partition` turns the items of one Query back into the head, its manifest and the bodies.
+Both go through the checkpointer's `Codec`: with keys, pieces are sealed and the head is a
+sealed blob (kept in the head item's binary ``sealed`` attribute, or in its overflow chunks when
+large), without keys they are stored exactly as before encryption existed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from agents_persistence._core import Record, from_epoch_micros
-from agents_persistence._layout import Manifest, assemble, chunks, pack, unpack
+from agents_persistence._layout import Manifest, chunks, pack, unpack
 from agents_persistence.errors import CorruptStateError
 from agents_persistence.models.dynamodb import HEAD_SORT_KEY, PieceItem, ThreadHeadItem
 from agents_persistence.repositories._dynamodb_mapping import (
@@ -27,6 +30,7 @@ from agents_persistence.repositories._dynamodb_mapping import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from agents_persistence._codec import Codec, Sealer
     from agents_persistence._core import WriteRequest
     from agents_persistence._layout import Layout
 
@@ -174,8 +178,8 @@ def _deltas_allowed(request: WriteRequest, live: HeadMeta | None) -> bool:
     return int(ttl_moment(request.expires_at).timestamp()) <= live.pieces_expire
 
 
-def _chunk_items(pk: str, group: str, packed: bytes, expires: datetime | None) -> list[PieceItem]:
-    parts = chunks(packed, CHUNK_BYTES)
+def _chunk_items(pk: str, group: str, stored: bytes, expires: datetime | None) -> list[PieceItem]:
+    parts = chunks(stored, CHUNK_BYTES)
     return [
         PieceItem(pk, piece_sort_key(group, n), body=part, parts=len(parts), expires_at=expires)
         for n, part in enumerate(parts)
@@ -188,8 +192,12 @@ def plan_write(
     request: WriteRequest,
     stored: HeadMeta | None,
     write_id: str,
+    sealer: Sealer,
 ) -> WritePlan:
     """The items one save writes over the stored head ``stored`` (``None``: absent).
+
+    ``sealer`` (one per save, reused by its retries) gives the stored form of the head and of
+    each piece: sealed with keys, packed text otherwise.
 
     The delta in ``request.layout`` applies only if ``stored`` is live and still carries its
     base's token, and if the pieces it keeps live as long as the new head; otherwise the save
@@ -205,8 +213,9 @@ def plan_write(
     pk = item_key(namespace, request.thread_id)
     piece_ttl = _piece_ttl(request)
     puts: list[PieceItem] = []
+    tid = request.thread_id
     for key, body in layout.pieces.items():
-        puts.extend(_chunk_items(pk, _piece_group(key), pack(body), piece_ttl))
+        puts.extend(_chunk_items(pk, _piece_group(key), sealer.piece(tid, key, body), piece_ttl))
     known = dict(stored.groups) if stored is not None else {}
     # Every chunk the new head does not name goes: dropped pieces, the old head's overflow,
     # and orphans of saves that never switched the head.
@@ -219,12 +228,13 @@ def plan_write(
         floor = live.pieces_expire if live is not None else None
         if floor is None and piece_ttl is not None and layout.pieces:
             floor = int(piece_ttl.timestamp())
-    manifest_json = layout.manifest.to_json()
-    inline = len(layout.head) + len(manifest_json.encode()) <= HEAD_INLINE_BYTES
+    stored_head, manifest_json = sealer.head(tid, layout)
+    inline = len(stored_head) + len(manifest_json.encode()) <= HEAD_INLINE_BYTES
     overflow: list[PieceItem] = []
     if not inline:
-        joined = layout.head + manifest_json.encode()
+        joined = stored_head + manifest_json.encode()
         overflow = _chunk_items(pk, _overflow_group(write_id), pack(joined), piece_ttl)
+    sealed = sealer.seals
     version = request.next_version(None if live is None else live.version)
     attributes = version_attributes(
         namespace, shards, request, None if live is None else live.created_at, write_id
@@ -233,10 +243,11 @@ def plan_write(
     head = ThreadHeadItem(
         pk,
         HEAD_SORT_KEY,
-        state=layout.head.decode() if inline else None,
+        state=stored_head.decode() if inline and not sealed else None,
+        sealed=stored_head if inline and sealed else None,
         manifest=manifest_json if inline else None,
         overflow=None if inline else len(overflow),
-        head_bytes=None if inline else len(layout.head),
+        head_bytes=None if inline else len(stored_head),
         token=layout.manifest.token,
         pieces_expire=floor,
         **{**attributes, "version": version},
@@ -290,40 +301,46 @@ class Partition:
             found[HEAD_SORT_KEY] = (HEAD_SORT_KEY,)
         return found
 
-    def joined(self, thread_id: str, group: str) -> bytes | None:
-        """A group's unpacked bytes, or ``None`` when a chunk is missing (not yet or no more)."""
+    def joined(self, group: str) -> bytes | None:
+        """A group's bytes as stored (packed or sealed); ``None`` if a chunk is missing."""
         parts = self.chunks.get(group)
         if not parts:
             return None
         count = next(iter(parts.values()))[0]
         if len(parts) != count or any(n not in parts for n in range(count)):
             return None
-        return unpack(thread_id, b"".join(parts[n][1] for n in range(count)))
+        return b"".join(parts[n][1] for n in range(count))
 
 
 class PartitionIncompleteError(Exception):
     """A chunk the head names is missing: a concurrent save moved on; read again."""
 
 
-def parse_partition(thread_id: str, partition: Partition) -> Record | None:
+def parse_partition(thread_id: str, partition: Partition, codec: Codec) -> Record | None:
     """The record of a partition's head with the assembled state (``None``: no head).
+
+    The stored head (text, or sealed bytes), the manifest stored in clear and the named
+    pieces' stored bodies go to ``codec``, which opens what is sealed and assembles the state.
 
     Raises:
         PartitionIncompleteError: A piece or overflow chunk the head names is missing.
-        CorruptStateError: The head or a piece is damaged.
+        CorruptStateError: The head or a piece is damaged, or a sealed value does not open
+            (`DecryptionError`, also for a sealed head read without keys).
     """
     head = partition.head
     if head is None:
         return None
     meta = HeadMeta.of(thread_id, head, {})
     if head.overflow is not None:
-        joined = partition.joined(thread_id, _overflow_group(meta.write_id))
+        joined = partition.joined(_overflow_group(meta.write_id))
         if joined is None or not isinstance(head.head_bytes, int):
             raise PartitionIncompleteError(thread_id)
-        head_text: bytes | str = joined[: head.head_bytes]
-        manifest_text: bytes | str | None = joined[head.head_bytes :]
+        unpacked = unpack(thread_id, joined)
+        stored_head: bytes | str = unpacked[: head.head_bytes]
+        manifest_text: bytes | str | None = unpacked[head.head_bytes :]
     else:
-        head_text, manifest_text = head.state or "", head.manifest
+        stored_head = head.sealed if head.sealed is not None else head.state or ""
+        manifest_text = head.manifest
     record = Record(
         thread_id=thread_id,
         version=meta.version,
@@ -333,14 +350,13 @@ def parse_partition(thread_id: str, partition: Partition) -> Record | None:
         size=head.size if isinstance(head.size, int) else 0,
     )
     if manifest_text is None:
-        return replace(record, payload=head_text)
-    manifest = Manifest.from_json(thread_id, manifest_text)
+        return codec.open(thread_id, stored_head, None, {}).apply(record)
+    manifest = Manifest.from_json(thread_id, manifest_text)  # in clear, sealed head or not
     bodies: dict[str, bytes] = {}
     named = manifest.keys()
     for key in named:
-        body = partition.joined(thread_id, _piece_group(key))
+        body = partition.joined(_piece_group(key))
         if body is None:
             raise PartitionIncompleteError(thread_id)
         bodies[key] = body
-    state = assemble(thread_id, head_text, manifest, bodies)
-    return replace(record, payload=state, manifest=manifest)
+    return codec.open(thread_id, stored_head, manifest, bodies).apply(record)

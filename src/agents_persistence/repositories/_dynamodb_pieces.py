@@ -238,6 +238,7 @@ class PiecesTable:
         tid = request.thread_id
         hints = self.owner.piece_hints
         write_id = write_token()
+        sealer = self.owner.codec.sealer()  # one data key for the save and its retries
         known = hints.get(tid)
         fresh = False
         if known is None and (request.size <= _GUESS_MAX_BYTES or not _may_exist(request)):
@@ -253,7 +254,9 @@ class PiecesTable:
                     raise
                 known, fresh = self._survey(tid), True
                 continue
-            plan = plan_write(self.owner.namespace, self.owner.shards, request, known, write_id)
+            plan = plan_write(
+                self.owner.namespace, self.owner.shards, request, known, write_id, sealer
+            )
             if self._apply(plan, stored):
                 hints.put(tid, plan.meta)
                 return _record(plan, request)
@@ -291,7 +294,7 @@ class PiecesTable:
                 hints.put(thread_id, meta)
                 return None
             try:
-                record = parse_partition(thread_id, partition)
+                record = parse_partition(thread_id, partition, self.owner.codec)
             except PartitionIncompleteError:
                 # A concurrent save switched heads and removed pieces between pages.
                 note_retry("dynamodb", "a piece moved during a load", attempt + 1, thread_id)

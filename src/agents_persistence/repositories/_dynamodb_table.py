@@ -26,6 +26,7 @@ from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.exceptions import PynamoDBException, TableDoesNotExist
 from pynamodb.pagination import ResultIterator
 
+from agents_persistence._codec import Codec
 from agents_persistence._core import Record
 from agents_persistence.errors import (
     CheckpointerError,
@@ -151,6 +152,8 @@ class DynamoDBTable:
         settings: Table name and connection settings of the connection this table owns.
         namespace: The checkpointer's (validated) namespace.
         index_shards: How many index partitions a namespace is spread over.
+        codec: The checkpointer's codec (``None``: values in clear, as without keys). A codec
+            that encrypts works only on a table of the pieces format.
         model: The PynamoDB model that names every attribute and the index.
     """
 
@@ -160,10 +163,12 @@ class DynamoDBTable:
         namespace: str,
         index_shards: int,
         *,
+        codec: Codec | None = None,
         model: type[CheckpointItem] = CheckpointItem,
     ) -> None:
         self.settings = settings
         self.namespace = namespace
+        self.codec = Codec(namespace, None) if codec is None else codec
         self.shards = index_shards
         self.model = model
         self.schema = TableSchema.of(model)
@@ -265,11 +270,35 @@ class DynamoDBTable:
 
         Raises:
             SchemaNotReadyError: The table does not exist or has neither format's keys.
+            ConfigurationError: The table is of the single-item format and the checkpointer
+                encrypts (see `refuse_sealing`).
         """
         if self._format is None:
             description = cast("dict[str, Any]", self.connection.describe_table())
-            self._format = self._format_of(description)
+            self._format = self.refuse_sealing(self._format_of(description))
         return self._format
+
+    def refuse_sealing(self, table_format: str) -> str:
+        """``table_format``, unless it is the single-item format and the checkpointer encrypts.
+
+        A table of the single-item format holds each thread as one whole JSON document, which
+        has no sealed head nor pieces: encrypting it would change what every other reader of
+        the table (an earlier version of the library) expects.
+
+        Raises:
+            ConfigurationError: ``keys`` on a table of the single-item format, naming the way
+                out: a table of the pieces format, and ``agents-persistence copy --to``.
+        """
+        if table_format == SINGLE_ITEM and self.codec.encrypts:
+            table = self.settings.table_name
+            raise ConfigurationError(
+                f"DynamoDB table {table!r} has the single-item format (one whole document per"
+                " thread), which cannot be encrypted: create a table of the pieces format"
+                " (create_table(table_format='pieces') on a new table name), copy the threads"
+                f" to it with `agents-persistence copy --url dynamodb://{table} --to"
+                " dynamodb://NEW_TABLE`, then give keys= to checkpointers on the new table"
+            )
+        return table_format
 
     def _format_of(self, description: dict[str, Any]) -> str:
         keys = {(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])}
@@ -499,6 +528,8 @@ class DynamoDBTable:
             raise ConfigurationError(
                 f"table_format must be one of {', '.join(TABLE_FORMATS)}, got {table_format!r:.40}"
             )
+        if table_format is not None:
+            self.refuse_sealing(table_format)  # before creating a table it could not use
         created = False
         with self._errors():
             if not self._exists():
@@ -516,6 +547,7 @@ class DynamoDBTable:
             found = table_format
             if found is None:
                 found = self._format_of(description)
+            self.refuse_sealing(found)
             schema = self.schema if found == SINGLE_ITEM else self.pieces_schema
             schema.check(self.settings.table_name, description)
             self._format = found

@@ -68,11 +68,30 @@ def _str(value: object) -> str:
     raise _Irregular
 
 
-_BASE_CODECS: dict[object, tuple[Callable[[Any], str], Callable[[object], Any]]] = {
+def _text_or_bytes(value: object) -> str | bytes:
+    """Text as `_str` reads it, or bytes that are not UTF-8 (a sealed head) kept as bytes."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value  # a sealed value fails on its first byte (0xF5): no scan of the rest
+    return _str(value)
+
+
+def _as_is(value: object) -> str | bytes:
+    return value if isinstance(value, bytes) else str(value)
+
+
+_BASE_CODECS: dict[object, tuple[Callable[[Any], str | bytes], Callable[[object], Any]]] = {
     int: (str, _int),
     str: (str, _str),
+    str | bytes: (_as_is, _text_or_bytes),
 }
-"""Encoder and fast decoder per supported annotation: the form redis-om writes in a hash."""
+"""Encoder and fast decoder per supported annotation: the form redis-om writes in a hash.
+
+A ``str | bytes`` field is written as given (bytes unchanged, anything else as text) and read
+back as text when it is UTF-8, as bytes otherwise.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +109,7 @@ class FieldCodec:
     optional: bool
     required: bool
     default: Any
-    _encode: Callable[[Any], str]
+    _encode: Callable[[Any], str | bytes]
     _decode: Callable[[object], Any]
 
     @classmethod
@@ -108,13 +127,13 @@ class FieldCodec:
         if annotation not in _BASE_CODECS:
             raise ConfigurationError(
                 f"record field {name!r} has type {info.annotation!r}; the Redis store stores"
-                " int, str and their optional forms"
+                " int, str, str | bytes and their optional forms"
             )
         encode, decode = _BASE_CODECS[annotation]
         required = info.is_required()
         return cls(name, optional, required, None if required else info.default, encode, decode)
 
-    def encode(self, value: object) -> str:
+    def encode(self, value: object) -> str | bytes:
         """The hash value of ``value``."""
         return "" if value is None else self._encode(value)
 
@@ -142,7 +161,7 @@ class RecordMapping:
     scripts: Scripts
     row: type[Any]
     """A named tuple of the model's fields (defaults as the model's; ``None`` if required)."""
-    pairs: tuple[str, ...]
+    pairs: tuple[str | bytes, ...]
     """Every field name followed by an empty value: the shape of `encode`'s result."""
 
     @classmethod
@@ -159,7 +178,7 @@ class RecordMapping:
         """The stored field names, in the model's order."""
         return tuple(codec.name for codec in self.codecs)
 
-    def encode(self, values: Mapping[str, Any]) -> list[str]:
+    def encode(self, values: Mapping[str, Any]) -> list[str | bytes]:
         """Field values by name as hash name/value pairs of every field, in the model's order.
 
         A field missing from ``values`` takes the model's default.
@@ -281,5 +300,5 @@ def _read(model: type[CheckpointHash]) -> RecordMapping:
     scripts = render_scripts(fields, [codec.name for codec in listed])
     make_row: Any = namedtuple  # its fields are known at run time only
     row = make_row(f"{model.__name__}Row", fields, defaults=[codec.default for codec in codecs])
-    pairs = tuple(part for name in fields for part in (name, ""))
+    pairs: tuple[str | bytes, ...] = tuple(part for name in fields for part in (name, ""))
     return RecordMapping(model, codecs, listed, scripts, row, pairs)

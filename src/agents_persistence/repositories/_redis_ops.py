@@ -5,16 +5,21 @@ and receives their raw replies, then returns its result. The twins only drive pl
 plain calls, one with ``await``), so every decision (argument encoding, reply decoding, the
 paging and purging loops) exists once. The record <-> hash mapping and the scripts come from
 the redis-om model, through `agents_persistence.repositories._redis_mapping`.
+
+What a save stores and what a load reads back go through the checkpointer's `Codec`: packed
+pieces and the head's JSON text without keys; with keys, sealed pieces, the sealed head (bytes)
+in the ``state`` field and the redacted manifest in ``manifest``. The ``write`` script's delta
+check reads the token from the manifest kept in clear, so it works the same on both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from agents_persistence._codec import is_sealed
 from agents_persistence._core import Record, from_epoch_micros, to_epoch_micros
-from agents_persistence._layout import assemble, pack, unpack
 from agents_persistence.errors import (
     ConflictError,
     CorruptStateError,
@@ -25,6 +30,7 @@ from agents_persistence.repositories._redis_errors import translate_errors
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from agents_persistence._codec import Codec, Sealer
     from agents_persistence._core import WriteRequest
     from agents_persistence._layout import Layout
     from agents_persistence.models.redis import KeyLayout
@@ -84,38 +90,52 @@ class RedisOps:
     Args:
         mapping: The record hash and its scripts, read from the redis-om record model.
         layout: The namespace's keys.
+        codec: The checkpointer's codec: what the values of a save are stored as, and how
+            those read are opened.
     """
 
-    __slots__ = ("layout", "mapping")
+    __slots__ = ("codec", "layout", "mapping")
 
-    def __init__(self, mapping: RecordMapping, layout: KeyLayout) -> None:
+    def __init__(self, mapping: RecordMapping, layout: KeyLayout, codec: Codec) -> None:
         self.mapping = mapping
         self.layout = layout
+        self.codec = codec
 
-    def hash_pairs(self, request: WriteRequest, layout: Layout, write_id: str) -> list[str]:
+    def hash_pairs(
+        self, request: WriteRequest, layout: Layout, write_id: str, sealer: Sealer
+    ) -> list[str | bytes]:
         """Every field of the record a write stores, as hash name/value pairs.
 
         The values of ``version`` and ``created_at`` are placeholders here: the ``write``
-        script decides them from what is stored.
+        script decides them from what is stored. ``state`` is the head's JSON (UTF-8 bytes),
+        or the sealed head; ``manifest`` the manifest kept in clear.
         """
+        head, manifest = sealer.head(request.thread_id, layout)
         values = {
             "version": 0,
             "created_at": 0,
             "updated_at": _score_micros(request.now),
             "expires_at": None if request.expires_at is None else _score_micros(request.expires_at),
             "size": request.size,
-            "state": layout.head.decode(),
+            "state": head,
             "write_id": write_id,
-            "manifest": layout.manifest.to_json(),
+            "manifest": manifest,
         }
         return self.mapping.encode(values)
 
     def write_args(
-        self, request: WriteRequest, layout: Layout, write_id: str, ttl_ms: str
+        self, request: WriteRequest, layout: Layout, write_id: str, ttl_ms: str, sealer: Sealer
     ) -> tuple[str | bytes, ...]:
-        """The ``write`` script's arguments for ``layout`` (see the script for their order)."""
-        pairs = self.hash_pairs(request, layout, write_id)
-        pieces = [part for key, body in layout.pieces.items() for part in (key, pack(body))]
+        """The ``write`` script's arguments for ``layout`` (see the script for their order).
+
+        ``sealer`` is the save's: a retry of the same save as a full write reuses it.
+        """
+        pairs = self.hash_pairs(request, layout, write_id, sealer)
+        tid = request.thread_id
+        seal = sealer.piece
+        pieces = [
+            part for key, body in layout.pieces.items() for part in (key, seal(tid, key, body))
+        ]
         return (
             request.thread_id,
             write_id,
@@ -151,10 +171,10 @@ class RedisOps:
         thread_id = request.thread_id
         keys = self.layout.thread_keys(thread_id)
         layout = request.layout
+        sealer = self.codec.sealer()  # one data key for the save, its full retry included
         while True:
-            reply = yield Call(
-                self.mapping.scripts.write, keys, self.write_args(request, layout, write_id, ttl_ms)
-            )
+            args = self.write_args(request, layout, write_id, ttl_ms, sealer)
+            reply = yield Call(self.mapping.scripts.write, keys, args)
             status = _text(reply[0])
             if status != "full" or layout.base is None:
                 break
@@ -184,7 +204,11 @@ class RedisOps:
         )
 
     def read(self, thread_id: str, now: datetime) -> Plan[Record | None]:
-        """The live record with its payload (the whole state's JSON), or ``None``."""
+        """The live record with its payload (the whole state's JSON), or ``None``.
+
+        A sealed head, or a head with pieces, is opened by the codec; a plaintext head without
+        pieces (a small state, or one stored whole) is the whole state as read.
+        """
         reply = yield Call(
             self.mapping.scripts.read,
             (self.layout.thread_key(thread_id), self.layout.pieces_key(thread_id)),
@@ -197,17 +221,12 @@ class RedisOps:
         record = self.mapping.decode(thread_id, fields, with_payload=True)
         if _expired(record, now):
             return None
-        manifest = record.manifest
-        if manifest is None or not (manifest.transcript or manifest.maps):
+        manifest, head = record.manifest, record.payload
+        if not is_sealed(head) and (manifest is None or not (manifest.transcript or manifest.maps)):
             return record  # one head (a small state, or stored before the layout): all of it
-        wanted = manifest.keys()
-        bodies = {
-            key: unpack(thread_id, body)
-            for key, body in zip(map(_text, stored[::2]), stored[1::2], strict=True)
-            if key in wanted
-        }
-        head = cast("str", record.payload)  # the state field, decoded as text by its codec
-        return replace(record, payload=assemble(thread_id, head, manifest, bodies))
+        bodies = dict(zip(map(_text, stored[::2]), stored[1::2], strict=True))
+        head = cast("str | bytes", head)  # the state field: text, or the sealed head's bytes
+        return self.codec.open(thread_id, head, manifest, bodies).apply(record)
 
     def remove(self, thread_id: str, now: datetime) -> Plan[bool]:
         """Delete a thread with its index entries; ``True`` if it was live."""

@@ -50,6 +50,8 @@ _ABORTING_MYSQL_CODES = frozenset({1213})
 class SQLOps:
     """The five store primitives of the sync twins, each one operation through `_run`."""
 
+    _table: Table
+
     @abstractmethod
     def _run(
         self, action: str, thread_id: str | None, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
@@ -57,12 +59,18 @@ class SQLOps:
         """Run ``op`` on a connection, inside the store's error boundary."""
 
     def _write(self, request: WriteRequest) -> Record:
-        return self._run("save", request.thread_id, ops.write, request)
+        record = self._run("save", request.thread_id, ops.write, request)
+        self._table.pieced.note(request.thread_id, record)
+        return record
 
     def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return self._run("load", thread_id, ops.read, thread_id, now)
+        pieced = self._table.pieced
+        record = self._run("load", thread_id, ops.read, thread_id, now, pieced.likely(thread_id))
+        pieced.note(thread_id, record)
+        return record
 
     def _remove(self, thread_id: str, now: datetime) -> bool:
+        self._table.pieced.note(thread_id, None)
         return self._run("delete", thread_id, ops.remove, thread_id, now)
 
     def _page(self, count: int, after: tuple[datetime, str] | None, now: datetime) -> list[Record]:
@@ -75,6 +83,8 @@ class SQLOps:
 class AsyncSQLOps:
     """`SQLOps` for the async twins."""
 
+    _table: Table
+
     @abstractmethod
     async def _run(
         self, action: str, thread_id: str | None, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
@@ -82,12 +92,19 @@ class AsyncSQLOps:
         """Run ``op`` on a connection, inside the store's error boundary."""
 
     async def _write(self, request: WriteRequest) -> Record:
-        return await self._run("save", request.thread_id, ops.write, request)
+        record = await self._run("save", request.thread_id, ops.write, request)
+        self._table.pieced.note(request.thread_id, record)
+        return record
 
     async def _read(self, thread_id: str, now: datetime) -> Record | None:
-        return await self._run("load", thread_id, ops.read, thread_id, now)
+        pieced = self._table.pieced
+        likely = pieced.likely(thread_id)
+        record = await self._run("load", thread_id, ops.read, thread_id, now, likely)
+        pieced.note(thread_id, record)
+        return record
 
     async def _remove(self, thread_id: str, now: datetime) -> bool:
+        self._table.pieced.note(thread_id, None)
         return await self._run("delete", thread_id, ops.remove, thread_id, now)
 
     async def _page(

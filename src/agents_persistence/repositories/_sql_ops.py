@@ -12,7 +12,6 @@ of work) it joins the caller's transaction and never commits or rolls it back.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from agents_persistence.telemetry import note_retry
 
 from ._sql_deadline import expired
 from ._sql_engine import driver_code
-from ._sql_pieces import read_record
+from ._sql_pieces import head_record, read_record
 from ._sql_statements import (
     PURGE_BATCH,
     Statement,
@@ -140,9 +139,11 @@ def _write_upsert(
     if stmts.whole:
         return _write_whole(conn, stmts, namespace, request)
     if delta_allowed(request):
-        params = write_params(namespace, request, layout, arrays=arrays)
         statement = stmts.delta(request)
-        rows = _rows(conn, stmts, ("delta", write_kind(request)), statement, params)
+        delta_arrays = stmts.delta_combined(layout)
+        params = write_params(namespace, request, layout, arrays=delta_arrays)
+        key = ("delta", write_kind(request), delta_arrays)
+        rows = _rows(conn, stmts, key, statement, params)
         if rows:
             if not arrays:
                 _write_pieces(conn, stmts, params, layout)
@@ -172,11 +173,7 @@ def _write_whole(
     if not stmts.combined:
         _rows(conn, stmts, "pieces_delete_all", stmts.pieces.delete_all, params)
     version, created_at = rows[0]
-    return dataclasses.replace(
-        written_record(request, request.layout, version, created_at),
-        manifest=None,
-        written=len(params["payload"]),
-    )
+    return written_record(request, None, version, created_at, len(params["payload"]))
 
 
 def _write_pieces(
@@ -297,11 +294,26 @@ def read(
     owned: bool,
     thread_id: str,
     now: datetime,
+    pieced: bool = False,
 ) -> Record | None:
-    """The live record with its whole state (head and pieces assembled), or ``None``."""
-    # One statement (head UNION ALL pieces), no explicit transaction: one snapshot, and
-    # nothing to BEGIN or COMMIT around it.
+    """The live record with its whole state (head and pieces assembled), or ``None``.
+
+    No explicit transaction: each statement is one snapshot, with nothing to BEGIN or COMMIT
+    around it. The head alone first (a small state, or one stored whole, is all there); when
+    its manifest names pieces, the head and every piece of the thread again in one statement
+    (head ``UNION ALL`` pieces), so the state assembled is always one version's, even if
+    another save replaced the head in between. ``pieced``: the state had pieces when last
+    seen (`Pieced`), so the load starts with that one statement.
+    """
     params = {"ns": namespace, "tid": thread_id, "now": now}
+    if not pieced:
+        compiled = stmts.compiled("head", stmts.head, conn.dialect)
+        rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
+        if not rows:
+            return None
+        record = head_record(thread_id, compiled.process(rows)[0])
+        if record is not None:
+            return record
     compiled = stmts.compiled("read", stmts.read, conn.dialect)
     rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
     # Only the head row needs the column types' processing (timestamps on SQLite).

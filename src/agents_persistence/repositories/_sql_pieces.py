@@ -3,8 +3,9 @@
 A state is stored as a head row (the checkpoint table: ``state``, ``manifest``,
 ``manifest_token``) plus immutable pieces (`agents_persistence._layout`). A save writes the head
 and, in the same transaction, removes the pieces the new version dropped (all of the thread's
-on a full write) and inserts its new ones. A load reads the head and the thread's pieces in one
-statement (``UNION ALL``).
+on a full write) and inserts its new ones. A load reads the head alone (`head_statement`); only
+when its manifest names pieces does it read the head and the thread's pieces again, in one
+statement (``UNION ALL``, one snapshot), so it never assembles parts of two versions.
 
 PostgreSQL runs each operation as one statement, the piece writes as data-modifying ``WITH``
 clauses of the head's write (`with_pieces`): in autocommit that statement is the transaction,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PieceStatements",
+    "head_record",
+    "head_statement",
     "head_values",
     "piece_params",
     "piece_statements",
@@ -191,6 +194,16 @@ def purge_with_pieces(table: Table, pieces: Table, batch: int) -> Select[Any]:
     return select(func.count()).select_from(heads).add_cte(removed.cte("purged_pieces"))
 
 
+def head_statement(
+    table: Table, live: ColumnElement[bool], state: ColumnElement[Any]
+) -> Select[Any]:
+    """A thread's live head alone: its metadata, ``state`` (JSON text) and ``manifest``."""
+    c = table.c
+    return select(*(c[name] for name in _META), state, c.manifest).where(
+        c.namespace == bindparam("ns"), c.thread_id == bindparam("tid"), live
+    )
+
+
 def read_statement(
     table: Table, pieces: Table, live: ColumnElement[bool], state: ColumnElement[Any]
 ) -> CompoundSelect[Any]:
@@ -245,6 +258,22 @@ def _manifest(thread_id: str, text: str) -> Manifest:
         return Manifest.from_json(thread_id, text)  # raises, naming the thread
 
 
+def head_record(thread_id: str, row: Sequence[Any]) -> Record | None:
+    """The `Record` of a processed `head_statement` row, or ``None`` if it names pieces.
+
+    A head stored whole (no manifest) or whose manifest names no piece is the whole state:
+    one statement read it. Otherwise the caller reads the head and its pieces together
+    (`read_statement`).
+    """
+    *_, manifest_text = row
+    if manifest_text is None:
+        return _record(thread_id, row, None, row[5])
+    manifest = _manifest(thread_id, manifest_text)
+    if manifest.keys():
+        return None
+    return _record(thread_id, row, manifest, assemble(thread_id, row[5], manifest, {}))
+
+
 def read_record(
     thread_id: str,
     rows: Sequence[Any],
@@ -263,17 +292,21 @@ def read_record(
             bodies[row[0]] = row[-1]
     if head is None:
         return None
-    processed = process([head])[0]
-    _, version, created_at, updated_at, expires_at, size, state, manifest_text, _ = processed
-    manifest = None
-    payload = state
-    if manifest_text is not None:
-        manifest = _manifest(thread_id, manifest_text)
-        needed = manifest.keys()
-        found = {
-            key: unpack(thread_id, bytes(body)) for key, body in bodies.items() if key in needed
-        }
-        payload = assemble(thread_id, state, manifest, found)
+    processed = process([head])[0][1:-1]  # the head's columns, as in `head_statement`
+    manifest_text = processed[-1]
+    if manifest_text is None:
+        return _record(thread_id, processed, None, processed[5])
+    manifest = _manifest(thread_id, manifest_text)
+    needed = manifest.keys()
+    found = {key: unpack(thread_id, bytes(body)) for key, body in bodies.items() if key in needed}
+    return _record(
+        thread_id, processed, manifest, assemble(thread_id, processed[5], manifest, found)
+    )
+
+
+def _record(thread_id: str, head: Sequence[Any], manifest: Manifest | None, payload: Any) -> Record:
+    """The `Record` of a head's columns (as `head_statement`'s) and its assembled payload."""
+    version, created_at, updated_at, expires_at, size = head[:5]
     try:
         return Record(
             thread_id=thread_id,

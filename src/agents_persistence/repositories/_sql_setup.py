@@ -12,6 +12,7 @@ from agents_persistence.repositories import _sql_extra  # noqa: F401
 # isort: split
 
 import dataclasses
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agents_persistence._core import MAX_REMEMBERED
 from agents_persistence._extras import DRIVER_EXTRAS, missing_extra
 from agents_persistence.errors import ConfigurationError, SchemaNotReadyError
 from agents_persistence.migrations._settings import version_table
@@ -54,8 +56,41 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import URL
 
+    from agents_persistence._core import Record
+
 
 __all__ = ["SQLSetup", "Table", "runner"]
+
+
+class Pieced:
+    """The threads whose state, when last read or written here, had pieces (the recent ones).
+
+    A load of such a thread reads head and pieces in one statement at once; any other thread
+    is read head first (`_sql_ops.read`). Only a guess: either way the load is exact.
+    """
+
+    __slots__ = ("_lock", "_threads")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: dict[str, None] = {}
+
+    def likely(self, thread_id: str) -> bool:
+        """Whether the thread's state had pieces when last seen."""
+        return thread_id in self._threads
+
+    def note(self, thread_id: str, record: Record | None) -> None:
+        """Remember what ``record`` (just read or written; ``None``: absent) says."""
+        pieces = record is not None and record.manifest is not None and record.manifest.keys()
+        with self._lock:
+            threads = self._threads
+            if not pieces:
+                threads.pop(thread_id, None)
+                return
+            threads.pop(thread_id, None)
+            threads[thread_id] = None
+            if len(threads) > MAX_REMEMBERED:
+                del threads[next(iter(threads))]
 
 
 class Table:
@@ -64,7 +99,16 @@ class Table:
     Shared by both twins; holds no connection.
     """
 
-    __slots__ = ("auto_migrate", "ready", "schema", "statements", "table_name", "url", "whole")
+    __slots__ = (
+        "auto_migrate",
+        "pieced",
+        "ready",
+        "schema",
+        "statements",
+        "table_name",
+        "url",
+        "whole",
+    )
 
     def __init__(
         self,
@@ -83,6 +127,7 @@ class Table:
         self.url = url.render_as_string(hide_password=True)
         self.ready = False
         self.whole = False
+        self.pieced = Pieced()
 
     def isolation_preset(self) -> None:
         """The engine sets READ COMMITTED per connection: no ``SET TRANSACTION`` per write."""

@@ -64,6 +64,7 @@ from agents_persistence.models.sql import checkpoint_table, pieces_table
 from ._sql_compiled import Compiled, Statement
 from ._sql_pieces import (
     PieceStatements,
+    head_statement,
     head_values,
     piece_params,
     piece_statements,
@@ -136,20 +137,9 @@ def write_params(
 
     No name equals a column name: SQLAlchemy would add such parameters to an UPDATE's SET.
     """
-    expected = request.expected_version
-    params = {
-        "ns": namespace,
-        "tid": request.thread_id,
-        **head_values(layout),
-        "base_token": None if layout.base is None else layout.base.token,
-        "size": request.size,
-        # A "match" write only ever replaces version `expected`, so its result is known now.
-        "new_version": request.next_version(expected or None),
-        "new_created_at": request.created_at or request.now,
-        "now": request.now,
-        "new_expires_at": request.expires_at,
-        "expected": expected,
-    }
+    params = _row_params(namespace, request)
+    params.update(head_values(layout))
+    params["base_token"] = None if layout.base is None else layout.base.token
     if arrays:
         params["keys"], params["bodies"] = piece_params(layout)
         params["drop"] = list(layout.drop)
@@ -158,18 +148,43 @@ def write_params(
 
 def whole_params(namespace: str, request: WriteRequest, *, arrays: bool) -> dict[str, Any]:
     """`write_params` of a save written whole (`Statements.whole`): no manifest, no pieces."""
-    layout = request.layout.full()
-    params = write_params(namespace, request, layout, arrays=arrays)
+    params = _row_params(namespace, request)
     params.update(payload=request.payload, manifest_json=None, token=None, base_token=None)
     if arrays:
         params.update(keys=[], bodies=[], drop=[])
     return params
 
 
+def _row_params(namespace: str, request: WriteRequest) -> dict[str, Any]:
+    """The bind values every write has, whatever it stores: the thread, times and versions."""
+    expected = request.expected_version
+    return {
+        "ns": namespace,
+        "tid": request.thread_id,
+        "size": request.size,
+        # A "match" write only ever replaces version `expected`, so its result is known now.
+        "new_version": request.next_version(expected or None),
+        "new_created_at": request.created_at or request.now,
+        "now": request.now,
+        "new_expires_at": request.expires_at,
+        "expected": expected,
+    }
+
+
 def written_record(
-    request: WriteRequest, layout: Layout, version: int, created_at: datetime
+    request: WriteRequest,
+    layout: Layout | None,
+    version: int,
+    created_at: datetime,
+    written: int | None = None,
 ) -> Record:
-    """The record of a completed write (``updated_at`` and expiry come from the request)."""
+    """The record of a completed write (``updated_at`` and expiry come from the request).
+
+    ``layout`` is ``None`` for a save written whole (no manifest), which sent ``written``
+    bytes; otherwise ``written`` defaults to what the layout sent.
+    """
+    if written is None:
+        written = 0 if layout is None else layout.written
     return Record(
         thread_id=request.thread_id,
         version=version,
@@ -177,8 +192,8 @@ def written_record(
         updated_at=request.now,
         expires_at=request.expires_at,
         size=request.size,
-        manifest=layout.manifest,
-        written=layout.written,
+        manifest=None if layout is None else layout.manifest,
+        written=written,
     )
 
 
@@ -216,6 +231,8 @@ class Statements:
             (adopted from the Rust SDK, `agents_persistence.rust.adopt_rust_table`).
         pieces: The statements on the pieces table (run after the head's when not
             `combined`).
+        head: The live head alone, its state as JSON text (a load's one statement when the
+            head's manifest names no pieces).
         read: The live head with its state as JSON text, and the thread's pieces.
         live_version: The live version only (what a conflict reports).
         page_first: The first page of a listing, newest first.
@@ -252,6 +269,7 @@ class Statements:
     combined: bool
     whole: bool
     pieces: PieceStatements
+    head: Select[Any]
     read: CompoundSelect[Any]
     live_version: Select[Any]
     page_first: Select[Any]
@@ -300,18 +318,28 @@ class Statements:
             )
         return found
 
+    def delta_combined(self, layout: Layout) -> bool:
+        """Whether the delta of ``layout`` writes its pieces in the head's statement.
+
+        Only on a `combined` dialect, and only when the delta adds or removes a piece.
+        """
+        return self.combined and bool(layout.pieces or layout.drop)
+
     def delta(self, request: WriteRequest) -> Insert | Update | Select[Any]:
         """``upsert`` strategy: the statement that writes ``request`` as a delta.
 
         Only over a stored head that still carries ``base_token`` (and ``expected``); it
-        returns nothing otherwise.
+        returns nothing otherwise. A delta that adds and removes no piece (a small state's
+        save) is the head's ``UPDATE`` alone, on every dialect.
         """
         kind = write_kind(request)
-        found = self._writes.get(("delta", kind))
+        combined = self.delta_combined(request.layout)
+        key = ("delta", kind, combined)
+        found = self._writes.get(key)
         if found is None:
             head = _delta(self, kind)
-            found = self._writes[("delta", kind)] = (
-                with_pieces(head, self.pieces.table, delta=True) if self.combined else head
+            found = self._writes[key] = (
+                with_pieces(head, self.pieces.table, delta=True) if combined else head
             )
         return found
 
@@ -373,6 +401,7 @@ def statements(
         combined=combined,
         whole=whole,
         pieces=piece_statements(table, pieces),
+        head=head_statement(table, live, _payload_column(table, dialect_name)),
         read=read_statement(table, pieces, live, _payload_column(table, dialect_name)),
         live_version=select(c.version).where(key, live),
         page_first=page_first,

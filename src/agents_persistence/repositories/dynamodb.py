@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from agents_persistence._core import Record, WriteRequest
+    from agents_persistence._keys import KeyProvider
+    from agents_persistence.upcasting import Upcasters
 
 __all__ = [
     "DEFAULT_MAX_STATE_BYTES",
@@ -100,6 +102,8 @@ class _DynamoDBSetup(_Common[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -107,6 +111,8 @@ class _DynamoDBSetup(_Common[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         if endpoint_url is not None and not endpoint_url.startswith(("http://", "https://")):
             raise ConfigurationError(
@@ -130,7 +136,9 @@ class _DynamoDBSetup(_Common[StateT]):
             aws_secret_access_key=aws_secret_access_key,
             aws_session_token=aws_session_token,
         )
-        self._table = DynamoDBTable(settings, self.namespace, validate_index_shards(index_shards))
+        self._table = DynamoDBTable(
+            settings, self.namespace, validate_index_shards(index_shards), codec=self._core.codec
+        )
         if max_state_bytes is None:
             self._table.single_item_max_bytes = SINGLE_ITEM_MAX_STATE_BYTES
 
@@ -188,6 +196,13 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         max_state_bytes: Largest encoded state accepted (default 32 MiB; 350,000 on a
             table of the single-item format, which holds a thread in one 400 KB item).
         clock: Returns the current aware time (for tests).
+        keys: A key provider (`agents_persistence.encryption.LocalKeyring`, or KMS): saves are
+            encrypted at rest under its active key, and sealed threads are read with any key
+            it holds (see ``docs/encryption.md``). Needs a table of the pieces format: a table
+            of the single-item format raises `ConfigurationError` on first use. ``None``
+            stores in clear (and a sealed thread fails to load with `DecryptionError`).
+        upcasters: Upgrade functions run on load for records of older schema versions of
+            ``state_type`` (see `agents_persistence.upcasting`).
     """
 
     def __init__(
@@ -210,6 +225,8 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             table_name,
@@ -229,6 +246,8 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
 
     @classmethod
@@ -252,6 +271,8 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """Open a checkpointer from ``dynamodb://TABLE?region=...&endpoint=...``.
 
@@ -280,6 +301,8 @@ class DynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseCheckpointer[StateT]):
                 "state_type": state_type,
                 "max_state_bytes": max_state_bytes,
                 "clock": clock,
+                "keys": keys,
+                "upcasters": upcasters,
             },
         )
 
@@ -371,6 +394,8 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
         max_threads: int = DEFAULT_MAX_THREADS,
     ) -> None:
         _count(max_threads, "max_threads", 1)
@@ -391,6 +416,8 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
             max_pool_connections=(
                 max(max_threads, 10) if max_pool_connections is None else max_pool_connections
             ),
@@ -420,6 +447,8 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
         max_threads: int | None = None,
     ) -> Self:
         """Open from a ``dynamodb://`` URL; see `DynamoDBCheckpointer.from_url`."""
@@ -442,6 +471,8 @@ class AsyncDynamoDBCheckpointer(_DynamoDBSetup[StateT], BaseAsyncCheckpointer[St
                 "state_type": state_type,
                 "max_state_bytes": max_state_bytes,
                 "clock": clock,
+                "keys": keys,
+                "upcasters": upcasters,
                 "max_threads": max_threads,
             },
         )

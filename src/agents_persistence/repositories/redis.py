@@ -49,7 +49,10 @@ if TYPE_CHECKING:
     import redis.asyncio.cluster
     import redis.cluster
 
+    from agents_persistence._codec import Codec
     from agents_persistence._core import Clock, Record, WriteRequest
+    from agents_persistence._keys import KeyProvider
+    from agents_persistence.upcasting import Upcasters
 
 __all__ = ["AsyncRedisCheckpointer", "RedisCheckpointer"]
 
@@ -70,12 +73,12 @@ def _client_options(named: dict[str, Any], more: Mapping[str, Any] | None) -> di
     return {**named, **extra}
 
 
-def _bind(namespace: str, key_prefix: str) -> RedisOps:
+def _bind(namespace: str, key_prefix: str, codec: Codec) -> RedisOps:
     """The plans of one namespace: the record mapping is shared, the keys are the namespace's."""
     layout = KeyLayout.of(
         checkpoint_model(key_prefix, namespace), key_prefix=key_prefix, namespace=namespace
     )
-    return RedisOps(RecordMapping.of(CheckpointHash), layout)
+    return RedisOps(RecordMapping.of(CheckpointHash), layout, codec)
 
 
 def _call_timeout(value: float | None) -> float | None:
@@ -101,6 +104,13 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
             needs another round trip past it raises `CallTimeoutError` (a blocking read
             itself is bounded only by the client's ``socket_timeout``). `from_url` sets one
             and derives the client's timeouts from it.
+        keys: A key provider (`agents_persistence.encryption`): saves are encrypted at rest
+            under its active key, the head sealed in the ``state`` field and every piece
+            sealed (see docs/security.md); ``None`` stores them in clear. Records stored in
+            clear keep loading with keys; a sealed one read without keys raises
+            `DecryptionError`. Listing, TTL and purges never need keys.
+        upcasters: Upgrade functions for records written at older schema versions of
+            ``state_type`` (`agents_persistence.upcasting`).
 
     Example:
         >>> import redis
@@ -120,6 +130,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         clock: Clock | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         call_timeout: float | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -127,9 +139,11 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self._key_prefix = validate_key_prefix(key_prefix)
-        self._ops = _bind(self.namespace, self._key_prefix)
+        self._ops = _bind(self.namespace, self._key_prefix, self._core.codec)
         # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
         self._client: Any = cast("Any", client)
         self._owned_close: Callable[[], None] | None = None
@@ -154,6 +168,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
         socket_connect_timeout: float | None = None,
         retries: int = 3,
         client_options: Mapping[str, Any] | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """Open a checkpointer that owns its connection pool (closed by `close`).
 
@@ -182,6 +198,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
                 only if its backoff, a reconnection and a reply still fit in ``call_timeout``.
             client_options: Other redis-py client keywords, such as ``ssl_ca_certs`` or
                 ``username`` and ``password``.
+            keys: A key provider: saves are encrypted at rest (see the constructor).
+            upcasters: Upgrade functions for older schema versions (see the constructor).
 
         The three timeouts (keywords, else the URL's query options, else derived) add up to
         at most ``call_timeout``; those not given share what the others leave, 40 % pool
@@ -215,6 +233,8 @@ class RedisCheckpointer(BaseCheckpointer[StateT]):
                 clock=clock,
                 key_prefix=key_prefix,
                 call_timeout=limits.call_timeout,
+                keys=keys,
+                upcasters=upcasters,
             )
         except BaseException:
             close()
@@ -296,6 +316,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         clock: Clock | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         call_timeout: float | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -303,9 +325,11 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self._key_prefix = validate_key_prefix(key_prefix)
-        self._ops = _bind(self.namespace, self._key_prefix)
+        self._ops = _bind(self.namespace, self._key_prefix, self._core.codec)
         # Typed loosely on purpose: the types-redis stubs redis-om installs predate redis-py 5.
         self._client: Any = cast("Any", client)
         self._owned_close: Callable[[], Awaitable[None]] | None = None
@@ -332,6 +356,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
         socket_connect_timeout: float | None = None,
         retries: int = 3,
         client_options: Mapping[str, Any] | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """Open a checkpointer that owns its connection pool; see `RedisCheckpointer.from_url`."""
         options = _client_options(
@@ -357,6 +383,8 @@ class AsyncRedisCheckpointer(BaseAsyncCheckpointer[StateT]):
             clock=clock,
             key_prefix=key_prefix,
             call_timeout=limits.call_timeout,
+            keys=keys,
+            upcasters=upcasters,
         )
         checkpointer._owned_close = close
         return checkpointer
