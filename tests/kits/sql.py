@@ -32,6 +32,7 @@ from agents_persistence.migrations import upgrade
 from agents_persistence.models.sql import checkpoint_table, pieces_table
 
 from .base import StoreKit, closed_port, tcp_reachable
+from .encrypted import EncryptedKit
 
 TABLE = checkpoint_table()
 PIECES = pieces_table()
@@ -111,7 +112,8 @@ class SQLKit(StoreKit):
             TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id
         )
         with self.engine.begin() as conn:
-            result = conn.execute(statement.values(state=WRONG_SHAPE))
+            # An encrypted row's sealed head goes too: what is read is the state in clear.
+            result = conn.execute(statement.values(state=WRONG_SHAPE, sealed_state=None))
         assert result.rowcount == 1
 
     def stored_count(self, namespace: str) -> int:
@@ -189,7 +191,7 @@ class SQLiteKit(SQLKit):
         statement = (
             update(TABLE)
             .where(TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id)
-            .values(state=bindparam("raw", type_=Text()))
+            .values(state=bindparam("raw", type_=Text()), sealed_state=None)
         )
         with self.engine.begin() as conn:
             result = conn.execute(statement, {"raw": INVALID_JSON})
@@ -292,4 +294,7 @@ KITS: list[StoreKit] = [
     TracedSQLiteKit(),
     TracedPostgreSQLKit(),
     TracedMariaDBKit(),
+    # PostgreSQL: the sealed head beside a JSONB ``state``; one encrypted kit keeps the suite
+    # fast (tests/stores/test_sql_encryption.py covers SQLite and MariaDB).
+    EncryptedKit(PostgreSQLKit()),
 ]

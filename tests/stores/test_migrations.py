@@ -50,6 +50,7 @@ from agents_persistence.migrations._settings import MigrationTarget
 from agents_persistence.models.langgraph import langgraph_models, langgraph_table_names
 from agents_persistence.models.sql import checkpoint_table, pieces_table_name
 from tests.kits.base import closed_port
+from tests.kits.encrypted import keyring
 from tests.stores.conftest import POSTGRES_SERVER, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -721,21 +722,6 @@ def _columns(url: str) -> set[str]:
     return {c["name"] for c in _inspect(url, lambda insp: insp.get_columns(TABLE))}
 
 
-def _seal_row(url: str, thread_id: str) -> None:
-    """Mark the row of ``thread_id`` as an encrypted one holds it (a sealed head's bytes)."""
-    table = checkpoint_table()
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.update(table)
-                .where(table.c.thread_id == thread_id)
-                .values(sealed_state=b"\xf5" + bytes(40), state={})
-            )
-    finally:
-        engine.dispose()
-
-
 def test_rows_of_the_pieces_revision_load_after_the_sealed_state_upgrade(db_url: str) -> None:
     from agents_persistence import AgentMessage, AgentStateSnapshot, SQLCheckpointer
 
@@ -775,8 +761,11 @@ def test_the_sealed_state_downgrade_refuses_while_a_row_is_sealed(db_url: str) -
     try:
         cp = SQLCheckpointer(engine, namespace="ns")
         cp.save_state("clear", AgentStateSnapshot(scratchpad={"k": 1}))
-        cp.save_state("sealed", AgentStateSnapshot(scratchpad={"k": 2}))
-        _seal_row(db_url, "sealed")
+        SQLCheckpointer(engine, namespace="ns", keys=keyring()).save_state(
+            "sealed", AgentStateSnapshot(scratchpad={"k": 2})
+        )
+        sealed = _scalars(db_url, f"SELECT thread_id FROM {TABLE} WHERE sealed_state IS NOT NULL")
+        assert sealed == ["sealed"]
 
         with pytest.raises(ConfigurationError, match=r"1 row\(s\) hold an encrypted state"):
             downgrade(db_url, PIECES_REVISION)
