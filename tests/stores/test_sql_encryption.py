@@ -124,7 +124,7 @@ def test_an_encrypted_row_keeps_state_empty_and_its_head_sealed(
 
 
 def test_a_delta_whose_base_moved_on_is_written_whole_and_sealed(
-    engine: sa.Engine, namespace: str
+    sql_kit: SQLKit, engine: sa.Engine, namespace: str
 ) -> None:
     first = SQLCheckpointer(engine, namespace=namespace, keys=keyring())
     second = SQLCheckpointer(engine, namespace=namespace, keys=keyring())
@@ -135,7 +135,9 @@ def test_a_delta_whose_base_moved_on_is_written_whole_and_sealed(
     assert first.save_state("t", grown).version == 3
     _assert_sealed(engine, namespace, "t")
     assert second.load_state("t") == grown
-    assert SQLCheckpointer(engine, namespace=namespace, keys=keyring()).load_state("t") == grown
+    with SQLCheckpointer.from_url(sql_kit.sync_url(), namespace=namespace, keys=keyring()) as cp:
+        assert cp.encrypts
+        assert cp.load_state("t") == grown
     # A delta that applies stays sealed too.
     grown = grown.model_copy(
         update={"messages": [*grown.messages, AgentMessage.text("Agent", MARKER)]}
@@ -203,8 +205,11 @@ def test_the_async_twin_seals_and_opens(sql_kit: SQLKit, engine: sa.Engine, name
             await cp.save_state("t", _state(10, "a"))
             await cp.save_state("t", _state(11, "a"), expected_version=1)
             assert await cp.load_state("t") == _state(11, "a")
-            reader = AsyncSQLCheckpointer(async_engine, namespace=namespace, keys=keyring())
-            assert await reader.load_state("t") == _state(11, "a")
+            async with AsyncSQLCheckpointer.from_url(
+                sql_kit.async_url(), namespace=namespace, keys=keyring()
+            ) as reader:
+                assert reader.encrypts
+                assert await reader.load_state("t") == _state(11, "a")
         finally:
             await async_engine.dispose()
 
