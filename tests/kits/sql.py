@@ -13,17 +13,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Text, bindparam, create_engine, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    Text,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agents_persistence import AsyncSQLCheckpointer, SQLCheckpointer
 from agents_persistence.migrations import upgrade
-from agents_persistence.models.sql import checkpoint_table
+from agents_persistence.models.sql import checkpoint_table, pieces_table
 
 from .base import StoreKit, closed_port, tcp_reachable
+from .encrypted import EncryptedKit
 
 TABLE = checkpoint_table()
+PIECES = pieces_table()
 # Valid JSON of the wrong shape: PostgreSQL's JSONB and MariaDB's JSON refuse invalid text.
 WRONG_SHAPE = {"todos": "not a list"}
 INVALID_JSON = '{"todos": "not a list"'
@@ -100,13 +112,26 @@ class SQLKit(StoreKit):
             TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id
         )
         with self.engine.begin() as conn:
-            result = conn.execute(statement.values(state=WRONG_SHAPE))
+            # An encrypted row's sealed head goes too: what is read is the state in clear.
+            result = conn.execute(statement.values(state=WRONG_SHAPE, sealed_state=None))
         assert result.rowcount == 1
 
     def stored_count(self, namespace: str) -> int:
         query = select(func.count()).select_from(TABLE).where(TABLE.c.namespace == namespace)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def stored_values(self, namespace: str, thread_id: str) -> list[bytes]:
+        """The row's head (``sealed_state``, else ``state`` as text) and every piece body."""
+        thread = (TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id)
+        head = select(TABLE.c.sealed_state, type_coerce(TABLE.c.state, Text())).where(*thread)
+        bodies = select(PIECES.c.body).where(
+            PIECES.c.namespace == namespace, PIECES.c.thread_id == thread_id
+        )
+        with self.engine.connect() as conn:
+            sealed, state = conn.execute(head).one()
+            pieces = [bytes(body) for body in conn.execute(bodies).scalars()]
+        return [bytes(sealed) if sealed is not None else str(state).encode(), *pieces]
 
     def make_unreachable(self, *, namespace: str) -> SQLCheckpointer[Any]:
         return SQLCheckpointer.from_url(
@@ -166,7 +191,7 @@ class SQLiteKit(SQLKit):
         statement = (
             update(TABLE)
             .where(TABLE.c.namespace == namespace, TABLE.c.thread_id == thread_id)
-            .values(state=bindparam("raw", type_=Text()))
+            .values(state=bindparam("raw", type_=Text()), sealed_state=None)
         )
         with self.engine.begin() as conn:
             result = conn.execute(statement, {"raw": INVALID_JSON})
@@ -269,4 +294,7 @@ KITS: list[StoreKit] = [
     TracedSQLiteKit(),
     TracedPostgreSQLKit(),
     TracedMariaDBKit(),
+    # PostgreSQL: the sealed head beside a JSONB ``state``; one encrypted kit keeps the suite
+    # fast (tests/stores/test_sql_encryption.py covers SQLite and MariaDB).
+    EncryptedKit(PostgreSQLKit()),
 ]

@@ -399,3 +399,27 @@ def test_library_saves_on_an_adopted_table_stay_whole_for_the_rust_service(
             text(f"SELECT count(*) FROM {rust_pg.table} WHERE manifest IS NOT NULL")
         ).scalar_one()
     assert (pieces, manifests) == (0, 0)
+
+
+def test_a_checkpointer_with_keys_is_refused_on_an_adopted_table(
+    rust_pg: PostgresLayout, engine: Engine
+) -> None:
+    from sqlalchemy.orm import Session
+
+    from agents_persistence import SQLCheckpointer
+
+    from ..kits.encrypted import keyring
+
+    rust_pg.write("t", RUST_STATES["plain"])
+    adopt_rust_table(engine, table_name=rust_pg.table, namespace=NAMESPACE)
+    with _open(rust_pg, keys=keyring()) as cp:
+        for call in (lambda: cp.save_state("t", AgentStateSnapshot()), lambda: cp.load_state("t")):
+            with pytest.raises(ConfigurationError, match="Rust service") as caught:
+                call()
+            assert "without keys" in str(caught.value)
+    keyed = SQLCheckpointer(engine, table_name=rust_pg.table, namespace=NAMESPACE, keys=keyring())
+    with Session(engine) as session, pytest.raises(ConfigurationError, match="Rust service"):
+        keyed.using(session).save_state("t", AgentStateSnapshot())
+    assert rust_pg.load("t") == json.loads(RUST_STATES["plain"])
+    with _open(rust_pg) as plain:  # without keys the table serves as before
+        assert plain.load_state("t") is not None

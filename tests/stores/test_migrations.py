@@ -50,6 +50,7 @@ from agents_persistence.migrations._settings import MigrationTarget
 from agents_persistence.models.langgraph import langgraph_models, langgraph_table_names
 from agents_persistence.models.sql import checkpoint_table, pieces_table_name
 from tests.kits.base import closed_port
+from tests.kits.encrypted import keyring
 from tests.stores.conftest import POSTGRES_SERVER, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -709,3 +710,79 @@ def test_a_store_on_the_previous_revision_names_the_upgrade(db_url: str) -> None
     finally:
         engine.dispose()
     assert any(fix in str(excinfo.value) for fix in FIX_COMMANDS)
+
+
+# --- the sealed state revision (3dcf82283d33) -------------------------------------------------
+
+PIECES_REVISION = "5e8d2b6c1f04"
+"""The revision before ``sealed_state``: every head is in clear in ``state``."""
+
+
+def _columns(url: str) -> set[str]:
+    return {c["name"] for c in _inspect(url, lambda insp: insp.get_columns(TABLE))}
+
+
+def test_rows_of_the_pieces_revision_load_after_the_sealed_state_upgrade(db_url: str) -> None:
+    from agents_persistence import AgentMessage, AgentStateSnapshot, SQLCheckpointer
+
+    state = AgentStateSnapshot(
+        messages=[AgentMessage.text("User", f"message {n} " + "m" * 300) for n in range(6)],
+        files={"big.txt": "b" * 20_000},
+    )
+    upgrade(db_url)
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    try:
+        SQLCheckpointer(engine, namespace="ns").save_state("t", state)
+        downgrade(db_url, PIECES_REVISION)
+        assert current(db_url) == PIECES_REVISION
+        assert "sealed_state" not in _columns(db_url)
+        assert _scalars(db_url, f"SELECT count(*) FROM {TABLE}_pieces")[0] >= 2
+
+        upgrade(db_url)
+        check(db_url)
+        assert "sealed_state" in _columns(db_url)
+        assert _scalars(db_url, f"SELECT count(*) FROM {TABLE} WHERE sealed_state IS NULL") == [1]
+        cp = SQLCheckpointer(engine, namespace="ns")
+        assert cp.load_state("t") == state
+        grown = state.model_copy(
+            update={"messages": [*state.messages, AgentMessage.text("Agent", "new")]}
+        )
+        assert cp.save_state("t", grown, expected_version=1).version == 2
+        assert SQLCheckpointer(engine, namespace="ns").load_state("t") == grown
+    finally:
+        engine.dispose()
+
+
+def test_the_sealed_state_downgrade_refuses_while_a_row_is_sealed(db_url: str) -> None:
+    from agents_persistence import AgentStateSnapshot, SQLCheckpointer
+
+    upgrade(db_url)
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    try:
+        cp = SQLCheckpointer(engine, namespace="ns")
+        cp.save_state("clear", AgentStateSnapshot(scratchpad={"k": 1}))
+        SQLCheckpointer(engine, namespace="ns", keys=keyring()).save_state(
+            "sealed", AgentStateSnapshot(scratchpad={"k": 2})
+        )
+        sealed = _scalars(db_url, f"SELECT thread_id FROM {TABLE} WHERE sealed_state IS NOT NULL")
+        assert sealed == ["sealed"]
+
+        with pytest.raises(ConfigurationError, match=r"1 row\(s\) hold an encrypted state"):
+            downgrade(db_url, PIECES_REVISION)
+        assert current(db_url) == head_revision()
+        assert "sealed_state" in _columns(db_url)
+        check(db_url)
+
+        cp.delete_thread("sealed")
+        downgrade(db_url, PIECES_REVISION)
+        assert current(db_url) == PIECES_REVISION
+        assert "sealed_state" not in _columns(db_url)
+        assert _scalars(db_url, f"SELECT thread_id FROM {TABLE}") == ["clear"]
+
+        upgrade(db_url)
+        check(db_url)
+        assert SQLCheckpointer(engine, namespace="ns").load_state("clear") == AgentStateSnapshot(
+            scratchpad={"k": 1}
+        )
+    finally:
+        engine.dispose()

@@ -20,7 +20,7 @@ from agents_persistence import (
 )
 
 from ..conftest import _ready
-from ..kits.sql import KITS, PostgreSQLKit, SQLKit, Traced
+from ..kits.sql import KITS, PLAIN_KITS, PostgreSQLKit, SQLKit, Traced
 
 TRACED = [kit for kit in KITS if isinstance(kit, Traced)]
 
@@ -122,7 +122,7 @@ def test_the_idle_ping_works_on_async_engines(portal: Any) -> None:
     portal.call(scenario)
 
 
-PLAIN = [kit for kit in KITS if not isinstance(kit, Traced)]
+PLAIN = PLAIN_KITS
 
 
 @pytest.mark.parametrize("kit", PLAIN, ids=[k.name for k in PLAIN])

@@ -8,6 +8,10 @@ A row's ``state`` is the head of the stored state (`agents_persistence._layout`)
 but the transcript and the ``files``/``scratchpad`` maps, which live as immutable pieces in
 ``<table>_pieces`` (`pieces_model`), named by the row's ``manifest``. A row whose ``manifest``
 is NULL holds the whole state in ``state`` (rows written before the layout existed).
+A row written by a checkpointer with keys (`agents_persistence.encryption`) keeps its head
+sealed in ``sealed_state`` (binary), ``state`` as the empty JSON object ``{}``, and in
+``manifest`` only the redacted manifest (token, piece keys, schema version): JSON queries on
+``state`` and the pending-interrupts index do not see encrypted threads.
 Column types are chosen per dialect: JSONB on PostgreSQL, JSON elsewhere; microsecond
 timestamps everywhere (``DATETIME(6)`` on MySQL/MariaDB); a binary, no-pad collation for thread
 ids on MySQL/MariaDB so that ``"a"``, ``"A"`` and ``"a "`` stay three different threads.
@@ -129,6 +133,8 @@ class CheckpointRow:
     """The pieces the row's state is made of (JSON); NULL: ``state`` is the whole state."""
     manifest_token: Mapped[str | None] = mapped_column(_key(TOKEN_LENGTH), nullable=True)
     """The token of ``manifest``, which a save compares to apply a delta (NULL with it)."""
+    sealed_state: Mapped[bytes | None] = mapped_column(_Bytes, nullable=True)
+    """The sealed head of an encrypted state (``state`` is then ``{}``); NULL in clear."""
 
 
 class PieceRow:

@@ -29,7 +29,7 @@ from ._sql_engine import driver_code, translate_errors
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from agents_persistence._core import Record, WriteRequest
+    from agents_persistence._core import Core, Record, WriteRequest
 
     from ._sql_setup import Table
     from ._sql_statements import Statements
@@ -51,6 +51,7 @@ class SQLOps:
     """The five store primitives of the sync twins, each one operation through `_run`."""
 
     _table: Table
+    _core: Core[Any]
 
     @abstractmethod
     def _run(
@@ -59,13 +60,14 @@ class SQLOps:
         """Run ``op`` on a connection, inside the store's error boundary."""
 
     def _write(self, request: WriteRequest) -> Record:
-        record = self._run("save", request.thread_id, ops.write, request)
+        record = self._run("save", request.thread_id, ops.write, request, self._core.codec)
         self._table.pieced.note(request.thread_id, record)
         return record
 
     def _read(self, thread_id: str, now: datetime) -> Record | None:
         pieced = self._table.pieced
-        record = self._run("load", thread_id, ops.read, thread_id, now, pieced.likely(thread_id))
+        likely = pieced.likely(thread_id)
+        record = self._run("load", thread_id, ops.read, thread_id, now, likely, self._core.codec)
         pieced.note(thread_id, record)
         return record
 
@@ -84,6 +86,7 @@ class AsyncSQLOps:
     """`SQLOps` for the async twins."""
 
     _table: Table
+    _core: Core[Any]
 
     @abstractmethod
     async def _run(
@@ -92,14 +95,16 @@ class AsyncSQLOps:
         """Run ``op`` on a connection, inside the store's error boundary."""
 
     async def _write(self, request: WriteRequest) -> Record:
-        record = await self._run("save", request.thread_id, ops.write, request)
+        record = await self._run("save", request.thread_id, ops.write, request, self._core.codec)
         self._table.pieced.note(request.thread_id, record)
         return record
 
     async def _read(self, thread_id: str, now: datetime) -> Record | None:
         pieced = self._table.pieced
         likely = pieced.likely(thread_id)
-        record = await self._run("load", thread_id, ops.read, thread_id, now, likely)
+        record = await self._run(
+            "load", thread_id, ops.read, thread_id, now, likely, self._core.codec
+        )
         pieced.note(thread_id, record)
         return record
 

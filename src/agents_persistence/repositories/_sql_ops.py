@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from agents_persistence._core import WriteRequest, as_utc
-from agents_persistence._layout import pack
+from agents_persistence._codec import Codec
+from agents_persistence._core import DEFAULT_NAMESPACE, WriteRequest, as_utc
 from agents_persistence.errors import ConflictError
 from agents_persistence.telemetry import note_retry
 
 from ._sql_deadline import expired
 from ._sql_engine import driver_code
-from ._sql_pieces import head_record, read_record
+from ._sql_pieces import head_record, piece_body, read_record
 from ._sql_statements import (
     PURGE_BATCH,
     Statement,
@@ -44,10 +44,12 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection, Insert
 
+    from agents_persistence._codec import Sealer
     from agents_persistence._core import Record
     from agents_persistence._layout import Layout
 
 __all__ = [
+    "CLEAR",
     "page",
     "purge",
     "read",
@@ -69,24 +71,37 @@ _DUPLICATE = re.compile(r"duplicate|unique", re.IGNORECASE)
 # bodies go as hexadecimal text, which the server decodes with UNHEX().
 _HEX_DRIVERS = frozenset({"aiomysql"})
 
+CLEAR = Codec(DEFAULT_NAMESPACE, None)
+"""The codec of a read without keys: values in clear are read, a sealed one fails closed."""
+
 
 def write(
-    conn: Connection, stmts: Statements, namespace: str, owned: bool, request: WriteRequest
+    conn: Connection,
+    stmts: Statements,
+    namespace: str,
+    owned: bool,
+    request: WriteRequest,
+    codec: Codec | None = None,
 ) -> Record:
     """Store one version atomically; `ConflictError` (nothing written) on a version mismatch.
 
     ``owned``: the connection is the store's own, each write commits its transaction; else it
-    is the caller's, which the write joins and never commits.
+    is the caller's, which the write joins and never commits. With a ``codec`` that encrypts,
+    the head and pieces are sealed under one data key for the save (its retries and its full
+    write after a missed delta included).
     """
+    sealer = None if codec is None or not codec.encrypts else codec.sealer()
     if stmts.strategy == "upsert":
         with _transaction(conn, owned):
-            return _write_upsert(conn, stmts, namespace, request)
+            return _write_upsert(conn, stmts, namespace, request, sealer)
     one_statement = _upsert_any(conn, stmts, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
             if one_statement is not None:
-                return _write_upsert_any(conn, stmts, one_statement, namespace, request, owned)
-            return _write_locked(conn, stmts, namespace, request, owned)
+                return _write_upsert_any(
+                    conn, stmts, one_statement, namespace, request, owned, sealer
+                )
+            return _write_locked(conn, stmts, namespace, request, owned, sealer)
         except DBAPIError as exc:
             if attempt == _LOCK_ATTEMPTS or not _retryable(exc, owned) or expired():
                 raise
@@ -127,7 +142,11 @@ def _rows(
 
 
 def _write_upsert(
-    conn: Connection, stmts: Statements, namespace: str, request: WriteRequest
+    conn: Connection,
+    stmts: Statements,
+    namespace: str,
+    request: WriteRequest,
+    sealer: Sealer | None,
 ) -> Record:
     """``upsert`` strategy: the delta if the stored head still carries its base, else whole.
 
@@ -141,22 +160,22 @@ def _write_upsert(
     if delta_allowed(request):
         statement = stmts.delta(request)
         delta_arrays = stmts.delta_combined(layout)
-        params = write_params(namespace, request, layout, arrays=delta_arrays)
+        params = write_params(namespace, request, layout, arrays=delta_arrays, sealer=sealer)
         key = ("delta", write_kind(request), delta_arrays)
         rows = _rows(conn, stmts, key, statement, params)
         if rows:
             if not arrays:
-                _write_pieces(conn, stmts, params, layout)
+                _write_pieces(conn, stmts, params, layout, sealer)
             return written_record(request, layout, *rows[0])
         layout = layout.full()
-    params = write_params(namespace, request, layout, arrays=arrays)
+    params = write_params(namespace, request, layout, arrays=arrays, sealer=sealer)
     statement = stmts.write(request)
     rows = _rows(conn, stmts, statement, statement, params)
     if not rows:
         live = _rows(conn, stmts, "live_version", stmts.live_version, params)
         raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
     if not arrays:
-        _write_pieces(conn, stmts, params, layout)
+        _write_pieces(conn, stmts, params, layout, sealer)
     return written_record(request, layout, *rows[0])
 
 
@@ -177,11 +196,16 @@ def _write_whole(
 
 
 def _write_pieces(
-    conn: Connection, stmts: Statements, params: dict[str, Any], layout: Layout
+    conn: Connection,
+    stmts: Statements,
+    params: dict[str, Any],
+    layout: Layout,
+    sealer: Sealer | None,
 ) -> None:
     """After the head: remove what ``layout`` drops (every piece on a full write), add its new."""
     pieces = stmts.pieces
-    thread = {"ns": params["ns"], "tid": params["tid"]}
+    tid = params["tid"]
+    thread = {"ns": params["ns"], "tid": tid}
     if layout.base is None:
         _rows(conn, stmts, "pieces_delete_all", pieces.delete_all, thread)
     elif layout.drop:
@@ -191,12 +215,15 @@ def _write_pieces(
     if conn.dialect.driver in _HEX_DRIVERS:
         compiled = stmts.compiled("pieces_insert_hex", pieces.insert_hex, conn.dialect)
         rows = [
-            {**thread, "key": key, "body_hex": pack(body).hex()}
+            {**thread, "key": key, "body_hex": piece_body(tid, key, body, sealer).hex()}
             for key, body in layout.pieces.items()
         ]
     else:
         compiled = stmts.compiled("pieces_insert", pieces.insert, conn.dialect)
-        rows = [{**thread, "key": key, "body": pack(body)} for key, body in layout.pieces.items()]
+        rows = [
+            {**thread, "key": key, "body": piece_body(tid, key, body, sealer)}
+            for key, body in layout.pieces.items()
+        ]
     conn.exec_driver_sql(compiled.sql, [compiled.parameters(row) for row in rows])
 
 
@@ -224,22 +251,27 @@ def _write_upsert_any(
     namespace: str,
     request: WriteRequest,
     owned: bool,
+    sealer: Sealer | None,
 ) -> Record:
-    """The head in one statement; the pieces as a delta if it replaced the base, else whole."""
+    """The head in one statement; the pieces as a delta if it replaced the base, else whole.
+
+    With a ``sealer``, a full write seals its head again (the sealed head holds the manifest,
+    which differs from the delta's), under the same data key.
+    """
     with _transaction(conn, owned):
         if owned and stmts.lock_isolation is not None:
             # As for the locking save: no gap locks between first saves of new threads.
             conn.exec_driver_sql(stmts.lock_isolation)
         layout = request.layout
-        values = write_params(namespace, request, layout, arrays=False)
+        values = write_params(namespace, request, layout, arrays=False, sealer=sealer)
         version, created_at, token = _rows(conn, stmts, "upsert_any", statement, values)[0]
         if token != layout.manifest.token:
             # The row replaced was not the base (or there was none): a full write, in the
             # same transaction, with the full layout's manifest.
             layout = layout.full()
-            values = write_params(namespace, request, layout, arrays=False)
+            values = write_params(namespace, request, layout, arrays=False, sealer=sealer)
             _rows(conn, stmts, "set_manifest", stmts.set_manifest, values)
-        _write_pieces(conn, stmts, values, layout)
+        _write_pieces(conn, stmts, values, layout, sealer)
     return written_record(request, layout, version, created_at)
 
 
@@ -249,6 +281,7 @@ def _write_locked(
     namespace: str,
     request: WriteRequest,
     owned: bool,
+    sealer: Sealer | None,
 ) -> Record:
     with _transaction(conn, owned):
         if owned and stmts.lock_isolation is not None:
@@ -262,7 +295,7 @@ def _write_locked(
         actual = version if live else None
         request.check(actual)
         layout = request.layout.against(token if live else None)
-        values = write_params(namespace, request, layout, arrays=False)
+        values = write_params(namespace, request, layout, arrays=False, sealer=sealer)
         values["new_version"] = request.next_version(actual)
         values["new_created_at"] = request.created_at or (as_utc(created) if live else request.now)
         # The head first: a duplicate key (a racing first save) is then retried before any
@@ -274,7 +307,7 @@ def _write_locked(
             stmts.update_row if rows else stmts.insert_row,
             values,
         )
-        _write_pieces(conn, stmts, values, layout)
+        _write_pieces(conn, stmts, values, layout, sealer)
     return written_record(request, layout, values["new_version"], values["new_created_at"])
 
 
@@ -295,6 +328,7 @@ def read(
     thread_id: str,
     now: datetime,
     pieced: bool = False,
+    codec: Codec = CLEAR,
 ) -> Record | None:
     """The live record with its whole state (head and pieces assembled), or ``None``.
 
@@ -303,7 +337,8 @@ def read(
     its manifest names pieces, the head and every piece of the thread again in one statement
     (head ``UNION ALL`` pieces), so the state assembled is always one version's, even if
     another save replaced the head in between. ``pieced``: the state had pieces when last
-    seen (`Pieced`), so the load starts with that one statement.
+    seen (`Pieced`), so the load starts with that one statement. ``codec`` opens what is
+    sealed (`CLEAR`: a checkpointer without keys, for which a sealed head is `DecryptionError`).
     """
     params = {"ns": namespace, "tid": thread_id, "now": now}
     if not pieced:
@@ -311,13 +346,13 @@ def read(
         rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
         if not rows:
             return None
-        record = head_record(thread_id, compiled.process(rows)[0])
+        record = head_record(thread_id, compiled.process(rows)[0], codec)
         if record is not None:
             return record
     compiled = stmts.compiled("read", stmts.read, conn.dialect)
     rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
     # Only the head row needs the column types' processing (timestamps on SQLite).
-    return read_record(thread_id, rows, compiled.process)
+    return read_record(thread_id, rows, compiled.process, codec)
 
 
 def remove(

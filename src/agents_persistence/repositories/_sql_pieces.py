@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy import ColumnElement, CompoundSelect, Table, Update
 
+    from agents_persistence._codec import Codec, Sealer
+
 __all__ = [
     "PieceStatements",
     "head_record",
@@ -61,6 +63,9 @@ __all__ = [
     "remove_with_pieces",
     "with_pieces",
 ]
+
+SEALED_STATE = "{}"
+"""What ``state`` holds on a row whose head is sealed in ``sealed_state``."""
 
 _META = ("version", "created_at", "updated_at", "expires_at", "state_bytes")
 
@@ -197,9 +202,9 @@ def purge_with_pieces(table: Table, pieces: Table, batch: int) -> Select[Any]:
 def head_statement(
     table: Table, live: ColumnElement[bool], state: ColumnElement[Any]
 ) -> Select[Any]:
-    """A thread's live head alone: its metadata, ``state`` (JSON text) and ``manifest``."""
+    """A thread's live head alone: metadata, ``state`` (JSON), ``manifest``, ``sealed_state``."""
     c = table.c
-    return select(*(c[name] for name in _META), state, c.manifest).where(
+    return select(*(c[name] for name in _META), state, c.manifest, c.sealed_state).where(
         c.namespace == bindparam("ns"), c.thread_id == bindparam("tid"), live
     )
 
@@ -210,8 +215,8 @@ def read_statement(
     """A thread's live head and every piece of the thread, in one ``UNION ALL``.
 
     Columns: ``piece`` (NULL on the head row), the head's metadata, ``state`` (the head as
-    JSON text: ``state``), ``manifest``, ``body`` (NULL on the head row). The head row comes
-    first, so the column types (and their result processing) are the head's.
+    JSON text: ``state``), ``manifest``, ``body`` (the head row's ``sealed_state``). The head
+    row comes first, so the column types (and their result processing) are the head's.
     """
     c, p = table.c, pieces.c
     head = select(
@@ -219,7 +224,7 @@ def read_statement(
         *(c[name] for name in _META),
         state,
         c.manifest,
-        type_coerce(null(), LargeBinary()).label("body"),
+        type_coerce(c.sealed_state, LargeBinary()).label("body"),
     ).where(c.namespace == bindparam("ns"), c.thread_id == bindparam("tid"), live)
     parts = select(
         p.piece,
@@ -231,18 +236,43 @@ def read_statement(
     return union_all(head, parts)
 
 
-def head_values(layout: Layout) -> dict[str, Any]:
-    """Bind values of the head of ``layout`` (with `write_params`' names, never a column's)."""
+def head_values(thread_id: str, layout: Layout, sealer: Sealer | None) -> dict[str, Any]:
+    """Bind values of the head of ``layout`` (with `write_params`' names, never a column's).
+
+    With a ``sealer`` (a save with keys) the head is sealed into ``sealed``, ``state`` gets
+    ``{}`` and the manifest is the redacted one; otherwise ``sealed`` is NULL. ``sealed_hex``
+    is the same as hexadecimal text, for MySQL/MariaDB.
+    """
+    if sealer is None:
+        return {
+            "payload": layout.head.decode(),
+            "manifest_json": layout.manifest.to_json(),
+            "token": layout.manifest.token,
+            "sealed": None,
+            "sealed_hex": None,
+        }
+    sealed, manifest_json = sealer.head(thread_id, layout)
     return {
-        "payload": layout.head.decode(),
-        "manifest_json": layout.manifest.to_json(),
+        "payload": SEALED_STATE,
+        "manifest_json": manifest_json,
         "token": layout.manifest.token,
+        "sealed": sealed,
+        "sealed_hex": sealed.hex(),  # MySQL/MariaDB bind it as text (`_sql_statements`)
     }
 
 
-def piece_params(layout: Layout) -> tuple[list[str], list[bytes]]:
-    """The keys and packed bodies of the pieces ``layout`` writes."""
-    return list(layout.pieces), [pack(body) for body in layout.pieces.values()]
+def piece_params(
+    thread_id: str, layout: Layout, sealer: Sealer | None
+) -> tuple[list[str], list[bytes]]:
+    """The keys and stored bodies (packed; sealed with a ``sealer``) of ``layout``'s pieces."""
+    return list(layout.pieces), [
+        piece_body(thread_id, key, body, sealer) for key, body in layout.pieces.items()
+    ]
+
+
+def piece_body(thread_id: str, key: str, body: bytes, sealer: Sealer | None) -> bytes:
+    """A piece's body as stored: packed, and sealed with a ``sealer``."""
+    return pack(body) if sealer is None else sealer.piece(thread_id, key, body)
 
 
 @lru_cache(maxsize=1024)
@@ -258,14 +288,18 @@ def _manifest(thread_id: str, text: str) -> Manifest:
         return Manifest.from_json(thread_id, text)  # raises, naming the thread
 
 
-def head_record(thread_id: str, row: Sequence[Any]) -> Record | None:
+def head_record(thread_id: str, row: Sequence[Any], codec: Codec) -> Record | None:
     """The `Record` of a processed `head_statement` row, or ``None`` if it names pieces.
 
     A head stored whole (no manifest) or whose manifest names no piece is the whole state:
     one statement read it. Otherwise the caller reads the head and its pieces together
-    (`read_statement`).
+    (`read_statement`). A sealed head, or any head read with keys, is opened by ``codec``.
     """
-    *_, manifest_text = row
+    *_, manifest_text, sealed = row
+    if sealed is not None or codec.encrypts:
+        if manifest_text is not None and _manifest(thread_id, manifest_text).keys():
+            return None
+        return _opened(thread_id, row, sealed, {}, codec)
     if manifest_text is None:
         return _record(thread_id, row, None, row[5])
     manifest = _manifest(thread_id, manifest_text)
@@ -278,10 +312,12 @@ def read_record(
     thread_id: str,
     rows: Sequence[Any],
     process: Callable[[Sequence[Any]], list[tuple[Any, ...]]],
+    codec: Codec,
 ) -> Record | None:
     """The `Record` of a `read_statement` result (whole state assembled), or ``None``.
 
-    ``process`` applies the result processors of the head's column types to the head row.
+    ``process`` applies the result processors of the head's column types to the head row. A
+    sealed head, or any record read with keys, is opened by ``codec``.
     """
     head: Any = None
     bodies: dict[str, Any] = {}
@@ -292,7 +328,11 @@ def read_record(
             bodies[row[0]] = row[-1]
     if head is None:
         return None
-    processed = process([head])[0][1:-1]  # the head's columns, as in `head_statement`
+    full = process([head])[0]
+    processed = full[1:-1]  # the head's columns, as in `head_statement` (but sealed_state)
+    sealed = full[-1]
+    if sealed is not None or codec.encrypts:
+        return _opened(thread_id, processed, sealed, bodies, codec)
     manifest_text = processed[-1]
     if manifest_text is None:
         return _record(thread_id, processed, None, processed[5])
@@ -302,6 +342,20 @@ def read_record(
     return _record(
         thread_id, processed, manifest, assemble(thread_id, processed[5], manifest, found)
     )
+
+
+def _opened(
+    thread_id: str, row: Sequence[Any], sealed: Any, bodies: dict[str, Any], codec: Codec
+) -> Record:
+    """The `Record` of a head's columns (as `head_statement`'s) and ``bodies``, opened.
+
+    ``codec`` also says which keys sealed what was read (`Record.key_ids`).
+    """
+    manifest_text = row[6]
+    manifest = None if manifest_text is None else _manifest(thread_id, manifest_text)
+    head = row[5] if sealed is None else bytes(sealed)
+    opened = codec.open(thread_id, head, manifest, bodies)
+    return opened.apply(_record(thread_id, row, opened.manifest, opened.payload))
 
 
 def _record(thread_id: str, head: Sequence[Any], manifest: Manifest | None, payload: Any) -> Record:

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import URL
 
-    from agents_persistence._core import Record
+    from agents_persistence._core import Core, Record
 
 
 __all__ = ["SQLSetup", "Table", "runner"]
@@ -101,6 +101,7 @@ class Table:
 
     __slots__ = (
         "auto_migrate",
+        "encrypts",
         "pieced",
         "ready",
         "schema",
@@ -117,6 +118,7 @@ class Table:
         table_name: str,
         schema: str | None,
         auto_migrate: bool,
+        encrypts: bool = False,
     ) -> None:
         checkpoint_table(table_name, schema)  # validates both names
         version_table(table_name)  # and the length its migrations can name
@@ -127,6 +129,7 @@ class Table:
         self.url = url.render_as_string(hide_password=True)
         self.ready = False
         self.whole = False
+        self.encrypts = encrypts
         self.pieced = Pieced()
 
     def isolation_preset(self) -> None:
@@ -144,11 +147,26 @@ class Table:
         problem = ops.schema_problem(conn, self.table_name, self.schema)
         if problem is not None:
             raise SchemaNotReadyError(self.not_ready(problem))
-        if ops.shared_whole(conn, self.table_name, self.schema):
-            self.whole = True
-            self.statements = dataclasses.replace(self.statements, whole=True)
+        whole = ops.shared_whole(conn, self.table_name, self.schema)
         if conn.in_transaction():
             conn.rollback()
+        if whole:
+            self._refuse_keys()
+            self.whole = True
+            self.statements = dataclasses.replace(self.statements, whole=True)
+
+    def _refuse_keys(self) -> None:
+        """A table whose states another service reads whole cannot hold sealed ones."""
+        if self.encrypts:
+            qualified = (
+                self.table_name if self.schema is None else f"{self.schema}.{self.table_name}"
+            )
+            raise ConfigurationError(
+                f"table {qualified!r} is shared with the Rust service, which reads each state"
+                " whole from its state column (adopted with adopt_rust_table): a checkpointer"
+                " with keys= cannot encrypt there. Use it without keys, or copy the threads to"
+                " a table of the library's own (agents-persistence copy) and encrypt that one."
+            )
 
     def check_joined(self, conn: Connection) -> Statements:
         """`prepare` in the caller's transaction: reads only, never migrates, ends nothing.
@@ -160,7 +178,10 @@ class Table:
             problem = ops.schema_problem(conn, self.table_name, self.schema, owned=False)
             if problem is not None:
                 raise SchemaNotReadyError(self.not_ready(problem))
-            self.whole = ops.shared_whole(conn, self.table_name, self.schema)
+            whole = ops.shared_whole(conn, self.table_name, self.schema)
+            if whole:
+                self._refuse_keys()
+            self.whole = whole
             self.ready = True
         return statements(self.table_name, self.schema, conn.dialect.name, self.whole)
 
@@ -294,6 +315,7 @@ class SQLSetup:
 
     _asynchronous: ClassVar[bool]
     _table: Table
+    _core: Core[Any]
     _owns_engine: bool
     _admission: Admission = NO_ADMISSION
 
@@ -310,7 +332,14 @@ class SQLSetup:
                 f"{type(self).__name__} needs a sqlalchemy {expected.__name__}, not"
                 f" {type(engine).__name__} (the other twin takes an {other.__name__})"
             )
-        self._table = Table(engine.dialect.name, engine.url, table_name, schema, auto_migrate)
+        self._table = Table(
+            engine.dialect.name,
+            engine.url,
+            table_name,
+            schema,
+            auto_migrate,
+            encrypts=self._core.codec.encrypts,
+        )
         self._owns_engine = False
 
     @classmethod

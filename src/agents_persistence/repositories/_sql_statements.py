@@ -5,7 +5,9 @@ operations in `agents_persistence.repositories._sql_ops`. Statements are built o
 schema, dialect) and cached, so SQLAlchemy's compiled cache serves every later execution.
 
 A row holds a state's head; its transcript and large map entries are pieces in the pieces
-table (`agents_persistence.repositories._sql_pieces`). Two write strategies exist:
+table (`agents_persistence.repositories._sql_pieces`). With keys, the head is sealed into
+``sealed_state`` (``state`` is then ``{}``) and every piece body is sealed; every head write
+sets ``sealed_state``, NULL in clear. Two write strategies exist:
 
 * ``upsert`` (PostgreSQL, SQLite): a delta save (the checkpointer knows the stored manifest)
   first tries ``UPDATE ... WHERE manifest_token = :base_token [AND version = :expected]
@@ -40,7 +42,9 @@ from sqlalchemy import (
     CompoundSelect,
     Delete,
     Insert,
+    LargeBinary,
     Select,
+    String,
     Text,
     Update,
     and_,
@@ -80,6 +84,7 @@ if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row, Table
     from sqlalchemy.engine import Dialect
 
+    from agents_persistence._codec import Sealer
     from agents_persistence._layout import Layout
 
 __all__ = [
@@ -127,7 +132,12 @@ def delta_allowed(request: WriteRequest) -> bool:
 
 
 def write_params(
-    namespace: str, request: WriteRequest, layout: Layout, *, arrays: bool
+    namespace: str,
+    request: WriteRequest,
+    layout: Layout,
+    *,
+    arrays: bool,
+    sealer: Sealer | None = None,
 ) -> dict[str, Any]:
     """Bind values of a write of ``layout``.
 
@@ -138,10 +148,10 @@ def write_params(
     No name equals a column name: SQLAlchemy would add such parameters to an UPDATE's SET.
     """
     params = _row_params(namespace, request)
-    params.update(head_values(layout))
+    params.update(head_values(request.thread_id, layout, sealer))
     params["base_token"] = None if layout.base is None else layout.base.token
     if arrays:
-        params["keys"], params["bodies"] = piece_params(layout)
+        params["keys"], params["bodies"] = piece_params(request.thread_id, layout, sealer)
         params["drop"] = list(layout.drop)
     return params
 
@@ -149,7 +159,14 @@ def write_params(
 def whole_params(namespace: str, request: WriteRequest, *, arrays: bool) -> dict[str, Any]:
     """`write_params` of a save written whole (`Statements.whole`): no manifest, no pieces."""
     params = _row_params(namespace, request)
-    params.update(payload=request.payload, manifest_json=None, token=None, base_token=None)
+    params.update(
+        payload=request.payload,
+        manifest_json=None,
+        token=None,
+        base_token=None,
+        sealed=None,
+        sealed_hex=None,
+    )
     if arrays:
         params.update(keys=[], bodies=[], drop=[])
     return params
@@ -258,8 +275,8 @@ class Statements:
             RETURNING`` (MariaDB 10.5+); ``None`` for other dialects. The token returned is
             the save's own when the row replaced was live and carried ``base_token``, else
             `UNMATCHED` followed by it (a new row included).
-        set_manifest: Overwrite the row's manifest and token (completes a full write after
-            `upsert_any`).
+        set_manifest: Overwrite the row's manifest, token and sealed head (completes a full
+            write after `upsert_any`).
     """
 
     table: Table
@@ -391,7 +408,7 @@ def statements(
         "created_at": bindparam("new_created_at"),
         "updated_at": bindparam("now"),
         "expires_at": bindparam("new_expires_at"),
-        **_manifest_binds(),
+        **_manifest_binds(dialect_name),
     }
     return Statements(
         table=table,
@@ -424,7 +441,7 @@ def statements(
         ),
         update_row=update(table).where(key).values(**row),
         upsert_any=_upsert_any(table) if dialect_name in _MYSQL_DIALECTS else None,
-        set_manifest=update(table).where(key).values(**_manifest_binds()),
+        set_manifest=update(table).where(key).values(**_manifest_binds(dialect_name)),
     )
 
 
@@ -453,6 +470,7 @@ def _upsert_any(table: Table) -> Insert:
         expires_at=bindparam("new_expires_at"),
         manifest=bindparam("manifest_json"),
         manifest_token=unmatched,
+        sealed_state=_sealed_bind("mysql"),
     )
     incoming = new.inserted
     stale = and_(c.expires_at.is_not(None), c.expires_at <= incoming.updated_at)
@@ -465,14 +483,28 @@ def _upsert_any(table: Table) -> Insert:
             ("state", incoming.state),
             ("state_bytes", incoming.state_bytes),
             ("manifest", incoming.manifest),
+            ("sealed_state", incoming.sealed_state),
             ("updated_at", incoming.updated_at),
             ("expires_at", incoming.expires_at),
         ]
     ).returning(c.version, c.created_at, c.manifest_token)
 
 
-def _manifest_binds() -> dict[str, Any]:
-    return {"manifest": bindparam("manifest_json"), "manifest_token": bindparam("token")}
+def _manifest_binds(dialect_name: str) -> dict[str, Any]:
+    # The sealed head goes with the manifest: NULL for a head in clear in ``state``.
+    return {
+        "manifest": bindparam("manifest_json"),
+        "manifest_token": bindparam("token"),
+        "sealed_state": _sealed_bind(dialect_name),
+    }
+
+
+def _sealed_bind(dialect_name: str) -> ColumnElement[Any]:
+    # MySQL/MariaDB: as hexadecimal text decoded by the server, as the pieces' bodies are for
+    # aiomysql (`PieceStatements.insert_hex`); one statement then serves both drivers.
+    if dialect_name in _MYSQL_DIALECTS:
+        return func.unhex(bindparam("sealed_hex", type_=String()))
+    return bindparam("sealed", type_=LargeBinary())
 
 
 def _delta(stmts: Statements, kind: WriteKind) -> Update:
@@ -497,7 +529,7 @@ def _delta(stmts: Statements, kind: WriteKind) -> Update:
             version=bindparam("new_version") if kind == "match" else c.version + 1,
             updated_at=bindparam("now"),
             expires_at=bindparam("new_expires_at"),
-            **_manifest_binds(),
+            **_manifest_binds(stmts.dialect_name),
         )
         .returning(c.version, c.created_at)
     )
@@ -532,7 +564,7 @@ def _upsert(
             "version": bindparam("new_version"),
             "updated_at": bindparam("now"),
             "expires_at": bindparam("new_expires_at"),
-            **_manifest_binds(),
+            **_manifest_binds(stmts.dialect_name),
         }
         if created_given:
             values["created_at"] = bindparam("new_created_at")
@@ -558,7 +590,7 @@ def _upsert(
         created_at=bindparam("new_created_at"),
         updated_at=bindparam("now"),
         expires_at=bindparam("new_expires_at"),
-        **_manifest_binds(),
+        **_manifest_binds(stmts.dialect_name),
     )
     incoming = new.excluded
     # The stored row counts as absent when it expired at this save's time: start it again.
@@ -576,6 +608,7 @@ def _upsert(
         "expires_at": incoming.expires_at,
         "manifest": incoming.manifest,
         "manifest_token": incoming.manifest_token,
+        "sealed_state": incoming.sealed_state,
     }
     return new.on_conflict_do_update(
         index_elements=[c.namespace, c.thread_id],

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from agents_persistence._core import Clock
+    from agents_persistence._keys import KeyProvider
+    from agents_persistence.upcasting import Upcasters
 
 __all__ = [
     "AsyncBoundSQLCheckpointer",
@@ -75,6 +77,13 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         call_timeout: Seconds one call may take (5 by default): past it, the call raises
             `CallTimeoutError`. On an engine the application made, its own pool and connect
             timeouts still apply; see docs/sql.md for what bounds what.
+        keys: Encrypt what is saved (`agents_persistence.encryption`): each save's head is
+            sealed into ``sealed_state`` (``state`` keeps ``{}``) and its pieces are sealed;
+            rows in clear still load. ``None``: saved in clear, and loading an encrypted
+            thread raises `DecryptionError`. Refused (`ConfigurationError`, at first use) on a
+            table adopted from the Rust SDK, whose service reads states whole.
+        upcasters: Migrations of older schema versions of the state, run on load
+            (`agents_persistence.upcasting`).
 
     Raises:
         ConfigurationError: ``engine`` is not an `Engine`, or a name is not a valid identifier.
@@ -95,6 +104,8 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -102,6 +113,8 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
@@ -130,6 +143,8 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """Create and own an engine for ``url``; `close` disposes it.
 
@@ -161,6 +176,9 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             state_type: The pydantic model stored; `AgentStateSnapshot` by default.
             max_state_bytes: Largest encoded state accepted (32 MiB by default).
             clock: Returns the current aware time (tests move it by hand).
+            keys: Encrypt what is saved, as in the constructor.
+            upcasters: Migrations of older schema versions of the state, as in the
+                constructor.
 
         Raises:
             ConfigurationError: the URL or an option is invalid.
@@ -184,6 +202,8 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
 
     @property
@@ -262,6 +282,8 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         max_state_bytes: Largest encoded state accepted.
         clock: Returns the current aware time.
         call_timeout: Seconds one call may take, as in `SQLCheckpointer`.
+        keys: Encrypt what is saved, as in `SQLCheckpointer`.
+        upcasters: Migrations of older schema versions of the state, run on load.
 
     Raises:
         ConfigurationError: ``engine`` is not an `AsyncEngine`, or a name is not valid.
@@ -282,6 +304,8 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -289,6 +313,8 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
         self._attach(engine, table_name, schema, auto_migrate)
         self._engine = engine
@@ -317,11 +343,14 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
         state_type: type[StateT] | None = None,
         max_state_bytes: int | None = None,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
+        upcasters: Upcasters | None = None,
     ) -> Self:
         """Create and own an async engine for ``url``; see `SQLCheckpointer.from_url`.
 
         Plain URLs get the async drivers this library ships: psycopg 3 for ``postgresql://``,
-        aiomysql for ``mysql://`` and ``mariadb://``, aiosqlite for ``sqlite:///path``.
+        aiomysql for ``mysql://`` and ``mariadb://``, aiosqlite for ``sqlite:///path``. The
+        keywords (``keys`` and ``upcasters`` included) are those of `SQLCheckpointer.from_url`.
         """
         return cls._from_url(
             url,
@@ -341,6 +370,8 @@ class AsyncSQLCheckpointer(SQLSetup, AsyncSQLOps, BaseAsyncCheckpointer[StateT])
             state_type=state_type,
             max_state_bytes=max_state_bytes,
             clock=clock,
+            keys=keys,
+            upcasters=upcasters,
         )
 
     @property
