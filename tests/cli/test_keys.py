@@ -1,7 +1,7 @@
 """Keys on the command line: key files, ``keys generate``, ``keys rotate``, ``migrate-payloads``.
 
-The store tests run on every store that encrypts (a store whose ``from_url`` does not take
-``keys=`` yet is skipped, named); the others need no store at all.
+The store tests run on every store (SQLite, PostgreSQL, MariaDB, Redis, DynamoDB); the others
+need no store at all.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ..test_upcasting import (
     ConversationV1,
     ConversationV2,
     ConversationV3,
-    upcasters_v3,
 )
 from .conftest import Invoke, Target, sample_state, seed
 
@@ -38,15 +37,6 @@ def key_file(directory: Path, active: str, *ids: str, name: str | None = None) -
     path = directory / (name or f"keys-{active}-{'-'.join(ids) or active}.json")
     path.write_text(json.dumps(keyring(active, *ids).to_dict()), encoding="utf-8")
     return path
-
-
-def encrypting(target: Target) -> Target:
-    """``target`` if its store encrypts (takes ``keys=``), else skip naming the store."""
-    try:
-        target.open(keys=keyring()).close()
-    except TypeError:
-        pytest.skip(f"the {target.name} store does not take keys= yet")
-    return target
 
 
 def report(result: Any) -> dict[str, Any]:
@@ -161,7 +151,6 @@ def test_migrate_payloads_names_a_bad_import(cli: Invoke) -> None:
 def test_every_command_reads_an_encrypted_store_with_its_keys(
     cli: Invoke, target: Target, tmp_path: Path
 ) -> None:
-    encrypting(target)
     with target.open(keys=keyring("k1")) as checkpointer:
         checkpointer.save_state("t1", sample_state(1))
     keys = ["--keys", str(key_file(tmp_path, "k1"))]
@@ -184,7 +173,6 @@ def test_every_command_reads_an_encrypted_store_with_its_keys(
 def test_rotate_moves_every_thread_to_the_new_key(
     cli: Invoke, target: Target, tmp_path: Path
 ) -> None:
-    encrypting(target)
     with target.open(keys=keyring("k1")) as checkpointer:
         for n in range(7):
             checkpointer.save_state(f"t{n}", sample_state(n))
@@ -213,7 +201,6 @@ def test_rotate_moves_every_thread_to_the_new_key(
 def test_rotate_encrypts_a_plaintext_store_and_names_unreadable_threads(
     cli: Invoke, target: Target, tmp_path: Path
 ) -> None:
-    encrypting(target)
     seed(target, 3)
     lost = LocalKeyring(active="lost", keys={"lost": generate_key()})
     with target.open(keys=lost) as checkpointer:
@@ -235,7 +222,6 @@ def test_rotate_encrypts_a_plaintext_store_and_names_unreadable_threads(
 def test_copy_encrypts_the_target_and_decrypts_with_to_plaintext(
     cli: Invoke, target: Target, tmp_path: Path
 ) -> None:
-    encrypting(target)
     saved = seed(target, 2)
     keys = ["--keys", str(key_file(tmp_path, "k1"))]
     encrypted_ns, plain_ns = target.namespace + "e", target.namespace + "p"
@@ -292,7 +278,6 @@ def test_rotate_between_kms_keys(
 ) -> None:
     import boto3
 
-    encrypting(target)
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -338,10 +323,6 @@ upcasters = upcasters_v3()
 def test_migrate_payloads_rewrites_three_generations(
     cli: Invoke, target: Target, tmp_path: Path
 ) -> None:
-    try:
-        target.open(state_type=ConversationV3, upcasters=upcasters_v3()).close()
-    except TypeError:
-        pytest.skip(f"the {target.name} store does not take upcasters= yet")
     with target.open(state_type=ConversationV1) as old:
         old.save_state("g1", V1)
     with target.open(state_type=ConversationV2) as old:
@@ -373,7 +354,7 @@ def snapshot_of_keys(target: Target, keys: LocalKeyring) -> dict[str, Any]:
 def test_rotate_shows_progress_on_a_terminal(make: Any, tmp_path: Path) -> None:
     from .test_terminal import on_terminal
 
-    target = encrypting(make("redis"))
+    target = make("redis")
     with target.open(keys=keyring("k1")) as checkpointer:
         for n in range(3):
             checkpointer.save_state(f"t{n}", sample_state(n))

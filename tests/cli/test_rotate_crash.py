@@ -27,7 +27,7 @@ from agents_persistence.encryption import LocalKeyring, is_sealed, key_id_of
 
 from ..kits.encrypted import keyring
 from .conftest import Target, make_target
-from .test_keys import encrypting, key_file
+from .test_keys import key_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -141,7 +141,7 @@ def wait_until(condition: Any, what: str, timeout: float = 120.0) -> None:
 @pytest.fixture
 def redis_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Target]:
     made = make_target("redis", tmp_path, monkeypatch)
-    yield encrypting(made)
+    yield made
     made.close()
 
 
