@@ -33,6 +33,7 @@ DOCUMENTS = [
     "docs/migrations.md",
     "docs/langgraph.md",
     "docs/encryption.md",
+    "docs/security.md",
     "docs/from-rust.md",
 ]
 MOTO_PORT = 5005

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agents_persistence.errors import ConfigurationError, MissingExtraError
 
@@ -19,6 +23,7 @@ __all__ = [
     "KeyProvider",
     "LocalKeyring",
     "aesgcm",
+    "encode_key",
     "generate_key",
     "invalid_tag",
     "valid_key_id",
@@ -60,6 +65,53 @@ def validate_key_id(key_id: object) -> str:
 def generate_key() -> bytes:
     """A new random 32-byte key-encryption key for a `LocalKeyring`."""
     return os.urandom(DATA_KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    """A key as it is written in a keyring file: standard base64 of its 32 bytes."""
+    return base64.b64encode(key).decode("ascii")
+
+
+def _decode_key(key_id: str, text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ConfigurationError(f"key {key_id!r} must be a base64 string")
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    # Raised outside the handler, without a context: the text is key material.
+    raise ConfigurationError(f"key {key_id!r} is not valid base64")
+
+
+def read_config(source: str | Path, *, where: str) -> dict[str, Any]:
+    """The JSON object of a key configuration: ``source`` is JSON text or a path to a file.
+
+    Args:
+        source: A `Path` (read as UTF-8) or the JSON text itself.
+        where: How to name the source in errors (a file name, an environment variable).
+
+    Raises:
+        ConfigurationError: The file cannot be read or does not hold a JSON object. Messages
+            never quote the content (it holds keys).
+    """
+    if isinstance(source, Path):
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the key file {where}: {exc.strerror}") from None
+    else:
+        text = source
+    line: object = None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        # Raised below, outside the handler: the parser's error holds the whole text.
+        line = getattr(exc, "lineno", "?")
+    if line is not None:
+        raise ConfigurationError(f"{where} is not valid JSON (line {line})")
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{where} must hold a JSON object")
+    return data
 
 
 def aesgcm(key: bytes) -> AESGCM:
@@ -144,6 +196,62 @@ class LocalKeyring:
 
     def __repr__(self) -> str:
         return f"LocalKeyring(active={self._active!r}, key_ids={sorted(self._keys)!r})"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "the keyring") -> LocalKeyring:
+        """A keyring from its JSON form: ``{"active": ID, "keys": {ID: BASE64, ...}}``.
+
+        Each key is the standard base64 of 32 random bytes (`generate_key`, `encode_key`, or
+        ``agents-persistence keys generate``).
+
+        Args:
+            data: The parsed JSON object.
+            where: How to name its source in errors.
+
+        Raises:
+            ConfigurationError: A member is missing, of the wrong type, or a key is not 32
+                bytes of base64; the message never quotes a key.
+        """
+        active, keys = data.get("active"), data.get("keys")
+        if not isinstance(active, str):
+            raise ConfigurationError(f'{where}: "active" must be the id of the active key')
+        if not isinstance(keys, Mapping) or not keys:
+            raise ConfigurationError(f'{where}: "keys" must map key ids to base64 keys')
+        unknown = set(data) - {"active", "keys"}
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown members {sorted(unknown)!r}")
+        return cls(
+            active=active,
+            keys={validate_key_id(k): _decode_key(k, v) for k, v in keys.items()},
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = "the keyring") -> LocalKeyring:
+        """A keyring from JSON text (see `from_dict`), e.g. an environment variable's value."""
+        return cls.from_dict(read_config(text, where=where), where=where)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> LocalKeyring:
+        """A keyring from a JSON file (see `from_dict`); keep it readable by its owner only."""
+        where = os.fspath(path)
+        return cls.from_dict(read_config(Path(where), where=where), where=where)
+
+    def with_key(self, key_id: str, key: bytes) -> LocalKeyring:
+        """A new keyring: these keys plus ``key`` as the active one (the others read only).
+
+        Raises:
+            ConfigurationError: ``key_id`` is already in this keyring, or the key is invalid.
+        """
+        if key_id in self._keys:
+            raise ConfigurationError(f"the keyring already holds a key {key_id!r}")
+        return LocalKeyring(active=key_id, keys={**self._keys, key_id: key})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keyring's JSON form, keys in base64 (`from_dict` reads it back): secret."""
+        return {
+            "active": self._active,
+            "keys": {key_id: encode_key(key) for key_id, key in self._keys.items()},
+        }
 
     @property
     def active_key_id(self) -> str:

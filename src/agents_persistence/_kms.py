@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from agents_persistence._keys import validate_key_id
 from agents_persistence.errors import (
@@ -70,6 +70,31 @@ class KmsKeyProvider:
 
     def __repr__(self) -> str:
         return f"KmsKeyProvider({self._configured[0]!r}, previous={list(self._configured[1:])!r})"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "the KMS settings") -> Self:
+        """A provider from its JSON form (the ``"kms"`` object of a key file).
+
+        ``{"key_id": ACTIVE, "previous": [OLDER, ...], "region": R, "endpoint": URL}``: only
+        ``key_id`` is required; region and endpoint default to the usual AWS settings
+        (``AWS_REGION``, ``AWS_ENDPOINT_URL_KMS``), credentials come from the usual chain.
+
+        Raises:
+            ConfigurationError: A member is missing or of the wrong type.
+        """
+        unknown = set(data) - {"key_id", "previous", "region", "endpoint"}
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown members {sorted(unknown)!r}")
+        key_id, previous = data.get("key_id"), data.get("previous", [])
+        if not isinstance(key_id, str):
+            raise ConfigurationError(f'{where}: "key_id" must be the active KMS key')
+        if not isinstance(previous, list) or not all(isinstance(k, str) for k in previous):
+            raise ConfigurationError(f'{where}: "previous" must be a list of KMS key ids')
+        region, endpoint = data.get("region"), data.get("endpoint")
+        for member, value in (("region", region), ("endpoint", endpoint)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{where}: {member!r} must be a string")
+        return cls(key_id, previous=previous, region_name=region, endpoint_url=endpoint)
 
     def _resolved(self) -> tuple[str, ...]:
         if self._arns is None:

@@ -69,7 +69,8 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agents_persistence._keys import (
     DATA_KEY_BYTES,
@@ -78,8 +79,10 @@ from agents_persistence._keys import (
     KeyProvider,
     LocalKeyring,
     aesgcm,
+    encode_key,
     generate_key,
     invalid_tag,
+    read_config,
     valid_key_id,
     validate_key_id,
 )
@@ -87,7 +90,7 @@ from agents_persistence._kms import KmsKeyProvider
 from agents_persistence.errors import ConfigurationError, DecryptionError, UnknownKeyError
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
+    from collections.abc import Mapping, MutableMapping
 
 __all__ = [
     "DATA_KEY_BYTES",
@@ -100,10 +103,14 @@ __all__ = [
     "KmsKeyProvider",
     "LocalKeyring",
     "associated_data",
+    "encode_key",
     "generate_key",
     "is_sealed",
     "join_head",
     "key_id_of",
+    "key_provider_from_dict",
+    "key_provider_from_file",
+    "key_provider_from_json",
     "needs_rotation",
     "new_data_key",
     "open_stored",
@@ -122,6 +129,43 @@ _SEALED_FROM = 0xF5
 """Bytes from here on start a sealed blob (0xF6 to 0xFF: formats this version cannot read)."""
 
 _AAD_PREFIX = b"agents-persistence sealed value\x00"
+
+
+# --- key configuration ---------------------------------------------------------------------
+
+
+def key_provider_from_dict(data: Mapping[str, Any], *, where: str = "the key file") -> KeyProvider:
+    """The key provider a key file describes: a local keyring or AWS KMS.
+
+    A local keyring is ``{"active": ID, "keys": {ID: BASE64, ...}}`` (`LocalKeyring.from_dict`);
+    AWS KMS is ``{"kms": {"key_id": ARN, "previous": [...], "region": R, "endpoint": URL}}``
+    (`KmsKeyProvider.from_dict`).
+
+    Raises:
+        ConfigurationError: Neither form, or an invalid member (never quoting a key).
+    """
+    if "kms" in data:
+        kms = data["kms"]
+        if len(data) != 1 or not isinstance(kms, dict):
+            raise ConfigurationError(f'{where}: "kms" must be the only member, an object')
+        return KmsKeyProvider.from_dict(kms, where=f"{where} (kms)")
+    if "active" in data or "keys" in data:
+        return LocalKeyring.from_dict(data, where=where)
+    raise ConfigurationError(
+        f'{where}: expected {{"active": ID, "keys": {{ID: BASE64}}}}'
+        ' or {"kms": {"key_id": ARN}}'
+    )
+
+
+def key_provider_from_json(text: str, *, where: str = "the key configuration") -> KeyProvider:
+    """`key_provider_from_dict` of JSON text (an environment variable's value, a secret)."""
+    return key_provider_from_dict(read_config(text, where=where), where=where)
+
+
+def key_provider_from_file(path: str | os.PathLike[str]) -> KeyProvider:
+    """`key_provider_from_dict` of a JSON file; keep a keyring file readable by its owner only."""
+    where = os.fspath(path)
+    return key_provider_from_dict(read_config(Path(where), where=where), where=where)
 
 
 # --- associated data -------------------------------------------------------------------------

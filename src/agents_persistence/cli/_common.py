@@ -4,17 +4,23 @@ A command body runs inside a `Run`, which resolves the global options (the comma
 first, then the one given before the command name, then ``AGENTS_PERSISTENCE_URL``, then the
 default SQLite file), opens and closes stores, and turns every failure into one line on stderr
 and an exit code: 0 success, 1 failed operation or missing thread, 2 bad usage.
+
+Keys for an encrypted store resolve the same way (`agents_persistence.cli._keyring`): the
+command's ``--keys FILE`` or ``--kms-key-id ID``, then the same before the command name, then
+``AGENTS_PERSISTENCE_KEYS_FILE``, then ``AGENTS_PERSISTENCE_KEYS`` (the file's JSON itself).
+Keys are never given on the command line itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -22,9 +28,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import click
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from agents_persistence import open_checkpointer
 from agents_persistence._core import DEFAULT_NAMESPACE
+from agents_persistence.cli._keyring import KeySource, resolve_keys
 from agents_persistence.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -34,15 +49,19 @@ from agents_persistence.errors import (
     ConflictError,
     CorruptStateError,
     DatabaseNotFoundError,
+    DecryptionError,
     InvalidArgumentError,
     MissingExtraError,
     SchemaNotReadyError,
+    UnknownKeyError,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import datetime
     from types import TracebackType
 
+    from agents_persistence._keys import KeyProvider
     from agents_persistence.contract import Checkpointer
 
 __all__ = [
@@ -54,6 +73,8 @@ __all__ = [
     "CommandFailed",
     "DebugOption",
     "JsonOption",
+    "KeysOption",
+    "KmsKeyOption",
     "NamespaceOption",
     "Run",
     "UrlOption",
@@ -62,6 +83,7 @@ __all__ = [
     "explain",
     "iso",
     "plural",
+    "progress_bar",
     "redact",
     "root_options",
     "scheme_family",
@@ -93,6 +115,33 @@ NamespaceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
+KeysOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys",
+        metavar="FILE",
+        help=(
+            "Key file of an encrypted store: a local keyring or KMS settings (JSON, see"
+            " docs/security.md). Default: $AGENTS_PERSISTENCE_KEYS_FILE, else"
+            " $AGENTS_PERSISTENCE_KEYS, else no encryption."
+        ),
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+KmsKeyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kms-key-id",
+        metavar="ID",
+        help=(
+            "AWS KMS key (id, ARN or alias) of an encrypted store; repeat it to add older keys"
+            " for reading (the first is the active one). Region, endpoint and credentials come"
+            " from the usual AWS settings."
+        ),
+        show_default=False,
+    ),
+]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 
 
@@ -110,13 +159,19 @@ class _Given:
     namespace: str | None = None
     as_json: bool = False
     debug: bool = False
+    keys: KeySource = field(default_factory=KeySource)
 
 
 def root_options(
-    ctx: typer.Context, url: str | None, namespace: str | None, as_json: bool, debug: bool
+    ctx: typer.Context,
+    url: str | None,
+    namespace: str | None,
+    as_json: bool,
+    debug: bool,
+    keys: KeySource | None = None,
 ) -> None:
     """Remember the global options given before the command name (``agents-persistence --url``)."""
-    ctx.obj = _Given(url, namespace, as_json, debug)
+    ctx.obj = _Given(url, namespace, as_json, debug, keys or KeySource())
 
 
 def scheme_family(url: str) -> str:
@@ -254,6 +309,17 @@ _HINTS: list[tuple[type[BaseException], int, _Hint]] = [
     (AuthenticationError, EXIT_USAGE, _credentials_hint),
     (AccessDeniedError, EXIT_FAILED, _access_hint),
     (
+        UnknownKeyError,
+        EXIT_FAILED,
+        "add that key to the keys given with --keys FILE or --kms-key-id ID (docs/security.md)",
+    ),
+    (
+        DecryptionError,
+        EXIT_FAILED,
+        "an encrypted thread needs its keys: --keys FILE or --kms-key-id ID (docs/security.md);"
+        " with the right keys, it was changed or copied from elsewhere",
+    ),
+    (
         CorruptStateError,
         EXIT_FAILED,
         "the stored record cannot be read; remove it with: agents-persistence threads delete ID",
@@ -313,6 +379,10 @@ class Run:
     ) -> None:
         given = ctx.find_root().obj
         root = given if isinstance(given, _Given) else _Given()
+        # The command's own --keys / --kms-key-id (`KeysOption`, `KmsKeyOption`), if it has them.
+        own = KeySource(ctx.params.get("keys"), tuple(ctx.params.get("kms_key_id") or ()))
+        self._key_sources = (own, root.keys)
+        self._keys: tuple[KeyProvider | None] | None = None
         self.as_json = as_json or root.as_json
         self.debug = debug or root.debug
         self.namespace = namespace or root.namespace or DEFAULT_NAMESPACE
@@ -338,8 +408,28 @@ class Run:
                 markup=False,
             )
 
+    @property
+    def keys(self) -> KeyProvider | None:
+        """The key provider the options or the environment name (``None``: no encryption)."""
+        if self._keys is None:
+            try:
+                self._keys = (resolve_keys(*self._key_sources),)
+            except ValueError as exc:  # ConfigurationError of a key file, or two sources
+                raise UsageProblem(str(exc)) from None
+        return self._keys[0]
+
+    def keys_from(self, file: Path | None) -> KeyProvider | None:
+        """The key provider of another key file (``--to-keys``), or ``None`` if not given."""
+        if file is None:
+            return None
+        try:
+            return KeySource(file).provider()
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
+
     def open(self, url: str | None = None, namespace: str | None = None, **options: Any) -> Any:
-        """Open a checkpointer (this run's URL and namespace unless given); closed on exit."""
+        """Open a checkpointer (this run's URL, namespace and keys unless given); closed on exit."""
+        options.setdefault("keys", self.keys)
         checkpointer = open_checkpointer(
             url or self.url, namespace=namespace or self.namespace, **options
         )
@@ -401,6 +491,20 @@ class Run:
     def usage(self, message: str) -> NoReturn:
         """Stop with exit code 2 and ``message`` on stderr."""
         raise UsageProblem(message)
+
+
+@contextlib.contextmanager
+def progress_bar(run: Run, description: str, total: int | None) -> Iterator[Callable[[], None]]:
+    """Yield a function that advances a progress bar on stderr, shown only on a terminal."""
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    else:
+        columns += [TextColumn("{task.completed} threads")]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=run.err, disable=not run.err.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
 
 
 def _default_url() -> str:

@@ -10,12 +10,16 @@ from agents_persistence import __version__
 from agents_persistence.cli._common import (
     DebugOption,
     JsonOption,
+    KeysOption,
+    KmsKeyOption,
     NamespaceOption,
     UrlOption,
     root_options,
 )
+from agents_persistence.cli._keyring import KeySource
 from agents_persistence.cli.admin import db_app, dynamodb_app
 from agents_persistence.cli.demo import demo
+from agents_persistence.cli.maintenance import keys_app, migrate_payloads
 from agents_persistence.cli.threads import purge_expired, threads_app
 from agents_persistence.cli.transfer import copy_threads, export_threads, import_threads
 
@@ -25,7 +29,7 @@ app = typer.Typer(
     name="agents-persistence",
     help=(
         "Persist AI-agent state per conversation thread: run the demo, inspect and delete"
-        " threads, migrate SQL schemas, and move threads between stores."
+        " threads, migrate SQL schemas, move threads between stores, and rotate encryption keys."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -47,6 +51,8 @@ def root(
     namespace: NamespaceOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -55,7 +61,7 @@ def root(
     ] = False,
 ) -> None:
     """Global options given here apply to the command that follows (its own options win)."""
-    root_options(ctx, url, namespace, as_json, debug)
+    root_options(ctx, url, namespace, as_json, debug, KeySource(keys, tuple(kms_key_id or ())))
 
 
 app.command("demo")(demo)
@@ -66,3 +72,5 @@ app.add_typer(dynamodb_app, name="dynamodb")
 app.command("export")(export_threads)
 app.command("import")(import_threads)
 app.command("copy")(copy_threads)
+app.add_typer(keys_app, name="keys")
+app.command("migrate-payloads")(migrate_payloads)

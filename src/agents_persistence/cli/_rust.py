@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
 
+    from agents_persistence._keys import KeyProvider
     from agents_persistence.cli._common import Run
     from agents_persistence.rust import CopyReport
 
@@ -29,17 +30,19 @@ def copy_rust(
     to: str,
     namespace: str,
     progress: Callable[[Run, str, int | None], AbstractContextManager[Callable[[], None]]],
+    *,
+    keys: KeyProvider | None = None,
 ) -> None:
     """Copy every thread of the Rust store ``source_url`` into ``to``'s ``namespace``.
 
     Each failed thread gets a line on stderr; the command exits 1 if any failed (the others
-    are copied), after the summary.
+    are copied), after the summary. With ``keys`` the target is written encrypted.
     """
     from agents_persistence.rust import copy_from_rust, open_rust_source
 
     source = open_rust_source(source_url)
     try:
-        target = run.open(url=to, namespace=namespace)
+        target = run.open(url=to, namespace=namespace, keys=keys)
         with progress(run, f"copying {source.describe()} to {redact(to)}", None) as advance:
 
             def on_thread(thread_id: str, outcome: str, reason: str | None) -> None:

@@ -13,6 +13,8 @@ from rich.text import Text
 from agents_persistence.cli._common import (
     DebugOption,
     JsonOption,
+    KeysOption,
+    KmsKeyOption,
     NamespaceOption,
     Run,
     UrlOption,
@@ -83,6 +85,8 @@ def list_threads(
     ] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -120,6 +124,8 @@ def show_thread(
     thread_id: ThreadIdArgument,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -151,6 +157,8 @@ def delete_thread(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Delete a thread (asks first on a terminal unless --yes)."""
@@ -173,6 +181,8 @@ def purge_expired(
     ctx: typer.Context,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:

@@ -18,24 +18,19 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from agents_persistence.cli._common import (
     DebugOption,
     JsonOption,
+    KeysOption,
+    KmsKeyOption,
     NamespaceOption,
     Run,
     UrlOption,
     describe_store,
     explain,
     plural,
+    progress_bar,
     redact,
 )
 from agents_persistence.cli._exchange import (
@@ -57,23 +52,9 @@ from agents_persistence.errors import (
 from agents_persistence.snapshot import AgentStateSnapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 __all__ = ["copy_threads", "export_threads", "import_threads"]
-
-
-@contextlib.contextmanager
-def _progress(run: Run, description: str, total: int | None) -> Iterator[Callable[[], None]]:
-    """Yield a function that advances a progress bar on stderr, shown only on a terminal."""
-    columns = [SpinnerColumn(), TextColumn("{task.description}")]
-    if total is not None:
-        columns += [BarColumn(), MofNCompleteColumn()]
-    else:
-        columns += [TextColumn("{task.completed} threads")]
-    columns.append(TimeElapsedColumn())
-    with Progress(*columns, console=run.err, disable=not run.err.is_terminal) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
 
 
 def _tally(counts: Counter[str]) -> str:
@@ -115,6 +96,8 @@ def export_threads(
     ] = None,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Write every thread of a namespace as JSON Lines (a header line, then one thread per line)."""
@@ -166,7 +149,7 @@ def _utf8_stdout() -> Iterator[IO[str]]:
 def _export(run: Run, source: Any, header: str, stream: IO[str]) -> int:
     stream.write(header + "\n")
     count = 0
-    with _progress(run, "exporting", None) as advance:
+    with progress_bar(run, "exporting", None) as advance:
         for thread in source.iter_threads(page_size=100):
             checkpoint = source.load_checkpoint(thread.thread_id)
             if checkpoint is None:
@@ -188,6 +171,8 @@ def import_threads(
     ],
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -204,7 +189,7 @@ def import_threads(
             number = 1
             try:
                 parse_header(first[1])
-                with _progress(run, "importing", total) as advance:
+                with progress_bar(run, "importing", total) as advance:
                     for number, raw in lines:
                         if raw.strip():
                             counts[_import_line(target, raw, number)] += 1
@@ -287,8 +272,26 @@ def copy_threads(
             show_default=False,
         ),
     ] = None,
+    to_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--to-keys",
+            metavar="FILE",
+            help="Key file of the target store (default: the source's keys, if any).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    to_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--to-plaintext", help="Write the target in clear (decrypting an encrypted source)."
+        ),
+    ] = False,
     url: UrlOption = None,
     namespace: NamespaceOption = None,
+    keys: KeysOption = None,
+    kms_key_id: KmsKeyOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -296,13 +299,21 @@ def copy_threads(
 
     With --from rust+...://, copy a Rust Deep Agents SDK store's threads instead (each at
     version 1; a thread the target already holds is skipped).
+
+    The target is written with the source's keys unless --to-keys names others or
+    --to-plaintext writes it in clear: copying a plaintext store with --keys encrypts the copy.
     """
+    if to_keys is not None and to_plaintext:
+        raise typer.BadParameter(
+            "give --to-keys or --to-plaintext, not both", param_hint="--to-keys"
+        )
     if from_url is not None and url is not None and from_url != url:
         raise typer.BadParameter("give the source once: --from or --url", param_hint="--from")
     with Run(ctx, url=from_url or url, namespace=namespace, as_json=as_json, debug=debug) as run:
         target_namespace = to_namespace or run.namespace
+        target_keys = None if to_plaintext else run.keys_from(to_keys) or run.keys
         if run.url.lower().startswith("rust+"):
-            copy_rust(run, run.url, to, target_namespace, _progress)
+            copy_rust(run, run.url, to, target_namespace, progress_bar, keys=target_keys)
             return
         run.notice_default_url()
         if to == run.url and target_namespace == run.namespace:
@@ -310,9 +321,9 @@ def copy_threads(
                 "source and target are the same store and namespace: change --to or --to-namespace"
             )
         source = run.open()
-        target = run.open(url=to, namespace=target_namespace)
+        target = run.open(url=to, namespace=target_namespace, keys=target_keys)
         counts: Counter[str] = Counter()
-        with _progress(run, f"copying to {redact(to)}", None) as advance:
+        with progress_bar(run, f"copying to {redact(to)}", None) as advance:
             for thread in source.iter_threads(page_size=100):
                 checkpoint = source.load_checkpoint(thread.thread_id)
                 if checkpoint is None:
