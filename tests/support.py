@@ -95,8 +95,8 @@ class AsyncAdapter:
             except StopAsyncIteration:
                 return
 
-    def refresh_thread(self, *args: Any) -> Any:
-        return self._portal.call(self.inner.refresh_thread, *args)
+    def refresh_thread(self, *args: Any, **kwargs: Any) -> Any:
+        return self._portal.call(self.inner.refresh_thread, *args, **kwargs)
 
     def purge_expired(self) -> Any:
         return self._portal.call(self.inner.purge_expired)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseAsyncCheckpointer", "BaseCheckpointer", "Refresh"]
 
-Refresh = Literal["rewritten", "current", "absent", "conflict"]
+Refresh = Literal["rewritten", "current", "absent", "conflict", "stale"]
 """The outcome of `BaseCheckpointer.refresh_thread`."""
 
 DEFAULT_MAX_STATE_BYTES = 32 * 1024 * 1024
@@ -220,7 +220,7 @@ class BaseCheckpointer(_Common[StateT], ABC):
                 return
             cursor = page.next_cursor
 
-    def refresh_thread(self, thread_id: str) -> Refresh:
+    def refresh_thread(self, thread_id: str, *, dry_run: bool = False) -> Refresh:
         """Rewrite a thread as this checkpointer writes now, if it is stored otherwise.
 
         A thread is rewritten when it was written at an older schema version of the state
@@ -230,14 +230,19 @@ class BaseCheckpointer(_Common[StateT], ABC):
         read, so it never overwrites a concurrent save. `agents-persistence keys rotate` and
         `agents-persistence migrate-payloads` call it for every thread.
 
-        Returns:
-            ``"rewritten"``, ``"current"`` (nothing to do), ``"absent"`` (no live thread) or
-            ``"conflict"`` (a save landed in between: the thread was written by a current
-            writer, or the next pass rewrites it).
-        """
-        return _run(self, "refresh_thread", self._refresh_call, thread_id)
+        Args:
+            thread_id: The thread.
+            dry_run: Read, compare and decode (so a thread that would fail to decrypt or
+                upcast fails here too), but write nothing: ``"stale"`` where it would rewrite.
 
-    def _refresh_call(self, thread_id: str) -> Refresh:
+        Returns:
+            ``"rewritten"``, ``"current"`` (nothing to do), ``"absent"`` (no live thread),
+            ``"conflict"`` (a save landed in between: the thread was written by a current
+            writer, or the next pass rewrites it) or, in a dry run, ``"stale"``.
+        """
+        return _run(self, "refresh_thread", self._refresh_call, thread_id, dry_run)
+
+    def _refresh_call(self, thread_id: str, dry_run: bool) -> Refresh:
         core = self._open_core()
         tid = _tid(thread_id)
         record = self._read(tid, core.now())
@@ -245,7 +250,10 @@ class BaseCheckpointer(_Common[StateT], ABC):
             return "absent"
         if core.is_current(record):
             return "current"
-        request = core.prepare_restore(tid, core.decode(record), record.info(), record.version)
+        state = core.decode(record)
+        if dry_run:
+            return "stale"
+        request = core.prepare_restore(tid, state, record.info(), record.version)
         try:
             self._store(core, request)
         except ConflictError:
@@ -389,11 +397,11 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
                 return
             cursor = page.next_cursor
 
-    async def refresh_thread(self, thread_id: str) -> Refresh:
+    async def refresh_thread(self, thread_id: str, *, dry_run: bool = False) -> Refresh:
         """See `BaseCheckpointer.refresh_thread`."""
-        return await _arun(self, "refresh_thread", self._refresh_call, thread_id)
+        return await _arun(self, "refresh_thread", self._refresh_call, thread_id, dry_run)
 
-    async def _refresh_call(self, thread_id: str) -> Refresh:
+    async def _refresh_call(self, thread_id: str, dry_run: bool) -> Refresh:
         core = self._open_core()
         tid = _tid(thread_id)
         record = await self._read(tid, core.now())
@@ -401,7 +409,10 @@ class BaseAsyncCheckpointer(_Common[StateT], ABC):
             return "absent"
         if core.is_current(record):
             return "current"
-        request = core.prepare_restore(tid, core.decode(record), record.info(), record.version)
+        state = core.decode(record)
+        if dry_run:
+            return "stale"
+        request = core.prepare_restore(tid, state, record.info(), record.version)
         try:
             await self._store(core, request)
         except ConflictError:

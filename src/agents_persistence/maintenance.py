@@ -177,7 +177,7 @@ def refresh_threads(
         thread_id = thread.thread_id
         try:
             if dry_run:
-                outcome = _stale(checkpointer, thread_id)
+                outcome = _outcome(checkpointer.refresh_thread(thread_id, dry_run=True))
             else:
                 result = checkpointer.refresh_thread(thread_id)
                 for _ in range(conflict_retries):
@@ -207,7 +207,7 @@ async def arefresh_threads(
         thread_id = thread.thread_id
         try:
             if dry_run:
-                outcome = await _astale(checkpointer, thread_id)
+                outcome = _outcome(await checkpointer.refresh_thread(thread_id, dry_run=True))
             else:
                 result = await checkpointer.refresh_thread(thread_id)
                 for _ in range(conflict_retries):
@@ -220,30 +220,3 @@ async def arefresh_threads(
         else:
             report._add(thread_id, outcome, progress)
     return report
-
-
-# A dry run does what `refresh_thread` does up to the write: read, compare, decode (so a thread
-# that would fail to upcast or decrypt fails here too). The base classes have no public
-# "would refresh" call, so these use the checkpointer's own read and core.
-
-
-def _stale(checkpointer: BaseCheckpointer[Any], thread_id: str) -> Outcome:
-    core = checkpointer._open_core()
-    record = checkpointer._read(thread_id, core.now())
-    if record is None:
-        return "gone"
-    if core.is_current(record):
-        return "current"
-    core.decode(record)
-    return "stale"
-
-
-async def _astale(checkpointer: BaseAsyncCheckpointer[Any], thread_id: str) -> Outcome:
-    core = checkpointer._open_core()
-    record = await checkpointer._read(thread_id, core.now())
-    if record is None:
-        return "gone"
-    if core.is_current(record):
-        return "current"
-    core.decode(record)
-    return "stale"

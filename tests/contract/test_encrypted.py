@@ -105,6 +105,8 @@ def test_refresh_rotates_to_the_active_key_keeping_the_version(harness: Harness)
     state = _long_state(20)
     before = harness.make().save_state("t1", state)
     rotating = harness.make(keys=keyring("k2", "k1", "k2"))
+    assert rotating.refresh_thread("t1", dry_run=True) == "stale"
+    assert _key_ids(kit.stored_values(harness.namespace, "t1")) == {"k1"}  # nothing written
     assert rotating.refresh_thread("t1") == "rewritten"
     assert rotating.refresh_thread("t1") == "current"
     assert rotating.refresh_thread("absent") == "absent"
