@@ -131,7 +131,8 @@ class Codec:
         if keys is not None:
             from agents_persistence.encryption import Envelope
 
-            self.envelope = Envelope(keys, namespace)
+            allow = getattr(keys, "allow_plaintext", True) is not False  # `EncryptedOnly`
+            self.envelope = Envelope(keys, namespace, allow_plaintext=allow)
 
     @property
     def encrypts(self) -> bool:
@@ -181,6 +182,7 @@ class Codec:
             head = head_json
             found: Manifest | None = full
         else:
+            self._plaintext_allowed(thread_id)
             found = _manifest(thread_id, manifest)
             plaintext = True
         if found is None:
@@ -200,10 +202,17 @@ class Codec:
                 key_ids.add(key_id_of(raw, thread_id=thread_id) or "")
                 raw = envelope.open_piece(thread_id, key, raw, cache)
             else:
+                self._plaintext_allowed(thread_id)
                 plaintext = True
             opened_bodies[key] = unpack(thread_id, raw)
         payload = assemble(thread_id, head, found, opened_bodies)
         return Opened(payload, found, frozenset(key_ids), plaintext)
+
+    def _plaintext_allowed(self, thread_id: str) -> None:
+        if self.envelope is not None and not self.envelope.allow_plaintext:
+            raise DecryptionError(
+                thread_id, "the stored state is not encrypted, and this checkpointer requires it"
+            )
 
     def _required(self, thread_id: str) -> Envelope:
         if self.envelope is None:

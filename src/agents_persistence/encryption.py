@@ -98,6 +98,7 @@ __all__ = [
     "NONCE_BYTES",
     "AssociatedData",
     "DataKey",
+    "EncryptedOnly",
     "Envelope",
     "KeyProvider",
     "KmsKeyProvider",
@@ -461,6 +462,47 @@ def reseal(
     """
     plaintext = open_stored(keys, stored, aad, cache=cache)
     return seal(keys, plaintext, aad, data_key=data_key)
+
+
+class EncryptedOnly:
+    """A key provider whose checkpointer refuses values stored in clear.
+
+    By default a checkpointer with ``keys=`` also reads threads written in clear (before
+    encryption was turned on, or by a checkpointer without keys), so a store can be encrypted
+    while it is in use. Once `agents-persistence keys rotate` has sealed every thread, wrap the
+    provider in `EncryptedOnly`: a head or piece found in clear then raises `DecryptionError`
+    instead of loading, so whoever can write to the database cannot slip an unencrypted state
+    in. Everything else (the active key, wrapping, unwrapping) is the wrapped provider's.
+
+    Args:
+        keys: The key provider.
+    """
+
+    __slots__ = ("keys",)
+
+    allow_plaintext = False
+    """Read by the checkpointer: values in clear are refused."""
+
+    def __init__(self, keys: KeyProvider) -> None:
+        if not isinstance(keys, KeyProvider):
+            raise ConfigurationError(f"keys must be a KeyProvider, not {type(keys).__name__}")
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"EncryptedOnly({self.keys!r})"
+
+    @property
+    def active_key_id(self) -> str:
+        """The wrapped provider's active key id."""
+        return self.keys.active_key_id
+
+    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
+        """See `KeyProvider.wrap`."""
+        return self.keys.wrap(data_key)
+
+    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        """See `KeyProvider.unwrap`."""
+        return self.keys.unwrap(key_id, wrapped)
 
 
 # --- one checkpointer's values ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from agents_persistence import (
     UnknownKeyError,
 )
 from agents_persistence._codec import is_sealed
-from agents_persistence.encryption import LocalKeyring, key_id_of
+from agents_persistence.encryption import EncryptedOnly, LocalKeyring, key_id_of
 
 from ..conftest import KITS, _ready
 from ..kits.encrypted import EncryptedKit, keyring
@@ -142,3 +142,26 @@ def test_a_save_after_rotation_is_sealed_under_the_new_key(harness: Harness) -> 
     assert rotated.refresh_thread("t1") == "rewritten"
     assert _key_ids(kit.stored_values(harness.namespace, "t1")) == {"k2"}
     assert harness.make(keys=keyring("k2")).load_state("t1") == state
+
+
+def test_encrypted_only_refuses_what_is_stored_in_clear(harness: Harness) -> None:
+    _encrypted(harness)
+    plain = harness.make(keys=None)
+    small, large = AgentStateSnapshot(todos=rich_state(MARKER).todos), _long_state(10)
+    plain.save_state("small", small)
+    plain.save_state("large", large)
+    strict = harness.make(keys=EncryptedOnly(keyring()))
+    for thread_id in ("small", "large"):
+        with pytest.raises(DecryptionError):
+            strict.load_state(thread_id)
+    # A delta sealed over a thread written in clear keeps its old pieces in clear: refused too.
+    encrypting = harness.make()
+    encrypting.save_state(
+        "large", _append(encrypting.load_state("large"), "more"), expected_version=1
+    )
+    with pytest.raises(DecryptionError):
+        strict.load_state("large")
+    assert [encrypting.refresh_thread(t) for t in ("small", "large")] == ["rewritten"] * 2
+    assert strict.load_state("small") == small
+    assert strict.load_state("large") == _append(large, "more")
+    assert strict.refresh_thread("large") == "current"

@@ -206,8 +206,9 @@ class RedisOps:
     def read(self, thread_id: str, now: datetime) -> Plan[Record | None]:
         """The live record with its payload (the whole state's JSON), or ``None``.
 
-        A sealed head, or a head with pieces, is opened by the codec; a plaintext head without
-        pieces (a small state, or one stored whole) is the whole state as read.
+        A sealed head, a head with pieces, or any head read with keys is opened by the codec;
+        otherwise a plaintext head without pieces (a small state, or one stored whole) is the
+        whole state as read.
         """
         reply = yield Call(
             self.mapping.scripts.read,
@@ -222,7 +223,8 @@ class RedisOps:
         if _expired(record, now):
             return None
         manifest, head = record.manifest, record.payload
-        if not is_sealed(head) and (manifest is None or not (manifest.transcript or manifest.maps)):
+        one_head = manifest is None or not (manifest.transcript or manifest.maps)
+        if one_head and not self.codec.encrypts and not is_sealed(head):
             return record  # one head (a small state, or stored before the layout): all of it
         bodies = dict(zip(map(_text, stored[::2]), stored[1::2], strict=True))
         head = cast("str | bytes", head)  # the state field: text, or the sealed head's bytes

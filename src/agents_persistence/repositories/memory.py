@@ -128,7 +128,8 @@ class MemoryStore:
         if record is None or (record.expires_at is not None and record.expires_at <= now):
             return None
         payload = record.payload
-        if isinstance(payload, bytes) and is_sealed(payload):
+        sealed = payload is not None and is_sealed(payload)
+        if payload is not None and (sealed or (codec is not None and codec.encrypts)):
             opened = (codec or Codec(namespace, None)).open(
                 thread_id, payload, record.manifest, pieces
             )
