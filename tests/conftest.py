@@ -32,8 +32,8 @@ def _ready(kit: StoreKit) -> StoreKit:
         if IN_CI:
             pytest.fail(message + " (CI=true: an unreachable store fails the run)")
         pytest.skip(message)
-    inner = getattr(kit, "inner", None)  # an encrypted twin: its store starts once
-    if isinstance(inner, StoreKit):
+    inner = getattr(kit, "inner", None)  # an encrypted twin of one of the suite's kits
+    if isinstance(inner, StoreKit) and not getattr(kit, "own_server", False):
         _ready(inner)
     if kit.name not in _started:
         kit.start()

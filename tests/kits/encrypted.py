@@ -4,7 +4,9 @@
 contract suite runs on encrypted storage too (kit names end in ``+encrypted``). The wrapped kit
 is started first (`tests/conftest.py`); the wrapper starts nothing of its own.
 
-A store's kit module adds the twin to its ``KITS`` and implements `EncryptedKit.stored_values`
+With ``own_server=True`` the twin starts and stops a kit of its own (not one of the suite's),
+for a store whose server slows down as it holds more data (moto). A store's kit module adds the
+twin to its ``KITS`` and implements `EncryptedKit.stored_values`
 through its own kit (``stored_values(namespace, thread_id)``: every head and piece value stored
 for the thread, read behind the library), which `tests/test_encryption_at_rest.py` checks.
 """
@@ -33,8 +35,9 @@ def keyring(active: str = "k1", *ids: str) -> LocalKeyring:
 class EncryptedKit(StoreKit):
     """The kit ``inner`` with every checkpointer encrypting under `keyring` (``k1``)."""
 
-    def __init__(self, inner: StoreKit) -> None:
+    def __init__(self, inner: StoreKit, *, own_server: bool = False) -> None:
         self.inner = inner
+        self.own_server = own_server
         self.name = f"{inner.name}+encrypted"  # type: ignore[misc]
         self.db_system = inner.db_system  # type: ignore[misc]
         self.large_state_bytes = inner.large_state_bytes  # type: ignore[misc]
@@ -42,6 +45,14 @@ class EncryptedKit(StoreKit):
 
     def unavailable_reason(self) -> str | None:
         return self.inner.unavailable_reason()
+
+    def start(self) -> None:
+        if self.own_server:  # else the wrapped kit is one of the suite's and starts as such
+            self.inner.start()
+
+    def stop(self) -> None:
+        if self.own_server:
+            self.inner.stop()
 
     def make(self, *, namespace: str, **options: Any) -> Checkpointer[Any]:
         options.setdefault("keys", keyring())
