@@ -32,7 +32,7 @@ from .test_keys import key_file
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-THREADS = 300
+THREADS = 1000
 WRITERS = 4
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,7 +118,7 @@ def rotate(target: Target, keys: Path) -> subprocess.Popen[str]:
             "keys",
             "rotate",
             "--page-size",
-            "10",
+            "5",
             "--json",
             *target.args,
             "--keys",
