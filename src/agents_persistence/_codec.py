@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from agents_persistence._layout import Layout, Manifest, assemble, pack, unpack
+from agents_persistence.encryption import Envelope, join_head, key_id_of, split_head
+from agents_persistence.encryption import is_sealed as is_sealed_blob
 from agents_persistence.errors import CorruptStateError, DecryptionError
 
 if TYPE_CHECKING:
@@ -32,21 +34,14 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import Record
     from agents_persistence._keys import KeyProvider
-    from agents_persistence.encryption import DataKey, Envelope
+    from agents_persistence.encryption import DataKey
 
 __all__ = ["Codec", "Opened", "Sealer", "is_sealed"]
-
-_FORMAT_BYTE = 0xF5  # `agents_persistence.encryption.FORMAT_BYTE`, without importing it
-_SEALED_FORMATS = range(_FORMAT_BYTE, 0x100)
 
 
 def is_sealed(value: object) -> bool:
     """Whether a stored head or piece is a sealed blob (bytes from 0xF5 on: never UTF-8 text)."""
-    return (
-        isinstance(value, bytes | bytearray | memoryview)
-        and len(value) > 0
-        and (value[0] in _SEALED_FORMATS)
-    )
+    return isinstance(value, bytes | bytearray | memoryview) and is_sealed_blob(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +102,6 @@ class Sealer:
         manifest = layout.manifest
         if self._envelope is None or self._data_key is None:
             return layout.head, manifest.to_json()
-        from agents_persistence.encryption import join_head
-
         sealed = self._envelope.seal_head(
             thread_id, manifest.token, join_head(manifest.to_json(), layout.head), self._data_key
         )
@@ -129,8 +122,6 @@ class Codec:
     def __init__(self, namespace: str, keys: KeyProvider | None) -> None:
         self.envelope: Envelope | None = None
         if keys is not None:
-            from agents_persistence.encryption import Envelope
-
             allow = getattr(keys, "allow_plaintext", True) is not False  # `EncryptedOnly`
             self.envelope = Envelope(keys, namespace, allow_plaintext=allow)
 
@@ -169,8 +160,6 @@ class Codec:
             clear = _manifest(thread_id, manifest)
             if clear is None:
                 raise CorruptStateError(thread_id, "an encrypted head is stored without its token")
-            from agents_persistence.encryption import key_id_of, split_head
-
             envelope = self._required(thread_id)
             key_ids.add(key_id_of(stored, thread_id=thread_id) or "")
             opened = envelope.open_head(thread_id, clear.token, stored, cache)
@@ -196,8 +185,6 @@ class Codec:
                 continue
             raw = body.encode() if isinstance(body, str) else bytes(body)
             if is_sealed(raw):
-                from agents_persistence.encryption import key_id_of
-
                 envelope = self._required(thread_id)
                 key_ids.add(key_id_of(raw, thread_id=thread_id) or "")
                 raw = envelope.open_piece(thread_id, key, raw, cache)
