@@ -9,6 +9,7 @@ import pytest
 
 from .kits import all_kits
 from .kits.base import IN_CI, StoreKit
+from .kits.dynamodb import DynamoDBKit, fresh_tables
 from .support import Harness, Portal
 
 if TYPE_CHECKING:
@@ -38,7 +39,25 @@ def _ready(kit: StoreKit) -> StoreKit:
     if kit.name not in _started:
         kit.start()
         _started.add(kit.name)
+    if isinstance(kit, DynamoDBKit):
+        kit.used = True
     return kit
+
+
+_current_module = [""]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each test module starts on empty DynamoDB tables (see `DynamoDBKit.fresh_table`).
+
+    This runs before the item's fixtures are set up, and after the previous module's
+    module-scoped fixtures were torn down, so no fixture holds a table that goes away.
+    """
+    module = item.nodeid.split("::", 1)[0]
+    if module != _current_module[0]:
+        _current_module[0] = module
+        fresh_tables()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

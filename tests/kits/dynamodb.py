@@ -80,6 +80,7 @@ class DynamoDBKit(StoreKit):
         self.endpoint = ""
         self._server: MotoServer | None = None
         self._client: Any = None
+        self.used = False
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -96,6 +97,22 @@ class DynamoDBKit(StoreKit):
         self.endpoint = self._server.endpoint
         with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
             cp.create_table(table_format=self.table_format)
+        STARTED.append(self)
+
+    def fresh_table(self) -> None:
+        """Replace the kit's table with a new, empty one and delete the old one.
+
+        moto deep-copies a table for every item of a transaction, so a table that keeps the
+        items of every earlier test makes each transaction slower than the last; one table per
+        test module keeps the suite's DynamoDB timing independent of what ran before.
+        """
+        from agents_persistence import DynamoDBCheckpointer
+
+        old, self.table = self.table, "agents-persistence-" + uuid.uuid4().hex[:12]
+        with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
+            cp.create_table(table_format=self.table_format)
+        self.client.delete_table(TableName=old)
+        self.used = False
 
     def stop(self) -> None:
         if self._server is not None:
@@ -103,8 +120,17 @@ class DynamoDBKit(StoreKit):
             self._server = None
 
     def connection(self) -> dict[str, Any]:
-        """Keyword arguments that reach the moto server."""
-        return {"region": REGION, "endpoint_url": self.endpoint, **CREDENTIALS}
+        """Keyword arguments that reach the moto server.
+
+        The budget is wider than the default 5 s: moto answers in this process, on two cores
+        shared with the rest of the suite. The budget's own tests set theirs explicitly.
+        """
+        return {
+            "region": REGION,
+            "endpoint_url": self.endpoint,
+            "call_timeout": 15.0,
+            **CREDENTIALS,
+        }
 
     def partition(self, namespace: str, thread_id: str, table: str | None = None) -> list[str]:
         """The sort keys of every item of a thread's partition (pieces format)."""
@@ -239,6 +265,17 @@ class SingleItemDynamoDBKit(DynamoDBKit):
     name = "dynamodb-single-item"  # started apart from the pieces-format kit
     table_format = "single-item"
     large_state_bytes = 300_000
+
+
+STARTED: list[DynamoDBKit] = []
+"""The kits whose moto server runs (`DynamoDBKit.start` adds them)."""
+
+
+def fresh_tables() -> None:
+    """A new table for every started kit that a test used since the last call."""
+    for kit in STARTED:
+        if kit.used and kit._server is not None:
+            kit.fresh_table()
 
 
 PIECES_KIT = DynamoDBKit()
