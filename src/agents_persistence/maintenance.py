@@ -176,15 +176,13 @@ def refresh_threads(
     for thread in checkpointer.iter_threads(page_size=page_size):
         thread_id = thread.thread_id
         try:
-            if dry_run:
-                outcome = _outcome(checkpointer.refresh_thread(thread_id, dry_run=True))
-            else:
+            # A dry run writes nothing, so it never meets a conflict to retry.
+            result = checkpointer.refresh_thread(thread_id, dry_run=dry_run)
+            for _ in range(conflict_retries):
+                if result != "conflict":
+                    break
                 result = checkpointer.refresh_thread(thread_id)
-                for _ in range(conflict_retries):
-                    if result != "conflict":
-                        break
-                    result = checkpointer.refresh_thread(thread_id)
-                outcome = _outcome(result)
+            outcome = _outcome(result)
         except _PER_THREAD as exc:
             report._fail(thread_id, exc, progress)
         else:
@@ -206,15 +204,13 @@ async def arefresh_threads(
     async for thread in checkpointer.iter_threads(page_size=page_size):
         thread_id = thread.thread_id
         try:
-            if dry_run:
-                outcome = _outcome(await checkpointer.refresh_thread(thread_id, dry_run=True))
-            else:
+            # A dry run writes nothing, so it never meets a conflict to retry.
+            result = await checkpointer.refresh_thread(thread_id, dry_run=dry_run)
+            for _ in range(conflict_retries):
+                if result != "conflict":
+                    break
                 result = await checkpointer.refresh_thread(thread_id)
-                for _ in range(conflict_retries):
-                    if result != "conflict":
-                        break
-                    result = await checkpointer.refresh_thread(thread_id)
-                outcome = _outcome(result)
+            outcome = _outcome(result)
         except _PER_THREAD as exc:
             report._fail(thread_id, exc, progress)
         else:

@@ -90,14 +90,17 @@ class DynamoDBKit(StoreKit):
         return None
 
     def start(self) -> None:
-        from agents_persistence import DynamoDBCheckpointer
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = MotoServer()
         self.endpoint = self._server.endpoint
+        self._create_table()
+        STARTED.append(self)
+
+    def _create_table(self) -> None:
+        from agents_persistence import DynamoDBCheckpointer
+
         with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
             cp.create_table(table_format=self.table_format)
-        STARTED.append(self)
 
     def fresh_table(self) -> None:
         """Replace the kit's table with a new, empty one and delete the old one.
@@ -106,11 +109,8 @@ class DynamoDBKit(StoreKit):
         items of every earlier test makes each transaction slower than the last; one table per
         test module keeps the suite's DynamoDB timing independent of what ran before.
         """
-        from agents_persistence import DynamoDBCheckpointer
-
         old, self.table = self.table, "agents-persistence-" + uuid.uuid4().hex[:12]
-        with DynamoDBCheckpointer(self.table, **self.connection()) as cp:
-            cp.create_table(table_format=self.table_format)
+        self._create_table()
         self.client.delete_table(TableName=old)
         self.used = False
 
