@@ -5,12 +5,14 @@ how engines made by ``from_url`` notice connections that went stale while idle.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from agents_persistence import (
     AgentStateSnapshot,
@@ -165,3 +167,108 @@ def test_a_postgresql_from_url_engine_keeps_transactions_for_the_application() -
         with cp.engine.begin() as conn:
             conn.execute(delete, {"ns": namespace})
         assert cp.load_state("t1") is None
+
+
+# --- the cursor path and what sends a statement through SQLAlchemy's execution layer ---------
+
+
+@pytest.mark.parametrize("kit", PLAIN, ids=[k.name for k in PLAIN])
+def test_what_sends_hot_statements_through_sqlalchemy(
+    kit: SQLKit, portal: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cursor path is the default where nothing would see the difference; anything that
+    # watches statements, and the asyncio drivers, take SQLAlchemy's execution layer.
+    from agents_persistence.repositories._sql_run import direct
+
+    kit = _ready(kit)
+    assert isinstance(kit, SQLKit)
+    engine = sa.create_engine(kit.sync_url())
+
+    def listener(*args: Any) -> None:
+        """A listener that does nothing."""
+
+    try:
+        with engine.connect() as conn:
+            assert direct(conn, True) is True
+            assert direct(conn, False) is True
+            for target, name in [
+                (engine, "before_cursor_execute"),
+                (engine, "after_execute"),
+                (sa.Engine, "before_cursor_execute"),  # Sentry's way: every engine
+                (engine, "handle_error"),  # a dialect event
+                (engine, "do_execute"),
+            ]:
+                sa.event.listen(target, name, listener)
+                try:
+                    assert direct(conn, True) is False, (target, name)
+                finally:
+                    sa.event.remove(target, name, listener)
+                assert direct(conn, True) is True
+            # A listener on the caller's own connection counts for that connection.
+            sa.event.listen(conn, "before_cursor_execute", listener)
+            assert direct(conn, False) is False
+            with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+                assert direct(conn, True) is False
+            assert direct(conn, True) is True
+        echoing = sa.create_engine(kit.sync_url(), echo=True)
+        with echoing.connect() as conn:
+            assert direct(conn, True) is False
+        echoing.dispose()
+    finally:
+        engine.dispose()
+
+    async def run() -> None:
+        async_engine = create_async_engine(kit.async_url())
+        try:
+            async with async_engine.connect() as conn:
+                assert direct(conn.sync_connection, True) is False  # type: ignore[arg-type]
+        finally:
+            await async_engine.dispose()
+
+    portal.call(run)
+
+
+@pytest.mark.parametrize("kit", PLAIN, ids=[k.name for k in PLAIN])
+@pytest.mark.parametrize("where", ["engine", "Engine class", "caller's connection", "log"])
+def test_statements_are_seen_by_what_is_attached_after_the_first_call(
+    kit: SQLKit, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OpenTelemetry listens on the engine, Sentry on the Engine class, a unit of work may
+    # listen on its own connection, and logging may be turned on at any time: each may come
+    # after the checkpointer's first calls, which ran on the cursor.
+    kit = _ready(kit)
+    assert isinstance(kit, SQLKit)
+    namespace = "x" + uuid.uuid4().hex[:16]
+    engine = sa.create_engine(kit.sync_url())
+    cp = SQLCheckpointer(engine, namespace=namespace)
+    cp.save_state("t1", AgentStateSnapshot())
+    assert cp.load_state("t1") is not None
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        seen.append(statement)
+
+    target: Any = sa.Engine if where == "Engine class" else engine
+    try:
+        if where == "caller's connection":
+            with engine.connect() as conn:
+                sa.event.listen(conn, "before_cursor_execute", before)
+                cp.using(conn).save_state("t1", AgentStateSnapshot(), expected_version=1)
+                assert cp.using(conn).load_state("t1") is not None
+                conn.commit()
+        elif where == "log":
+            with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+                cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
+                assert cp.load_state("t1") is not None
+            seen = [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy")]
+        else:
+            sa.event.listen(target, "before_cursor_execute", before)
+            cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
+            assert cp.load_state("t1") is not None
+    finally:
+        if where in ("engine", "Engine class"):
+            sa.event.remove(target, "before_cursor_execute", before)
+        engine.dispose()
+    mine = [s for s in seen if "agent_checkpoints" in s]
+    assert any(s.lstrip().upper().startswith(("UPDATE", "INSERT", "WITH")) for s in mine), seen
+    assert any(s.lstrip().upper().startswith("SELECT") for s in mine), seen

@@ -128,6 +128,22 @@ def test_commit_keeps_app_rows_and_state_together(app: App, target: str) -> None
     assert app.version("t1") == 1
 
 
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_a_save_that_begins_the_connection_follows_its_commit_or_rollback(
+    app: App, end: str
+) -> None:
+    # The save is the first statement on the caller's connection: it begins the transaction
+    # as SQLAlchemy's autobegin would, so the caller's commit or rollback decides.
+    cp = app.cp()
+    cp.load_state("warm-up")  # the one-time schema check, which reads on the connection
+    with app.engine.connect() as conn:
+        assert not conn.in_transaction()
+        cp.using(conn).save_state("t1", state("a"))
+        assert conn.in_transaction()
+        getattr(conn, end)()
+    assert app.version("t1") == (1 if end == "commit" else None)
+
+
 def test_rollback_undoes_app_rows_and_state(app: App) -> None:
     cp = app.cp()
     cp.save_state("t1", state("before"))

@@ -1,4 +1,4 @@
-"""Statements compiled once per dialect and run with ``Connection.exec_driver_sql``. No I/O."""
+"""Statements compiled once per dialect and run by `_sql_run.fetch`. No I/O."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ Statement = Select[Any] | CompoundSelect[Any] | Insert | Update | Delete
 
 
 class Compiled:
-    """A statement compiled once for one dialect, run with ``Connection.exec_driver_sql``.
+    """A statement compiled once for one dialect, run by `_sql_run.fetch`.
 
     Holds the SQL string, the binds in the dialect's parameter order (a tuple for a positional
     paramstyle, a dict for a named one) and the bind and result processors of the column types
     (``TypeEngine.bind_processor`` / ``result_processor`` of each type's dialect
-    implementation), so values cross the driver exactly as through `Connection.execute`, while
-    SQLAlchemy's execution layer (events, error handling, invalidation) still runs.
+    implementation), so values cross the driver exactly as through `Connection.execute`, on
+    either of `fetch`'s paths.
     """
 
     __slots__ = ("_names", "_positional", "_results", "sql")

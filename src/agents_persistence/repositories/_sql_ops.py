@@ -2,11 +2,13 @@
 
 The sync twin calls them on an `Engine` connection; the async twin runs the very same functions
 through ``AsyncConnection.run_sync``, where SQLAlchemy drives the asyncio driver underneath.
-Every statement goes through SQLAlchemy's `Connection` (``exec_driver_sql`` for the hot ones,
-compiled once per dialect; ``execute`` for the rest), so the application's event listeners see
-each of them. On the store's own connection (``owned``) each function runs its own
-transaction(s) and returns the connection with nothing open; on the caller's connection (a unit
-of work) it joins the caller's transaction and never commits or rolls it back.
+Every statement goes through SQLAlchemy's `Connection`: the hot ones compiled once per dialect
+and run by `fetch` (on the DBAPI cursor when no listener, logging or asyncio driver needs
+SQLAlchemy's execution layer, else ``exec_driver_sql``), the rest with ``execute``, so the
+application's event listeners see each of them. On the store's own connection (``owned``) each
+function runs its own transaction(s) and returns the connection with nothing open; on the
+caller's connection (a unit of work) it joins the caller's transaction and never commits or
+rolls it back.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from agents_persistence.telemetry import note_retry
 from ._sql_deadline import expired
 from ._sql_engine import driver_code
 from ._sql_pieces import head_record, piece_body, read_record
+from ._sql_run import fetch
 from ._sql_statements import (
     PURGE_BATCH,
     Statement,
@@ -93,7 +96,7 @@ def write(
     sealer = None if codec is None or not codec.encrypts else codec.sealer()
     if stmts.strategy == "upsert":
         with _transaction(conn, owned):
-            return _write_upsert(conn, stmts, namespace, request, sealer)
+            return _write_upsert(conn, owned, stmts, namespace, request, sealer)
     one_statement = _upsert_any(conn, stmts, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
         try:
@@ -123,26 +126,25 @@ def _transaction(conn: Connection, owned: bool) -> Iterator[None]:
 
 def _rows(
     conn: Connection,
+    owned: bool,
     stmts: Statements,
     key: object,
     statement: Statement,
     params: dict[str, Any],
 ) -> list[tuple[Any, ...]]:
-    """Run a hot statement (compiled once per dialect) through ``exec_driver_sql``.
+    """Run a hot statement (compiled once per dialect) with `fetch`; its processed rows.
 
-    The public execution path: the engine's and connection's event listeners see the
-    statement, and driver errors come back as SQLAlchemy's `DBAPIError`, with the connection
-    (or the pool, on a disconnect) invalidated as SQLAlchemy decides.
+    Event listeners see the statement (`fetch` takes SQLAlchemy's path whenever one is
+    attached), and driver errors come back as SQLAlchemy's `DBAPIError`, with the connection
+    invalidated on a disconnect.
     """
     compiled = stmts.compiled(key, statement, conn.dialect)
-    result = conn.exec_driver_sql(compiled.sql, compiled.parameters(params))
-    if not result.returns_rows:
-        return []
-    return compiled.process(result.fetchall())
+    return compiled.process(fetch(conn, owned, compiled, compiled.parameters(params)))
 
 
 def _write_upsert(
     conn: Connection,
+    owned: bool,
     stmts: Statements,
     namespace: str,
     request: WriteRequest,
@@ -156,47 +158,48 @@ def _write_upsert(
     arrays = stmts.combined
     layout = request.layout
     if stmts.whole:
-        return _write_whole(conn, stmts, namespace, request)
+        return _write_whole(conn, owned, stmts, namespace, request)
     if delta_allowed(request):
         statement = stmts.delta(request)
         delta_arrays = stmts.delta_combined(layout)
         params = write_params(namespace, request, layout, arrays=delta_arrays, sealer=sealer)
         key = ("delta", write_kind(request), delta_arrays)
-        rows = _rows(conn, stmts, key, statement, params)
+        rows = _rows(conn, owned, stmts, key, statement, params)
         if rows:
             if not arrays:
-                _write_pieces(conn, stmts, params, layout, sealer)
+                _write_pieces(conn, owned, stmts, params, layout, sealer)
             return written_record(request, layout, *rows[0])
         layout = layout.full()
     params = write_params(namespace, request, layout, arrays=arrays, sealer=sealer)
     statement = stmts.write(request)
-    rows = _rows(conn, stmts, statement, statement, params)
+    rows = _rows(conn, owned, stmts, statement, statement, params)
     if not rows:
-        live = _rows(conn, stmts, "live_version", stmts.live_version, params)
+        live = _rows(conn, owned, stmts, "live_version", stmts.live_version, params)
         raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
     if not arrays:
-        _write_pieces(conn, stmts, params, layout, sealer)
+        _write_pieces(conn, owned, stmts, params, layout, sealer)
     return written_record(request, layout, *rows[0])
 
 
 def _write_whole(
-    conn: Connection, stmts: Statements, namespace: str, request: WriteRequest
+    conn: Connection, owned: bool, stmts: Statements, namespace: str, request: WriteRequest
 ) -> Record:
     """``upsert`` strategy on a table read whole by another service: the state in ``state``."""
     params = whole_params(namespace, request, arrays=stmts.combined)
     statement = stmts.write(request)
-    rows = _rows(conn, stmts, statement, statement, params)
+    rows = _rows(conn, owned, stmts, statement, statement, params)
     if not rows:
-        live = _rows(conn, stmts, "live_version", stmts.live_version, params)
+        live = _rows(conn, owned, stmts, "live_version", stmts.live_version, params)
         raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
     if not stmts.combined:
-        _rows(conn, stmts, "pieces_delete_all", stmts.pieces.delete_all, params)
+        _rows(conn, owned, stmts, "pieces_delete_all", stmts.pieces.delete_all, params)
     version, created_at = rows[0]
     return written_record(request, None, version, created_at, len(params["payload"]))
 
 
 def _write_pieces(
     conn: Connection,
+    owned: bool,
     stmts: Statements,
     params: dict[str, Any],
     layout: Layout,
@@ -207,7 +210,7 @@ def _write_pieces(
     tid = params["tid"]
     thread = {"ns": params["ns"], "tid": tid}
     if layout.base is None:
-        _rows(conn, stmts, "pieces_delete_all", pieces.delete_all, thread)
+        _rows(conn, owned, stmts, "pieces_delete_all", pieces.delete_all, thread)
     elif layout.drop:
         conn.execute(pieces.delete_some, {**thread, "drop": list(layout.drop)})
     if not layout.pieces:
@@ -224,7 +227,7 @@ def _write_pieces(
             {**thread, "key": key, "body": piece_body(tid, key, body, sealer)}
             for key, body in layout.pieces.items()
         ]
-    conn.exec_driver_sql(compiled.sql, [compiled.parameters(row) for row in rows])
+    fetch(conn, owned, compiled, [compiled.parameters(row) for row in rows], many=True)
 
 
 def _upsert_any(conn: Connection, stmts: Statements, request: WriteRequest) -> Insert | None:
@@ -264,14 +267,14 @@ def _write_upsert_any(
             conn.exec_driver_sql(stmts.lock_isolation)
         layout = request.layout
         values = write_params(namespace, request, layout, arrays=False, sealer=sealer)
-        version, created_at, token = _rows(conn, stmts, "upsert_any", statement, values)[0]
+        version, created_at, token = _rows(conn, owned, stmts, "upsert_any", statement, values)[0]
         if token != layout.manifest.token:
             # The row replaced was not the base (or there was none): a full write, in the
             # same transaction, with the full layout's manifest.
             layout = layout.full()
             values = write_params(namespace, request, layout, arrays=False, sealer=sealer)
-            _rows(conn, stmts, "set_manifest", stmts.set_manifest, values)
-        _write_pieces(conn, stmts, values, layout, sealer)
+            _rows(conn, owned, stmts, "set_manifest", stmts.set_manifest, values)
+        _write_pieces(conn, owned, stmts, values, layout, sealer)
     return written_record(request, layout, version, created_at)
 
 
@@ -289,7 +292,7 @@ def _write_locked(
             # the isolation level is the caller's (MySQL refuses to change it midway).
             conn.exec_driver_sql(stmts.lock_isolation)
         thread = {"ns": namespace, "tid": request.thread_id}
-        rows = _rows(conn, stmts, "lock_row", stmts.lock_row, thread)
+        rows = _rows(conn, owned, stmts, "lock_row", stmts.lock_row, thread)
         version, created, expires, token = rows[0] if rows else (None, None, None, None)
         live = bool(rows) and not request.is_expired(None if expires is None else as_utc(expires))
         actual = version if live else None
@@ -302,12 +305,13 @@ def _write_locked(
         # piece was written.
         _rows(
             conn,
+            owned,
             stmts,
             "update_row" if rows else "insert_row",
             stmts.update_row if rows else stmts.insert_row,
             values,
         )
-        _write_pieces(conn, stmts, values, layout, sealer)
+        _write_pieces(conn, owned, stmts, values, layout, sealer)
     return written_record(request, layout, values["new_version"], values["new_created_at"])
 
 
@@ -343,14 +347,14 @@ def read(
     params = {"ns": namespace, "tid": thread_id, "now": now}
     if not pieced:
         compiled = stmts.compiled("head", stmts.head, conn.dialect)
-        rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
+        rows = fetch(conn, owned, compiled, compiled.parameters(params), read_only=True)
         if not rows:
             return None
         record = head_record(thread_id, compiled.process(rows)[0], codec)
         if record is not None:
             return record
     compiled = stmts.compiled("read", stmts.read, conn.dialect)
-    rows = conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).fetchall()
+    rows = fetch(conn, owned, compiled, compiled.parameters(params), read_only=True)
     # Only the head row needs the column types' processing (timestamps on SQLite).
     return read_record(thread_id, rows, compiled.process, codec)
 
