@@ -18,7 +18,9 @@ from agents_persistence import (
     AgentStateSnapshot,
     AsyncSQLCheckpointer,
     BackendUnavailableError,
+    InvalidArgumentError,
     SQLCheckpointer,
+    TodoItem,
 )
 
 from ..conftest import _ready
@@ -210,6 +212,9 @@ def test_what_sends_hot_statements_through_sqlalchemy(
             with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
                 assert direct(conn, True) is False
             assert direct(conn, True) is True
+        # SQLAlchemy's own option engines listen to engine_connect: still the cursor path.
+        with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            assert direct(conn, True) is True
         echoing = sa.create_engine(kit.sync_url(), echo=True)
         with echoing.connect() as conn:
             assert direct(conn, True) is False
@@ -229,13 +234,16 @@ def test_what_sends_hot_statements_through_sqlalchemy(
 
 
 @pytest.mark.parametrize("kit", PLAIN, ids=[k.name for k in PLAIN])
-@pytest.mark.parametrize("where", ["engine", "Engine class", "caller's connection", "log"])
+@pytest.mark.parametrize(
+    "where", ["engine", "Engine class", "each new connection", "caller's connection", "log"]
+)
 def test_statements_are_seen_by_what_is_attached_after_the_first_call(
     kit: SQLKit, where: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # OpenTelemetry listens on the engine, Sentry on the Engine class, a unit of work may
-    # listen on its own connection, and logging may be turned on at any time: each may come
-    # after the checkpointer's first calls, which ran on the cursor.
+    # OpenTelemetry listens on the engine, Sentry on the Engine class, an engine_connect
+    # listener may listen on each new connection, a unit of work on its own connection, and
+    # logging may be turned on at any time: each may come after the checkpointer's first
+    # calls, which ran on the cursor.
     kit = _ready(kit)
     assert isinstance(kit, SQLKit)
     namespace = "x" + uuid.uuid4().hex[:16]
@@ -256,6 +264,14 @@ def test_statements_are_seen_by_what_is_attached_after_the_first_call(
                 cp.using(conn).save_state("t1", AgentStateSnapshot(), expected_version=1)
                 assert cp.using(conn).load_state("t1") is not None
                 conn.commit()
+        elif where == "each new connection":
+
+            def on_connect(conn: sa.Connection) -> None:
+                sa.event.listen(conn, "before_cursor_execute", before)
+
+            sa.event.listen(engine, "engine_connect", on_connect)
+            cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
+            assert cp.load_state("t1") is not None
         elif where == "log":
             with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
                 cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
@@ -272,3 +288,24 @@ def test_statements_are_seen_by_what_is_attached_after_the_first_call(
     mine = [s for s in seen if "agent_checkpoints" in s]
     assert any(s.lstrip().upper().startswith(("UPDATE", "INSERT", "WITH")) for s in mine), seen
     assert any(s.lstrip().upper().startswith("SELECT") for s in mine), seen
+
+
+@pytest.mark.parametrize("hide", [True, False])
+def test_an_engine_that_hides_parameters_keeps_them_out_of_errors(hide: bool) -> None:
+    # The cursor path wraps a driver error as the execution layer does, honouring the engine's
+    # ``hide_parameters``: the bound values (the state) stay out of the chained error's text.
+    # (The server's own message may still quote what it refused.)
+    kit = _ready(next(k for k in KITS if type(k) is PostgreSQLKit))
+    assert isinstance(kit, SQLKit)
+    engine = sa.create_engine(kit.sync_url(), hide_parameters=hide)
+    cp = SQLCheckpointer(engine, namespace="x" + uuid.uuid4().hex[:16])
+    refused = AgentStateSnapshot(todos=[TodoItem(content="secret-words\x00", status="pending")])
+    try:
+        with pytest.raises(InvalidArgumentError, match="NUL") as caught:
+            cp.save_state("t1", refused)  # JSONB cannot hold U+0000
+    finally:
+        engine.dispose()
+    cause = caught.value.__cause__
+    assert isinstance(cause, sa.exc.DBAPIError)
+    assert ("[SQL parameters hidden" in str(cause)) is hide
+    assert ("[parameters:" in str(cause)) is not hide

@@ -27,7 +27,7 @@ class Compiled:
     either of `fetch`'s paths.
     """
 
-    __slots__ = ("_names", "_positional", "_results", "sql")
+    __slots__ = ("_names", "_positional", "_results", "returns_rows", "sql")
 
     def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -54,6 +54,9 @@ class Compiled:
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.exported_columns
         )
+        # Whether it returns rows (a SELECT, or RETURNING): known without the cursor's
+        # ``description``, which psycopg builds at a cost on every result.
+        self.returns_rows = bool(self._results)
 
     def parameters(self, params: dict[str, Any]) -> Any:
         """The DBAPI parameters for ``params`` (keyed by bind name)."""

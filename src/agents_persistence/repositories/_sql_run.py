@@ -18,8 +18,9 @@ only when, checked per statement on public attributes:
 - the driver is a synchronous one (the asyncio drivers run through ``run_sync`` and their
   adapted cursors: always SQLAlchemy's path).
 
-Either way the statement runs in a transaction of the `Connection` (begun as SQLAlchemy's own
-autobegin would), so commit, rollback and the pool's reset are SQLAlchemy's; a driver error
+On the cursor, a statement that writes runs in a transaction of the `Connection` (begun as
+SQLAlchemy's own autobegin would), so commit, rollback and the pool's reset are SQLAlchemy's (a
+read needs none: the pool's reset ends whatever the driver began); a driver error
 becomes SQLAlchemy's `DBAPIError` (``DBAPIError.instance``), and a disconnect invalidates the
 connection (``Connection.invalidate``), as the execution layer does. The contract suite runs on
 both paths (the ``+traced`` kits attach listeners as OpenTelemetry does).
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["direct", "fetch"]
 
 _CONNECTION_EVENTS = (
-    "engine_connect",
     "before_execute",
     "after_execute",
     "before_cursor_execute",
@@ -60,16 +60,20 @@ _ENGINE_LOG = logging.getLogger("sqlalchemy.engine")
 def direct(conn: Connection, owned: bool) -> bool:
     """Whether a statement on ``conn`` may skip SQLAlchemy's execution layer (see the module).
 
-    ``owned``: ``conn`` is one the store checked out itself. Then only its engine's listeners
-    (and the `Engine` class's) are looked at, which costs a fraction of a fresh connection's
-    joined ones: a listener can reach such a connection only through ``engine_connect``, which
-    counts as one. On the caller's connection (a unit of work) its own listeners count too.
+    ``owned``: ``conn`` is one the store checked out itself. Its own listeners can then only
+    have been added by an ``engine_connect`` listener, so unless its engine has one (as
+    SQLAlchemy's own ``execution_options(isolation_level=...)`` engines do), only the engine's
+    collections (and the `Engine` class's) are read, which costs a fraction of a fresh
+    connection's joined ones. On the caller's connection (a unit of work) its own listeners
+    always count.
     """
     dialect = conn.dialect
     engine = conn.engine
     if dialect.is_async or engine.echo or _ENGINE_LOG.isEnabledFor(logging.INFO):
         return False
-    events: Any = engine.dispatch if owned else conn.dispatch
+    events: Any = engine.dispatch
+    if not owned or events.engine_connect:
+        events = conn.dispatch  # the connection's own listeners and its engine's
     if any(getattr(events, name) for name in _CONNECTION_EVENTS):
         return False
     events = dialect.dispatch
@@ -107,7 +111,7 @@ def fetch(
             cursor.executemany(compiled.sql, parameters)
         else:
             cursor.execute(compiled.sql, parameters)
-        rows = cursor.fetchall() if cursor.description is not None else []
+        rows = cursor.fetchall() if compiled.returns_rows else []
     except conn.dialect.loaded_dbapi.Error as exc:
         _raise(conn, exc, compiled.sql, parameters, cursor)
     finally:
@@ -119,7 +123,8 @@ def fetch(
 def _raise(conn: Connection, exc: Exception, sql: str, parameters: Any, cursor: Any) -> NoReturn:
     """Raise ``exc`` as SQLAlchemy's execution layer would.
 
-    Wrapped in `DBAPIError`, with the connection invalidated on a disconnect.
+    Wrapped in `DBAPIError` (its parameters hidden if the engine hides them), with the
+    connection invalidated on a disconnect.
     """
     dialect = conn.dialect
     disconnect = bool(dialect.is_disconnect(exc, conn.connection, cursor))  # type: ignore[arg-type]
@@ -130,6 +135,7 @@ def _raise(conn: Connection, exc: Exception, sql: str, parameters: Any, cursor: 
         parameters,
         exc,
         dialect.loaded_dbapi.Error,
+        hide_parameters=conn.engine.hide_parameters,
         connection_invalidated=disconnect,
         dialect=dialect,
     ) from exc
