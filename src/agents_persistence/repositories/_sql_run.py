@@ -97,15 +97,11 @@ def fetch(
     (the pool's reset ends whatever the driver began).
     """
     if not direct(conn, owned):
-        if many:
-            conn.exec_driver_sql(compiled.sql, parameters)
-            return []
-        result = conn.exec_driver_sql(compiled.sql, parameters)
-        return list(result.fetchall()) if result.returns_rows else []
+        result = conn.exec_driver_sql(compiled.sql, parameters)  # a list: executemany
+        return list(result.fetchall()) if compiled.returns_rows else []
     if not read_only and not conn.in_transaction():
         conn.begin()  # what SQLAlchemy's autobegin does before a statement
-    dbapi_connection = conn.connection
-    cursor = dbapi_connection.cursor()
+    cursor = conn.connection.cursor()
     try:
         if many:
             cursor.executemany(compiled.sql, parameters)
