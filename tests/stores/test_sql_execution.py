@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ from agents_persistence import (
     AgentStateSnapshot,
     AsyncSQLCheckpointer,
     BackendUnavailableError,
+    DatabaseNotFoundError,
     InvalidArgumentError,
     SQLCheckpointer,
     TodoItem,
@@ -235,7 +237,8 @@ def test_what_sends_hot_statements_through_sqlalchemy(
 
 @pytest.mark.parametrize("kit", PLAIN, ids=[k.name for k in PLAIN])
 @pytest.mark.parametrize(
-    "where", ["engine", "Engine class", "each new connection", "caller's connection", "log"]
+    "where",
+    ["engine", "Engine class", "each new connection", "caller's connection", "log", "commit"],
 )
 def test_statements_are_seen_by_what_is_attached_after_the_first_call(
     kit: SQLKit, where: str, caplog: pytest.LogCaptureFixture
@@ -277,6 +280,13 @@ def test_statements_are_seen_by_what_is_attached_after_the_first_call(
                 cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
                 assert cp.load_state("t1") is not None
             seen = [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy")]
+        elif where == "commit":
+            # A transaction listener alone (no statement listener): it sees the save commit.
+            commits: list[bool] = []
+            sa.event.listen(engine, "commit", lambda conn: commits.append(True))
+            cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
+            assert commits
+            return
         else:
             sa.event.listen(target, "before_cursor_execute", before)
             cp.save_state("t1", AgentStateSnapshot(), expected_version=1)
@@ -309,3 +319,81 @@ def test_an_engine_that_hides_parameters_keeps_them_out_of_errors(hide: bool) ->
     assert isinstance(cause, sa.exc.DBAPIError)
     assert ("[SQL parameters hidden" in str(cause)) is hide
     assert ("[parameters:" in str(cause)) is not hide
+
+
+# --- SQLite: calls on a pooled DBAPI connection without a `Connection` ---------------------
+
+
+def test_what_gives_sqlite_calls_a_connection(
+    tmp_path: Any, portal: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On SQLite, loads and saves run on `Engine.raw_connection` unless something would see
+    # that no `Connection` exists: any listener of a `Connection` event (a transaction's
+    # included) or of a dialect event, statement logging, or an asyncio driver. Servers keep
+    # their `Connection` (its transaction bookkeeping spares the pool's reset round trip).
+    from agents_persistence.repositories._sql_run import lean
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/lean.db")
+
+    def listener(*args: Any) -> None:
+        """A listener that does nothing."""
+
+    try:
+        assert lean(engine) is True
+        for target, name in [
+            (engine, "before_cursor_execute"),
+            (engine, "after_execute"),
+            (engine, "engine_connect"),
+            (engine, "begin"),
+            (engine, "commit"),
+            (engine, "rollback"),
+            (sa.Engine, "commit"),  # every engine
+            (engine, "handle_error"),  # dialect events
+            (engine, "do_execute"),
+        ]:
+            sa.event.listen(target, name, listener)
+            try:
+                assert lean(engine) is False, (target, name)
+            finally:
+                sa.event.remove(target, name, listener)
+            assert lean(engine) is True
+        with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+            assert lean(engine) is False
+        # SQLAlchemy's own option engines listen to engine_connect: a `Connection` applies it.
+        assert lean(engine.execution_options(isolation_level="AUTOCOMMIT")) is False
+        echoing = sa.create_engine(f"sqlite:///{tmp_path}/lean.db", echo=True)
+        assert lean(echoing) is False
+        echoing.dispose()
+    finally:
+        engine.dispose()
+    for kit in PLAIN:
+        if kit.name != "sqlite":
+            server = sa.create_engine(_ready(kit).sync_url())  # type: ignore[union-attr]
+            assert lean(server) is False, kit.name
+            server.dispose()
+
+    async def run() -> None:
+        async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/lean.db")
+        try:
+            assert lean(async_engine.sync_engine) is False
+        finally:
+            await async_engine.dispose()
+
+    portal.call(run)
+
+
+def test_a_sqlite_file_whose_directory_went_away_is_database_not_found(tmp_path: Any) -> None:
+    # A connection the pool opens for a call without a `Connection` fails as through one: a
+    # typed error naming the file, not the driver's exception.
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    with SQLCheckpointer.from_url(f"sqlite:///{directory}/cp.db", auto_migrate=True) as cp:
+        cp.save_state("t1", AgentStateSnapshot())
+        cp.engine.dispose()  # the next call opens a new connection
+        for name in os.listdir(directory):
+            os.remove(directory / name)
+        directory.rmdir()
+        with pytest.raises(DatabaseNotFoundError):
+            cp.load_state("t1")
+        with pytest.raises(DatabaseNotFoundError):
+            cp.save_state("t1", AgentStateSnapshot())

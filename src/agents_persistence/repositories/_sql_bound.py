@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from agents_persistence._core import Core, Record, WriteRequest
 
+    from ._sql_run import Conn
     from ._sql_setup import Table
     from ._sql_statements import Statements
     from .sql import AsyncSQLCheckpointer, SQLCheckpointer
@@ -40,6 +41,8 @@ __all__ = ["AsyncBoundSQLCheckpointer", "AsyncSQLOps", "BoundSQLCheckpointer", "
 P = ParamSpec("P")
 T = TypeVar("T")
 Op = Callable[Concatenate[Connection, "Statements", str, bool, P], T]
+HotOp = Callable[Concatenate["Conn", "Statements", str, bool, P], T]
+"""A load or a save: it can also run on a `Lean` connection."""
 
 # PostgreSQL: serialization failure, deadlock (the transaction is aborted). MySQL/MariaDB: a
 # deadlock (InnoDB rolls the whole transaction back).
@@ -59,15 +62,27 @@ class SQLOps:
     ) -> T:
         """Run ``op`` on a connection, inside the store's error boundary."""
 
+    def _run_hot(
+        self,
+        action: str,
+        thread_id: str | None,
+        op: HotOp[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`_run` for a load or a save (a checkpointer may run them on a `Lean` connection)."""
+        return self._run(action, thread_id, op, *args, **kwargs)
+
     def _write(self, request: WriteRequest) -> Record:
-        record = self._run("save", request.thread_id, ops.write, request, self._core.codec)
+        record = self._run_hot("save", request.thread_id, ops.write, request, self._core.codec)
         self._table.pieced.note(request.thread_id, record)
         return record
 
     def _read(self, thread_id: str, now: datetime) -> Record | None:
         pieced = self._table.pieced
         likely = pieced.likely(thread_id)
-        record = self._run("load", thread_id, ops.read, thread_id, now, likely, self._core.codec)
+        codec = self._core.codec
+        record = self._run_hot("load", thread_id, ops.read, thread_id, now, likely, codec)
         pieced.note(thread_id, record)
         return record
 

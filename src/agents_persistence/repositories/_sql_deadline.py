@@ -44,9 +44,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import TracebackType
 
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.pool import ConnectionPoolEntry
+
+    from ._sql_run import Conn
 
 __all__ = [
     "WATCHDOG",
@@ -299,7 +301,7 @@ class Call:
             return asyncio.timeout_at(_loop_time(self.deadline))
         return _NO_LIMIT
 
-    def watching(self, conn: Connection, enabled: bool = True) -> _Watching:
+    def watching(self, conn: Conn, enabled: bool = True) -> _Watching:
         """Watch ``conn``'s socket until the end of the ``with`` block (before it is released)."""
         budget = self.budget
         if not enabled or budget.watch_sockets is False:
@@ -317,7 +319,7 @@ class _Watching:
 
     __slots__ = ("call", "conn", "entry")
 
-    def __init__(self, call: Call | None, conn: Connection | None, entry: _Entry | None) -> None:
+    def __init__(self, call: Call | None, conn: Conn | None, entry: _Entry | None) -> None:
         self.call = call
         self.conn = conn
         self.entry = entry

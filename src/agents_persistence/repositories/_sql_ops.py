@@ -17,7 +17,7 @@ import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agents_persistence._codec import Codec
@@ -28,7 +28,7 @@ from agents_persistence.telemetry import note_retry
 from ._sql_deadline import expired
 from ._sql_engine import driver_code
 from ._sql_pieces import head_record, piece_body, read_record
-from ._sql_run import fetch
+from ._sql_run import Conn, fetch
 from ._sql_statements import (
     PURGE_BATCH,
     Statement,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from sqlalchemy import Connection, Insert
+    from sqlalchemy import Insert
 
     from agents_persistence._codec import Sealer
     from agents_persistence._core import Record
@@ -79,7 +79,7 @@ CLEAR = Codec(DEFAULT_NAMESPACE, None)
 
 
 def write(
-    conn: Connection,
+    conn: Conn,
     stmts: Statements,
     namespace: str,
     owned: bool,
@@ -95,7 +95,9 @@ def write(
     """
     sealer = None if codec is None or not codec.encrypts else codec.sealer()
     if stmts.strategy == "upsert":
-        with _transaction(conn, owned):
+        if not owned:  # the caller's transaction
+            return _write_upsert(conn, owned, stmts, namespace, request, sealer)
+        with conn.begin():
             return _write_upsert(conn, owned, stmts, namespace, request, sealer)
     one_statement = _upsert_any(conn, stmts, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
@@ -115,7 +117,7 @@ def write(
 
 
 @contextlib.contextmanager
-def _transaction(conn: Connection, owned: bool) -> Iterator[None]:
+def _transaction(conn: Conn, owned: bool) -> Iterator[None]:
     """The store's own transaction on its connection; nothing on the caller's (it joins it)."""
     if not owned:
         yield
@@ -125,7 +127,7 @@ def _transaction(conn: Connection, owned: bool) -> Iterator[None]:
 
 
 def _rows(
-    conn: Connection,
+    conn: Conn,
     owned: bool,
     stmts: Statements,
     key: object,
@@ -143,7 +145,7 @@ def _rows(
 
 
 def _write_upsert(
-    conn: Connection,
+    conn: Conn,
     owned: bool,
     stmts: Statements,
     namespace: str,
@@ -182,7 +184,7 @@ def _write_upsert(
 
 
 def _write_whole(
-    conn: Connection, owned: bool, stmts: Statements, namespace: str, request: WriteRequest
+    conn: Conn, owned: bool, stmts: Statements, namespace: str, request: WriteRequest
 ) -> Record:
     """``upsert`` strategy on a table read whole by another service: the state in ``state``."""
     params = whole_params(namespace, request, arrays=stmts.combined)
@@ -198,7 +200,7 @@ def _write_whole(
 
 
 def _write_pieces(
-    conn: Connection,
+    conn: Conn,
     owned: bool,
     stmts: Statements,
     params: dict[str, Any],
@@ -212,7 +214,12 @@ def _write_pieces(
     if layout.base is None:
         _rows(conn, owned, stmts, "pieces_delete_all", pieces.delete_all, thread)
     elif layout.drop:
-        conn.execute(pieces.delete_some, {**thread, "drop": list(layout.drop)})
+        if isinstance(conn, Connection):
+            conn.execute(pieces.delete_some, {**thread, "drop": list(layout.drop)})
+        else:  # a `Lean` connection runs compiled statements only
+            one = stmts.compiled("pieces_delete_one", pieces.delete_one, conn.dialect)
+            drops = [one.parameters({**thread, "key": key}) for key in layout.drop]
+            fetch(conn, owned, one, drops, many=True)
     if not layout.pieces:
         return
     if conn.dialect.driver in _HEX_DRIVERS:
@@ -230,7 +237,7 @@ def _write_pieces(
     fetch(conn, owned, compiled, [compiled.parameters(row) for row in rows], many=True)
 
 
-def _upsert_any(conn: Connection, stmts: Statements, request: WriteRequest) -> Insert | None:
+def _upsert_any(conn: Conn, stmts: Statements, request: WriteRequest) -> Insert | None:
     """`Statements.upsert_any` when it can perform ``request`` on ``conn``'s server, else None.
 
     Only for an unconditional save that restores nothing: with no version to check, the one
@@ -248,7 +255,7 @@ def _upsert_any(conn: Connection, stmts: Statements, request: WriteRequest) -> I
 
 
 def _write_upsert_any(
-    conn: Connection,
+    conn: Conn,
     stmts: Statements,
     statement: Insert,
     namespace: str,
@@ -279,7 +286,7 @@ def _write_upsert_any(
 
 
 def _write_locked(
-    conn: Connection,
+    conn: Conn,
     stmts: Statements,
     namespace: str,
     request: WriteRequest,
@@ -325,7 +332,7 @@ def _retryable(exc: DBAPIError, owned: bool) -> bool:
 
 
 def read(
-    conn: Connection,
+    conn: Conn,
     stmts: Statements,
     namespace: str,
     owned: bool,

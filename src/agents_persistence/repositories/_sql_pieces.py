@@ -78,6 +78,8 @@ class PieceStatements:
         table: The pieces table.
         delete_all: Every piece of a thread (a full write, a delete).
         delete_some: The pieces named by the expanding ``drop`` (a delta).
+        delete_one: The piece named ``key`` (run as executemany: a delta on a `Lean`
+            connection, which runs compiled statements only).
         insert: One piece (run as executemany).
         insert_hex: `insert` with the body as hexadecimal text (``body_hex``), for drivers
             that cannot send bytes (aiomysql with PyMySQL 1.2).
@@ -87,6 +89,7 @@ class PieceStatements:
     table: Table
     delete_all: Delete
     delete_some: Delete
+    delete_one: Delete
     insert: Insert
     insert_hex: Insert
     delete_orphans: Delete
@@ -102,6 +105,7 @@ def piece_statements(table: Table, pieces: Table) -> PieceStatements:
         table=pieces,
         delete_all=delete(pieces).where(thread),
         delete_some=delete(pieces).where(thread, p.piece.in_(bindparam("drop", expanding=True))),
+        delete_one=delete(pieces).where(thread, p.piece == bindparam("key")),
         insert=insert(pieces).values(
             namespace=bindparam("ns"),
             thread_id=bindparam("tid"),

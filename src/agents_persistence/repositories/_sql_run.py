@@ -24,22 +24,37 @@ read needs none: the pool's reset ends whatever the driver began); a driver erro
 becomes SQLAlchemy's `DBAPIError` (``DBAPIError.instance``), and a disconnect invalidates the
 connection (``Connection.invalidate``), as the execution layer does. The contract suite runs on
 both paths (the ``+traced`` kits attach listeners as OpenTelemetry does).
+
+On SQLite, a load or a save on the store's own connection goes one step further when nothing
+watches the engine's connections at all (`lean`: no listener of any `Connection` event, begin,
+commit and rollback included, nor of the dialect's, no statement logging): the call runs on a
+pooled DBAPI connection checked out with ``Engine.raw_connection`` (`Lean`), without a
+`Connection` around it. The pool's own events (``connect``, ``checkout``, ``reset``, ...) still
+run; the store's transaction is the driver's (``commit`` / ``rollback``), errors are wrapped as
+above. In-process, the pool's reset on return costs nothing, which is why this is for SQLite
+only: on a server, a `Connection` that committed spares the reset's round trip.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, NoReturn
+import operator
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, StatementError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from types import TracebackType
+
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.pool import PoolProxiedConnection
 
     from ._sql_compiled import Compiled
 
-__all__ = ["direct", "fetch"]
+__all__ = ["Conn", "Lean", "direct", "fetch", "lean"]
 
 _CONNECTION_EVENTS = (
     "before_execute",
@@ -55,6 +70,144 @@ _DIALECT_EVENTS = (
     "do_setinputsizes",
 )
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine")
+# Every `Connection` event a call of the store could fire: with none attached, nothing would
+# see that a `Lean` call has no `Connection`.
+_LEAN_EVENTS = (
+    *_CONNECTION_EVENTS,
+    "engine_connect",
+    "begin",
+    "commit",
+    "rollback",
+    "savepoint",
+    "rollback_savepoint",
+    "release_savepoint",
+    "set_connection_execution_options",
+)
+
+_lean_events = operator.attrgetter(*_LEAN_EVENTS)
+_dialect_events = operator.attrgetter(*_DIALECT_EVENTS)
+
+
+def lean(engine: Engine) -> bool:
+    """Whether a call on ``engine`` may run on a `Lean` connection (see the module).
+
+    A synchronous SQLite engine that does not log statements, with no listener of a
+    `Connection` event on it (or on the `Engine` class) and none of a dialect event. Checked
+    at every call: a listener attached at any time takes effect from the next call.
+    """
+    dialect = engine.dialect
+    if (
+        dialect.name != "sqlite"
+        or dialect.is_async
+        or engine.echo
+        or _ENGINE_LOG.isEnabledFor(logging.INFO)
+    ):
+        return False
+    return not (any(_lean_events(engine.dispatch)) or any(_dialect_events(dialect.dispatch)))
+
+
+class Lean:
+    """A pooled DBAPI connection for one call of the store, without a `Connection` (`lean`).
+
+    A context manager: checked out of ``engine``'s pool with ``Engine.raw_connection`` on
+    creation, returned to it on exit (the pool's reset then rolls back whatever is still
+    open). It offers what the store's load and save use of a `Connection`: ``dialect``,
+    ``engine``, ``connection``, `begin` (the driver's transaction: committed at the end of
+    the ``with`` block, rolled back on an error), `in_transaction`, `invalidate` and
+    `exec_driver_sql`; driver errors come out as SQLAlchemy's `DBAPIError`.
+    """
+
+    __slots__ = ("connection", "dialect", "engine", "open")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = dialect = engine.dialect
+        self.open = False
+        try:
+            self.connection: PoolProxiedConnection = engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            # As `Connection` wraps a failed connect.
+            disconnect = bool(dialect.is_disconnect(exc, None, None))
+            raise _wrapped(engine, exc, None, None, disconnect) from exc
+
+    def __enter__(self) -> Lean:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.connection.close()
+
+    def begin(self) -> _LeanTransaction:
+        """Begin the store's transaction (the driver begins it with the first statement)."""
+        self.open = True
+        return _LeanTransaction(self)
+
+    def in_transaction(self) -> bool:
+        """Whether `begin` began a transaction not yet ended."""
+        return self.open
+
+    def invalidate(self, exception: BaseException | None = None) -> None:
+        """Discard the DBAPI connection: the pool replaces it."""
+        self.open = False
+        self.connection.invalidate(exception)
+
+    def exec_driver_sql(self, statement: str) -> None:
+        """Run ``statement`` (no parameters, no rows) on a cursor."""
+        if not self.open:
+            self.begin()
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(statement)
+        except self.dialect.loaded_dbapi.Error as exc:
+            _raise(self, exc, statement, None, cursor)
+        finally:
+            _close(cursor, self.dialect)
+
+    def _end(self, commit: bool) -> None:
+        self.open = False
+        connection = self.connection
+        dbapi_error = self.dialect.loaded_dbapi.Error
+        if commit:
+            try:
+                connection.commit()
+                return
+            except dbapi_error as exc:
+                self._end(commit=False)
+                _raise(self, exc, None, None, None)
+        try:
+            connection.rollback()
+        except dbapi_error as exc:
+            # As SQLAlchemy's reset does: a connection that cannot roll back is not reused.
+            self.invalidate(exc)
+
+
+class _LeanTransaction:
+    """`Lean.begin`'s context manager: commit at the end of the block, roll back on an error."""
+
+    __slots__ = ("lean",)
+
+    def __init__(self, lean: Lean) -> None:
+        self.lean = lean
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.lean.open:  # not already ended by an invalidation
+            self.lean._end(commit=exc_type is None)
+
+
+Conn: TypeAlias = "Connection | Lean"
+"""What the store's load and save run on: a `Connection`, or a `Lean` one."""
 
 
 def direct(conn: Connection, owned: bool) -> bool:
@@ -81,7 +234,7 @@ def direct(conn: Connection, owned: bool) -> bool:
 
 
 def fetch(
-    conn: Connection,
+    conn: Conn,
     owned: bool,
     compiled: Compiled,
     parameters: Any,
@@ -96,11 +249,12 @@ def fetch(
     statement changes nothing, so on the cursor it needs no transaction of the `Connection`
     (the pool's reset ends whatever the driver began).
     """
-    if not direct(conn, owned):
+    if isinstance(conn, Connection) and not direct(conn, owned):
         result = conn.exec_driver_sql(compiled.sql, parameters)  # a list: executemany
         return list(result.fetchall()) if compiled.returns_rows else []
     if not read_only and not conn.in_transaction():
         conn.begin()  # what SQLAlchemy's autobegin does before a statement
+    dialect = conn.dialect
     cursor = conn.connection.cursor()
     try:
         if many:
@@ -108,30 +262,40 @@ def fetch(
         else:
             cursor.execute(compiled.sql, parameters)
         rows = cursor.fetchall() if compiled.returns_rows else []
-    except conn.dialect.loaded_dbapi.Error as exc:
+    except dialect.loaded_dbapi.Error as exc:
         _raise(conn, exc, compiled.sql, parameters, cursor)
     finally:
-        with contextlib.suppress(conn.dialect.loaded_dbapi.Error):  # after a disconnect
-            cursor.close()
+        _close(cursor, dialect)
     return list(rows)
 
 
-def _raise(conn: Connection, exc: Exception, sql: str, parameters: Any, cursor: Any) -> NoReturn:
+def _close(cursor: Any, dialect: Dialect) -> None:
+    with contextlib.suppress(dialect.loaded_dbapi.Error):  # after a disconnect
+        cursor.close()
+
+
+def _raise(conn: Conn, exc: Exception, sql: str | None, parameters: Any, cursor: Any) -> NoReturn:
     """Raise ``exc`` as SQLAlchemy's execution layer would.
 
     Wrapped in `DBAPIError` (its parameters hidden if the engine hides them), with the
     connection invalidated on a disconnect.
     """
-    dialect = conn.dialect
-    disconnect = bool(dialect.is_disconnect(exc, conn.connection, cursor))  # type: ignore[arg-type]
+    disconnect = bool(conn.dialect.is_disconnect(exc, conn.connection, cursor))  # type: ignore[arg-type]
     if disconnect:
         conn.invalidate(exc)
-    raise DBAPIError.instance(
+    raise _wrapped(conn.engine, exc, sql, parameters, disconnect) from exc
+
+
+def _wrapped(
+    engine: Engine, exc: Exception, sql: str | None, parameters: Any, disconnect: bool
+) -> StatementError:
+    dialect = engine.dialect
+    return DBAPIError.instance(
         sql,
         parameters,
         exc,
         dialect.loaded_dbapi.Error,
-        hide_parameters=conn.engine.hide_parameters,
+        hide_parameters=engine.hide_parameters,
         connection_invalidated=disconnect,
         dialect=dialect,
-    ) from exc
+    )

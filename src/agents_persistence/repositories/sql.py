@@ -28,12 +28,19 @@ from agents_persistence.contract import StateT
 from agents_persistence.errors import DEFAULT_CALL_TIMEOUT
 from agents_persistence.models.sql import DEFAULT_TABLE_NAME
 
-from ._sql_bound import AsyncBoundSQLCheckpointer, AsyncSQLOps, BoundSQLCheckpointer, SQLOps
+from ._sql_bound import (
+    AsyncBoundSQLCheckpointer,
+    AsyncSQLOps,
+    BoundSQLCheckpointer,
+    HotOp,
+    SQLOps,
+)
 from ._sql_deadline import Budget, Call
 from ._sql_engine import (
     PING_IDLE_AFTER,
     translate_errors,
 )
+from ._sql_run import Lean, lean
 from ._sql_setup import SQLSetup, runner
 from ._sql_statements import Statements
 
@@ -245,6 +252,26 @@ class SQLCheckpointer(SQLSetup, SQLOps, BaseCheckpointer[StateT]):
             if not self._table.ready:
                 self._prepare(call)
             with self._admission.admit(action), self._runner.connect() as conn, call.watching(conn):
+                return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
+
+    def _run_hot(
+        self,
+        action: str,
+        thread_id: str | None,
+        op: HotOp[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        runner = self._runner
+        if not lean(runner):
+            return self._run(action, thread_id, op, *args, **kwargs)
+        with (
+            translate_errors(self._table.not_ready, thread_id, action=action),
+            self._budget.call(action) as call,
+        ):
+            if not self._table.ready:
+                self._prepare(call)
+            with self._admission.admit(action), Lean(runner) as conn, call.watching(conn):
                 return op(conn, self._table.statements, self.namespace, True, *args, **kwargs)
 
     def _prepare(self, call: Call) -> None:
