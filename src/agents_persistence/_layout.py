@@ -130,6 +130,11 @@ class Manifest:
     maps: Mapping[str, Mapping[str, tuple[str, str, int]]] = field(default_factory=dict)
     schema: int = 1
 
+    @property
+    def pieced(self) -> bool:
+        """Whether this version has pieces (`keys` is not empty), without building the set."""
+        return bool(self.segments) or any(self.maps.values())
+
     def keys(self) -> set[str]:
         """Every piece key of this version."""
         keys = {segment[0] for segment in self.segments}
@@ -370,7 +375,7 @@ class Splitter:
         """
         token = secrets.token_hex(6)
         to_json = self.serializer.to_json
-        if not self.split_fields or base is None or not base.keys():
+        if not self.split_fields or base is None or not base.pieced:
             # A small state is one head: a delta would not write less than the whole of it.
             entire = to_json(state)
             if not self.split_fields or len(entire) < SMALL_STATE_BYTES:

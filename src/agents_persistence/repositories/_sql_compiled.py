@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CompoundSelect, Delete, Insert, Select, Update
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sqlalchemy.engine import Dialect
 
@@ -27,7 +28,17 @@ class Compiled:
     either of `fetch`'s paths.
     """
 
-    __slots__ = ("_names", "_positional", "_results", "returns_rows", "sql")
+    __slots__ = (
+        "_get",
+        "_literals",
+        "_positional",
+        "_processed",
+        "_processed_results",
+        "_results",
+        "_sql_names",
+        "returns_rows",
+        "sql",
+    )
 
     def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -49,10 +60,26 @@ class Compiled:
                 value = bind.effective_value
                 value = value if processor is None else processor(value)
                 names.append((None, escaped.get(name, name), None, value))
-        self._names = tuple(names)
+        # What `parameters` runs: one lookup of every value (a statement's literals are keyed
+        # apart, never a bind name), then the processors at their positions.
+        keys: list[object] = [
+            name if name is not None else ("literal", index)
+            for index, (name, _, _, _) in enumerate(names)
+        ]
+        self._literals = {
+            key: value for key, (name, _, _, value) in zip(keys, names, strict=True) if name is None
+        }
+        self._get = _getter(keys)
+        self._processed = tuple(
+            (index, proc) for index, (_, _, proc, _) in enumerate(names) if proc is not None
+        )
+        self._sql_names = tuple(sql_name for _, sql_name, _, _ in names)
         self._results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.exported_columns
+        )
+        self._processed_results = tuple(
+            (index, proc) for index, proc in enumerate(self._results) if proc is not None
         )
         # Whether it returns rows (a SELECT, or RETURNING): known without the cursor's
         # ``description``, which psycopg builds at a cost on every result.
@@ -60,23 +87,35 @@ class Compiled:
 
     def parameters(self, params: dict[str, Any]) -> Any:
         """The DBAPI parameters for ``params`` (keyed by bind name)."""
-        values = [
-            value if key is None else params[key] if proc is None else proc(params[key])
-            for key, _, proc, value in self._names
-        ]
+        values = self._get({**params, **self._literals} if self._literals else params)
+        for index, proc in self._processed:
+            values[index] = proc(values[index])
         if self._positional:
             return tuple(values)
-        return {entry[1]: value for entry, value in zip(self._names, values, strict=True)}
+        return dict(zip(self._sql_names, values, strict=True))
 
     def process(self, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         """``rows`` with the result processors applied."""
-        results = self._results
-        if not any(results):
+        processed = self._processed_results
+        if not processed:
             return [tuple(row) for row in rows]
-        return [
-            tuple(
-                value if proc is None or value is None else proc(value)
-                for proc, value in zip(results, row, strict=True)
-            )
-            for row in rows
-        ]
+        out = []
+        for row in rows:
+            values = list(row)
+            for index, proc in processed:
+                value = values[index]
+                if value is not None:
+                    values[index] = proc(value)
+            out.append(tuple(values))
+        return out
+
+
+def _getter(keys: list[object]) -> Callable[[dict[Any, Any]], list[Any]]:
+    """A function of a mapping: its values at ``keys``, in order, as a new list."""
+    if not keys:
+        return lambda params: []
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda params: [params[key]]
+    get = operator.itemgetter(*keys)
+    return lambda params: list(get(params))

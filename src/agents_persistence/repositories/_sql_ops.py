@@ -5,7 +5,9 @@ through ``AsyncConnection.run_sync``, where SQLAlchemy drives the asyncio driver
 Every statement goes through SQLAlchemy's `Connection`: the hot ones compiled once per dialect
 and run by `fetch` (on the DBAPI cursor when no listener, logging or asyncio driver needs
 SQLAlchemy's execution layer, else ``exec_driver_sql``), the rest with ``execute``, so the
-application's event listeners see each of them. On the store's own connection (``owned``) each
+application's event listeners see each of them. On SQLite, `read` and `write` may instead run on
+a `Lean` connection (a pooled DBAPI connection without a `Connection`, when nothing watches the
+engine's connections: `_sql_run.lean`). On the store's own connection (``owned``) each
 function runs its own transaction(s) and returns the connection with nothing open; on the
 caller's connection (a unit of work) it joins the caller's transaction and never commits or
 rolls it back.

@@ -301,13 +301,13 @@ def head_record(thread_id: str, row: Sequence[Any], codec: Codec) -> Record | No
     """
     *_, manifest_text, sealed = row
     if sealed is not None or codec.encrypts:
-        if manifest_text is not None and _manifest(thread_id, manifest_text).keys():
+        if manifest_text is not None and _manifest(thread_id, manifest_text).pieced:
             return None
         return _opened(thread_id, row, sealed, {}, codec)
     if manifest_text is None:
         return _record(thread_id, row, None, row[5])
     manifest = _manifest(thread_id, manifest_text)
-    if manifest.keys():
+    if manifest.pieced:
         return None
     return _record(thread_id, row, manifest, assemble(thread_id, row[5], manifest, {}))
 

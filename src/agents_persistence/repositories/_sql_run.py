@@ -26,8 +26,8 @@ connection (``Connection.invalidate``), as the execution layer does. The contrac
 both paths (the ``+traced`` kits attach listeners as OpenTelemetry does).
 
 On SQLite, a load or a save on the store's own connection goes one step further when nothing
-watches the engine's connections at all (`lean`: no listener of any `Connection` event, begin,
-commit and rollback included, nor of the dialect's, no statement logging): the call runs on a
+watches the engine's connections (`lean`: no listener of a `Connection` event the call could
+fire, begin, commit and rollback included, nor of the dialect's, no statement logging): it runs on a
 pooled DBAPI connection checked out with ``Engine.raw_connection`` (`Lean`), without a
 `Connection` around it. The pool's own events (``connect``, ``checkout``, ``reset``, ...) still
 run; the store's transaction is the driver's (``commit`` / ``rollback``), errors are wrapped as
@@ -70,19 +70,10 @@ _DIALECT_EVENTS = (
     "do_setinputsizes",
 )
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine")
-# Every `Connection` event a call of the store could fire: with none attached, nothing would
-# see that a `Lean` call has no `Connection`.
-_LEAN_EVENTS = (
-    *_CONNECTION_EVENTS,
-    "engine_connect",
-    "begin",
-    "commit",
-    "rollback",
-    "savepoint",
-    "rollback_savepoint",
-    "release_savepoint",
-    "set_connection_execution_options",
-)
+# Every `Connection` event a load or a save on the store's own connection could fire (it
+# never uses savepoints, two-phase transactions or connection options): with none attached,
+# nothing would see that a `Lean` call has no `Connection`.
+_LEAN_EVENTS = (*_CONNECTION_EVENTS, "engine_connect", "begin", "commit", "rollback")
 
 _lean_events = operator.attrgetter(*_LEAN_EVENTS)
 _dialect_events = operator.attrgetter(*_DIALECT_EVENTS)

@@ -81,7 +81,9 @@ class Pieced:
 
     def note(self, thread_id: str, record: Record | None) -> None:
         """Remember what ``record`` (just read or written; ``None``: absent) says."""
-        pieces = record is not None and record.manifest is not None and record.manifest.keys()
+        pieces = record is not None and record.manifest is not None and record.manifest.pieced
+        if not pieces and thread_id not in self._threads:
+            return  # nothing to forget (a guess only: a racing note may be missed)
         with self._lock:
             threads = self._threads
             if not pieces:
