@@ -309,6 +309,8 @@ def head_record(thread_id: str, row: Sequence[Any], codec: Codec) -> Record | No
     manifest = _manifest(thread_id, manifest_text)
     if manifest.pieced:
         return None
+    if not manifest.transcript and not manifest.maps:  # the head is the whole state's JSON
+        return _record(thread_id, row, manifest, row[5])
     return _record(thread_id, row, manifest, assemble(thread_id, row[5], manifest, {}))
 
 
