@@ -418,11 +418,12 @@ class Core(Generic[StateT]):
     def encode(self, thread_id: str, state: object, base: Manifest | None = None) -> Layout:
         """Split ``state`` for storage, enforcing the type and size limit.
 
-        Fails closed: every fragment written is parsed back with the parser every load uses, so
-        a state that could not be loaded (nesting deeper than the parser accepts, NaN or
-        infinities written as constants) raises `InvalidStateError` here, before anything is
-        written. Lone surrogates, which pydantic replaces with U+FFFD in dict keys, are refused
-        like the same surrogates in values.
+        Fails closed: every fragment written is parsed back with the parser every load uses
+        (but the pieces of a map of strings to strings, such as ``files``, while every key and
+        value is a `str`: JSON strings always read back), so a state that could not be loaded
+        (nesting deeper than the parser accepts, NaN or infinities written as constants) raises
+        `InvalidStateError` here, before anything is written. Lone surrogates, which pydantic
+        replaces with U+FFFD in dict keys, are refused like the same surrogates in values.
         """
         if not isinstance(state, self.state_type):
             raise InvalidStateError(

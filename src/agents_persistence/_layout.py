@@ -35,11 +35,11 @@ import json
 import secrets
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import TYPE_CHECKING, Any, cast, get_origin
+from typing import TYPE_CHECKING, Any, cast, get_args, get_origin
 
 from pydantic_core import from_json
 
-from agents_persistence.errors import CorruptStateError
+from agents_persistence.errors import CorruptStateError, InvalidStateError
 from agents_persistence.upcasting import schema_version
 
 if TYPE_CHECKING:
@@ -328,8 +328,6 @@ def _check(thread_id: str, fragment: bytes, opening: bytes, closing: bytes) -> N
     ``opening`` and ``closing`` put the fragment at the depth it has in the whole state, so
     the parser's nesting limit is checked where it applies.
     """
-    from agents_persistence.errors import InvalidStateError
-
     try:
         from_json(opening + fragment + closing, allow_inf_nan=False, cache_strings=False)
     except ValueError as exc:
@@ -340,10 +338,28 @@ def _check(thread_id: str, fragment: bytes, opening: bytes, closing: bytes) -> N
         ) from exc
 
 
+def _serialized_as_declared(state_type: type[BaseModel], name: str, args: tuple[type, ...]) -> bool:
+    """Whether field ``name`` is a plain ``dict[args]`` that the serializer writes as it is.
+
+    No annotated metadata (a serializer or validator), no field serializer of its own, no
+    model serializer, no ``json_encoders``: its JSON is its keys and values as declared.
+    """
+    info = state_type.model_fields.get(name)
+    if info is None or info.metadata or get_args(info.annotation) != args:
+        return False
+    decorators = state_type.__pydantic_decorators__
+    if decorators.model_serializers or state_type.model_config.get("json_encoders"):
+        return False
+    return not any(
+        name in serializer.info.fields or "*" in serializer.info.fields
+        for serializer in decorators.field_serializers.values()
+    )
+
+
 class Splitter:
     """Splits states of one model into a `Layout` (built once per state type)."""
 
-    __slots__ = ("maps", "schema", "serializer", "transcript")
+    __slots__ = ("maps", "schema", "serializer", "string_maps", "transcript")
 
     def __init__(self, state_type: type[BaseModel]) -> None:
         fields = state_type.model_fields
@@ -361,6 +377,23 @@ class Splitter:
 
         self.transcript = plain(TRANSCRIPT, list)
         self.maps = tuple(name for name in MAPS if plain(name, dict))
+        self.string_maps = frozenset(
+            name for name in self.maps if _serialized_as_declared(state_type, name, (str, str))
+        )
+
+    def _unchecked(self, state: BaseModel) -> set[str]:
+        """The `string_maps` of ``state`` that hold only strings now.
+
+        Their entries are JSON strings only, which the parser always reads back (the serializer
+        refuses lone surrogates; a replaced one in a key is refused by `Core.encode`): a save
+        does not parse them back. A value mutated in after validation that is not a `str`
+        makes the map's entries parsed back like any other fragment.
+        """
+        return {
+            name
+            for name in self.string_maps
+            if all(type(k) is str and type(v) is str for k, v in getattr(state, name).items())
+        }
 
     @property
     def split_fields(self) -> set[str]:
@@ -370,7 +403,8 @@ class Splitter:
     def split(self, thread_id: str, state: BaseModel, base: Manifest | None) -> Layout:
         """Encode ``state`` as a delta on ``base`` (or a full write when ``base`` is ``None``).
 
-        Every fragment written is parsed back first (fail closed); fragments of ``base`` that
+        Every fragment written is parsed back first (fail closed; a piece of a map of strings
+        holding only strings is not: `_unchecked`); fragments of ``base`` that
         are kept were checked when they were written.
         """
         token = secrets.token_hex(6)
@@ -411,6 +445,7 @@ class Splitter:
         # The maps.
         maps: dict[str, dict[str, tuple[str, str, int]]] = {}
         whole_maps: dict[str, dict[str, bytes]] = {}
+        unchecked = self._unchecked(state)
         for name in self.maps:
             dumped = to_json(state, include={name})
             if dumped == b"{}":
@@ -427,7 +462,8 @@ class Splitter:
                 if known is not None and known[1] == body_digest:
                     stored[entry] = known
                     continue
-                _check(thread_id, body, b'{"m":{', b"}}")
+                if name not in unchecked:  # strings only are always read back
+                    _check(thread_id, body, b'{"m":{', b"}}")
                 key = f"{token}.{name[0]}{index}"
                 pieces[key] = body
                 stored[entry] = (key, body_digest, len(body))
