@@ -198,11 +198,12 @@ def test_purge_gives_each_query_page_a_budget_of_its_own(kit: DynamoDBKit) -> No
     """A backlog behind pages of live threads (which the filter empties) is purged whole.
 
     Each Query page is slowed down before it is sent; three pages in one budget would not fit
-    in ``call_timeout`` (the third request would be refused), one page per budget does.
+    in ``call_timeout`` (3 x 1.1 s > 3 s: the third request would be refused), one page per
+    budget does, with almost 2 s left for moto's answer on a busy machine.
     """
     clock = FakeClock()
-    cp = kit.make(namespace=new_namespace(), ttl=60, clock=clock, call_timeout=1.5)
-    old = kit.make(namespace=cp.namespace, ttl=60, clock=FakeClock(), call_timeout=1.5)
+    cp = kit.make(namespace=new_namespace(), ttl=60, clock=clock, call_timeout=3.0)
+    old = kit.make(namespace=cp.namespace, ttl=60, clock=FakeClock(), call_timeout=3.0)
     try:
         for n in range(5):  # expired first: the oldest, read last (newest first)
             old.save_state(f"old-{n}", AgentStateSnapshot())
@@ -215,7 +216,7 @@ def test_purge_gives_each_query_page_a_budget_of_its_own(kit: DynamoDBKit) -> No
         def slow_page(params: dict[str, Any], model: Any, **_: Any) -> None:
             if model.name == "Query":
                 queries.append(time.monotonic())
-                time.sleep(0.45)
+                time.sleep(1.1)
 
         client.meta.events.register("provide-client-params.dynamodb.Query", slow_page)
         assert cp.purge_expired() == 5
