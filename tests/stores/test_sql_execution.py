@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -368,7 +369,9 @@ def test_what_gives_sqlite_calls_a_connection(
         engine.dispose()
     for kit in PLAIN:
         if kit.name != "sqlite":
-            server = sa.create_engine(_ready(kit).sync_url())  # type: ignore[union-attr]
+            ready = _ready(kit)
+            assert isinstance(ready, SQLKit)
+            server = sa.create_engine(ready.sync_url())
             assert lean(server) is False, kit.name
             server.dispose()
 
@@ -397,3 +400,32 @@ def test_a_sqlite_file_whose_directory_went_away_is_database_not_found(tmp_path:
             cp.load_state("t1")
         with pytest.raises(DatabaseNotFoundError):
             cp.save_state("t1", AgentStateSnapshot())
+
+
+def test_a_sqlite_commit_that_fails_leaves_nothing_written(tmp_path: Any) -> None:
+    # Without WAL, a commit waits for readers to finish: one holding its read transaction past
+    # the busy timeout makes the COMMIT itself fail. The save raises a typed error, nothing of
+    # it is kept, and the connection goes back to the pool with no transaction left open.
+    from agents_persistence import CheckpointerError
+    from agents_persistence.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path}/journal.db"
+    upgrade(url)
+    engine = sa.create_engine(url, connect_args={"timeout": 0.2}, pool_size=1, max_overflow=0)
+    cp = SQLCheckpointer(engine, namespace="x" + uuid.uuid4().hex[:16])
+    reader = sqlite3.connect(f"{tmp_path}/journal.db", isolation_level=None)
+    try:
+        cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 1}))
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM agent_checkpoints").fetchone() == (1,)
+        with pytest.raises(CheckpointerError, match="locked"):
+            cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 2}))
+        reader.execute("COMMIT")
+        checkpoint = cp.load_checkpoint("t1")
+        assert checkpoint is not None
+        assert checkpoint.info.version == 1
+        assert checkpoint.state.scratchpad == {"n": 1}
+        assert cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 3})).version == 2
+    finally:
+        reader.close()
+        engine.dispose()
