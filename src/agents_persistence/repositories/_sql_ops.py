@@ -44,7 +44,6 @@ from ._sql_statements import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from datetime import datetime
 
     from sqlalchemy import Insert
@@ -97,9 +96,7 @@ def write(
     """
     sealer = None if codec is None or not codec.encrypts else codec.sealer()
     if stmts.strategy == "upsert":
-        if not owned:  # the caller's transaction
-            return _write_upsert(conn, owned, stmts, namespace, request, sealer)
-        with conn.begin():
+        with _transaction(conn, owned):
             return _write_upsert(conn, owned, stmts, namespace, request, sealer)
     one_statement = _upsert_any(conn, stmts, request)
     for attempt in range(1, _LOCK_ATTEMPTS + 1):
@@ -118,14 +115,9 @@ def write(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-@contextlib.contextmanager
-def _transaction(conn: Conn, owned: bool) -> Iterator[None]:
+def _transaction(conn: Conn, owned: bool) -> contextlib.AbstractContextManager[Any]:
     """The store's own transaction on its connection; nothing on the caller's (it joins it)."""
-    if not owned:
-        yield
-        return
-    with conn.begin():
-        yield
+    return conn.begin() if owned else contextlib.nullcontext()
 
 
 def _rows(
