@@ -402,30 +402,101 @@ def test_a_sqlite_file_whose_directory_went_away_is_database_not_found(tmp_path:
             cp.save_state("t1", AgentStateSnapshot())
 
 
-def test_a_sqlite_commit_that_fails_leaves_nothing_written(tmp_path: Any) -> None:
+@pytest.mark.parametrize("reset", ["rollback", None])
+@pytest.mark.parametrize("size", ["head", "pieces"])
+def test_a_sqlite_commit_that_fails_leaves_nothing_written(
+    tmp_path: Any, reset: str | None, size: str
+) -> None:
     # Without WAL, a commit waits for readers to finish: one holding its read transaction past
-    # the busy timeout makes the COMMIT itself fail. The save raises a typed error, nothing of
-    # it is kept, and the connection goes back to the pool with no transaction left open.
+    # the busy timeout makes the commit itself fail, whether the save's COMMIT (a head and its
+    # pieces) or the end of its one statement (a delta of the head alone, run outside a
+    # transaction). The save raises a typed error, nothing of it is kept, and the connection
+    # goes back to the pool with no transaction left open, even by a pool that does not roll
+    # back what it gets back (``pool_reset_on_return=None``).
     from agents_persistence import CheckpointerError
     from agents_persistence.migrations import upgrade
 
     url = f"sqlite:///{tmp_path}/journal.db"
     upgrade(url)
-    engine = sa.create_engine(url, connect_args={"timeout": 0.2}, pool_size=1, max_overflow=0)
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": 0.2},
+        pool_size=1,
+        max_overflow=0,
+        pool_reset_on_return=reset,
+    )
     cp = SQLCheckpointer(engine, namespace="x" + uuid.uuid4().hex[:16])
     reader = sqlite3.connect(f"{tmp_path}/journal.db", isolation_level=None)
+    files = {"big.py": "x" * 40_000} if size == "pieces" else {}
     try:
-        cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 1}))
+        cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 1}, files=files))
         reader.execute("BEGIN")
         assert reader.execute("SELECT count(*) FROM agent_checkpoints").fetchone() == (1,)
+        files = {"big.py": "y" * 40_000} if size == "pieces" else {}
         with pytest.raises(CheckpointerError, match="locked"):
-            cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 2}))
+            cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 2}, files=files))
         reader.execute("COMMIT")
         checkpoint = cp.load_checkpoint("t1")
         assert checkpoint is not None
         assert checkpoint.info.version == 1
         assert checkpoint.state.scratchpad == {"n": 1}
+        assert checkpoint.state.files == ({"big.py": "x" * 40_000} if size == "pieces" else {})
         assert cp.save_state("t1", AgentStateSnapshot(scratchpad={"n": 3})).version == 2
+        assert cp.load_state("t1") == AgentStateSnapshot(scratchpad={"n": 3})
     finally:
         reader.close()
+        engine.dispose()
+
+
+def test_a_sqlite_save_is_one_statement_or_one_transaction(tmp_path: Any) -> None:
+    # A save whose delta is the head alone is one statement, its own transaction: no BEGIN or
+    # COMMIT around it. Every save of more than one statement (pieces to add or drop, or a
+    # full write after a missed delta) runs them all in one transaction.
+    url = f"sqlite:///{tmp_path}/shape.db"
+    engine = sa.create_engine(url)
+    seen: list[str] = []
+
+    @sa.event.listens_for(engine.pool, "connect")
+    def _trace(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.set_trace_callback(seen.append)
+
+    cp = SQLCheckpointer(engine, auto_migrate=True, namespace="x" + uuid.uuid4().hex[:16])
+    other = SQLCheckpointer(engine, namespace=cp.namespace)
+    big = {f"f{i}.py": str(i) * 20_000 for i in range(3)}
+
+    def statements(call: Any) -> list[str]:
+        seen.clear()
+        call()
+        return [s.split()[0].upper() for s in seen]
+
+    try:
+        cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 0}))  # the schema check
+        # The head alone, as a delta on the last save: one statement.
+        assert statements(lambda: cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 1}))) == [
+            "UPDATE"
+        ]
+        # Pieces to add: the head's delta and the inserts in one transaction.
+        shape = statements(lambda: cp.save_state("t", AgentStateSnapshot(files=big)))
+        assert shape[0] == "BEGIN"
+        assert shape[-1] == "COMMIT"
+        assert "INSERT" in shape
+        # Pieces to drop, the head alone written: still one transaction.
+        shape = statements(lambda: cp.save_state("t", AgentStateSnapshot(scratchpad={"n": 2})))
+        assert (shape[0], shape[-1]) == ("BEGIN", "COMMIT")
+        assert "DELETE" in shape
+        # Another writer moved the head: the delta alone finds nothing to update (no BEGIN
+        # before it), then the state is written whole in a transaction of its own.
+        cp.save_state("u", AgentStateSnapshot(scratchpad={"n": 1}))
+        other.save_state("u", AgentStateSnapshot(scratchpad={"n": 2}))
+        shape = statements(lambda: cp.save_state("u", AgentStateSnapshot(scratchpad={"n": 3})))
+        assert shape[:2] == ["UPDATE", "BEGIN"], shape
+        assert shape[-1] == "COMMIT"
+        assert "INSERT" in shape
+        found = cp.load_checkpoint("u")
+        assert found is not None
+        assert (found.info.version, found.state) == (3, AgentStateSnapshot(scratchpad={"n": 3}))
+        # The driver's transaction mode is the engine's again after each call.
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection.isolation_level == ""  # type: ignore[union-attr]
+    finally:
         engine.dispose()

@@ -30,7 +30,7 @@ from agents_persistence.telemetry import note_retry
 from ._sql_deadline import expired
 from ._sql_engine import driver_code
 from ._sql_pieces import head_record, piece_body, read_record
-from ._sql_run import Conn, fetch
+from ._sql_run import Conn, Lean, fetch
 from ._sql_statements import (
     PURGE_BATCH,
     Statement,
@@ -96,6 +96,15 @@ def write(
     """
     sealer = None if codec is None or not codec.encrypts else codec.sealer()
     if stmts.strategy == "upsert":
+        if owned and isinstance(conn, Lean) and _alone(stmts, request):
+            # The delta is one statement: on its own, it is its own transaction.
+            record = conn.alone(_write_delta, conn, owned, stmts, namespace, request, sealer)
+            if record is not None:
+                return record
+            # The stored head no longer carries the base: the state is written whole.
+            with conn.begin():
+                full = request.layout.full()
+                return _write_full(conn, owned, stmts, namespace, request, full, sealer)
         with _transaction(conn, owned):
             return _write_upsert(conn, owned, stmts, namespace, request, sealer)
     one_statement = _upsert_any(conn, stmts, request)
@@ -151,21 +160,34 @@ def _write_upsert(
     On PostgreSQL each attempt is one statement, pieces included (`Statements.combined`), so
     in autocommit each is its own transaction and a failed delta changed nothing.
     """
-    arrays = stmts.combined
-    layout = request.layout
     if stmts.whole:
         return _write_whole(conn, owned, stmts, namespace, request)
+    layout = request.layout
     if delta_allowed(request):
-        statement = stmts.delta(request)
-        delta_arrays = stmts.delta_combined(layout)
-        params = write_params(namespace, request, layout, arrays=delta_arrays, sealer=sealer)
-        key = ("delta", write_kind(request), delta_arrays)
-        rows = _rows(conn, owned, stmts, key, statement, params)
-        if rows:
-            if not arrays:
-                _write_pieces(conn, owned, stmts, params, layout, sealer)
-            return written_record(request, layout, *rows[0])
+        record = _write_delta(conn, owned, stmts, namespace, request, sealer)
+        if record is not None:
+            return record
         layout = layout.full()
+    return _write_full(conn, owned, stmts, namespace, request, layout, sealer)
+
+
+def _alone(stmts: Statements, request: WriteRequest) -> bool:
+    """Whether ``request``'s delta is one statement: the head, with no piece to add or drop."""
+    layout = request.layout
+    return not (stmts.whole or layout.pieces or layout.drop) and delta_allowed(request)
+
+
+def _write_full(
+    conn: Conn,
+    owned: bool,
+    stmts: Statements,
+    namespace: str,
+    request: WriteRequest,
+    layout: Layout,
+    sealer: Sealer | None,
+) -> Record:
+    """The state of ``layout`` written whole: the head and every piece, none of the base's."""
+    arrays = stmts.combined
     params = write_params(namespace, request, layout, arrays=arrays, sealer=sealer)
     statement = stmts.write(request)
     rows = _rows(conn, owned, stmts, statement, statement, params)
@@ -173,6 +195,31 @@ def _write_upsert(
         live = _rows(conn, owned, stmts, "live_version", stmts.live_version, params)
         raise ConflictError(request.thread_id, params["expected"], live[0][0] if live else None)
     if not arrays:
+        _write_pieces(conn, owned, stmts, params, layout, sealer)
+    return written_record(request, layout, *rows[0])
+
+
+def _write_delta(
+    conn: Conn,
+    owned: bool,
+    stmts: Statements,
+    namespace: str,
+    request: WriteRequest,
+    sealer: Sealer | None,
+) -> Record | None:
+    """The delta of ``request`` on its base, or ``None`` (nothing written).
+
+    ``None`` when the stored head no longer carries that base.
+    """
+    layout = request.layout
+    statement = stmts.delta(request)
+    delta_arrays = stmts.delta_combined(layout)
+    params = write_params(namespace, request, layout, arrays=delta_arrays, sealer=sealer)
+    key = ("delta", write_kind(request), delta_arrays)
+    rows = _rows(conn, owned, stmts, key, statement, params)
+    if not rows:
+        return None
+    if not stmts.combined:
         _write_pieces(conn, owned, stmts, params, layout, sealer)
     return written_record(request, layout, *rows[0])
 

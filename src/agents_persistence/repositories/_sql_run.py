@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import logging
 import operator
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeAlias, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from sqlalchemy import Engine
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from ._sql_compiled import Compiled
 
 __all__ = ["Conn", "Lean", "direct", "fetch", "lean"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _CONNECTION_EVENTS = (
     "before_execute",
@@ -139,6 +143,34 @@ class Lean:
     def in_transaction(self) -> bool:
         """Whether `begin` began a transaction not yet ended."""
         return self.open
+
+    def alone(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn``, whose one write statement is its own transaction: no BEGIN or COMMIT.
+
+        For a save that is a single statement: SQLite applies a statement run outside a
+        transaction atomically and commits it as it completes, which spares the two statements
+        that open and end the driver's transaction. The sqlite3 driver does that with its
+        ``isolation_level`` set to ``None`` for the call (restored after). SQLite rolls back a
+        statement that fails, its own commit included (a reader past the busy timeout without
+        WAL); should a transaction still be open after an error, it is rolled back before the
+        error goes on. Another driver, or a connection already in a transaction, runs ``fn``
+        in a transaction of `begin` instead.
+        """
+        driver = self.connection.driver_connection
+        if self.dialect.driver != "pysqlite" or driver is None or driver.in_transaction:
+            with self.begin():
+                return fn(*args, **kwargs)
+        previous = driver.isolation_level
+        driver.isolation_level = None
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            if driver.in_transaction:
+                self._end(commit=False)  # invalidates a connection that cannot roll back
+            raise
+        finally:
+            if self.connection.is_valid:
+                driver.isolation_level = previous
 
     def invalidate(self, exception: BaseException | None = None) -> None:
         """Discard the DBAPI connection: the pool replaces it."""
