@@ -500,3 +500,33 @@ def test_a_sqlite_save_is_one_statement_or_one_transaction(tmp_path: Any) -> Non
             assert conn.connection.driver_connection.isolation_level == ""  # type: ignore[union-attr]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("op", ["save", "save-pieces", "load"])
+def test_a_sqlite_connection_closed_underneath_is_a_typed_error(tmp_path: Any, op: str) -> None:
+    # The pool's DBAPI connection closed behind its back: the call fails with a typed error
+    # (not the driver's ProgrammingError), the connection is discarded, and the next call
+    # works on a new one.
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/closed.db", pool_size=1, max_overflow=0)
+    opened: list[Any] = []
+    sa.event.listen(
+        engine.pool, "connect", lambda dbapi_connection, _: opened.append(dbapi_connection)
+    )
+    cp = SQLCheckpointer(engine, auto_migrate=True, namespace="x" + uuid.uuid4().hex[:16])
+    first = AgentStateSnapshot(scratchpad={"n": 1})
+    second = AgentStateSnapshot(files={"a.py": "x" * 40_000} if op == "save-pieces" else {})
+    try:
+        cp.save_state("t", first)
+        opened[-1].close()
+        call = (
+            (lambda: cp.load_state("t")) if op == "load" else (lambda: cp.save_state("t", second))
+        )
+        with pytest.raises(BackendUnavailableError, match="closed database"):
+            call()
+        assert len(opened) == 1
+        assert cp.load_state("t") == first
+        assert len(opened) == 2  # a new connection
+        assert cp.save_state("t", second).version == 2
+        assert cp.load_state("t") == second
+    finally:
+        engine.dispose()

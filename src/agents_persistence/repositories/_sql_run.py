@@ -156,20 +156,30 @@ class Lean:
         error goes on. Another driver, or a connection already in a transaction, runs ``fn``
         in a transaction of `begin` instead.
         """
-        driver = self.connection.driver_connection
-        if self.dialect.driver != "pysqlite" or driver is None or driver.in_transaction:
+        connection = self.connection
+        driver = connection.dbapi_connection  # sqlite3's own connection (a synchronous driver)
+        if self.dialect.driver != "pysqlite" or driver is None:
             with self.begin():
                 return fn(*args, **kwargs)
-        previous = driver.isolation_level
-        driver.isolation_level = None
+        try:
+            if driver.in_transaction:
+                with self.begin():
+                    return fn(*args, **kwargs)
+            previous = driver.isolation_level
+            driver.isolation_level = None
+        except self.dialect.loaded_dbapi.Error as exc:  # a connection closed underneath
+            _raise(self, exc, None, None, None)
+        self.open = True  # no `begin` before the statement: the driver runs it on its own
         try:
             return fn(*args, **kwargs)
         except BaseException:
-            if driver.in_transaction:
+            # (An invalidated connection is closed: there is nothing left to roll back.)
+            if connection.dbapi_connection is not None and driver.in_transaction:
                 self._end(commit=False)  # invalidates a connection that cannot roll back
             raise
         finally:
-            if self.connection.is_valid:
+            self.open = False
+            if connection.dbapi_connection is not None:
                 driver.isolation_level = previous
 
     def invalidate(self, exception: BaseException | None = None) -> None:
@@ -277,7 +287,10 @@ def fetch(
     if not read_only and not conn.in_transaction():
         conn.begin()  # what SQLAlchemy's autobegin does before a statement
     dialect = conn.dialect
-    cursor = conn.connection.cursor()
+    try:
+        cursor = conn.connection.cursor()
+    except dialect.loaded_dbapi.Error as exc:  # a connection closed underneath
+        _raise(conn, exc, compiled.sql, parameters, None)
     try:
         if many:
             cursor.executemany(compiled.sql, parameters)
