@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 
 BUDGET = 1.5
 """The ``call_timeout`` of these tests (seconds)."""
-MARGIN = 2.0
-"""How much later than the budget an error may come (scheduling, a whole-second connect)."""
+MARGIN = 3.0
+"""How much later than the budget an error may come (scheduling on a busy machine, a
+whole-second connect). A call nothing bounds never ends: the margin only needs to tell
+"ended soon after its budget" from that."""
 DATABASE = "call_budget"
 MODES = ["sync", "async"]
 
