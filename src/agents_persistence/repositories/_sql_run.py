@@ -32,7 +32,10 @@ pooled DBAPI connection checked out with ``Engine.raw_connection`` (`Lean`), wit
 `Connection` around it. The pool's own events (``connect``, ``checkout``, ``reset``, ...) still
 run; the store's transaction is the driver's (``commit`` / ``rollback``), errors are wrapped as
 above. In-process, the pool's reset on return costs nothing, which is why this is for SQLite
-only: on a server, a `Connection` that committed spares the reset's round trip.
+only: on a server, a `Connection` that committed spares the reset's round trip. A save that is
+one statement (a delta of the head alone) runs there outside a transaction (`Lean.alone`):
+SQLite commits a statement run on its own as it completes, which spares the driver's ``BEGIN``
+and ``COMMIT``.
 """
 
 from __future__ import annotations
