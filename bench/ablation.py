@@ -96,6 +96,7 @@ def run(rounds: int, saves: int) -> dict[str, list[float]]:
     target = SQLiteTarget()  # its file, in a folder of its own; the raw floor's pragmas
     cp = open_checkpointer(target.url, auto_migrate=True)
     raw = rawmod.RawSQLite(target.path, "raw", TABLE, pragmas=target.pragmas())
+    switches: dict[str, Callable[[bool], None]] = {}
     try:
         switches = _switches(cp)
         variants = list(VARIANTS)
@@ -123,10 +124,10 @@ def run(rounds: int, saves: int) -> dict[str, list[float]]:
             for name in variants:
                 median = statistics.median
                 ratios[name].append(median(ours[name]) / median(theirs[name]))
-        for switch in switches.values():
-            switch(False)
         return ratios
     finally:
+        for switch in switches.values():
+            switch(False)
         cp.close()
         raw.close()
         target.stop()
