@@ -160,18 +160,17 @@ class Lean:
         in a transaction of `begin` instead.
         """
         connection = self.connection
-        driver = connection.dbapi_connection  # sqlite3's own connection (a synchronous driver)
-        if self.dialect.driver != "pysqlite" or driver is None:
-            with self.begin():
-                return fn(*args, **kwargs)
+        driver: Any = connection.dbapi_connection  # sqlite3's own (a synchronous driver)
         try:
-            if driver.in_transaction:
-                with self.begin():
-                    return fn(*args, **kwargs)
-            previous = driver.isolation_level
-            driver.isolation_level = None
+            alone = self.dialect.driver == "pysqlite" and not driver.in_transaction
+            if alone:
+                previous = driver.isolation_level
+                driver.isolation_level = None
         except self.dialect.loaded_dbapi.Error as exc:  # a connection closed underneath
             _raise(self, exc, None, None, None)
+        if not alone:
+            with self.begin():
+                return fn(*args, **kwargs)
         self.open = True  # no `begin` before the statement: the driver runs it on its own
         try:
             return fn(*args, **kwargs)
